@@ -1,0 +1,12 @@
+//! The pure domain of codex-k8s: the vocabulary (agents, project roles, run statuses) and the
+//! rules over it, with no knowledge of PostgreSQL, Kubernetes, GitHub or any transport.
+//!
+//! Decisions here are functions from values to values; adapters elsewhere perform them. Time
+//! comes from the [`clock::Clock`] port so tests can pin it. The crate must never depend on
+//! sqlx, kube, tonic, axum, hyper or reqwest: `scripts/check-domain-deps.sh` fails the test run
+//! if it ever does.
+
+pub mod agent;
+pub mod clock;
+pub mod project;
+pub mod run;

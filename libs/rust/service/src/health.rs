@@ -1,0 +1,174 @@
+//! `/healthz` (alive), `/readyz` (dependencies reachable) and `/metrics`, plus the
+//! `/health/livez` and `/health/readyz` aliases the deploy manifests probe.
+
+use crate::metrics::Metrics;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// The future a readiness check returns: `Err` carries a short, secret-free reason.
+pub type CheckFuture = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
+
+/// One named dependency check run by `/readyz`.
+#[derive(Clone)]
+pub struct ReadinessCheck {
+    name: &'static str,
+    check: Arc<dyn Fn() -> CheckFuture + Send + Sync>,
+}
+
+impl ReadinessCheck {
+    /// A check called `name` (e.g. `postgres`).
+    pub fn new<F, Fut>(name: &'static str, f: F) -> Self
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), String>> + Send + 'static,
+    {
+        Self { name, check: Arc::new(move || Box::pin(f())) }
+    }
+}
+
+#[derive(Clone)]
+struct HealthState {
+    service: &'static str,
+    checks: Arc<Vec<ReadinessCheck>>,
+    metrics: Metrics,
+    shutting_down: CancellationToken,
+}
+
+/// The health and metrics routes. `/readyz` fails once `shutting_down` is cancelled so load
+/// balancers stop sending traffic while the process drains.
+pub fn health_router(
+    service: &'static str,
+    checks: Vec<ReadinessCheck>,
+    metrics: Metrics,
+    shutting_down: CancellationToken,
+) -> Router {
+    let state = HealthState { service, checks: Arc::new(checks), metrics, shutting_down };
+    Router::new()
+        .route("/healthz", get(live))
+        .route("/health/livez", get(live))
+        .route("/readyz", get(ready))
+        .route("/health/readyz", get(ready))
+        .route("/metrics", get(metrics_handler))
+        .with_state(state)
+}
+
+/// Middleware counting every request by route template, method and status.
+pub fn with_request_metrics(router: Router, metrics: Metrics) -> Router {
+    router.layer(middleware::from_fn(move |req: Request, next: Next| {
+        let metrics = metrics.clone();
+        async move {
+            let route = req
+                .extensions()
+                .get::<MatchedPath>()
+                .map(|p| p.as_str().to_string())
+                .unwrap_or_else(|| "unmatched".to_string());
+            let method = req.method().to_string();
+            let resp = next.run(req).await;
+            metrics.observe_http(&route, &method, resp.status().as_u16());
+            resp
+        }
+    }))
+}
+
+async fn live(State(s): State<HealthState>) -> Json<serde_json::Value> {
+    Json(serde_json::json!({"status": "alive", "service": s.service}))
+}
+
+async fn ready(State(s): State<HealthState>) -> Response {
+    if s.shutting_down.is_cancelled() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({"status": "shutting_down", "service": s.service})),
+        )
+            .into_response();
+    }
+    let mut results = serde_json::Map::new();
+    let mut ok = true;
+    for c in s.checks.iter() {
+        let outcome = tokio::time::timeout(Duration::from_secs(3), (c.check)()).await;
+        let text = match outcome {
+            Ok(Ok(())) => "ok".to_string(),
+            Ok(Err(e)) => {
+                ok = false;
+                e
+            }
+            Err(_) => {
+                ok = false;
+                "timed out after 3s".to_string()
+            }
+        };
+        results.insert(c.name.to_string(), serde_json::Value::String(text));
+    }
+    let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let body = serde_json::json!({
+        "status": if ok { "ready" } else { "not_ready" },
+        "service": s.service,
+        "checks": results,
+    });
+    (status, Json(body)).into_response()
+}
+
+async fn metrics_handler(State(s): State<HealthState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        s.metrics.render(),
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::MetricsBuilder;
+    use axum::body::Body;
+    use tower::ServiceExt;
+
+    async fn get_status(router: Router, path: &str) -> (StatusCode, String) {
+        let resp = router.oneshot(Request::get(path).body(Body::empty()).unwrap()).await.unwrap();
+        let status = resp.status();
+        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap();
+        (status, String::from_utf8_lossy(&bytes).to_string())
+    }
+
+    #[tokio::test]
+    async fn readiness_reflects_checks_and_shutdown() {
+        let metrics = MetricsBuilder::new("t").build();
+        let token = CancellationToken::new();
+        let good = ReadinessCheck::new("db", || async { Ok(()) });
+        let bad = ReadinessCheck::new("peer", || async { Err("connection refused".to_string()) });
+
+        let r = health_router("t", vec![good.clone()], metrics.clone(), token.clone());
+        assert_eq!(get_status(r.clone(), "/readyz").await.0, StatusCode::OK);
+        assert_eq!(get_status(r.clone(), "/healthz").await.0, StatusCode::OK);
+        token.cancel();
+        assert_eq!(get_status(r.clone(), "/readyz").await.0, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(get_status(r, "/healthz").await.0, StatusCode::OK);
+
+        let r = health_router("t", vec![good, bad], metrics, CancellationToken::new());
+        let (status, body) = get_status(r, "/health/readyz").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(body.contains("connection refused"), "{body}");
+    }
+
+    #[tokio::test]
+    async fn metrics_count_requests_by_route() {
+        let metrics = MetricsBuilder::new("svc").build();
+        let r = with_request_metrics(
+            health_router("svc", vec![], metrics.clone(), CancellationToken::new()),
+            metrics.clone(),
+        );
+        get_status(r.clone(), "/healthz").await;
+        let (_, body) = get_status(r, "/metrics").await;
+        assert!(body.contains("codexk8s_build_info{service=\"svc\""), "{body}");
+        assert!(body.contains("codexk8s_http_requests_total{route=\"/healthz\",method=\"GET\",status=\"200\"} 1"), "{body}");
+    }
+}

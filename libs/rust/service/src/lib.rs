@@ -1,0 +1,16 @@
+//! What every codex-k8s binary shares: layered, typed configuration read from `CODEXK8S_*`
+//! settings and validated before any port is bound; JSON logs through `tracing`; a Prometheus
+//! registry; the `/healthz`, `/readyz` and `/metrics` endpoints; and a cancellation tree that
+//! turns SIGTERM/SIGINT into a graceful drain with a deadline.
+
+pub mod config;
+pub mod health;
+pub mod metrics;
+pub mod server;
+pub mod shutdown;
+pub mod telemetry;
+
+pub use config::{ConfigError, Layers, Reader};
+pub use health::{ReadinessCheck, health_router, with_request_metrics};
+pub use metrics::{Metrics, MetricsBuilder};
+pub use shutdown::Shutdown;

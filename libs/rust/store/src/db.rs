@@ -1,0 +1,85 @@
+//! Connection settings, the pool, and the embedded migrations.
+
+use crate::error::StoreError;
+use secrecy::{ExposeSecret, SecretString};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgSslMode};
+use sqlx::{Executor, PgPool};
+use std::time::Duration;
+
+/// The schema: forward-only SQL files under `migrations/`, compiled into the binary.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// How to reach PostgreSQL (`CODEXK8S_DB_*`).
+#[derive(Clone)]
+pub struct DbConfig {
+    pub host: String,
+    pub port: u16,
+    pub name: String,
+    pub user: String,
+    pub password: Option<SecretString>,
+    pub ssl_mode: PgSslMode,
+    pub max_connections: u32,
+    pub connect_timeout: Duration,
+}
+
+impl std::fmt::Debug for DbConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DbConfig")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("name", &self.name)
+            .field("user", &self.user)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .finish_non_exhaustive()
+    }
+}
+
+impl DbConfig {
+    /// Connection options (the password, if any, goes straight into the driver).
+    pub fn options(&self) -> PgConnectOptions {
+        let mut o = PgConnectOptions::new()
+            .host(&self.host)
+            .port(self.port)
+            .database(&self.name)
+            .username(&self.user)
+            .ssl_mode(self.ssl_mode)
+            .application_name("codex-k8s");
+        if let Some(p) = &self.password {
+            o = o.password(p.expose_secret());
+        }
+        o
+    }
+
+    /// Human-readable target without credentials, for logs.
+    pub fn describe(&self) -> String {
+        format!("postgres://{}@{}:{}/{}", self.user, self.host, self.port, self.name)
+    }
+}
+
+/// Parses `disable|allow|prefer|require|verify-ca|verify-full`.
+pub fn parse_ssl_mode(s: &str) -> Option<PgSslMode> {
+    s.parse().ok()
+}
+
+/// Opens a pool. Connections are established lazily except the first, which proves the
+/// database is reachable.
+pub async fn connect(cfg: &DbConfig) -> Result<PgPool, StoreError> {
+    let pool = PgPoolOptions::new()
+        .max_connections(cfg.max_connections)
+        .acquire_timeout(cfg.connect_timeout)
+        .connect_with(cfg.options())
+        .await
+        .map_err(StoreError::Unavailable)?;
+    Ok(pool)
+}
+
+/// Applies every pending migration; a second call changes nothing.
+pub async fn migrate(pool: &PgPool) -> Result<(), StoreError> {
+    MIGRATOR.run(pool).await.map_err(StoreError::Migration)
+}
+
+/// Cheap liveness probe of the database, for `/readyz`.
+pub async fn ping(pool: &PgPool) -> Result<(), StoreError> {
+    pool.execute("SELECT 1").await?;
+    Ok(())
+}
