@@ -8,5 +8,7 @@
 
 pub mod agent;
 pub mod clock;
+pub mod duration;
 pub mod project;
 pub mod run;
+pub mod stage;
