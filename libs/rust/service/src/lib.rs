@@ -3,11 +3,12 @@
 //! registry; the `/healthz`, `/readyz` and `/metrics` endpoints; and a cancellation tree that
 //! turns SIGTERM/SIGINT into a graceful drain with a deadline.
 
-pub mod config;
+pub use ck8s_config as config;
 pub mod health;
 pub mod metrics;
 pub mod server;
 pub mod shutdown;
+pub mod startup;
 pub mod telemetry;
 
 pub use config::{ConfigError, Layers, Reader};

@@ -83,3 +83,37 @@ pub async fn ping(pool: &PgPool) -> Result<(), StoreError> {
     pool.execute("SELECT 1").await?;
     Ok(())
 }
+
+impl DbConfig {
+    /// Reads `CODEXK8S_DB_HOST|PORT|NAME|USER|PASSWORD|SSLMODE|MAX_CONNECTIONS|CONNECT_TIMEOUT`.
+    pub fn read(r: &mut ck8s_config::Reader<'_>) -> Self {
+        let ssl = r.string("DB_SSLMODE", "prefer");
+        let ssl_mode = parse_ssl_mode(&ssl).unwrap_or_else(|| {
+            r.issue("DB_SSLMODE", format!("invalid value {ssl:?}: expected disable, allow, prefer, require, verify-ca or verify-full"));
+            PgSslMode::Prefer
+        });
+        let max_connections = r.parse("DB_MAX_CONNECTIONS", 10u32, "a number of connections, 1-1000");
+        if !(1..=1000).contains(&max_connections) {
+            r.issue("DB_MAX_CONNECTIONS", "must be between 1 and 1000");
+        }
+        Self {
+            host: r.string("DB_HOST", "127.0.0.1"),
+            port: r.port("DB_PORT", 5432),
+            name: r.string("DB_NAME", "codex_k8s"),
+            user: r.string("DB_USER", "codex_k8s"),
+            password: r.opt_secret("DB_PASSWORD"),
+            ssl_mode,
+            max_connections,
+            connect_timeout: r.duration("DB_CONNECT_TIMEOUT", Duration::from_secs(5)),
+        }
+    }
+}
+
+/// A pool that connects on first use, so a service can start (and report not-ready) while the
+/// database is still coming up.
+pub fn connect_lazy(cfg: &DbConfig) -> PgPool {
+    PgPoolOptions::new()
+        .max_connections(cfg.max_connections)
+        .acquire_timeout(cfg.connect_timeout)
+        .connect_lazy_with(cfg.options())
+}

@@ -7,5 +7,5 @@ pub mod db;
 pub mod error;
 pub mod workers;
 
-pub use db::{DbConfig, MIGRATOR, connect, migrate};
+pub use db::{DbConfig, MIGRATOR, connect, connect_lazy, migrate, ping};
 pub use error::StoreError;

@@ -5,6 +5,8 @@
 //! Databases are named `t_<pid>_<n>`; those left behind by finished test processes are dropped
 //! the next time a test process creates its template.
 
+pub mod process;
+
 use ck8s_store::{DbConfig, MIGRATOR};
 use sha2::{Digest, Sha256};
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPoolOptions, PgSslMode};

@@ -1,4 +1,4 @@
-//! Layered configuration: built-in defaults, then an optional file, then `CODEXK8S_*`
+//! Layered configuration of every codex-k8s binary: built-in defaults, then an optional file, then `CODEXK8S_*`
 //! environment variables, then `--set KEY=VALUE` flags (later layers win).
 //!
 //! Each binary declares its own typed config struct and fills it through a [`Reader`], which

@@ -1,0 +1,175 @@
+//! Black-box helpers: start a codex-k8s binary as a child process, learn the addresses it bound
+//! from its JSON `listening` log lines, make plain HTTP requests, and stop it with a signal.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
+
+/// A running service binary.
+pub struct ServiceProcess {
+    child: Child,
+    /// Bound addresses by listener name (`http`, `grpc`).
+    pub addrs: HashMap<String, SocketAddr>,
+    output: Arc<Mutex<Vec<String>>>,
+}
+
+impl ServiceProcess {
+    /// Starts `bin` with exactly `env` (plus `PATH`), waits until it logged a `listening` line for
+    /// each of `listeners`, and panics with its output if it exits or takes longer than 30 s.
+    pub fn start(bin: &str, env: &[(String, String)], listeners: &[&str]) -> Self {
+        let mut cmd = Command::new(bin);
+        cmd.env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("CODEXK8S_LOG_LEVEL", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start {bin}: {e}"));
+        let output = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = mpsc::channel::<String>();
+        for stream in [child.stdout.take().map(|s| Box::new(s) as Box<dyn Read + Send>), child.stderr.take().map(|s| Box::new(s) as Box<dyn Read + Send>)]
+            .into_iter()
+            .flatten()
+        {
+            let tx = tx.clone();
+            let output = output.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    if let Ok(mut o) = output.lock() {
+                        o.push(line.clone());
+                    }
+                    let _ = tx.send(line);
+                }
+            });
+        }
+        let mut addrs = HashMap::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while listeners.iter().any(|l| !addrs.contains_key(*l)) {
+            if let Ok(Some(status)) = child.try_wait() {
+                std::thread::sleep(Duration::from_millis(100));
+                panic!("{bin} exited with {status} before listening:\n{}", output.lock().map(|o| o.join("\n")).unwrap_or_default());
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("{bin} did not listen within 30s:\n{}", output.lock().map(|o| o.join("\n")).unwrap_or_default());
+            }
+            if let Ok(line) = rx.recv_timeout(Duration::from_millis(100)) {
+                if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
+                    if v["message"] == "listening" {
+                        if let (Some(l), Some(a)) = (v["listener"].as_str(), v["addr"].as_str().and_then(|a| a.parse().ok())) {
+                            addrs.insert(l.to_string(), a);
+                        }
+                    }
+                }
+            }
+        }
+        Self { child, addrs, output }
+    }
+
+    /// The address of listener `name`, with `0.0.0.0` replaced by loopback.
+    pub fn addr(&self, name: &str) -> SocketAddr {
+        let mut a = *self.addrs.get(name).unwrap_or_else(|| panic!("no listener {name}"));
+        if a.ip().is_unspecified() {
+            a.set_ip([127, 0, 0, 1].into());
+        }
+        a
+    }
+
+    /// Everything the process printed so far.
+    pub fn output(&self) -> String {
+        self.output.lock().map(|o| o.join("\n")).unwrap_or_default()
+    }
+
+    /// Sends `signal` (e.g. `TERM`) and waits up to `timeout` for the exit.
+    pub fn stop(&mut self, signal: &str, timeout: Duration) -> Option<ExitStatus> {
+        let _ = Command::new("kill").arg(format!("-{signal}")).arg(self.child.id().to_string()).status();
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    /// Polls `GET path` until it answers 200 or `timeout` passes; returns the last answer.
+    pub fn wait_http_ok(&self, listener: &str, path: &str, timeout: Duration) -> (u16, String) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let r = http_get(self.addr(listener), path);
+            if r.0 == 200 || Instant::now() > deadline {
+                return r;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for ServiceProcess {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Runs `bin` to completion with exactly `env`; returns (exit code, stdout + stderr).
+pub fn run_to_exit(bin: &str, env: &[(String, String)], args: &[&str]) -> (Option<i32>, String) {
+    let out = Command::new(bin)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {bin}: {e}"));
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.code(), text)
+}
+
+/// A minimal HTTP/1.1 GET; returns (status, body). Status 0 means the connection failed.
+pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_secs(2)) else { return (0, String::new()) };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+    if write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").is_err() {
+        return (0, String::new());
+    }
+    let mut buf = String::new();
+    let _ = s.read_to_string(&mut buf);
+    let status = buf.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = buf.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    (status, body)
+}
+
+/// A TCP port on loopback that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(0)
+}
+
+/// Path of a workspace binary (`control-plane`, `worker`, ...), building it first if a
+/// single-package test run has not.
+pub fn bin_path(name: &str) -> String {
+    // Test executables live in <target>/<profile>/deps/; binaries one level up.
+    let exe = std::env::current_exe().unwrap_or_default();
+    let profile_dir = exe.parent().and_then(|d| d.parent()).map(|d| d.to_path_buf()).unwrap_or_default();
+    let path = profile_dir.join(name);
+    static BUILD: Mutex<()> = Mutex::new(());
+    let _guard = BUILD.lock();
+    if !path.exists() {
+        let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .args(["build", "-p", name, "--bin", name])
+            .current_dir(crate::repo_root())
+            .status()
+            .unwrap_or_else(|e| panic!("cannot run cargo to build {name}: {e}"));
+        assert!(status.success(), "building {name} failed");
+    }
+    path.display().to_string()
+}

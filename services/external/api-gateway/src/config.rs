@@ -1,0 +1,42 @@
+//! Typed configuration of api-gateway.
+
+use ck8s_config::{ConfigError, Layers};
+use secrecy::SecretString;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// Everything api-gateway reads at start.
+pub struct Config {
+    pub http_addr: SocketAddr,
+    /// gRPC endpoint of control-plane, e.g. `http://127.0.0.1:9090`.
+    pub control_plane_target: String,
+    #[allow(dead_code)] // checked by the webhook endpoint (webhook ingest issue)
+    pub webhook_secret: SecretString,
+    #[allow(dead_code)] // enforced by the webhook endpoint (webhook ingest issue)
+    pub webhook_max_body_bytes: usize,
+    pub shutdown_timeout: Duration,
+}
+
+impl Config {
+    pub fn load(layers: &Layers) -> Result<Self, ConfigError> {
+        let mut r = layers.reader();
+        let control_plane_target = r.string("CONTROL_PLANE_GRPC_TARGET", "http://127.0.0.1:9090");
+        if !(control_plane_target.starts_with("http://") || control_plane_target.starts_with("https://")) {
+            r.issue("CONTROL_PLANE_GRPC_TARGET", format!("invalid value {control_plane_target:?}: expected a URL such as http://control-plane:9090"));
+        }
+        let webhook_max_body_bytes = r.parse("WEBHOOK_MAX_BODY_BYTES", 1usize << 20, "a size in bytes, e.g. 1048576");
+        if webhook_max_body_bytes < 1024 || webhook_max_body_bytes > 64 << 20 {
+            r.issue("WEBHOOK_MAX_BODY_BYTES", "must be between 1024 and 67108864 bytes");
+        }
+        let cfg = Self {
+            http_addr: r.socket_addr("HTTP_ADDR", "0.0.0.0:8080"),
+            control_plane_target,
+            webhook_secret: r.required_secret("GITHUB_WEBHOOK_SECRET", "the secret configured on the repository webhook"),
+            webhook_max_body_bytes,
+            shutdown_timeout: r.duration("SHUTDOWN_TIMEOUT", Duration::from_secs(20)),
+        };
+        ck8s_service::startup::warn_unused(&r);
+        r.finish()?;
+        Ok(cfg)
+    }
+}

@@ -1,0 +1,62 @@
+//! Wiring: pool, listeners (bound early), gRPC and HTTP servers, drain on shutdown.
+
+use crate::config::Config;
+use crate::grpc::ControlPlaneApi;
+use ck8s_proto::controlplane::v1::control_plane_server::ControlPlaneServer;
+use ck8s_service::health::{ReadinessCheck, health_router, with_request_metrics};
+use ck8s_service::metrics::MetricsBuilder;
+use ck8s_service::{Shutdown, server};
+use tokio_stream::wrappers::TcpListenerStream;
+
+/// `control-plane migrate`: apply pending migrations and exit.
+pub async fn migrate_only(cfg: Config) -> Result<(), String> {
+    let pool = ck8s_store::connect(&cfg.db)
+        .await
+        .map_err(|e| format!("{e} at {}; check CODEXK8S_DB_* and that PostgreSQL is running", cfg.db.describe()))?;
+    ck8s_store::migrate(&pool).await.map_err(|e| e.to_string())?;
+    let applied: i64 = sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations WHERE success")
+        .fetch_one(&pool)
+        .await
+        .map_err(|e| e.to_string())?;
+    tracing::info!(applied, database = %cfg.db.describe(), "migrations applied");
+    Ok(())
+}
+
+pub async fn run(cfg: Config) -> Result<(), String> {
+    let http = server::bind(cfg.http_addr, "CODEXK8S_HTTP_ADDR").await?;
+    let grpc = server::bind(cfg.grpc_addr, "CODEXK8S_GRPC_ADDR").await?;
+    tracing::info!(listener = "http", addr = %http.local_addr().map_err(|e| e.to_string())?, "listening");
+    tracing::info!(listener = "grpc", addr = %grpc.local_addr().map_err(|e| e.to_string())?, "listening");
+
+    let pool = ck8s_store::connect_lazy(&cfg.db);
+    if cfg.migrate_on_start {
+        ck8s_store::migrate(&pool)
+            .await
+            .map_err(|e| format!("{e}; check CODEXK8S_DB_* or run `control-plane migrate` separately"))?;
+        tracing::info!("migrations applied at start");
+    }
+
+    let mut shutdown = Shutdown::on_signals();
+    let metrics = MetricsBuilder::new("control-plane").build();
+    let db = pool.clone();
+    let checks = vec![ReadinessCheck::new("postgres", move || {
+        let db = db.clone();
+        async move { ck8s_store::ping(&db).await.map_err(|e| e.to_string()) }
+    })];
+    let router = with_request_metrics(health_router("control-plane", checks, metrics.clone(), shutdown.token()), metrics);
+    shutdown.spawn("http", server::serve(http, router, shutdown.token()));
+
+    let token = shutdown.token();
+    let api = ControlPlaneServer::new(ControlPlaneApi { pool: pool.clone() });
+    shutdown.spawn("grpc", async move {
+        tonic::transport::Server::builder()
+            .add_service(api)
+            .serve_with_incoming_shutdown(TcpListenerStream::new(grpc), token.cancelled())
+            .await
+            .map_err(|e| format!("grpc server failed: {e}"))
+    });
+
+    let result = shutdown.run_until_stopped(cfg.shutdown_timeout).await;
+    pool.close().await;
+    result
+}

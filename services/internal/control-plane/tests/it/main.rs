@@ -1,0 +1,106 @@
+//! Black-box tests of the control-plane binary against a real PostgreSQL.
+
+use ck8s_testkit::process::{ServiceProcess, free_port, http_get, run_to_exit};
+use std::net::TcpListener;
+use std::time::Duration;
+
+const BIN: &str = env!("CARGO_BIN_EXE_control-plane");
+const KEY: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+fn env(db: &ck8s_testkit::TestDb) -> Vec<(String, String)> {
+    let mut e = db.env();
+    e.push(("CODEXK8S_TOKEN_ENCRYPTION_KEY".into(), KEY.into()));
+    e.push(("CODEXK8S_HTTP_ADDR".into(), "127.0.0.1:0".into()));
+    e.push(("CODEXK8S_GRPC_ADDR".into(), "127.0.0.1:0".into()));
+    e
+}
+
+#[test]
+fn invalid_configuration_exits_non_zero_naming_every_bad_setting_before_binding() {
+    // Hold the port the service would bind: had it bound first, the error would be about the port.
+    let held = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = held.local_addr().unwrap().to_string();
+    let e = vec![
+        ("CODEXK8S_HTTP_ADDR".to_string(), addr.clone()),
+        ("CODEXK8S_DB_PORT".to_string(), "not-a-port".to_string()),
+        ("CODEXK8S_DB_SSLMODE".to_string(), "sometimes".to_string()),
+    ];
+    let (code, out) = run_to_exit(BIN, &e, &[]);
+    assert_eq!(code, Some(2), "{out}");
+    for var in ["CODEXK8S_DB_PORT", "CODEXK8S_DB_SSLMODE", "CODEXK8S_TOKEN_ENCRYPTION_KEY"] {
+        assert!(out.contains(var), "{var} not named in:\n{out}");
+    }
+    assert!(!out.contains("cannot listen"), "it tried to bind before validating:\n{out}");
+}
+
+#[test]
+fn a_malformed_encryption_key_is_named_but_never_echoed() {
+    let e = vec![("CODEXK8S_TOKEN_ENCRYPTION_KEY".to_string(), "hunter2-not-hex".to_string())];
+    let (code, out) = run_to_exit(BIN, &e, &[]);
+    assert_eq!(code, Some(2), "{out}");
+    assert!(out.contains("CODEXK8S_TOKEN_ENCRYPTION_KEY") && out.contains("64 hexadecimal"), "{out}");
+    assert!(!out.contains("hunter2"), "the secret leaked:\n{out}");
+}
+
+#[test]
+fn unknown_arguments_are_rejected() {
+    let (code, out) = run_to_exit(BIN, &[], &["--verbose"]);
+    assert_eq!(code, Some(2), "{out}");
+    assert!(out.contains("--verbose"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn migrate_applies_the_schema_to_an_empty_database_and_is_idempotent() {
+    let db = ck8s_testkit::empty_db().await;
+    for _ in 0..2 {
+        let (code, out) = tokio::task::spawn_blocking({
+            let e = env(&db);
+            move || run_to_exit(BIN, &e, &["migrate"])
+        })
+        .await
+        .unwrap();
+        assert_eq!(code, Some(0), "{out}");
+        assert!(out.contains("migrations applied"), "{out}");
+    }
+    let agents: i64 = sqlx::query_scalar("SELECT count(*) FROM agents").fetch_one(&db.pool).await.unwrap();
+    assert_eq!(agents, 8);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn it_becomes_ready_serves_metrics_and_stops_gracefully_on_sigterm() {
+    let db = ck8s_testkit::fresh_db().await;
+    let e = env(&db);
+    tokio::task::spawn_blocking(move || {
+        let mut svc = ServiceProcess::start(BIN, &e, &["http", "grpc"]);
+        let (status, body) = svc.wait_http_ok("http", "/readyz", Duration::from_secs(10));
+        assert_eq!(status, 200, "{body}");
+        assert!(body.contains("\"postgres\":\"ok\""), "{body}");
+        assert_eq!(http_get(svc.addr("http"), "/health/livez").0, 200);
+        let (_, metrics) = http_get(svc.addr("http"), "/metrics");
+        assert!(metrics.contains("codexk8s_build_info{service=\"control-plane\""), "{metrics}");
+
+        let status = svc.stop("TERM", Duration::from_secs(10)).expect("did not stop within 10 s");
+        assert!(status.success(), "exit {status}: {}", svc.output());
+        assert!(svc.output().contains("shutdown complete"), "{}", svc.output());
+        assert_eq!(http_get(svc.addr("http"), "/healthz").0, 0, "port still open after exit");
+    })
+    .await
+    .unwrap();
+}
+
+#[test]
+fn readiness_fails_while_the_database_is_unreachable() {
+    let e = vec![
+        ("CODEXK8S_TOKEN_ENCRYPTION_KEY".to_string(), KEY.to_string()),
+        ("CODEXK8S_HTTP_ADDR".to_string(), "127.0.0.1:0".to_string()),
+        ("CODEXK8S_GRPC_ADDR".to_string(), "127.0.0.1:0".to_string()),
+        ("CODEXK8S_DB_PORT".to_string(), free_port().to_string()),
+        ("CODEXK8S_DB_CONNECT_TIMEOUT".to_string(), "1s".to_string()),
+    ];
+    let mut svc = ServiceProcess::start(BIN, &e, &["http", "grpc"]);
+    assert_eq!(http_get(svc.addr("http"), "/healthz").0, 200, "alive even without a database");
+    let (status, body) = http_get(svc.addr("http"), "/readyz");
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("postgres"), "{body}");
+    assert!(svc.stop("INT", Duration::from_secs(10)).is_some_and(|s| s.success()));
+}

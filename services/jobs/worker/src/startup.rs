@@ -1,0 +1,42 @@
+//! Wiring: listener (bound early), pool, loops, drain on shutdown.
+
+use crate::config::Config;
+use crate::heartbeat::Heartbeat;
+use crate::metrics::WorkerMetrics;
+use ck8s_service::health::{ReadinessCheck, health_router, with_request_metrics};
+use ck8s_service::metrics::MetricsBuilder;
+use ck8s_service::{Shutdown, server};
+
+pub async fn run(cfg: Config) -> Result<(), String> {
+    let http = server::bind(cfg.http_addr, "CODEXK8S_HTTP_ADDR").await?;
+    tracing::info!(listener = "http", addr = %http.local_addr().map_err(|e| e.to_string())?, worker_id = %cfg.worker_id, "listening");
+
+    let pool = ck8s_store::connect_lazy(&cfg.db);
+    let mut shutdown = Shutdown::on_signals();
+    let mut metrics = MetricsBuilder::new("worker");
+    let worker_metrics = WorkerMetrics::register(metrics.registry());
+    let metrics = metrics.build();
+
+    let db = pool.clone();
+    let checks = vec![ReadinessCheck::new("postgres", move || {
+        let db = db.clone();
+        async move { ck8s_store::ping(&db).await.map_err(|e| e.to_string()) }
+    })];
+    let router = with_request_metrics(health_router("worker", checks, metrics.clone(), shutdown.token()), metrics);
+    shutdown.spawn("http", server::serve(http, router, shutdown.token()));
+
+    let heartbeat = Heartbeat {
+        pool: pool.clone(),
+        worker_id: cfg.worker_id.clone(),
+        namespace: cfg.namespace.clone(),
+        pod_name: cfg.pod_name.clone(),
+        interval: cfg.heartbeat_interval,
+        ttl: cfg.instance_ttl,
+        metrics: worker_metrics,
+    };
+    shutdown.spawn("heartbeat", heartbeat.run(shutdown.token()));
+
+    let result = shutdown.run_until_stopped(cfg.shutdown_timeout).await;
+    pool.close().await;
+    result
+}
