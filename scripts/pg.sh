@@ -136,7 +136,9 @@ start() {
   echo "$port" >"$PORT_FILE"
   if [ "$(id -u)" = 0 ]; then touch "$LOG"; chown "$PG_USER_OS" "$LOG"; fi
   say "starting PostgreSQL 18 on 127.0.0.1:$port (log: $LOG)"
-  as_pg "$BIN/pg_ctl" -D "$DATA" -l "$LOG" -o "-p $port" -w -t 60 start >/dev/null \
+  # The server must not inherit our stdout/stderr (callers read them to the end) nor the lock.
+  ( exec 9>&- 1>/dev/null 2>>"$LOG" </dev/null
+    as_pg "$BIN/pg_ctl" -D "$DATA" -l "$LOG" -o "-p $port" -w -t 60 start ) \
     || { tail -n 30 "$LOG" >&2; die "PostgreSQL did not start (log above)"; }
   url
 }

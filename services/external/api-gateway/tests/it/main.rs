@@ -1,0 +1,70 @@
+//! Black-box tests of the api-gateway binary, with a real control-plane behind it.
+
+use ck8s_testkit::process::{ServiceProcess, bin_path, free_port, http_get, run_to_exit};
+use std::time::Duration;
+
+const BIN: &str = env!("CARGO_BIN_EXE_api-gateway");
+
+fn gateway_env(target: &str) -> Vec<(String, String)> {
+    vec![
+        ("CODEXK8S_HTTP_ADDR".into(), "127.0.0.1:0".into()),
+        ("CODEXK8S_CONTROL_PLANE_GRPC_TARGET".into(), target.into()),
+        ("CODEXK8S_GITHUB_WEBHOOK_SECRET".into(), "test-secret".into()),
+    ]
+}
+
+#[test]
+fn invalid_configuration_exits_non_zero_naming_the_settings() {
+    let e = vec![
+        ("CODEXK8S_CONTROL_PLANE_GRPC_TARGET".to_string(), "control-plane:9090".to_string()),
+        ("CODEXK8S_WEBHOOK_MAX_BODY_BYTES".to_string(), "12".to_string()),
+        ("CODEXK8S_SHUTDOWN_TIMEOUT".to_string(), "forever".to_string()),
+    ];
+    let (code, out) = run_to_exit(BIN, &e, &[]);
+    assert_eq!(code, Some(2), "{out}");
+    for var in [
+        "CODEXK8S_GITHUB_WEBHOOK_SECRET",
+        "CODEXK8S_CONTROL_PLANE_GRPC_TARGET",
+        "CODEXK8S_WEBHOOK_MAX_BODY_BYTES",
+        "CODEXK8S_SHUTDOWN_TIMEOUT",
+    ] {
+        assert!(out.contains(var), "{var} not named in:\n{out}");
+    }
+}
+
+#[test]
+fn readiness_follows_control_plane() {
+    // Nobody listens on this port: not ready, but alive.
+    let dead = format!("http://127.0.0.1:{}", free_port());
+    let mut gw = ServiceProcess::start(BIN, &gateway_env(&dead), &["http"]);
+    assert_eq!(http_get(gw.addr("http"), "/healthz").0, 200);
+    let (status, body) = http_get(gw.addr("http"), "/readyz");
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("control-plane"), "{body}");
+    assert!(gw.stop("TERM", Duration::from_secs(10)).is_some_and(|s| s.success()), "{}", gw.output());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ready_when_control_plane_and_its_database_are_and_drains_on_sigint() {
+    let db = ck8s_testkit::fresh_db().await;
+    let mut cp_env = db.env();
+    cp_env.extend([
+        ("CODEXK8S_TOKEN_ENCRYPTION_KEY".to_string(), "ab".repeat(32)),
+        ("CODEXK8S_HTTP_ADDR".to_string(), "127.0.0.1:0".to_string()),
+        ("CODEXK8S_GRPC_ADDR".to_string(), "127.0.0.1:0".to_string()),
+    ]);
+    tokio::task::spawn_blocking(move || {
+        let cp = ServiceProcess::start(&bin_path("control-plane"), &cp_env, &["http", "grpc"]);
+        let target = format!("http://{}", cp.addr("grpc"));
+        let mut gw = ServiceProcess::start(BIN, &gateway_env(&target), &["http"]);
+        let (status, body) = gw.wait_http_ok("http", "/readyz", Duration::from_secs(10));
+        assert_eq!(status, 200, "{body}");
+        assert!(body.contains("\"control-plane\":\"ok\""), "{body}");
+        let (_, metrics) = http_get(gw.addr("http"), "/metrics");
+        assert!(metrics.contains("codexk8s_http_requests_total{route=\"/readyz\""), "{metrics}");
+        let status = gw.stop("INT", Duration::from_secs(10)).expect("gateway did not stop");
+        assert!(status.success(), "{}", gw.output());
+    })
+    .await
+    .unwrap();
+}

@@ -1,0 +1,63 @@
+//! Black-box tests of the worker binary against a real PostgreSQL.
+
+use ck8s_testkit::process::{ServiceProcess, run_to_exit};
+use std::time::Duration;
+
+const BIN: &str = env!("CARGO_BIN_EXE_worker");
+
+#[test]
+fn a_heartbeat_ttl_shorter_than_the_interval_is_rejected() {
+    let e = vec![
+        ("CODEXK8S_WORKER_HEARTBEAT_INTERVAL".to_string(), "30s".to_string()),
+        ("CODEXK8S_WORKER_INSTANCE_TTL".to_string(), "10s".to_string()),
+        ("CODEXK8S_DB_MAX_CONNECTIONS".to_string(), "0".to_string()),
+    ];
+    let (code, out) = run_to_exit(BIN, &e, &[]);
+    assert_eq!(code, Some(2), "{out}");
+    assert!(out.contains("CODEXK8S_WORKER_INSTANCE_TTL") && out.contains("CODEXK8S_DB_MAX_CONNECTIONS"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn it_heartbeats_while_running_and_marks_itself_stopped_on_sigterm() {
+    let db = ck8s_testkit::fresh_db().await;
+    let mut e = db.env();
+    e.extend([
+        ("CODEXK8S_HTTP_ADDR".to_string(), "127.0.0.1:0".to_string()),
+        ("CODEXK8S_WORKER_ID".to_string(), "worker-under-test".to_string()),
+        ("CODEXK8S_WORKER_HEARTBEAT_INTERVAL".to_string(), "200ms".to_string()),
+        ("CODEXK8S_WORKER_INSTANCE_TTL".to_string(), "5s".to_string()),
+    ]);
+    let mut svc = tokio::task::spawn_blocking(move || {
+        let svc = ServiceProcess::start(BIN, &e, &["http"]);
+        let (status, body) = svc.wait_http_ok("http", "/readyz", Duration::from_secs(10));
+        assert_eq!(status, 200, "{body}");
+        svc
+    })
+    .await
+    .unwrap();
+
+    let mut beats = Vec::new();
+    for _ in 0..50 {
+        if let Some(w) = ck8s_store::workers::get(&db.pool, "worker-under-test").await.unwrap() {
+            assert_eq!(w.status, "active");
+            if beats.last() != Some(&w.heartbeat_at) {
+                beats.push(w.heartbeat_at);
+            }
+            if beats.len() >= 3 {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(beats.len() >= 3, "expected repeated heartbeats, saw {beats:?}");
+
+    let status = tokio::task::spawn_blocking(move || {
+        let s = svc.stop("TERM", Duration::from_secs(10));
+        (s, svc.output())
+    })
+    .await
+    .unwrap();
+    assert!(status.0.is_some_and(|s| s.success()), "{}", status.1);
+    let w = ck8s_store::workers::get(&db.pool, "worker-under-test").await.unwrap().unwrap();
+    assert_eq!(w.status, "stopped");
+}
