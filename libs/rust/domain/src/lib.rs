@@ -9,6 +9,9 @@
 pub mod agent;
 pub mod clock;
 pub mod duration;
+pub mod labels;
 pub mod project;
+pub mod policy;
 pub mod run;
 pub mod stage;
+pub mod webhook;
