@@ -62,14 +62,18 @@ impl Shutdown {
     pub async fn run_until_stopped(mut self, deadline: Duration) -> Result<(), String> {
         let mut first_error = None;
         tokio::select! {
+            biased;
             _ = self.token.cancelled() => {}
             Some(joined) = self.tasks.join_next() => {
-                // A task ended on its own: that is a failure of a long-running service.
-                first_error = Some(match joined {
-                    Ok(Ok(())) => "a service task ended unexpectedly".to_string(),
-                    Ok(Err(e)) => e,
-                    Err(e) => format!("a service task panicked: {e}"),
-                });
+                // A task that ends before shutdown was requested is a failure of a long-running
+                // service; one that ends because shutdown began (it saw the token first) is not.
+                let stopping = self.token.is_cancelled();
+                first_error = match joined {
+                    Ok(Ok(())) if stopping => None,
+                    Ok(Ok(())) => Some("a service task ended unexpectedly".to_string()),
+                    Ok(Err(e)) => Some(e),
+                    Err(e) => Some(format!("a service task panicked: {e}")),
+                };
                 self.token.cancel();
             }
         }
@@ -135,6 +139,30 @@ mod tests {
         let root = s.token();
         root.cancel();
         assert_eq!(s.run_until_stopped(Duration::from_secs(1)).await, Ok(()));
+    }
+
+    #[tokio::test]
+    async fn a_task_finishing_right_after_cancel_is_a_clean_stop() {
+        for _ in 0..200 {
+            let mut s = Shutdown::new();
+            let t = s.token();
+            s.spawn("quick", async move {
+                t.cancelled().await;
+                Ok(())
+            });
+            let root = s.token();
+            // Cancel from another task so the drain may observe the task's end first.
+            tokio::spawn(async move { root.cancel() });
+            assert_eq!(s.run_until_stopped(Duration::from_secs(1)).await, Ok(()));
+        }
+    }
+
+    #[tokio::test]
+    async fn a_task_ending_on_its_own_is_an_error() {
+        let mut s = Shutdown::new();
+        s.spawn("short", async { Ok(()) });
+        let err = s.run_until_stopped(Duration::from_secs(1)).await.unwrap_err();
+        assert!(err.contains("ended unexpectedly"), "{err}");
     }
 
     #[tokio::test]
