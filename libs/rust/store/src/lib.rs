@@ -4,7 +4,9 @@
 //! the use-case owns the transaction boundary. All SQL of the platform lives in this crate.
 
 pub mod db;
+pub mod bootstrap;
 pub mod error;
+pub mod ingest;
 pub mod workers;
 
 pub use db::{DbConfig, MIGRATOR, connect, connect_lazy, migrate, ping};

@@ -54,7 +54,7 @@ async fn every_table_of_the_data_model_exists() {
         "project_github_tokens", "agents", "agent_runs", "worker_instances", "slots", "flow_events",
         "agent_sessions", "mcp_action_requests", "project_databases", "learning_feedback",
         "runtime_deploy_tasks", "runtime_errors", "repository_preflight_locks", "token_usage", "links",
-        "docs_meta", "doc_chunks", "webhook_deliveries", "github_side_effects", "staff_refresh_tokens",
+        "docs_meta", "doc_chunks", "webhook_deliveries", "github_side_effects", "staff_refresh_tokens", "cleanup_requests",
     ] {
         assert!(tables.iter().any(|x| x == t), "missing table {t}");
     }

@@ -1,0 +1,99 @@
+//! Idempotent bootstrap of the first owner, allowed users, and the first project with its
+//! repositories, applied by control-plane at start from configuration.
+
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+/// Makes `email` the single platform owner (and an admin); any previous owner loses the flag.
+pub async fn upsert_owner(db: &mut PgConnection, email: &str, github_login: Option<&str>) -> Result<Uuid, sqlx::Error> {
+    sqlx::query("UPDATE users SET is_platform_owner = false WHERE is_platform_owner AND email <> $1::citext")
+        .bind(email)
+        .execute(&mut *db)
+        .await?;
+    sqlx::query_scalar(
+        "INSERT INTO users (email, github_login, is_platform_admin, is_platform_owner) VALUES ($1, $2, true, true)
+         ON CONFLICT (email) DO UPDATE SET is_platform_admin = true, is_platform_owner = true,
+             github_login = COALESCE(EXCLUDED.github_login, users.github_login)
+         RETURNING id",
+    )
+    .bind(email)
+    .bind(github_login)
+    .fetch_one(db)
+    .await
+}
+
+/// Adds an allowed user (an email allow-list entry); admins get the admin flag.
+pub async fn upsert_user(db: &mut PgConnection, email: &str, github_login: Option<&str>, admin: bool) -> Result<Uuid, sqlx::Error> {
+    sqlx::query_scalar(
+        "INSERT INTO users (email, github_login, is_platform_admin) VALUES ($1, $2, $3)
+         ON CONFLICT (email) DO UPDATE SET is_platform_admin = users.is_platform_admin OR EXCLUDED.is_platform_admin,
+             github_login = COALESCE(EXCLUDED.github_login, users.github_login)
+         RETURNING id",
+    )
+    .bind(email)
+    .bind(github_login)
+    .bind(admin)
+    .fetch_one(db)
+    .await
+}
+
+/// Creates or updates a project by slug.
+pub async fn upsert_project(db: &mut PgConnection, slug: &str, name: &str, learning_mode_default: bool, is_platform: bool) -> Result<Uuid, sqlx::Error> {
+    sqlx::query_scalar(
+        "INSERT INTO projects (slug, name, settings, is_platform) VALUES ($1, $2, jsonb_build_object('learning_mode_default', $3::boolean), $4)
+         ON CONFLICT (slug) DO UPDATE SET name = EXCLUDED.name, is_platform = projects.is_platform OR EXCLUDED.is_platform
+         RETURNING id",
+    )
+    .bind(slug)
+    .bind(name)
+    .bind(learning_mode_default)
+    .bind(is_platform)
+    .fetch_one(db)
+    .await
+}
+
+/// Adds or updates a membership.
+pub async fn upsert_member(db: &mut PgConnection, project_id: Uuid, user_id: Uuid, role: &str) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO project_members (project_id, user_id, role) VALUES ($1, $2, $3)
+         ON CONFLICT (project_id, user_id) DO UPDATE SET role = EXCLUDED.role",
+    )
+    .bind(project_id)
+    .bind(user_id)
+    .bind(role)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// A repository binding to create or update.
+#[derive(Debug, Clone)]
+pub struct RepositorySeed<'a> {
+    pub project_id: Uuid,
+    pub provider: &'a str,
+    pub external_id: i64,
+    pub owner: &'a str,
+    pub name: &'a str,
+    pub default_ref: &'a str,
+    pub token_sealed: &'a [u8],
+}
+
+/// Binds a repository to a project (by provider and numeric id).
+pub async fn upsert_repository(db: &mut PgConnection, r: &RepositorySeed<'_>) -> Result<Uuid, sqlx::Error> {
+    sqlx::query_scalar(
+        "INSERT INTO repositories (project_id, provider, external_id, owner, name, alias, default_ref, token_encrypted)
+         VALUES ($1, $2, $3, $4, $5, $5, $6, $7)
+         ON CONFLICT (provider, external_id) DO UPDATE SET project_id = EXCLUDED.project_id, owner = EXCLUDED.owner,
+             name = EXCLUDED.name, default_ref = EXCLUDED.default_ref, token_encrypted = EXCLUDED.token_encrypted
+         RETURNING id",
+    )
+    .bind(r.project_id)
+    .bind(r.provider)
+    .bind(r.external_id)
+    .bind(r.owner)
+    .bind(r.name)
+    .bind(r.default_ref)
+    .bind(r.token_sealed)
+    .fetch_one(db)
+    .await
+}
