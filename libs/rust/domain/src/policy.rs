@@ -250,7 +250,8 @@ pub enum CommentTemplate {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ReactionTarget {
     Issue(i64),
-    IssueComment(i64),
+    /// A comment on an issue.
+    IssueComment { issue: i64, comment: i64 },
 }
 
 /// A GitHub side effect owed after the ingest commits.
@@ -622,7 +623,7 @@ fn issue_comment(input: Input<'_>) -> Decision {
         // A human comment from an outsider on a discussion issue is not worth a warning.
         return Decision::ignored(r);
     }
-    let comment_reaction = e.comment_id.map(|id| Effect::Reaction { target: ReactionTarget::IssueComment(id), content: "eyes" });
+    let comment_reaction = e.comment_id.map(|id| Effect::Reaction { target: ReactionTarget::IssueComment { issue: issue.number, comment: id }, content: "eyes" });
     if input.history.live_discussion_run {
         // The live run picks the comment up itself; new comments never fan out.
         let mut d = Decision::accepted();

@@ -1,8 +1,14 @@
 //! Typed configuration of control-plane.
 
-use ck8s_config::{ConfigError, Layers};
+use crate::bootstrap::{BootstrapConfig, parse_members, parse_repositories};
+use crate::ingest::IngestSettings;
+use ck8s_config::{ConfigError, Layers, Reader};
+use ck8s_domain::labels::{LabelCatalog, setting_for_run_label};
+use ck8s_domain::policy::{PolicyConfig, RuntimeMode, RuntimePolicy};
 use ck8s_store::DbConfig;
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// Everything control-plane reads at start.
@@ -11,10 +17,56 @@ pub struct Config {
     pub grpc_addr: SocketAddr,
     pub http_addr: SocketAddr,
     /// Seals tokens at rest; built at start so a bad key fails before anything is served.
-    #[allow(dead_code)] // first used by the bootstrap of repositories (webhook ingest issue)
     pub sealer: ck8s_crypto::Sealer,
     pub migrate_on_start: bool,
     pub shutdown_timeout: Duration,
+    pub ingest: IngestSettings,
+    pub bootstrap: BootstrapConfig,
+}
+
+/// Setting names that rename labels, with no prefix.
+fn label_settings() -> Vec<String> {
+    let mut keys: Vec<String> = ck8s_domain::stage::REVISABLE_STAGES
+        .iter()
+        .flat_map(|s| [setting_for_run_label(s, false), setting_for_run_label(s, true)])
+        .collect();
+    keys.extend(
+        ["RUN_RETHINK_LABEL", "RUN_AI_REPAIR_LABEL", "MODE_DISCUSSION_LABEL", "NEED_REVIEWER_LABEL", "NEED_INPUT_LABEL", "STATE_IN_REVIEW_LABEL"]
+            .map(String::from),
+    );
+    keys
+}
+
+fn list(r: &mut Reader<'_>, key: &str) -> Vec<String> {
+    r.opt_string(key).map(|v| v.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect()).unwrap_or_default()
+}
+
+fn runtime_policy(r: &mut Reader<'_>) -> RuntimePolicy {
+    let explicit = r.opt_string("SERVICES_CONFIG_PATH");
+    let path = PathBuf::from(explicit.clone().unwrap_or_else(|| "services.yaml".into()));
+    if !path.exists() && explicit.is_none() {
+        // No policy file: every trigger is full-env (product spec §2.1).
+        return RuntimePolicy::default();
+    }
+    match ck8s_stack::load_file(&path) {
+        Ok(stack) => {
+            let convert = |m: ck8s_stack::RuntimeMode| match m {
+                ck8s_stack::RuntimeMode::FullEnv => RuntimeMode::FullEnv,
+                ck8s_stack::RuntimeMode::CodeOnly => RuntimeMode::CodeOnly,
+            };
+            match &stack.spec.webhook_runtime {
+                Some(w) => RuntimePolicy {
+                    default_mode: convert(w.default_mode),
+                    trigger_modes: w.trigger_modes.iter().map(|(k, v)| (k.clone(), convert(*v))).collect(),
+                },
+                None => RuntimePolicy::default(),
+            }
+        }
+        Err(e) => {
+            r.issue("SERVICES_CONFIG_PATH", format!("cannot load the runtime policy: {e}"));
+            RuntimePolicy::default()
+        }
+    }
 }
 
 impl Config {
@@ -27,6 +79,62 @@ impl Config {
             }
             ck8s_crypto::Sealer::placeholder()
         });
+
+        let mut overrides = BTreeMap::new();
+        for k in label_settings() {
+            if let Some(v) = r.opt_string(&k) {
+                overrides.insert(k, v);
+            }
+        }
+        let labels = LabelCatalog::with_overrides(&overrides);
+        let locale = r.string("AGENT_DEFAULT_LOCALE", "ru").to_lowercase();
+        let locale = if locale.starts_with("ru") { "ru".to_string() } else { "en".to_string() };
+        let learning_mode_default = r.bool("LEARNING_MODE_DEFAULT", false);
+        let ingest = IngestSettings {
+            policy: PolicyConfig {
+                labels,
+                bot_login: r.string("GIT_BOT_USERNAME", "codex-bot"),
+                runtime: runtime_policy(&mut r),
+                platform_namespace: r.string("PRODUCTION_NAMESPACE", "codex-k8s-prod"),
+            },
+            learning_mode_default,
+            locale,
+        };
+
+        let repositories = r.opt_string("BOOTSTRAP_REPOSITORIES").map(|v| parse_repositories(&v)).transpose().unwrap_or_else(|e| {
+            r.issue("BOOTSTRAP_REPOSITORIES", e);
+            None
+        });
+        let members = r.opt_string("BOOTSTRAP_MEMBERS").map(|v| parse_members(&v)).transpose().unwrap_or_else(|e| {
+            r.issue("BOOTSTRAP_MEMBERS", e);
+            None
+        });
+        let owner_email = r.opt_string("BOOTSTRAP_OWNER_EMAIL");
+        if owner_email.as_ref().is_some_and(|e| !e.contains('@')) {
+            r.issue("BOOTSTRAP_OWNER_EMAIL", "must be an email address");
+        }
+        let bootstrap = BootstrapConfig {
+            owner_email,
+            owner_github_login: r.opt_string("BOOTSTRAP_OWNER_GITHUB_LOGIN"),
+            allowed_emails: list(&mut r, "BOOTSTRAP_ALLOWED_EMAILS"),
+            admin_emails: list(&mut r, "BOOTSTRAP_PLATFORM_ADMIN_EMAILS"),
+            members: members.unwrap_or_default(),
+            project_slug: r.opt_string("BOOTSTRAP_PROJECT_SLUG"),
+            project_name: r.opt_string("BOOTSTRAP_PROJECT_NAME"),
+            repositories: repositories.unwrap_or_default(),
+            platform_repo: r.opt_string("GITHUB_REPO"),
+            github_token: r.opt_secret("GITHUB_PAT"),
+            learning_mode_default,
+        };
+        if !bootstrap.repositories.is_empty() {
+            if bootstrap.project_slug.is_none() {
+                r.issue("BOOTSTRAP_PROJECT_SLUG", "is required when CODEXK8S_BOOTSTRAP_REPOSITORIES is set");
+            }
+            if bootstrap.github_token.is_none() {
+                r.issue("GITHUB_PAT", "is required when CODEXK8S_BOOTSTRAP_REPOSITORIES is set (it is sealed and stored with each repository)");
+            }
+        }
+
         let cfg = Self {
             db: DbConfig::read(&mut r),
             grpc_addr: r.socket_addr("GRPC_ADDR", "0.0.0.0:9090"),
@@ -34,6 +142,8 @@ impl Config {
             sealer,
             migrate_on_start: r.bool("MIGRATE_ON_START", false),
             shutdown_timeout: r.duration("SHUTDOWN_TIMEOUT", Duration::from_secs(20)),
+            ingest,
+            bootstrap,
         };
         ck8s_service::startup::warn_unused(&r);
         r.finish()?;

@@ -1,13 +1,19 @@
-//! The internal gRPC API (`codexk8s.controlplane.v1.ControlPlane`).
+//! The internal gRPC API (`codexk8s.controlplane.v1.ControlPlane`). Handlers convert wire types
+//! and map use-case errors to status codes once, here.
 
+use crate::ingest::{IngestError, Ingestor, Status as IngestStatusKind};
 use ck8s_proto::controlplane::v1::control_plane_server::ControlPlane;
-use ck8s_proto::controlplane::v1::{GetStatusRequest, GetStatusResponse};
+use ck8s_proto::controlplane::v1::{GetStatusRequest, GetStatusResponse, IngestGithubWebhookRequest, IngestGithubWebhookResponse, IngestStatus};
 use sqlx::PgPool;
+use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 pub struct ControlPlaneApi {
     pub pool: PgPool,
+    pub ingestor: Arc<Ingestor>,
 }
+
+const MAX_ID_LEN: usize = 200;
 
 #[tonic::async_trait]
 impl ControlPlane for ControlPlaneApi {
@@ -20,5 +26,36 @@ impl ControlPlane for ControlPlaneApi {
             database_ready: schema_version.is_some(),
             schema_version: schema_version.unwrap_or(0),
         }))
+    }
+
+    async fn ingest_github_webhook(&self, req: Request<IngestGithubWebhookRequest>) -> Result<Response<IngestGithubWebhookResponse>, Status> {
+        let r = req.into_inner();
+        if r.delivery_id.is_empty() || r.delivery_id.len() > MAX_ID_LEN {
+            return Err(Status::invalid_argument(format!("delivery_id must be 1-{MAX_ID_LEN} characters")));
+        }
+        if r.event.is_empty() || r.event.len() > 64 {
+            return Err(Status::invalid_argument("event must be 1-64 characters"));
+        }
+        match self.ingestor.ingest(&r.delivery_id, &r.event, &r.payload).await {
+            Ok(res) => Ok(Response::new(IngestGithubWebhookResponse {
+                correlation_id: res.correlation_id,
+                run_id: res.run_id.map(|id| id.to_string()),
+                status: match res.status {
+                    IngestStatusKind::Accepted => IngestStatus::Accepted,
+                    IngestStatusKind::Duplicate => IngestStatus::Duplicate,
+                    IngestStatusKind::Ignored => IngestStatus::Ignored,
+                } as i32,
+                reason: res.reason,
+            })),
+            Err(IngestError::InvalidPayload(m)) => Err(Status::invalid_argument(m)),
+            Err(IngestError::FailedPrecondition(m)) => Err(Status::failed_precondition(m)),
+            Err(IngestError::Store(e)) => {
+                tracing::error!(error = %e, delivery_id = %r.delivery_id, "ingest failed in the database");
+                match e {
+                    ck8s_store::StoreError::Unavailable(_) => Err(Status::unavailable("database unavailable, retry later")),
+                    _ => Err(Status::internal("ingest failed")),
+                }
+            }
+        }
     }
 }

@@ -4,10 +4,7 @@
 //! `control-plane` serves; `control-plane migrate` applies pending migrations and exits (the
 //! migration Job before a rollout, and the local stack at start).
 
-mod config;
-mod grpc;
-mod startup;
-
+use control_plane::{config, startup};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {

@@ -1,11 +1,15 @@
-//! Wiring: pool, listeners (bound early), gRPC and HTTP servers, drain on shutdown.
+//! Wiring: pool, listeners (bound early), bootstrap, gRPC and HTTP servers, drain on shutdown.
 
 use crate::config::Config;
 use crate::grpc::ControlPlaneApi;
+use crate::ingest::Ingestor;
 use ck8s_proto::controlplane::v1::control_plane_server::ControlPlaneServer;
 use ck8s_service::health::{ReadinessCheck, health_router, with_request_metrics};
 use ck8s_service::metrics::MetricsBuilder;
 use ck8s_service::{Shutdown, server};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 use tokio_stream::wrappers::TcpListenerStream;
 
 /// `control-plane migrate`: apply pending migrations and exit.
@@ -37,17 +41,50 @@ pub async fn run(cfg: Config) -> Result<(), String> {
     }
 
     let mut shutdown = Shutdown::on_signals();
+    let bootstrapped = Arc::new(AtomicBool::new(false));
+    {
+        let (pool, token, done) = (pool.clone(), shutdown.token(), bootstrapped.clone());
+        let (bootstrap, sealer) = (cfg.bootstrap.clone(), Arc::new(cfg.sealer));
+        shutdown.spawn("bootstrap", async move {
+            loop {
+                match crate::bootstrap::apply(&pool, &bootstrap, &sealer).await {
+                    Ok(applied) => {
+                        tracing::info!(?applied, "bootstrap applied");
+                        done.store(true, Ordering::SeqCst);
+                        break;
+                    }
+                    Err(e) => tracing::warn!(error = %e, "bootstrap failed; retrying in 2s (are migrations applied? run `control-plane migrate`)"),
+                }
+                tokio::select! {
+                    _ = token.cancelled() => break,
+                    _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+                }
+            }
+            // This task's work is done; keep it alive until shutdown so its end is not a failure.
+            token.cancelled().await;
+            Ok(())
+        });
+    }
+
     let metrics = MetricsBuilder::new("control-plane").build();
     let db = pool.clone();
-    let checks = vec![ReadinessCheck::new("postgres", move || {
-        let db = db.clone();
-        async move { ck8s_store::ping(&db).await.map_err(|e| e.to_string()) }
-    })];
+    let done = bootstrapped.clone();
+    let checks = vec![
+        ReadinessCheck::new("postgres", move || {
+            let db = db.clone();
+            async move { ck8s_store::ping(&db).await.map_err(|e| e.to_string()) }
+        }),
+        ReadinessCheck::new("bootstrap", move || {
+            let ok = done.load(Ordering::SeqCst);
+            async move { if ok { Ok(()) } else { Err("bootstrap not applied yet".to_string()) } }
+        }),
+    ];
     let router = with_request_metrics(health_router("control-plane", checks, metrics.clone(), shutdown.token()), metrics);
     shutdown.spawn("http", server::serve(http, router, shutdown.token()));
 
+    let ingestor = Arc::new(Ingestor { pool: pool.clone(), settings: cfg.ingest.clone() });
     let token = shutdown.token();
-    let api = ControlPlaneServer::new(ControlPlaneApi { pool: pool.clone() });
+    let api = ControlPlaneServer::new(ControlPlaneApi { pool: pool.clone(), ingestor });
     shutdown.spawn("grpc", async move {
         tonic::transport::Server::builder()
             .add_service(api)

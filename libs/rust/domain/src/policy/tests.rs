@@ -160,7 +160,7 @@ fn comment(author: &str, labels: &[&str], on_pr: bool) -> Event {
 fn discussion_comments_from_humans_only() {
     let d = decide_with(&comment("alice", &["mode:discussion"], false), member(), &History::default(), true);
     assert!(d.run.as_ref().is_some_and(|r| r.discussion && r.source == TriggerSource::IssueComment));
-    assert!(d.effects.contains(&Effect::Reaction { target: ReactionTarget::IssueComment(99), content: "eyes" }));
+    assert!(d.effects.contains(&Effect::Reaction { target: ReactionTarget::IssueComment { issue: 5, comment: 99 }, content: "eyes" }));
 
     assert_eq!(decide_with(&comment("Codex-Bot", &["mode:discussion"], false), member(), &History::default(), true).reason().as_deref(), Some("issue_comment_from_bot"));
     assert_eq!(decide_with(&comment("alice", &[], false), member(), &History::default(), true).reason().as_deref(), Some("issue_comment_not_discussion"));
