@@ -10,7 +10,9 @@ step() { echo; echo "==> $* ($(( $(date +%s) - started ))s)"; }
 step "1/4 the domain crate stays pure"
 scripts/check-domain-deps.sh
 
-step "2/4 embedded PostgreSQL 18 + pgvector"
+step "2/4 test fixtures (GitHub's published webhook examples, from npm) and embedded PostgreSQL 18 + pgvector"
+command -v npm >/dev/null || { echo "test.sh: npm is required to install the GitHub webhook examples" >&2; exit 1; }
+(cd tools/fixtures && npm install --no-audit --no-fund --loglevel=error)
 pg_was_running=0
 scripts/pg.sh status >/dev/null 2>&1 && pg_was_running=1
 scripts/pg.sh start >/dev/null

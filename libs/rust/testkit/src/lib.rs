@@ -210,3 +210,5 @@ async fn sweep_leftovers(admin: &mut PgConnection) {
         }
     }
 }
+
+pub mod github;

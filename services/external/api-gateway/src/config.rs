@@ -10,9 +10,7 @@ pub struct Config {
     pub http_addr: SocketAddr,
     /// gRPC endpoint of control-plane, e.g. `http://127.0.0.1:9090`.
     pub control_plane_target: String,
-    #[allow(dead_code)] // checked by the webhook endpoint (webhook ingest issue)
     pub webhook_secret: SecretString,
-    #[allow(dead_code)] // enforced by the webhook endpoint (webhook ingest issue)
     pub webhook_max_body_bytes: usize,
     pub shutdown_timeout: Duration,
 }

@@ -3,7 +3,10 @@
 //! logic and no SQL.
 
 mod config;
+mod error;
+mod metrics;
 mod startup;
+mod webhook;
 
 use std::process::ExitCode;
 

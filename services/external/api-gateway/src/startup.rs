@@ -1,6 +1,11 @@
 //! Wiring: listener (bound early), control-plane channel, routes, drain on shutdown.
 
 use crate::config::Config;
+use crate::metrics::WebhookMetrics;
+use crate::webhook::{WebhookState, github};
+use axum::Router;
+use axum::routing::post;
+use std::sync::Arc;
 use ck8s_proto::controlplane::v1::GetStatusRequest;
 use ck8s_proto::controlplane::v1::control_plane_client::ControlPlaneClient;
 use ck8s_service::health::{ReadinessCheck, health_router, with_request_metrics};
@@ -21,7 +26,15 @@ pub async fn run(cfg: Config) -> Result<(), String> {
     let control_plane = ControlPlaneClient::new(channel);
 
     let mut shutdown = Shutdown::on_signals();
-    let metrics = MetricsBuilder::new("api-gateway").build();
+    let mut metrics = MetricsBuilder::new("api-gateway");
+    let webhook_metrics = WebhookMetrics::register(metrics.registry());
+    let metrics = metrics.build();
+    let webhook = Arc::new(WebhookState {
+        secret: cfg.webhook_secret.clone(),
+        max_body_bytes: cfg.webhook_max_body_bytes,
+        control_plane: control_plane.clone(),
+        metrics: webhook_metrics,
+    });
     let target = cfg.control_plane_target.clone();
     let checks = vec![ReadinessCheck::new("control-plane", move || {
         let mut client = control_plane.clone();
@@ -35,7 +48,8 @@ pub async fn run(cfg: Config) -> Result<(), String> {
             if status.database_ready { Ok(()) } else { Err("control-plane reports its database is not ready".into()) }
         }
     })];
-    let router = with_request_metrics(health_router("api-gateway", checks, metrics.clone(), shutdown.token()), metrics);
+    let api = Router::new().route("/api/v1/webhooks/github", post(github)).with_state(webhook);
+    let router = with_request_metrics(health_router("api-gateway", checks, metrics.clone(), shutdown.token()).merge(api), metrics);
     shutdown.spawn("http", server::serve(http, router, shutdown.token()));
     shutdown.run_until_stopped(cfg.shutdown_timeout).await
 }

@@ -1,5 +1,7 @@
 //! Black-box tests of the control-plane binary against a real PostgreSQL.
 
+mod ingest;
+
 use ck8s_testkit::process::{ServiceProcess, free_port, http_get, run_to_exit};
 use std::net::TcpListener;
 use std::time::Duration;
