@@ -173,3 +173,30 @@ pub fn bin_path(name: &str) -> String {
     }
     path.display().to_string()
 }
+
+/// Sends raw bytes as one HTTP/1.1 exchange and returns (status, body). Lets tests send what
+/// clients should not: lying lengths, chunked bodies, missing headers.
+pub fn http_raw(addr: SocketAddr, request: &[u8]) -> (u16, String) {
+    let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_secs(2)) else { return (0, String::new()) };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(30)));
+    // The server may answer and close before the whole request is written (413): that's fine.
+    let _ = s.write_all(request);
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf);
+    let text = String::from_utf8_lossy(&buf).to_string();
+    let status = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    (status, body)
+}
+
+/// A POST with the given headers and body (Content-Length set).
+pub fn http_post(addr: SocketAddr, path: &str, headers: &[(&str, &str)], body: &[u8]) -> (u16, String) {
+    let mut req = format!("POST {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n", body.len());
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    let mut bytes = req.into_bytes();
+    bytes.extend_from_slice(body);
+    http_raw(addr, &bytes)
+}

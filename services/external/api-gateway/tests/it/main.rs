@@ -1,5 +1,7 @@
 //! Black-box tests of the api-gateway binary, with a real control-plane behind it.
 
+mod webhook;
+
 use ck8s_testkit::process::{ServiceProcess, bin_path, free_port, http_get, run_to_exit};
 use std::time::Duration;
 
