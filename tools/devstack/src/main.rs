@@ -65,7 +65,7 @@ fn local_secrets(dir: &Path) -> Result<BTreeMap<String, String>> {
         }
     }
     let mut changed = false;
-    for key in ["CODEXK8S_TOKEN_ENCRYPTION_KEY", "CODEXK8S_GITHUB_WEBHOOK_SECRET"] {
+    for key in ["CODEXK8S_TOKEN_ENCRYPTION_KEY", "CODEXK8S_GITHUB_WEBHOOK_SECRET", "CODEXK8S_GITHUB_PAT"] {
         if !map.contains_key(key) {
             let mut bytes = [0u8; 32];
             std::fs::File::open("/dev/urandom")
@@ -186,6 +186,12 @@ async fn main() -> Result<()> {
             env: vec![
                 ("CODEXK8S_HTTP_ADDR".into(), format!("127.0.0.1:{cp_http}")),
                 ("CODEXK8S_GRPC_ADDR".into(), format!("127.0.0.1:{cp_grpc}")),
+                ("CODEXK8S_SERVICES_CONFIG_PATH".into(), root.join("services.yaml").display().to_string()),
+                ("CODEXK8S_BOOTSTRAP_OWNER_EMAIL".into(), DEMO_OWNER_EMAIL.into()),
+                ("CODEXK8S_BOOTSTRAP_OWNER_GITHUB_LOGIN".into(), DEMO_OWNER_LOGIN.into()),
+                ("CODEXK8S_BOOTSTRAP_PROJECT_SLUG".into(), "demo".into()),
+                ("CODEXK8S_BOOTSTRAP_PROJECT_NAME".into(), "Demo project".into()),
+                ("CODEXK8S_BOOTSTRAP_REPOSITORIES".into(), format!("{DEMO_REPO}={DEMO_REPO_ID}")),
             ],
             ready_port: cp_http,
         },
@@ -264,7 +270,18 @@ async fn main() -> Result<()> {
     }
     println!("  logs: {}", logs.display());
 
-    let outcome = if smoke {
+    let webhook_secret = common.iter().find(|(k, _)| k == "CODEXK8S_GITHUB_WEBHOOK_SECRET").map(|(_, v)| v.clone()).unwrap_or_default();
+    let check = send_demo_label(gw, &webhook_secret).await;
+    match &check {
+        Ok(answer) => say(format!(
+            "webhook check: {DEMO_OWNER_LOGIN} labelled {DEMO_REPO}#1 `run:dev` -> {answer}\n  (the run waits as `pending`: launching it is the worker's next job)"
+        )),
+        Err(e) => say(format!("webhook check failed: {e}")),
+    }
+
+    let outcome = if let Err(e) = check {
+        Err(anyhow::anyhow!("the webhook check failed: {e}"))
+    } else if smoke {
         say("--smoke: every service answered /readyz; stopping");
         Ok(())
     } else {
@@ -282,6 +299,44 @@ async fn main() -> Result<()> {
     }
     say("stopped cleanly");
     outcome
+}
+
+const DEMO_OWNER_EMAIL: &str = "owner@codex-k8s.local";
+const DEMO_OWNER_LOGIN: &str = "demo-owner";
+const DEMO_REPO: &str = "demo/hello-codex";
+const DEMO_REPO_ID: i64 = 1001;
+
+/// Sends a signed `issues.labeled run:dev` delivery for the demo repository through the gateway,
+/// as GitHub would, and returns the gateway's answer (202 and a pending run, or why not).
+async fn send_demo_label(gateway_port: u16, secret: &str) -> Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let delivery = format!("devstack-{}-{}", std::process::id(), std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis());
+    let body = serde_json::json!({
+        "action": "labeled",
+        "label": {"name": "run:dev"},
+        "issue": {"id": 1, "number": 1, "title": "Say hello", "state": "open", "html_url": format!("http://127.0.0.1/{DEMO_REPO}/issues/1"),
+                  "user": {"login": DEMO_OWNER_LOGIN}, "labels": [{"name": "run:dev"}]},
+        "repository": {"id": DEMO_REPO_ID, "name": "hello-codex", "full_name": DEMO_REPO, "private": false, "fork": false, "default_branch": "main"},
+        "sender": {"id": 1, "login": DEMO_OWNER_LOGIN, "type": "User"},
+    })
+    .to_string();
+    let sig = ck8s_crypto::github_signature(&secrecy::SecretString::from(secret.to_string()), body.as_bytes());
+    let req = format!(
+        "POST /api/v1/webhooks/github HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Type: application/json\r\n\
+         X-GitHub-Delivery: {delivery}\r\nX-GitHub-Event: issues\r\nX-Hub-Signature-256: {sig}\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", gateway_port)).await?;
+    s.write_all(req.as_bytes()).await?;
+    let mut buf = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf)).await??;
+    let text = String::from_utf8_lossy(&buf);
+    let status = text.split_whitespace().nth(1).unwrap_or("?");
+    let answer = text.split_once("\r\n\r\n").map(|(_, b)| b.trim()).unwrap_or_default();
+    if status != "202" {
+        bail!("gateway answered {status}: {answer}");
+    }
+    Ok(format!("202 {answer}"))
 }
 
 async fn wait_for_stop(running: &mut [Running]) -> Result<()> {

@@ -1,5 +1,6 @@
 //! Black-box tests of the control-plane binary against a real PostgreSQL.
 
+mod bootstrap;
 mod ingest;
 
 use ck8s_testkit::process::{ServiceProcess, free_port, http_get, run_to_exit};
