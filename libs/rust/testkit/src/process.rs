@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
@@ -157,15 +158,23 @@ pub fn free_port() -> u16 {
 /// Path of a workspace binary (`control-plane`, `worker`, ...), building it first if a
 /// single-package test run has not.
 pub fn bin_path(name: &str) -> String {
-    // Test executables live in <target>/<profile>/deps/; binaries one level up.
+    // Test executables live in <target>/<profile>/deps/, tools in <target>/<profile>/.
     let exe = std::env::current_exe().unwrap_or_default();
-    let profile_dir = exe.parent().and_then(|d| d.parent()).map(|d| d.to_path_buf()).unwrap_or_default();
+    let mut profile_dir = exe.parent().map(Path::to_path_buf).unwrap_or_default();
+    if profile_dir.file_name().is_some_and(|n| n == "deps") {
+        profile_dir.pop();
+    }
     let path = profile_dir.join(name);
     static BUILD: Mutex<()> = Mutex::new(());
     let _guard = BUILD.lock();
     if !path.exists() {
+        let release = profile_dir.file_name().is_some_and(|n| n == "release");
+        let mut args = vec!["build", "-p", name, "--bin", name];
+        if release {
+            args.push("--release");
+        }
         let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-            .args(["build", "-p", name, "--bin", name])
+            .args(&args)
             .current_dir(crate::repo_root())
             .status()
             .unwrap_or_else(|e| panic!("cannot run cargo to build {name}: {e}"));

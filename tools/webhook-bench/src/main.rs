@@ -1,0 +1,206 @@
+//! webhook-bench: drives the real api-gateway (and through it control-plane and PostgreSQL)
+//! with signed GitHub deliveries — a mix of `run:dev` triggers, ignored labels and 30 %
+//! duplicates — at increasing concurrency, and prints deliveries per second and p50/p95/p99
+//! latency next to the raw single-row INSERT+COMMIT rate of the same PostgreSQL at the same
+//! concurrency, measured in the same run.
+//!
+//! Usage: `cargo run --release -p webhook-bench -- [--deliveries N] [--levels 1,4,16,32]`
+
+use anyhow::{Context, Result, bail};
+use ck8s_testkit::github::{example, with_labels, with_number, with_repo_and_sender};
+use ck8s_testkit::process::{ServiceProcess, bin_path, http_post};
+use secrecy::SecretString;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+const SECRET: &str = "bench-secret";
+
+struct Delivery {
+    id: String,
+    body: Vec<u8>,
+    signature: String,
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[idx].as_secs_f64() * 1000.0
+}
+
+/// The delivery mix of one level: 50 % triggers on fresh issues, 20 % ignored labels, 30 %
+/// repeats of earlier delivery ids.
+fn deliveries(level: usize, n: usize) -> Vec<Delivery> {
+    let secret = SecretString::from(SECRET.to_string());
+    let base = with_repo_and_sender(example("issues", Some("labeled")), 4242, "acme/app", "alice", "User");
+    let mut out: Vec<Delivery> = Vec::with_capacity(n);
+    for k in 0..n {
+        let slot = k % 10;
+        if slot >= 7 && !out.is_empty() {
+            let prior = &out[(k * 7919) % out.len()];
+            out.push(Delivery { id: prior.id.clone(), body: prior.body.clone(), signature: prior.signature.clone() });
+            continue;
+        }
+        let (label, labels): (&str, Vec<&str>) = if slot < 5 { ("run:dev", vec!["run:dev"]) } else { ("bug", vec!["bug"]) };
+        let issue = (level * 1_000_000 + k + 1) as i64;
+        let v = with_number(with_labels(base.clone(), Some(label), &labels, "issue"), "issue", issue);
+        let body = serde_json::to_vec(&v).unwrap_or_default();
+        let signature = ck8s_crypto::github_signature(&secret, &body);
+        out.push(Delivery { id: format!("bench-{level}-{k}"), body, signature });
+    }
+    out
+}
+
+/// Sends all deliveries with `concurrency` client threads; returns (elapsed, latencies, answers by status).
+fn drive(addr: std::net::SocketAddr, items: Vec<Delivery>, concurrency: usize) -> (Duration, Vec<Duration>, [usize; 3]) {
+    let items = Arc::new(items);
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let handles: Vec<_> = (0..concurrency)
+        .map(|_| {
+            let (items, next) = (items.clone(), next.clone());
+            std::thread::spawn(move || {
+                let mut lat = Vec::new();
+                let mut counts = [0usize; 3]; // 202, 200, other
+                loop {
+                    let i = next.fetch_add(1, Ordering::SeqCst);
+                    let Some(d) = items.get(i) else { break };
+                    let t = Instant::now();
+                    let (status, _) = http_post(
+                        addr,
+                        "/api/v1/webhooks/github",
+                        &[("X-GitHub-Delivery", &d.id), ("X-GitHub-Event", "issues"), ("X-Hub-Signature-256", &d.signature)],
+                        &d.body,
+                    );
+                    lat.push(t.elapsed());
+                    counts[match status {
+                        202 => 0,
+                        200 => 1,
+                        _ => 2,
+                    }] += 1;
+                }
+                (lat, counts)
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    let mut counts = [0usize; 3];
+    for h in handles {
+        if let Ok((l, c)) = h.join() {
+            all.extend(l);
+            for i in 0..3 {
+                counts[i] += c[i];
+            }
+        }
+    }
+    let elapsed = started.elapsed();
+    all.sort();
+    (elapsed, all, counts)
+}
+
+/// Raw single-row INSERT+COMMIT rate with `concurrency` connections, for `window`.
+async fn baseline(pool: &sqlx::PgPool, concurrency: usize, rows: usize) -> Result<f64> {
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let (pool, next) = (pool.clone(), next.clone());
+        tasks.push(tokio::spawn(async move {
+            while next.fetch_add(1, Ordering::SeqCst) < rows {
+                sqlx::query("INSERT INTO bench_baseline (payload) VALUES ('{\"k\": 1}'::jsonb)").execute(&pool).await?;
+            }
+            Ok::<_, sqlx::Error>(())
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    Ok(rows as f64 / started.elapsed().as_secs_f64())
+}
+
+fn arg(args: &[String], name: &str) -> Option<String> {
+    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned()
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let n: usize = arg(&args, "--deliveries").map(|v| v.parse()).transpose().context("--deliveries expects a number")?.unwrap_or(400);
+    let levels: Vec<usize> = arg(&args, "--levels")
+        .unwrap_or_else(|| "1,4,16,32".into())
+        .split(',')
+        .map(|s| s.trim().parse())
+        .collect::<Result<_, _>>()
+        .context("--levels expects numbers such as 1,4,16")?;
+    if n == 0 || levels.is_empty() || levels.contains(&0) {
+        bail!("--deliveries and every level must be positive");
+    }
+
+    eprintln!("webhook-bench: starting PostgreSQL, control-plane and api-gateway on a fresh database");
+    let db = ck8s_testkit::fresh_db().await;
+    let mut cp_env = db.env();
+    cp_env.extend(
+        [
+            ("CODEXK8S_TOKEN_ENCRYPTION_KEY", "ab".repeat(32)),
+            ("CODEXK8S_HTTP_ADDR", "127.0.0.1:0".into()),
+            ("CODEXK8S_GRPC_ADDR", "127.0.0.1:0".into()),
+            ("CODEXK8S_DB_MAX_CONNECTIONS", "32".into()),
+            ("RUST_LOG", "warn,control_plane::startup=info".into()),
+            ("CODEXK8S_BOOTSTRAP_OWNER_EMAIL", "owner@example.com".into()),
+            ("CODEXK8S_BOOTSTRAP_MEMBERS", "alice:alice@example.com:read_write".into()),
+            ("CODEXK8S_BOOTSTRAP_PROJECT_SLUG", "acme".into()),
+            ("CODEXK8S_BOOTSTRAP_REPOSITORIES", "acme/app=4242".into()),
+            ("CODEXK8S_GITHUB_PAT", "bench".into()),
+        ]
+        .map(|(k, v)| (k.to_string(), v)),
+    );
+    let (cp, gw) = tokio::task::spawn_blocking(move || {
+        let cp = ServiceProcess::start(&bin_path("control-plane"), &cp_env, &["http", "grpc"]);
+        let _ = cp.wait_http_ok("http", "/readyz", Duration::from_secs(20));
+        let gw_env = vec![
+            ("CODEXK8S_HTTP_ADDR".to_string(), "127.0.0.1:0".to_string()),
+            ("CODEXK8S_CONTROL_PLANE_GRPC_TARGET".to_string(), format!("http://{}", cp.addr("grpc"))),
+            ("CODEXK8S_GITHUB_WEBHOOK_SECRET".to_string(), SECRET.to_string()),
+            ("RUST_LOG".to_string(), "warn,api_gateway::startup=info".to_string()),
+        ];
+        let gw = ServiceProcess::start(&bin_path("api-gateway"), &gw_env, &["http"]);
+        let _ = gw.wait_http_ok("http", "/readyz", Duration::from_secs(20));
+        (cp, gw)
+    })
+    .await?;
+    let addr = gw.addr("http");
+    sqlx::query("CREATE TABLE bench_baseline (id bigserial PRIMARY KEY, payload jsonb NOT NULL)").execute(&db.pool).await?;
+    let base_pool = sqlx::postgres::PgPoolOptions::new().max_connections(64).connect_with(db.config.options()).await?;
+
+    let profile = if cfg!(debug_assertions) { "debug" } else { "release" };
+    println!("webhook-bench ({profile} build, {n} deliveries per level: 50% run:dev triggers, 20% ignored labels, 30% duplicates)");
+    println!("{:>11} {:>13} {:>8} {:>8} {:>8} {:>10} {:>10} | {:>26}", "concurrency", "deliveries/s", "p50 ms", "p95 ms", "p99 ms", "202/200", "errors", "baseline INSERT+COMMIT/s");
+    for &c in &levels {
+        let items = deliveries(c, n);
+        let (elapsed, lat, counts) = tokio::task::spawn_blocking(move || drive(addr, items, c)).await?;
+        let rate = baseline(&base_pool, c, n).await?;
+        println!(
+            "{:>11} {:>13.0} {:>8.2} {:>8.2} {:>8.2} {:>10} {:>10} | {:>26.0}",
+            c,
+            n as f64 / elapsed.as_secs_f64(),
+            percentile(&lat, 0.50),
+            percentile(&lat, 0.95),
+            percentile(&lat, 0.99),
+            format!("{}/{}", counts[0], counts[1]),
+            counts[2],
+            rate
+        );
+    }
+    let runs: i64 = sqlx::query_scalar("SELECT count(*) FROM agent_runs").fetch_one(&db.pool).await?;
+    let deliveries: i64 = sqlx::query_scalar("SELECT count(*) FROM webhook_deliveries").fetch_one(&db.pool).await?;
+    // Every level sends ceil-free exact counts: per 10 deliveries, 5 triggers, 2 ignores, 3 repeats.
+    let expected_runs: i64 = levels.iter().map(|_| (0..n).filter(|k| k % 10 < 5).count() as i64).sum();
+    println!("stored: {deliveries} distinct deliveries, {runs} runs (expected {expected_runs}: one per trigger delivery)");
+    if runs != expected_runs {
+        bail!("run count mismatch: duplicates created runs or triggers were lost");
+    }
+    drop((cp, gw));
+    Ok(())
+}
