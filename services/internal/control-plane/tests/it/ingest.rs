@@ -429,3 +429,44 @@ async fn failures_record_nothing_so_a_redelivery_can_succeed() {
     }
     assert_eq!(count(&db.pool, "SELECT count(*) FROM webhook_deliveries WHERE delivery_id = 'f-2'").await, 0);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unbound_pull_requests_and_anonymous_senders_are_ignored() {
+    let (db, i) = setup().await;
+    let v = with_repo_and_sender(pr_labeled("need:reviewer", 40), 31337, "strangers/repo", "alice", "User");
+    assert_eq!(ignored(&i, "n-1", "pull_request", &v).await, "repository_not_bound_for_pull_request");
+    let mut v = issue_labeled("run:dev", &["run:dev"], "alice");
+    v.as_object_mut().unwrap().remove("sender");
+    assert_eq!(ignored(&i, "n-2", "issues", &v).await, "sender_login_missing");
+    assert_eq!(count(&db.pool, "SELECT count(*) FROM agent_runs").await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn renamed_labels_in_settings_reach_the_policy() {
+    let (db, mut i) = setup().await;
+    let layers = ck8s_config::Layers::from_parts(
+        [
+            ("CODEXK8S_TOKEN_ENCRYPTION_KEY".to_string(), KEY.to_string()),
+            ("CODEXK8S_RUN_DEV_LABEL".to_string(), "ai:build".to_string()),
+            ("CODEXK8S_AGENT_DEFAULT_LOCALE".to_string(), "ru-RU".to_string()),
+            ("CODEXK8S_SERVICES_CONFIG_PATH".to_string(), ck8s_testkit::repo_root().join("services.yaml").display().to_string()),
+        ],
+        Vec::<String>::new(),
+    )
+    .unwrap();
+    let cfg = control_plane::config::Config::load(&layers).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(cfg.ingest.locale, "ru");
+    i.settings = cfg.ingest;
+    let r = i.ingest("rn-1", "issues", &body(&issue_labeled("ai:build", &["ai:build"], "alice"))).await.unwrap();
+    assert_eq!(r.status, Status::Accepted);
+    assert_eq!(ignored(&i, "rn-2", "issues", &issue_labeled("run:dev", &["run:dev"], "alice")).await, "issue_event_not_trigger_label");
+    // The platform's services.yaml makes intake code-only.
+    let r = i.ingest("rn-3", "issues", &body(&issue_labeled("run:intake", &["run:intake"], "alice"))).await.unwrap();
+    let mode: String = sqlx::query_scalar("SELECT runtime_mode FROM agent_runs WHERE id = $1").bind(r.run_id).fetch_one(&db.pool).await.unwrap();
+    assert_eq!(mode, "code-only");
+    let locale: String = sqlx::query_scalar("SELECT payload->>'locale' FROM github_side_effects WHERE correlation_id = 'rn-1' AND kind = 'status_comment'")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(locale, "ru");
+}
