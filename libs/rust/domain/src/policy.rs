@@ -490,13 +490,29 @@ fn issue_labeled(input: Input<'_>) -> Decision {
         d.cleanups.push(Cleanup::CancelDiscussion { issue: issue.number });
         d
     };
-    if let Some(run) = &d.run {
-        if let Some(t) = run.comment_target {
-            d.effects.push(Effect::StatusComment { target: t });
-            d.effects.push(Effect::Reaction { target: ReactionTarget::Issue(t), content: "eyes" });
-        }
+    if let Some(t) = d.run.as_ref().and_then(|r| r.comment_target) {
+        announce(&mut d, t);
     }
     d
+}
+
+/// The status comment and the `:eyes:` reaction a new run owes on its issue or PR.
+fn announce(d: &mut Decision, target: i64) {
+    d.effects.push(Effect::StatusComment { target });
+    d.effects.push(Effect::Reaction { target: ReactionTarget::Issue(target), content: "eyes" });
+}
+
+/// Runs on a pull request build from its immutable head SHA.
+fn pr_head_runtime(mode: RuntimeMode, head_sha: &str) -> RuntimePlan {
+    RuntimePlan {
+        mode,
+        source: "services_yaml",
+        target_env: (mode == RuntimeMode::FullEnv).then(|| "ai".to_string()),
+        namespace: None,
+        build_ref: Some(head_sha.to_string()),
+        deploy_only: false,
+        access_profile: (mode == RuntimeMode::FullEnv).then_some("candidate"),
+    }
 }
 
 fn discussion_run(e: &Event, issue: i64, stage: &str, label: &str, source: TriggerSource) -> Decision {
@@ -669,20 +685,10 @@ fn pr_labeled(input: Input<'_>) -> Decision {
         issue_number: input.history.pr_linked_issues.first().copied().filter(|_| input.history.pr_linked_issues.len() == 1),
         pr_number: Some(pr.number),
         comment_target: Some(pr.number),
-        runtime: RuntimePlan {
-            mode,
-            source: "services_yaml",
-            target_env: (mode == RuntimeMode::FullEnv).then(|| "ai".to_string()),
-            namespace: None,
-            // Reviewers build from the immutable head SHA.
-            build_ref: Some(pr.head_sha.clone()),
-            deploy_only: false,
-            access_profile: (mode == RuntimeMode::FullEnv).then_some("candidate"),
-        },
+        runtime: pr_head_runtime(mode, &pr.head_sha),
     });
     d.resolved_stage = Some("dev".into());
-    d.effects.push(Effect::StatusComment { target: pr.number });
-    d.effects.push(Effect::Reaction { target: ReactionTarget::Issue(pr.number), content: "eyes" });
+    announce(&mut d, pr.number);
     d
 }
 
@@ -764,18 +770,9 @@ fn review_changes_requested(input: Input<'_>) -> Decision {
         issue_number: linked_issue,
         pr_number: Some(pr.number),
         comment_target: Some(pr.number),
-        runtime: RuntimePlan {
-            mode,
-            source: "services_yaml",
-            target_env: (mode == RuntimeMode::FullEnv).then(|| "ai".to_string()),
-            namespace: None,
-            build_ref: Some(pr.head_sha.clone()),
-            deploy_only: false,
-            access_profile: (mode == RuntimeMode::FullEnv).then_some("candidate"),
-        },
+        runtime: pr_head_runtime(mode, &pr.head_sha),
     });
-    d.effects.push(Effect::StatusComment { target: pr.number });
-    d.effects.push(Effect::Reaction { target: ReactionTarget::Issue(pr.number), content: "eyes" });
+    announce(&mut d, pr.number);
     d
 }
 
