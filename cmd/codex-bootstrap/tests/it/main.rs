@@ -1,5 +1,7 @@
 //! The CLI accepts the platform's own services.yaml and rejects broken copies with a clear message.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // helpers of tests: a panic is a failed test
+
 use std::process::Command;
 
 const BIN: &str = env!("CARGO_BIN_EXE_codex-bootstrap");
@@ -43,7 +45,10 @@ fn an_unknown_key_is_rejected_with_its_path() {
 #[test]
 fn a_dependency_cycle_is_rejected_naming_the_cycle() {
     let (text, _) = platform();
-    let broken = text.replace("      dependsOn: [oauth2-proxy]", "      dependsOn: [oauth2-proxy]\n    - name: loop-a\n      dependsOn: [loop-b]\n    - name: loop-b\n      dependsOn: [loop-a]");
+    let broken = text.replace(
+        "      dependsOn: [oauth2-proxy]",
+        "      dependsOn: [oauth2-proxy]\n    - name: loop-a\n      dependsOn: [loop-b]\n    - name: loop-b\n      dependsOn: [loop-a]",
+    );
     let (code, _, err) = validate(&broken, "cycle");
     assert_eq!(code, 1);
     assert!(err.contains("dependency cycle: loop-a -> loop-b -> loop-a"), "{err}");

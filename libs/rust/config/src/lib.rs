@@ -98,21 +98,13 @@ impl Layers {
         while let Some(arg) = args.next() {
             match arg.as_str() {
                 "--config" => {
-                    let path = args.next().ok_or_else(|| ConfigError::Argument {
-                        arg: arg.clone(),
-                        reason: "expects a file path".into(),
-                    })?;
+                    let path =
+                        args.next().ok_or_else(|| ConfigError::Argument { arg: arg.clone(), reason: "expects a file path".into() })?;
                     config_file = Some(PathBuf::from(path));
                 }
                 "--set" => {
-                    let kv = args.next().ok_or_else(|| ConfigError::Argument {
-                        arg: arg.clone(),
-                        reason: "expects KEY=VALUE".into(),
-                    })?;
-                    flags.push(split_kv(&kv).ok_or_else(|| ConfigError::Argument {
-                        arg: kv.clone(),
-                        reason: "expects KEY=VALUE".into(),
-                    })?);
+                    let kv = args.next().ok_or_else(|| ConfigError::Argument { arg: arg.clone(), reason: "expects KEY=VALUE".into() })?;
+                    flags.push(split_kv(&kv).ok_or_else(|| ConfigError::Argument { arg: kv.clone(), reason: "expects KEY=VALUE".into() })?);
                 }
                 other => {
                     return Err(ConfigError::Argument {
@@ -165,8 +157,7 @@ fn split_kv(s: &str) -> Option<(String, String)> {
 /// Reads a `KEY=VALUE` file (blank lines and `#` comments allowed, optional `export `, values
 /// optionally in single or double quotes).
 fn read_env_file(path: &Path) -> Result<Vec<(String, String)>, ConfigError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| ConfigError::File { path: path.to_path_buf(), reason: e.to_string() })?;
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::File { path: path.to_path_buf(), reason: e.to_string() })?;
     let mut out = Vec::new();
     for (n, line) in text.lines().enumerate() {
         let line = line.trim();
@@ -174,10 +165,8 @@ fn read_env_file(path: &Path) -> Result<Vec<(String, String)>, ConfigError> {
             continue;
         }
         let line = line.strip_prefix("export ").unwrap_or(line);
-        let (k, v) = split_kv(line).ok_or_else(|| ConfigError::File {
-            path: path.to_path_buf(),
-            reason: format!("line {}: expected KEY=VALUE", n + 1),
-        })?;
+        let (k, v) = split_kv(line)
+            .ok_or_else(|| ConfigError::File { path: path.to_path_buf(), reason: format!("line {}: expected KEY=VALUE", n + 1) })?;
         let v = v.trim();
         let v = v
             .strip_prefix('"')
@@ -323,10 +312,7 @@ mod tests {
     use secrecy::ExposeSecret;
 
     fn layers(env: &[(&str, &str)], args: &[&str]) -> Result<Layers, ConfigError> {
-        Layers::from_parts(
-            env.iter().map(|(k, v)| (k.to_string(), v.to_string())),
-            args.iter().map(|s| s.to_string()),
-        )
+        Layers::from_parts(env.iter().map(|(k, v)| (k.to_string(), v.to_string())), args.iter().map(|s| s.to_string()))
     }
 
     #[test]
@@ -359,11 +345,7 @@ mod tests {
 
     #[test]
     fn every_problem_is_reported_with_the_variable_name() {
-        let l = layers(
-            &[("CODEXK8S_DB_PORT", "abc"), ("CODEXK8S_POLL", "soon"), ("CODEXK8S_FLAG", "maybe")],
-            &[],
-        )
-        .unwrap();
+        let l = layers(&[("CODEXK8S_DB_PORT", "abc"), ("CODEXK8S_POLL", "soon"), ("CODEXK8S_FLAG", "maybe")], &[]).unwrap();
         let mut r = l.reader();
         r.port("DB_PORT", 5432);
         r.duration("POLL", Duration::from_secs(5));

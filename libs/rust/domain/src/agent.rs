@@ -75,10 +75,7 @@ impl FromStr for SystemAgent {
     type Err = UnknownAgent;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let key = s.trim().to_ascii_lowercase();
-        SystemAgent::ALL
-            .into_iter()
-            .find(|a| a.key() == key)
-            .ok_or_else(|| UnknownAgent(s.to_string()))
+        SystemAgent::ALL.into_iter().find(|a| a.key() == key).ok_or_else(|| UnknownAgent(s.to_string()))
     }
 }
 

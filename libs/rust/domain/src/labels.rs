@@ -94,7 +94,8 @@ impl LabelCatalog {
     /// `NEED_INPUT_LABEL`, `STATE_IN_REVIEW_LABEL`, `RUN_RETHINK_LABEL`, `RUN_AI_REPAIR_LABEL`)
     /// to label names.
     pub fn with_overrides(overrides: &BTreeMap<String, String>) -> Self {
-        let pick = |key: &str, default: String| overrides.get(key).map(|v| v.trim().to_string()).filter(|v| !v.is_empty()).unwrap_or(default);
+        let pick =
+            |key: &str, default: String| overrides.get(key).map(|v| v.trim().to_string()).filter(|v| !v.is_empty()).unwrap_or(default);
         let mut run = BTreeMap::new();
         let mut revise_by_stage = BTreeMap::new();
         let mut work_by_stage = BTreeMap::new();
@@ -160,7 +161,10 @@ impl LabelCatalog {
     /// reasoning).
     pub fn is_non_trigger_class(&self, label: &str) -> bool {
         let n = norm(label);
-        n.starts_with(&self.state_prefix) || n.starts_with(&self.need_prefix) || self.models.contains_key(&n) || self.reasoning.contains_key(&n)
+        n.starts_with(&self.state_prefix)
+            || n.starts_with(&self.need_prefix)
+            || self.models.contains_key(&n)
+            || self.reasoning.contains_key(&n)
     }
 
     /// The `run:*` labels among `labels`, in their given order, de-duplicated.

@@ -251,17 +251,31 @@ pub enum CommentTemplate {
 pub enum ReactionTarget {
     Issue(i64),
     /// A comment on an issue.
-    IssueComment { issue: i64, comment: i64 },
+    IssueComment {
+        issue: i64,
+        comment: i64,
+    },
 }
 
 /// A GitHub side effect owed after the ingest commits.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Effect {
-    Comment { target: i64, template: CommentTemplate },
-    AddLabel { target: i64, label: String },
-    Reaction { target: ReactionTarget, content: &'static str },
+    Comment {
+        target: i64,
+        template: CommentTemplate,
+    },
+    AddLabel {
+        target: i64,
+        label: String,
+    },
+    Reaction {
+        target: ReactionTarget,
+        content: &'static str,
+    },
     /// The run's status comment, first phase.
-    StatusComment { target: i64 },
+    StatusComment {
+        target: i64,
+    },
 }
 
 /// A cleanup the worker must carry out.
@@ -442,7 +456,8 @@ fn issue_labeled(input: Input<'_>) -> Decision {
     let mut d = if is_discussion {
         if run_labels.len() > 1 {
             let mut d = Decision::ignored(IgnoreReason::DiscussionModeTriggerLabelConflict);
-            d.effects.push(Effect::Comment { target: issue.number, template: CommentTemplate::TriggerConflict { labels: run_labels.clone() } });
+            d.effects
+                .push(Effect::Comment { target: issue.number, template: CommentTemplate::TriggerConflict { labels: run_labels.clone() } });
             d.conflicting_labels = run_labels;
             return d;
         }
@@ -458,7 +473,8 @@ fn issue_labeled(input: Input<'_>) -> Decision {
         let Some(rl) = run_label else { return Decision::ignored(IgnoreReason::IssueEventNotTriggerLabel) };
         if run_labels.len() > 1 {
             let mut d = Decision::ignored(IgnoreReason::IssueTriggerLabelConflict);
-            d.effects.push(Effect::Comment { target: issue.number, template: CommentTemplate::TriggerConflict { labels: run_labels.clone() } });
+            d.effects
+                .push(Effect::Comment { target: issue.number, template: CommentTemplate::TriggerConflict { labels: run_labels.clone() } });
             d.audit.push("run.trigger.conflict.comment");
             d.conflicting_labels = run_labels;
             return d;
@@ -481,7 +497,12 @@ fn issue_labeled(input: Input<'_>) -> Decision {
             kind: rl.kind.clone(),
             discussion: false,
             issue_number: Some(issue.number),
-            pr_number: input.history.candidate.as_ref().filter(|_| rl.stage == "dev" || rl.stage == "qa" || rl.stage == "release").map(|c| c.pr_number),
+            pr_number: input
+                .history
+                .candidate
+                .as_ref()
+                .filter(|_| rl.stage == "dev" || rl.stage == "qa" || rl.stage == "release")
+                .map(|c| c.pr_number),
             comment_target: Some(issue.number),
             runtime,
         });
@@ -639,7 +660,9 @@ fn issue_comment(input: Input<'_>) -> Decision {
         // A human comment from an outsider on a discussion issue is not worth a warning.
         return Decision::ignored(r);
     }
-    let comment_reaction = e.comment_id.map(|id| Effect::Reaction { target: ReactionTarget::IssueComment { issue: issue.number, comment: id }, content: "eyes" });
+    let comment_reaction = e
+        .comment_id
+        .map(|id| Effect::Reaction { target: ReactionTarget::IssueComment { issue: issue.number, comment: id }, content: "eyes" });
     if input.history.live_discussion_run {
         // The live run picks the comment up itself; new comments never fan out.
         let mut d = Decision::accepted();
@@ -694,11 +717,7 @@ fn pr_labeled(input: Input<'_>) -> Decision {
 
 /// The distinct revisable stages among `labels` (rethink and ai-repair have no revise).
 fn stages_of(labels: &LabelCatalog, list: &[String]) -> BTreeSet<String> {
-    list.iter()
-        .filter_map(|l| labels.run_label(l))
-        .filter(|r| labels.revise_label(&r.stage).is_some())
-        .map(|r| r.stage.clone())
-        .collect()
+    list.iter().filter_map(|l| labels.run_label(l)).filter(|r| labels.revise_label(&r.stage).is_some()).map(|r| r.stage.clone()).collect()
 }
 
 fn review_changes_requested(input: Input<'_>) -> Decision {

@@ -39,10 +39,7 @@ pub struct UnknownProjectRole(pub String);
 impl FromStr for ProjectRole {
     type Err = UnknownProjectRole;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        ProjectRole::ALL
-            .into_iter()
-            .find(|r| r.as_str() == s)
-            .ok_or_else(|| UnknownProjectRole(s.to_string()))
+        ProjectRole::ALL.into_iter().find(|r| r.as_str() == s).ok_or_else(|| UnknownProjectRole(s.to_string()))
     }
 }
 

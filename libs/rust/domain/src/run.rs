@@ -16,13 +16,7 @@ pub enum RunStatus {
 
 impl RunStatus {
     /// Every status.
-    pub const ALL: [RunStatus; 5] = [
-        RunStatus::Pending,
-        RunStatus::Running,
-        RunStatus::Succeeded,
-        RunStatus::Failed,
-        RunStatus::Canceled,
-    ];
+    pub const ALL: [RunStatus; 5] = [RunStatus::Pending, RunStatus::Running, RunStatus::Succeeded, RunStatus::Failed, RunStatus::Canceled];
 
     /// The value stored in the database.
     pub fn as_str(self) -> &'static str {
@@ -44,10 +38,7 @@ impl RunStatus {
     /// (`running -> succeeded|failed`), and cancellation of any live run.
     pub fn can_move_to(self, to: RunStatus) -> bool {
         use RunStatus::*;
-        matches!(
-            (self, to),
-            (Pending, Running) | (Running, Succeeded) | (Running, Failed) | (Pending, Canceled) | (Running, Canceled)
-        )
+        matches!((self, to), (Pending, Running) | (Running, Succeeded) | (Running, Failed) | (Pending, Canceled) | (Running, Canceled))
     }
 }
 
@@ -59,10 +50,7 @@ pub struct UnknownRunStatus(pub String);
 impl FromStr for RunStatus {
     type Err = UnknownRunStatus;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        RunStatus::ALL
-            .into_iter()
-            .find(|r| r.as_str() == s)
-            .ok_or_else(|| UnknownRunStatus(s.to_string()))
+        RunStatus::ALL.into_iter().find(|r| r.as_str() == s).ok_or_else(|| UnknownRunStatus(s.to_string()))
     }
 }
 

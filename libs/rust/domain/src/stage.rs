@@ -1,10 +1,8 @@
 //! Stages and trigger kinds (product spec §2.1, §3.1).
 
 /// Stages that have a `:revise` variant, in the order of the main path plus the extras.
-pub const REVISABLE_STAGES: [&str; 13] = [
-    "intake", "vision", "prd", "arch", "design", "plan", "dev", "qa", "release", "postdeploy", "ops",
-    "doc_audit", "self_improve",
-];
+pub const REVISABLE_STAGES: [&str; 13] =
+    ["intake", "vision", "prd", "arch", "design", "plan", "dev", "qa", "release", "postdeploy", "ops", "doc_audit", "self_improve"];
 
 /// Trigger kinds without a revise variant.
 pub const SINGLE_KINDS: [&str; 2] = ["rethink", "ai_repair"];

@@ -45,12 +45,7 @@ struct HealthState {
 
 /// The health and metrics routes. `/readyz` fails once `shutting_down` is cancelled so load
 /// balancers stop sending traffic while the process drains.
-pub fn health_router(
-    service: &'static str,
-    checks: Vec<ReadinessCheck>,
-    metrics: Metrics,
-    shutting_down: CancellationToken,
-) -> Router {
+pub fn health_router(service: &'static str, checks: Vec<ReadinessCheck>, metrics: Metrics, shutting_down: CancellationToken) -> Router {
     let state = HealthState { service, checks: Arc::new(checks), metrics, shutting_down };
     Router::new()
         .route("/healthz", get(live))
@@ -66,11 +61,7 @@ pub fn with_request_metrics(router: Router, metrics: Metrics) -> Router {
     router.layer(middleware::from_fn(move |req: Request, next: Next| {
         let metrics = metrics.clone();
         async move {
-            let route = req
-                .extensions()
-                .get::<MatchedPath>()
-                .map(|p| p.as_str().to_string())
-                .unwrap_or_else(|| "unmatched".to_string());
+            let route = req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_string()).unwrap_or_else(|| "unmatched".to_string());
             let method = req.method().to_string();
             let resp = next.run(req).await;
             metrics.observe_http(&route, &method, resp.status().as_u16());
@@ -85,10 +76,7 @@ async fn live(State(s): State<HealthState>) -> Json<serde_json::Value> {
 
 async fn ready(State(s): State<HealthState>) -> Response {
     if s.shutting_down.is_cancelled() {
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(serde_json::json!({"status": "shutting_down", "service": s.service})),
-        )
+        return (StatusCode::SERVICE_UNAVAILABLE, Json(serde_json::json!({"status": "shutting_down", "service": s.service})))
             .into_response();
     }
     let mut results = serde_json::Map::new();
@@ -118,11 +106,7 @@ async fn ready(State(s): State<HealthState>) -> Response {
 }
 
 async fn metrics_handler(State(s): State<HealthState>) -> Response {
-    (
-        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
-        s.metrics.render(),
-    )
-        .into_response()
+    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], s.metrics.render()).into_response()
 }
 
 #[cfg(test)]
@@ -162,10 +146,7 @@ mod tests {
     #[tokio::test]
     async fn metrics_count_requests_by_route() {
         let metrics = MetricsBuilder::new("svc").build();
-        let r = with_request_metrics(
-            health_router("svc", vec![], metrics.clone(), CancellationToken::new()),
-            metrics.clone(),
-        );
+        let r = with_request_metrics(health_router("svc", vec![], metrics.clone(), CancellationToken::new()), metrics.clone());
         get_status(r.clone(), "/healthz").await;
         let (_, body) = get_status(r, "/metrics").await;
         assert!(body.contains("codexk8s_build_info{service=\"svc\""), "{body}");

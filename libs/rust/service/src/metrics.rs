@@ -36,9 +36,7 @@ impl MetricsBuilder {
     pub fn new(service: &str) -> Self {
         let mut registry = Registry::with_prefix("codexk8s");
         let build = Family::<BuildLabels, Gauge>::default();
-        build
-            .get_or_create(&BuildLabels { service: service.to_string(), version: env!("CARGO_PKG_VERSION").to_string() })
-            .set(1);
+        build.get_or_create(&BuildLabels { service: service.to_string(), version: env!("CARGO_PKG_VERSION").to_string() }).set(1);
         registry.register("build_info", "Build information of this binary", build);
         let http_requests = Family::<HttpLabels, Counter>::default();
         registry.register("http_requests", "HTTP requests served", http_requests.clone());
@@ -66,9 +64,7 @@ pub struct Metrics {
 impl Metrics {
     /// Counts one served HTTP request.
     pub fn observe_http(&self, route: &str, method: &str, status: u16) {
-        self.http_requests
-            .get_or_create(&HttpLabels { route: route.to_string(), method: method.to_string(), status })
-            .inc();
+        self.http_requests.get_or_create(&HttpLabels { route: route.to_string(), method: method.to_string(), status }).inc();
     }
 
     /// Renders the registry in the OpenMetrics text format.

@@ -7,10 +7,7 @@ use tracing_subscriber::EnvFilter;
 
 /// Installs the global subscriber. Safe to call twice (the second call does nothing).
 pub fn init(service: &'static str) {
-    let filter = std::env::var("RUST_LOG")
-        .ok()
-        .or_else(|| std::env::var("CODEXK8S_LOG_LEVEL").ok())
-        .unwrap_or_else(|| "info".to_string());
+    let filter = std::env::var("RUST_LOG").ok().or_else(|| std::env::var("CODEXK8S_LOG_LEVEL").ok()).unwrap_or_else(|| "info".to_string());
     let filter = EnvFilter::try_new(&filter).unwrap_or_else(|_| EnvFilter::new("info"));
     let pretty = std::env::var("CODEXK8S_LOG_FORMAT").is_ok_and(|v| v.eq_ignore_ascii_case("pretty"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(true);

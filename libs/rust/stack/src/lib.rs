@@ -64,11 +64,7 @@ pub fn load_str(text: &str, file: &str) -> Result<ServiceStack, StackError> {
         StackError::Schema { file: file.to_string(), path: if path == "." { "(root)".into() } else { path }, message }
     })?;
     let problems = validate::validate(&stack);
-    if problems.is_empty() {
-        Ok(stack)
-    } else {
-        Err(StackError::Invalid { file: file.to_string(), problems })
-    }
+    if problems.is_empty() { Ok(stack) } else { Err(StackError::Invalid { file: file.to_string(), problems }) }
 }
 
 fn strip_location(s: &str) -> String {

@@ -337,9 +337,10 @@ impl ServiceStack {
     /// Resolves a service's deploy group, filling it from its components.
     pub fn deploy_group(&self, service: &Service) -> Option<String> {
         service.deploy_group.clone().or_else(|| {
-            service.uses.iter().find_map(|u| {
-                self.spec.components.iter().find(|c| &c.name == u).and_then(|c| c.service_defaults.deploy_group.clone())
-            })
+            service
+                .uses
+                .iter()
+                .find_map(|u| self.spec.components.iter().find(|c| &c.name == u).and_then(|c| c.service_defaults.deploy_group.clone()))
         })
     }
 

@@ -2,8 +2,8 @@
 //! name), then the service groups in `orchestration.deployOrder`, then unlisted groups by name.
 //! Inside a group a unit goes once its dependencies in the same or earlier groups are applied.
 
-use crate::model::ServiceStack;
 use crate::Problem;
+use crate::model::ServiceStack;
 use std::collections::{BTreeMap, BTreeSet};
 
 /// One unit to apply.
@@ -69,10 +69,7 @@ fn order_group(
     group: &str,
 ) -> Result<(), Problem> {
     while !pending.is_empty() {
-        let ready = pending
-            .iter()
-            .find(|(_, (deps, _))| deps.iter().all(|d| applied.contains(d)))
-            .map(|(name, _)| name.clone());
+        let ready = pending.iter().find(|(_, (deps, _))| deps.iter().all(|d| applied.contains(d))).map(|(name, _)| name.clone());
         let Some(name) = ready else {
             let stuck: Vec<String> = pending.keys().cloned().collect();
             return Err(Problem {

@@ -84,7 +84,8 @@ fn dependency_cycles_are_rejected_naming_the_cycle() {
     let e = err_of(&text);
     assert!(e.contains("dependency cycle") && e.contains("codex-k8s-app -> codex-k8s-migrate -> codex-k8s-app"), "{e}");
 
-    let text = PLATFORM.replace("    - name: repo-cache\n      dependsOn: [namespace]", "    - name: repo-cache\n      dependsOn: [namespace, postgres]")
+    let text = PLATFORM
+        .replace("    - name: repo-cache\n      dependsOn: [namespace]", "    - name: repo-cache\n      dependsOn: [namespace, postgres]")
         .replace("    - name: postgres\n      dependsOn: [namespace]", "    - name: postgres\n      dependsOn: [repo-cache]");
     let e = err_of(&text);
     assert!(e.contains("dependency cycle"), "{e}");
@@ -101,7 +102,11 @@ fn references_must_resolve() {
     let e = err_of(&PLATFORM.replace("      use: [hot-reload-defaults]", "      use: [missing]"));
     assert!(e.contains("unknown component"), "{e}");
 
-    let e = err_of(&PLATFORM.replace("    dev:\n      namespaceTemplate", "    dev:\n      from: ai\n      namespaceTemplate").replace("    ai:\n      from: production", "    ai:\n      from: dev"));
+    let e = err_of(
+        &PLATFORM
+            .replace("    dev:\n      namespaceTemplate", "    dev:\n      from: ai\n      namespaceTemplate")
+            .replace("    ai:\n      from: production", "    ai:\n      from: dev"),
+    );
     assert!(e.contains("inheritance cycle"), "{e}");
 
     let e = err_of(&PLATFORM.replace("namespaceTemplate: \"{{ .Project }}-prod\"", "namespaceTemplate: \"prod\""));

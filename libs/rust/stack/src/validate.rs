@@ -1,7 +1,7 @@
 //! Semantic checks that the type system cannot express.
 
-use crate::model::*;
 use crate::Problem;
+use crate::model::*;
 use ck8s_domain::duration::parse_duration;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -54,10 +54,10 @@ pub fn validate(s: &ServiceStack) -> Vec<Problem> {
     if !is_dns_label(&s.metadata.name) {
         p.add("metadata.name", "must be a DNS label (lowercase letters, digits, '-')");
     }
-    if let Some(project) = &s.spec.project {
-        if !is_dns_label(project) {
-            p.add("spec.project", "must be a DNS label (lowercase letters, digits, '-')");
-        }
+    if let Some(project) = &s.spec.project
+        && !is_dns_label(project)
+    {
+        p.add("spec.project", "must be a DNS label (lowercase letters, digits, '-')");
     }
 
     environments(&mut p, s);
@@ -104,10 +104,10 @@ fn environments(p: &mut Problems, s: &ServiceStack) {
         if !is_dns_label(name) {
             p.add(format!("spec.environments.{name}"), "environment names must be DNS labels");
         }
-        if let Some(from) = &env.from {
-            if !envs.contains_key(from) {
-                p.add(format!("spec.environments.{name}.from"), format!("unknown environment {from:?}"));
-            }
+        if let Some(from) = &env.from
+            && !envs.contains_key(from)
+        {
+            p.add(format!("spec.environments.{name}.from"), format!("unknown environment {from:?}"));
         }
         // Inheritance must end.
         let mut seen = vec![name.as_str()];
@@ -152,17 +152,18 @@ fn runtime(p: &mut Problems, s: &ServiceStack) {
         }
         check_ttl(p, format!("spec.webhookRuntime.namespaceTTLByRole.{role}"), ttl);
     }
-    if let Some(o) = &s.spec.orchestration {
-        if let Some(ttl) = o.cleanup_policy.as_ref().and_then(|c| c.full_env_idle_ttl.as_ref()) {
-            check_ttl(p, "spec.orchestration.cleanupPolicy.fullEnvIdleTTL".into(), ttl);
-        }
+    if let Some(o) = &s.spec.orchestration
+        && let Some(ttl) = o.cleanup_policy.as_ref().and_then(|c| c.full_env_idle_ttl.as_ref())
+    {
+        check_ttl(p, "spec.orchestration.cleanupPolicy.fullEnvIdleTTL".into(), ttl);
     }
 }
 
 fn units(p: &mut Problems, s: &ServiceStack) {
     // name -> "infrastructure" | "service"
     let mut kinds: BTreeMap<&str, &str> = BTreeMap::new();
-    let named = s.spec.infrastructure.iter().enumerate().map(|(i, u)| (format!("spec.infrastructure[{i}]"), u.name.as_str(), "infrastructure"));
+    let named =
+        s.spec.infrastructure.iter().enumerate().map(|(i, u)| (format!("spec.infrastructure[{i}]"), u.name.as_str(), "infrastructure"));
     let named = named.chain(s.spec.services.iter().enumerate().map(|(i, u)| (format!("spec.services[{i}]"), u.name.as_str(), "service")));
     for (path, name, kind) in named {
         if !is_dns_label(name) {
@@ -259,10 +260,10 @@ pub(crate) fn find_cycle(s: &ServiceStack) -> Option<Vec<String>> {
         marks.insert(n.to_string(), Mark::Visiting);
         stack.push(n.to_string());
         for d in g.get(n).into_iter().flatten() {
-            if g.contains_key(d) {
-                if let Some(c) = visit(d, g, marks, stack) {
-                    return Some(c);
-                }
+            if g.contains_key(d)
+                && let Some(c) = visit(d, g, marks, stack)
+            {
+                return Some(c);
             }
         }
         stack.pop();

@@ -38,7 +38,13 @@ pub async fn upsert_user(db: &mut PgConnection, email: &str, github_login: Optio
 }
 
 /// Creates or updates a project by slug.
-pub async fn upsert_project(db: &mut PgConnection, slug: &str, name: &str, learning_mode_default: bool, is_platform: bool) -> Result<Uuid, sqlx::Error> {
+pub async fn upsert_project(
+    db: &mut PgConnection,
+    slug: &str,
+    name: &str,
+    learning_mode_default: bool,
+    is_platform: bool,
+) -> Result<Uuid, sqlx::Error> {
     sqlx::query_scalar(
         "INSERT INTO projects (slug, name, settings, is_platform) VALUES ($1, $2, jsonb_build_object('learning_mode_default', $3::boolean), $4)
          ON CONFLICT (slug) DO UPDATE SET name = EXCLUDED.name, is_platform = projects.is_platform OR EXCLUDED.is_platform

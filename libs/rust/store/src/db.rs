@@ -112,8 +112,5 @@ impl DbConfig {
 /// A pool that connects on first use, so a service can start (and report not-ready) while the
 /// database is still coming up.
 pub fn connect_lazy(cfg: &DbConfig) -> PgPool {
-    PgPoolOptions::new()
-        .max_connections(cfg.max_connections)
-        .acquire_timeout(cfg.connect_timeout)
-        .connect_lazy_with(cfg.options())
+    PgPoolOptions::new().max_connections(cfg.max_connections).acquire_timeout(cfg.connect_timeout).connect_lazy_with(cfg.options())
 }

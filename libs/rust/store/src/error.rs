@@ -25,13 +25,10 @@ pub enum StoreError {
 impl From<sqlx::Error> for StoreError {
     fn from(e: sqlx::Error) -> Self {
         match &e {
-            sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Tls(_) => {
-                StoreError::Unavailable(e)
+            sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Tls(_) => StoreError::Unavailable(e),
+            sqlx::Error::Database(db) if db.constraint().is_some() => {
+                StoreError::Constraint { constraint: db.constraint().unwrap_or_default().to_string(), source: e }
             }
-            sqlx::Error::Database(db) if db.constraint().is_some() => StoreError::Constraint {
-                constraint: db.constraint().unwrap_or_default().to_string(),
-                source: e,
-            },
             _ => StoreError::Database(e),
         }
     }

@@ -198,7 +198,12 @@ fn label_names(v: Option<Value>) -> Vec<String> {
 }
 
 /// The latest run of an issue (or, with `pr`, of a pull request).
-pub async fn last_run(db: &mut PgConnection, repository_id: Uuid, issue: Option<i64>, pr: Option<i64>) -> Result<Option<LastRun>, sqlx::Error> {
+pub async fn last_run(
+    db: &mut PgConnection,
+    repository_id: Uuid,
+    issue: Option<i64>,
+    pr: Option<i64>,
+) -> Result<Option<LastRun>, sqlx::Error> {
     let row = sqlx::query(
         "SELECT trigger_kind, run_payload->'issue'->'labels', run_payload->'pull_request'->'labels'
            FROM agent_runs
@@ -215,7 +220,11 @@ pub async fn last_run(db: &mut PgConnection, repository_id: Uuid, issue: Option<
 
 /// The candidate lineage of an issue: its latest live or successful run with a PR that has not
 /// been closed, with the build ref and namespace it used.
-pub async fn candidate(db: &mut PgConnection, repository_id: Uuid, issue: i64) -> Result<Option<(i64, String, Option<String>)>, sqlx::Error> {
+pub async fn candidate(
+    db: &mut PgConnection,
+    repository_id: Uuid,
+    issue: i64,
+) -> Result<Option<(i64, String, Option<String>)>, sqlx::Error> {
     let row = sqlx::query(
         "SELECT r.pr_number,
                 COALESCE(r.run_payload->'pull_request'->'head'->>'sha', r.run_payload->'runtime'->>'build_ref'),
@@ -327,15 +336,17 @@ pub async fn flow_event(
     event_type: &str,
     payload: &Value,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query("INSERT INTO flow_events (correlation_id, run_id, actor_type, actor_id, event_type, payload) VALUES ($1, $2, $3, $4, $5, $6)")
-        .bind(correlation_id)
-        .bind(run_id)
-        .bind(actor_type)
-        .bind(actor_id)
-        .bind(event_type)
-        .bind(payload)
-        .execute(db)
-        .await?;
+    sqlx::query(
+        "INSERT INTO flow_events (correlation_id, run_id, actor_type, actor_id, event_type, payload) VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(correlation_id)
+    .bind(run_id)
+    .bind(actor_type)
+    .bind(actor_id)
+    .bind(event_type)
+    .bind(payload)
+    .execute(db)
+    .await?;
     Ok(())
 }
 
@@ -369,7 +380,13 @@ pub async fn owe_side_effect(
 }
 
 /// Records a cleanup for the worker.
-pub async fn request_cleanup(db: &mut PgConnection, repository_id: Uuid, correlation_id: &str, scope: &str, number: i64) -> Result<(), sqlx::Error> {
+pub async fn request_cleanup(
+    db: &mut PgConnection,
+    repository_id: Uuid,
+    correlation_id: &str,
+    scope: &str,
+    number: i64,
+) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO cleanup_requests (repository_id, correlation_id, scope, number) VALUES ($1, $2, $3, $4)
          ON CONFLICT (correlation_id, scope, number) DO NOTHING",
@@ -410,15 +427,17 @@ pub async fn runtime_error(
     correlation_id: Option<&str>,
     project_id: Option<Uuid>,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query("INSERT INTO runtime_errors (source, level, message, details_json, correlation_id, project_id) VALUES ($1, $2, $3, $4, $5, $6)")
-        .bind(source)
-        .bind(level)
-        .bind(message)
-        .bind(details)
-        .bind(correlation_id)
-        .bind(project_id)
-        .execute(db)
-        .await?;
+    sqlx::query(
+        "INSERT INTO runtime_errors (source, level, message, details_json, correlation_id, project_id) VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(source)
+    .bind(level)
+    .bind(message)
+    .bind(details)
+    .bind(correlation_id)
+    .bind(project_id)
+    .execute(db)
+    .await?;
     Ok(())
 }
 

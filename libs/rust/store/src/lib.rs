@@ -3,8 +3,8 @@
 //! repositories the use-cases call. Repository functions take an executor or a transaction so
 //! the use-case owns the transaction boundary. All SQL of the platform lives in this crate.
 
-pub mod db;
 pub mod bootstrap;
+pub mod db;
 pub mod error;
 pub mod ingest;
 pub mod workers;

@@ -33,10 +33,7 @@ pub fn examples() -> &'static Vec<Value> {
 
 /// The first example of `event` whose `action` is `action` (`None` for actionless events).
 pub fn example(event: &str, action: Option<&str>) -> Value {
-    let group = examples()
-        .iter()
-        .find(|e| e["name"] == event)
-        .unwrap_or_else(|| panic!("no examples for event {event}"));
+    let group = examples().iter().find(|e| e["name"] == event).unwrap_or_else(|| panic!("no examples for event {event}"));
     group["examples"]
         .as_array()
         .into_iter()

@@ -5,6 +5,9 @@
 //! Databases are named `t_<pid>_<n>`; those left behind by finished test processes are dropped
 //! the next time a test process creates its template.
 
+// Test support fails loudly: a panic with a message is how it reports a broken environment.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 pub mod process;
 
 use ck8s_store::{DbConfig, MIGRATOR};
@@ -180,10 +183,7 @@ async fn ensure_template() -> String {
             MIGRATOR.run(&mut c).await.unwrap_or_else(|e| panic!("migrations failed on the template: {e}"));
             c.close().await.ok();
         }
-        admin
-            .execute(format!("ALTER DATABASE \"{building}\" RENAME TO \"{tpl}\"").as_str())
-            .await
-            .expect("publish template");
+        admin.execute(format!("ALTER DATABASE \"{building}\" RENAME TO \"{tpl}\"").as_str()).await.expect("publish template");
     }
     sweep_leftovers(&mut admin).await;
     admin.execute("SELECT pg_advisory_unlock(727274)").await.ok();
@@ -197,10 +197,7 @@ async fn sweep_leftovers(admin: &mut PgConnection) {
     if SWEPT.set(()).is_err() {
         return;
     }
-    let rows = sqlx::query("SELECT datname FROM pg_database WHERE datname LIKE 't\\_%'")
-        .fetch_all(&mut *admin)
-        .await
-        .unwrap_or_default();
+    let rows = sqlx::query("SELECT datname FROM pg_database WHERE datname LIKE 't\\_%'").fetch_all(&mut *admin).await.unwrap_or_default();
     for row in rows {
         let name: String = row.get(0);
         let pid: Option<u32> = name.split('_').nth(1).and_then(|p| p.parse().ok());

@@ -34,9 +34,12 @@ impl ServiceProcess {
         let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start {bin}: {e}"));
         let output = Arc::new(Mutex::new(Vec::new()));
         let (tx, rx) = mpsc::channel::<String>();
-        for stream in [child.stdout.take().map(|s| Box::new(s) as Box<dyn Read + Send>), child.stderr.take().map(|s| Box::new(s) as Box<dyn Read + Send>)]
-            .into_iter()
-            .flatten()
+        for stream in [
+            child.stdout.take().map(|s| Box::new(s) as Box<dyn Read + Send>),
+            child.stderr.take().map(|s| Box::new(s) as Box<dyn Read + Send>),
+        ]
+        .into_iter()
+        .flatten()
         {
             let tx = tx.clone();
             let output = output.clone();
@@ -60,14 +63,12 @@ impl ServiceProcess {
                 let _ = child.kill();
                 panic!("{bin} did not listen within 30s:\n{}", output.lock().map(|o| o.join("\n")).unwrap_or_default());
             }
-            if let Ok(line) = rx.recv_timeout(Duration::from_millis(100)) {
-                if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
-                    if v["message"] == "listening" {
-                        if let (Some(l), Some(a)) = (v["listener"].as_str(), v["addr"].as_str().and_then(|a| a.parse().ok())) {
-                            addrs.insert(l.to_string(), a);
-                        }
-                    }
-                }
+            if let Ok(line) = rx.recv_timeout(Duration::from_millis(100))
+                && let Ok(v) = serde_json::from_str::<serde_json::Value>(&line)
+                && v["message"] == "listening"
+                && let (Some(l), Some(a)) = (v["listener"].as_str(), v["addr"].as_str().and_then(|a| a.parse().ok()))
+            {
+                addrs.insert(l.to_string(), a);
             }
         }
         Self { child, addrs, output }
@@ -200,7 +201,10 @@ pub fn http_raw(addr: SocketAddr, request: &[u8]) -> (u16, String) {
 
 /// A POST with the given headers and body (Content-Length set).
 pub fn http_post(addr: SocketAddr, path: &str, headers: &[(&str, &str)], body: &[u8]) -> (u16, String) {
-    let mut req = format!("POST {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n", body.len());
+    let mut req = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
+        body.len()
+    );
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));
     }

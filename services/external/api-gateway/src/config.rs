@@ -20,10 +20,13 @@ impl Config {
         let mut r = layers.reader();
         let control_plane_target = r.string("CONTROL_PLANE_GRPC_TARGET", "http://127.0.0.1:9090");
         if !(control_plane_target.starts_with("http://") || control_plane_target.starts_with("https://")) {
-            r.issue("CONTROL_PLANE_GRPC_TARGET", format!("invalid value {control_plane_target:?}: expected a URL such as http://control-plane:9090"));
+            r.issue(
+                "CONTROL_PLANE_GRPC_TARGET",
+                format!("invalid value {control_plane_target:?}: expected a URL such as http://control-plane:9090"),
+            );
         }
         let webhook_max_body_bytes = r.parse("WEBHOOK_MAX_BODY_BYTES", 1usize << 20, "a size in bytes, e.g. 1048576");
-        if webhook_max_body_bytes < 1024 || webhook_max_body_bytes > 64 << 20 {
+        if !(1024..=64 << 20).contains(&webhook_max_body_bytes) {
             r.issue("WEBHOOK_MAX_BODY_BYTES", "must be between 1024 and 67108864 bytes");
         }
         let cfg = Self {

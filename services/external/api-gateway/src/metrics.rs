@@ -29,7 +29,8 @@ impl WebhookMetrics {
     }
 
     pub fn observe(&self, result: &str, event: &str, seconds: f64) {
-        const KNOWN: [&str; 7] = ["push", "pull_request", "issues", "issue_comment", "pull_request_review", "pull_request_review_comment", "ping"];
+        const KNOWN: [&str; 7] =
+            ["push", "pull_request", "issues", "issue_comment", "pull_request_review", "pull_request_review_comment", "ping"];
         let event = if KNOWN.contains(&event) { event } else { "other" };
         self.requests.get_or_create(&WebhookLabels { result: result.into(), event: event.into() }).inc();
         self.duration.observe(seconds);

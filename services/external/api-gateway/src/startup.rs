@@ -5,12 +5,12 @@ use crate::metrics::WebhookMetrics;
 use crate::webhook::{WebhookState, github};
 use axum::Router;
 use axum::routing::post;
-use std::sync::Arc;
 use ck8s_proto::controlplane::v1::GetStatusRequest;
 use ck8s_proto::controlplane::v1::control_plane_client::ControlPlaneClient;
 use ck8s_service::health::{ReadinessCheck, health_router, with_request_metrics};
 use ck8s_service::metrics::MetricsBuilder;
 use ck8s_service::{Shutdown, server};
+use std::sync::Arc;
 use std::time::Duration;
 use tonic::transport::Endpoint;
 
@@ -40,11 +40,8 @@ pub async fn run(cfg: Config) -> Result<(), String> {
         let mut client = control_plane.clone();
         let target = target.clone();
         async move {
-            let status = client
-                .get_status(GetStatusRequest {})
-                .await
-                .map_err(|e| format!("{target} unreachable: {}", e.message()))?
-                .into_inner();
+            let status =
+                client.get_status(GetStatusRequest {}).await.map_err(|e| format!("{target} unreachable: {}", e.message()))?.into_inner();
             if status.database_ready { Ok(()) } else { Err("control-plane reports its database is not ready".into()) }
         }
     })];

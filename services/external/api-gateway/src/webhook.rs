@@ -64,7 +64,8 @@ async fn handle(s: &WebhookState, headers: &HeaderMap, body: Body) -> Result<(St
     let delivery = header(headers, "x-github-delivery")
         .ok_or_else(|| ApiError::new("invalid_argument", "missing X-GitHub-Delivery header").field("X-GitHub-Delivery"))?;
     if !valid_delivery_id(delivery) {
-        return Err(ApiError::new("invalid_argument", "X-GitHub-Delivery must be at most 200 letters, digits, '-', '_', '.' or ':'").field("X-GitHub-Delivery"));
+        return Err(ApiError::new("invalid_argument", "X-GitHub-Delivery must be at most 200 letters, digits, '-', '_', '.' or ':'")
+            .field("X-GitHub-Delivery"));
     }
     let event = header(headers, "x-github-event")
         .ok_or_else(|| ApiError::new("invalid_argument", "missing X-GitHub-Event header").field("X-GitHub-Event"))?;

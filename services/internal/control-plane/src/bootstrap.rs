@@ -48,7 +48,8 @@ pub fn parse_repositories(s: &str) -> Result<Vec<RepoSeed>, String> {
         .filter(|x| !x.is_empty())
         .map(|item| {
             let (full, id) = item.split_once('=').ok_or_else(|| format!("{item:?}: expected owner/name=<numeric repository id>"))?;
-            let (owner, name) = full.trim().split_once('/').ok_or_else(|| format!("{item:?}: expected owner/name=<numeric repository id>"))?;
+            let (owner, name) =
+                full.trim().split_once('/').ok_or_else(|| format!("{item:?}: expected owner/name=<numeric repository id>"))?;
             let external_id: i64 = id.trim().parse().map_err(|_| format!("{item:?}: the repository id must be a number"))?;
             if owner.is_empty() || name.is_empty() || name.contains('/') || external_id <= 0 {
                 return Err(format!("{item:?}: expected owner/name=<numeric repository id>"));
@@ -66,7 +67,9 @@ pub fn parse_members(s: &str) -> Result<Vec<MemberSeed>, String> {
         .map(|item| {
             let parts: Vec<&str> = item.split(':').map(str::trim).collect();
             match parts.as_slice() {
-                [login, email, role] if !login.is_empty() && email.contains('@') && role.parse::<ck8s_domain::project::ProjectRole>().is_ok() => {
+                [login, email, role]
+                    if !login.is_empty() && email.contains('@') && role.parse::<ck8s_domain::project::ProjectRole>().is_ok() =>
+                {
                     Ok(MemberSeed { login: login.to_string(), email: email.to_string(), role: role.to_string() })
                 }
                 _ => Err(format!("{item:?}: expected github-login:email:role with role read, read_write or admin")),
@@ -105,7 +108,10 @@ pub async fn apply(pool: &PgPool, cfg: &BootstrapConfig, sealer: &Sealer) -> Res
         applied.users += 1;
     }
     if let Some(slug) = &cfg.project_slug {
-        let is_platform = cfg.platform_repo.as_ref().is_some_and(|p| cfg.repositories.iter().any(|r| format!("{}/{}", r.owner, r.name).eq_ignore_ascii_case(p)));
+        let is_platform = cfg
+            .platform_repo
+            .as_ref()
+            .is_some_and(|p| cfg.repositories.iter().any(|r| format!("{}/{}", r.owner, r.name).eq_ignore_ascii_case(p)));
         let name = cfg.project_name.clone().unwrap_or_else(|| slug.clone());
         let project_id = q::upsert_project(&mut tx, slug, &name, cfg.learning_mode_default, is_platform).await?;
         applied.project = true;

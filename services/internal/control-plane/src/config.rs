@@ -31,8 +31,15 @@ fn label_settings() -> Vec<String> {
         .flat_map(|s| [setting_for_run_label(s, false), setting_for_run_label(s, true)])
         .collect();
     keys.extend(
-        ["RUN_RETHINK_LABEL", "RUN_AI_REPAIR_LABEL", "MODE_DISCUSSION_LABEL", "NEED_REVIEWER_LABEL", "NEED_INPUT_LABEL", "STATE_IN_REVIEW_LABEL"]
-            .map(String::from),
+        [
+            "RUN_RETHINK_LABEL",
+            "RUN_AI_REPAIR_LABEL",
+            "MODE_DISCUSSION_LABEL",
+            "NEED_REVIEWER_LABEL",
+            "NEED_INPUT_LABEL",
+            "STATE_IN_REVIEW_LABEL",
+        ]
+        .map(String::from),
     );
     keys
 }
@@ -131,7 +138,10 @@ impl Config {
                 r.issue("BOOTSTRAP_PROJECT_SLUG", "is required when CODEXK8S_BOOTSTRAP_REPOSITORIES is set");
             }
             if bootstrap.github_token.is_none() {
-                r.issue("GITHUB_PAT", "is required when CODEXK8S_BOOTSTRAP_REPOSITORIES is set (it is sealed and stored with each repository)");
+                r.issue(
+                    "GITHUB_PAT",
+                    "is required when CODEXK8S_BOOTSTRAP_REPOSITORIES is set (it is sealed and stored with each repository)",
+                );
             }
         }
 

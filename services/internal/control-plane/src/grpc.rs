@@ -3,7 +3,9 @@
 
 use crate::ingest::{IngestError, Ingestor, Status as IngestStatusKind};
 use ck8s_proto::controlplane::v1::control_plane_server::ControlPlane;
-use ck8s_proto::controlplane::v1::{GetStatusRequest, GetStatusResponse, IngestGithubWebhookRequest, IngestGithubWebhookResponse, IngestStatus};
+use ck8s_proto::controlplane::v1::{
+    GetStatusRequest, GetStatusResponse, IngestGithubWebhookRequest, IngestGithubWebhookResponse, IngestStatus,
+};
 use sqlx::PgPool;
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
@@ -28,7 +30,10 @@ impl ControlPlane for ControlPlaneApi {
         }))
     }
 
-    async fn ingest_github_webhook(&self, req: Request<IngestGithubWebhookRequest>) -> Result<Response<IngestGithubWebhookResponse>, Status> {
+    async fn ingest_github_webhook(
+        &self,
+        req: Request<IngestGithubWebhookRequest>,
+    ) -> Result<Response<IngestGithubWebhookResponse>, Status> {
         let r = req.into_inner();
         if r.delivery_id.is_empty() || r.delivery_id.len() > MAX_ID_LEN {
             return Err(Status::invalid_argument(format!("delivery_id must be 1-{MAX_ID_LEN} characters")));

@@ -114,11 +114,26 @@ impl Ingestor {
         let mut tx = self.pool.begin().await?;
         let repo_ext_id = event.repository.as_ref().map(|r| r.id).filter(|id| *id > 0);
         let sender_login = event.sender.as_ref().map(|s| s.login.as_str());
-        if let Some(prior) = q::claim_delivery(&mut tx, delivery_id, event_name, event.action.as_deref(), repo_ext_id, sender_login, &sha).await? {
-            q::flow_event(&mut tx, &prior.correlation_id, prior.run_id, "system", ACTOR, "webhook.duplicate", &json!({"delivery_id": delivery_id, "event": event_name}))
-                .await?;
+        if let Some(prior) =
+            q::claim_delivery(&mut tx, delivery_id, event_name, event.action.as_deref(), repo_ext_id, sender_login, &sha).await?
+        {
+            q::flow_event(
+                &mut tx,
+                &prior.correlation_id,
+                prior.run_id,
+                "system",
+                ACTOR,
+                "webhook.duplicate",
+                &json!({"delivery_id": delivery_id, "event": event_name}),
+            )
+            .await?;
             tx.commit().await?;
-            return Ok(IngestResult { correlation_id: prior.correlation_id, run_id: prior.run_id, status: Status::Duplicate, reason: None });
+            return Ok(IngestResult {
+                correlation_id: prior.correlation_id,
+                run_id: prior.run_id,
+                status: Status::Duplicate,
+                reason: None,
+            });
         }
 
         let bound = match repo_ext_id {
@@ -167,18 +182,20 @@ impl Ingestor {
         let mut h = History::default();
         if let Some(issue) = e.issue.as_ref().filter(|i| !i.is_pull_request && i.number > 0) {
             h.live_discussion_run = q::live_discussion_run(db, repository_id, issue.number).await?;
-            h.candidate = q::candidate(db, repository_id, issue.number)
-                .await?
-                .map(|(pr_number, build_ref, namespace)| Candidate { pr_number, build_ref, namespace });
+            h.candidate = q::candidate(db, repository_id, issue.number).await?.map(|(pr_number, build_ref, namespace)| Candidate {
+                pr_number,
+                build_ref,
+                namespace,
+            });
         }
         if let Some(pr) = e.pull_request.as_ref().filter(|p| p.number > 0) {
             h.pr_linked_issues = q::pr_linked_issues(db, repository_id, pr.number).await?;
             h.pr_last_run_stage = q::pr_last_run_kind(db, repository_id, pr.number).await?.map(|k| stage_of(&k));
-            if let [issue] = h.pr_linked_issues.as_slice() {
-                if let Some(last) = q::last_run(db, repository_id, Some(*issue), None).await? {
-                    h.linked_issue_labels = Some(last.issue_labels);
-                    h.linked_issue_last_stage = last.trigger_kind.map(|k| stage_of(&k));
-                }
+            if let [issue] = h.pr_linked_issues.as_slice()
+                && let Some(last) = q::last_run(db, repository_id, Some(*issue), None).await?
+            {
+                h.linked_issue_labels = Some(last.issue_labels);
+                h.linked_issue_last_stage = last.trigger_kind.map(|k| stage_of(&k));
             }
         }
         Ok(h)
@@ -218,10 +235,21 @@ impl Ingestor {
                 match c {
                     Cleanup::CancelDiscussion { issue } => {
                         for (run_id, corr) in q::cancel_discussion_runs(db, b.repository_id, *issue).await? {
-                            q::flow_event(db, &corr, Some(run_id), "system", ACTOR, "run.canceled", &with(json!({"run_id": run_id, "reason": "discussion_cleanup"}))).await?;
+                            q::flow_event(
+                                db,
+                                &corr,
+                                Some(run_id),
+                                "system",
+                                ACTOR,
+                                "run.canceled",
+                                &with(json!({"run_id": run_id, "reason": "discussion_cleanup"})),
+                            )
+                            .await?;
                         }
                     }
-                    Cleanup::IssueNamespaces { issue } => q::request_cleanup(db, b.repository_id, &e.delivery_id, "issue_namespaces", *issue).await?,
+                    Cleanup::IssueNamespaces { issue } => {
+                        q::request_cleanup(db, b.repository_id, &e.delivery_id, "issue_namespaces", *issue).await?
+                    }
                     Cleanup::PullRequestNamespaces { pr } => {
                         q::request_cleanup(db, b.repository_id, &e.delivery_id, "pull_request_namespaces", *pr).await?
                     }
@@ -241,7 +269,8 @@ impl Ingestor {
             }
             q::flow_event(db, &e.delivery_id, None, "system", ACTOR, "webhook.ignored", &details).await?;
             if d.effects.iter().any(|x| matches!(x, Effect::Comment { template: CommentTemplate::TriggerWarning { .. }, .. })) {
-                q::runtime_error(db, "webhook.ignored", "warning", &code, &details, Some(&e.delivery_id), bound.map(|b| b.project_id)).await?;
+                q::runtime_error(db, "webhook.ignored", "warning", &code, &details, Some(&e.delivery_id), bound.map(|b| b.project_id))
+                    .await?;
             }
             if let Some(b) = bound {
                 self.owe_effects(db, &e.delivery_id, None, b.repository_id, &d.effects).await?;
@@ -268,10 +297,13 @@ impl Ingestor {
             .learning_mode_override
             .or_else(|| b.project_settings.get("learning_mode_default").and_then(Value::as_bool))
             .unwrap_or(self.settings.learning_mode_default);
-        let hints = match q::last_run(db, b.repository_id, plan.issue_number, if plan.issue_number.is_none() { plan.pr_number } else { None }).await? {
-            Some(last) => json!({"last_run_issue_labels": last.issue_labels, "last_run_pull_request_labels": last.pull_request_labels}),
-            None => json!({"last_run_issue_labels": [], "last_run_pull_request_labels": []}),
-        };
+        let hints =
+            match q::last_run(db, b.repository_id, plan.issue_number, if plan.issue_number.is_none() { plan.pr_number } else { None })
+                .await?
+            {
+                Some(last) => json!({"last_run_issue_labels": last.issue_labels, "last_run_pull_request_labels": last.pull_request_labels}),
+                None => json!({"last_run_issue_labels": [], "last_run_pull_request_labels": []}),
+            };
         let received_at = q::db_now(db).await?;
         let repo_full_name = e.repository.as_ref().map(|r| r.full_name.clone()).unwrap_or_default();
         let run_payload = json!({
@@ -327,7 +359,12 @@ impl Ingestor {
         if !inserted {
             // Another delivery of the same trigger (a derived correlation id) already made the run.
             q::flow_event(db, &plan.correlation_id, Some(run_id), "system", ACTOR, "webhook.duplicate", &base).await?;
-            return Ok(IngestResult { correlation_id: plan.correlation_id.clone(), run_id: Some(run_id), status: Status::Duplicate, reason: None });
+            return Ok(IngestResult {
+                correlation_id: plan.correlation_id.clone(),
+                run_id: Some(run_id),
+                status: Status::Duplicate,
+                reason: None,
+            });
         }
         let details = with(json!({
             "run_id": run_id,
@@ -347,13 +384,22 @@ impl Ingestor {
         Ok(IngestResult { correlation_id: plan.correlation_id.clone(), run_id: Some(run_id), status: Status::Accepted, reason: None })
     }
 
-    async fn owe_effects(&self, db: &mut PgConnection, correlation_id: &str, run_id: Option<Uuid>, repository_id: Uuid, effects: &[Effect]) -> Result<(), sqlx::Error> {
+    async fn owe_effects(
+        &self,
+        db: &mut PgConnection,
+        correlation_id: &str,
+        run_id: Option<Uuid>,
+        repository_id: Uuid,
+        effects: &[Effect],
+    ) -> Result<(), sqlx::Error> {
         let locale = &self.settings.locale;
         for (n, effect) in effects.iter().enumerate() {
             let (kind, target, payload) = match effect {
                 Effect::Comment { target, template } => {
                     let p = match template {
-                        CommentTemplate::TriggerConflict { labels } => json!({"template": "trigger_conflict", "labels": labels, "locale": locale}),
+                        CommentTemplate::TriggerConflict { labels } => {
+                            json!({"template": "trigger_conflict", "labels": labels, "locale": locale})
+                        }
                         CommentTemplate::TriggerWarning { reason, suggested } => {
                             json!({"template": "trigger_warning", "reason": reason, "suggested_labels": suggested, "locale": locale})
                         }

@@ -18,10 +18,8 @@ pub async fn migrate_only(cfg: Config) -> Result<(), String> {
         .await
         .map_err(|e| format!("{e} at {}; check CODEXK8S_DB_* and that PostgreSQL is running", cfg.db.describe()))?;
     ck8s_store::migrate(&pool).await.map_err(|e| e.to_string())?;
-    let applied: i64 = sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations WHERE success")
-        .fetch_one(&pool)
-        .await
-        .map_err(|e| e.to_string())?;
+    let applied: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations WHERE success").fetch_one(&pool).await.map_err(|e| e.to_string())?;
     tracing::info!(applied, database = %cfg.db.describe(), "migrations applied");
     Ok(())
 }
@@ -34,9 +32,7 @@ pub async fn run(cfg: Config) -> Result<(), String> {
 
     let pool = ck8s_store::connect_lazy(&cfg.db);
     if cfg.migrate_on_start {
-        ck8s_store::migrate(&pool)
-            .await
-            .map_err(|e| format!("{e}; check CODEXK8S_DB_* or run `control-plane migrate` separately"))?;
+        ck8s_store::migrate(&pool).await.map_err(|e| format!("{e}; check CODEXK8S_DB_* or run `control-plane migrate` separately"))?;
         tracing::info!("migrations applied at start");
     }
 
@@ -53,7 +49,9 @@ pub async fn run(cfg: Config) -> Result<(), String> {
                         done.store(true, Ordering::SeqCst);
                         break;
                     }
-                    Err(e) => tracing::warn!(error = %e, "bootstrap failed; retrying in 2s (are migrations applied? run `control-plane migrate`)"),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "bootstrap failed; retrying in 2s (are migrations applied? run `control-plane migrate`)")
+                    }
                 }
                 tokio::select! {
                     _ = token.cancelled() => break,

@@ -25,7 +25,9 @@ impl Heartbeat {
                 _ = token.cancelled() => break,
                 _ = tick.tick() => {}
             }
-            match ck8s_store::workers::heartbeat(&self.pool, &self.worker_id, self.namespace.as_deref(), self.pod_name.as_deref(), self.ttl).await {
+            match ck8s_store::workers::heartbeat(&self.pool, &self.worker_id, self.namespace.as_deref(), self.pod_name.as_deref(), self.ttl)
+                .await
+            {
                 Ok(expires_at) => {
                     self.metrics.heartbeats.inc();
                     tracing::debug!(worker_id = %self.worker_id, %expires_at, "heartbeat");

@@ -99,7 +99,10 @@ fn sender_authorisation_follows_the_spec() {
     }
     let mut e = labeled("run:dev", &[]);
     e.sender = Some(Sender { id: 2, login: "codex-bot[bot]".into(), kind: "Bot".into() });
-    assert_eq!(decide_with(&e, SenderStanding::Owner, &History::default(), true).reason().as_deref(), Some("sender_type_bot_not_permitted"));
+    assert_eq!(
+        decide_with(&e, SenderStanding::Owner, &History::default(), true).reason().as_deref(),
+        Some("sender_type_bot_not_permitted")
+    );
     e.sender = None;
     assert_eq!(decide_with(&e, SenderStanding::Owner, &History::default(), true).reason().as_deref(), Some("sender_login_missing"));
 }
@@ -111,9 +114,15 @@ fn late_stages_route_by_lineage() {
     assert_eq!(d.suggested_labels, vec!["run:dev".to_string(), "run:dev:revise".to_string()]);
     assert!(d.effects.contains(&Effect::AddLabel { target: 12, label: "need:input".into() }));
 
-    let h = History { candidate: Some(Candidate { pr_number: 40, build_ref: "abc123".into(), namespace: Some("codex-issue-x".into()) }), ..Default::default() };
+    let h = History {
+        candidate: Some(Candidate { pr_number: 40, build_ref: "abc123".into(), namespace: Some("codex-issue-x".into()) }),
+        ..Default::default()
+    };
     let run = decide_with(&labeled("run:release", &[]), member(), &h, true).run.unwrap();
-    assert_eq!((run.runtime.build_ref.as_deref(), run.runtime.namespace.as_deref(), run.pr_number), (Some("abc123"), Some("codex-issue-x"), Some(40)));
+    assert_eq!(
+        (run.runtime.build_ref.as_deref(), run.runtime.namespace.as_deref(), run.pr_number),
+        (Some("abc123"), Some("codex-issue-x"), Some(40))
+    );
     let run = decide_with(&labeled("run:dev:revise", &[]), member(), &h, true).run.unwrap();
     assert_eq!(run.runtime.build_ref.as_deref(), Some("abc123"));
 
@@ -135,7 +144,10 @@ fn discussion_mode_starts_one_code_only_run_per_issue() {
     assert_eq!((run.agent_key.as_deref(), run.runtime.mode), (Some("em"), RuntimeMode::CodeOnly));
 
     let live = History { live_discussion_run: true, ..Default::default() };
-    assert_eq!(decide_with(&labeled("mode:discussion", &[]), member(), &live, true).reason().as_deref(), Some("discussion_run_already_live"));
+    assert_eq!(
+        decide_with(&labeled("mode:discussion", &[]), member(), &live, true).reason().as_deref(),
+        Some("discussion_run_already_live")
+    );
     assert_eq!(
         decide_with(&labeled("mode:discussion", &["run:plan", "run:dev"]), member(), &History::default(), true).reason().as_deref(),
         Some("discussion_mode_trigger_label_conflict")
@@ -162,9 +174,18 @@ fn discussion_comments_from_humans_only() {
     assert!(d.run.as_ref().is_some_and(|r| r.discussion && r.source == TriggerSource::IssueComment));
     assert!(d.effects.contains(&Effect::Reaction { target: ReactionTarget::IssueComment { issue: 5, comment: 99 }, content: "eyes" }));
 
-    assert_eq!(decide_with(&comment("Codex-Bot", &["mode:discussion"], false), member(), &History::default(), true).reason().as_deref(), Some("issue_comment_from_bot"));
-    assert_eq!(decide_with(&comment("alice", &[], false), member(), &History::default(), true).reason().as_deref(), Some("issue_comment_not_discussion"));
-    assert_eq!(decide_with(&comment("alice", &["mode:discussion"], true), member(), &History::default(), true).reason().as_deref(), Some("issue_comment_not_discussion"));
+    assert_eq!(
+        decide_with(&comment("Codex-Bot", &["mode:discussion"], false), member(), &History::default(), true).reason().as_deref(),
+        Some("issue_comment_from_bot")
+    );
+    assert_eq!(
+        decide_with(&comment("alice", &[], false), member(), &History::default(), true).reason().as_deref(),
+        Some("issue_comment_not_discussion")
+    );
+    assert_eq!(
+        decide_with(&comment("alice", &["mode:discussion"], true), member(), &History::default(), true).reason().as_deref(),
+        Some("issue_comment_not_discussion")
+    );
 
     let live = History { live_discussion_run: true, ..Default::default() };
     let d = decide_with(&comment("alice", &["mode:discussion"], false), member(), &live, true);
@@ -215,7 +236,10 @@ fn review(pr_labels: &[&str]) -> Event {
 fn changes_requested_resolves_the_stage_through_the_chain() {
     let d = decide_with(&review(&["run:design"]), member(), &History::default(), true);
     let run = d.run.unwrap();
-    assert_eq!((run.kind.as_str(), run.label.as_deref(), run.agent_key.as_deref()), ("design_revise", Some("run:design:revise"), Some("sa")));
+    assert_eq!(
+        (run.kind.as_str(), run.label.as_deref(), run.agent_key.as_deref()),
+        ("design_revise", Some("run:design:revise"), Some("sa"))
+    );
     assert_eq!(run.runtime.build_ref.as_deref(), Some("feedbeef"));
     assert_eq!(d.audit, vec!["run.review.changes_requested.received", "run.revise.stage_resolved"]);
 
@@ -223,7 +247,12 @@ fn changes_requested_resolves_the_stage_through_the_chain() {
     let run = decide_with(&review(&[]), member(), &h, true).run.unwrap();
     assert_eq!((run.kind.as_str(), run.issue_number), ("plan_revise", Some(12)));
 
-    let h = History { pr_linked_issues: vec![12], pr_last_run_stage: Some("qa".into()), linked_issue_last_stage: Some("dev".into()), ..Default::default() };
+    let h = History {
+        pr_linked_issues: vec![12],
+        pr_last_run_stage: Some("qa".into()),
+        linked_issue_last_stage: Some("dev".into()),
+        ..Default::default()
+    };
     assert_eq!(decide_with(&review(&[]), member(), &h, true).run.unwrap().kind, "qa_revise");
     let h = History { pr_linked_issues: vec![12], linked_issue_last_stage: Some("dev".into()), ..Default::default() };
     assert_eq!(decide_with(&review(&[]), member(), &h, true).run.unwrap().kind, "dev_revise");
@@ -266,10 +295,14 @@ fn push_to_main_of_the_platform_repository_is_a_deploy_request() {
     let c = cfg();
     let platform = Binding { platform: true, ..binding() };
     let h = History::default();
-    let go = |e: &Event, b: Option<&Binding>| decide(Input { event: e, binding: b, sender: SenderStanding::Unknown, history: &h, config: &c });
+    let go =
+        |e: &Event, b: Option<&Binding>| decide(Input { event: e, binding: b, sender: SenderStanding::Unknown, history: &h, config: &c });
     let run = go(&push_event("refs/heads/main", "abc", false), Some(&platform)).run.unwrap();
     assert!(run.runtime.deploy_only);
-    assert_eq!((run.runtime.build_ref.as_deref(), run.runtime.namespace.as_deref(), run.agent_key), (Some("abc"), Some("codex-k8s-prod"), None));
+    assert_eq!(
+        (run.runtime.build_ref.as_deref(), run.runtime.namespace.as_deref(), run.agent_key),
+        (Some("abc"), Some("codex-k8s-prod"), None)
+    );
     assert!(go(&push_event("refs/heads/feature", "abc", false), Some(&platform)).run.is_none());
     assert!(go(&push_event("refs/heads/main", "0000000", false), Some(&platform)).run.is_none());
     assert!(go(&push_event("refs/heads/main", "abc", true), Some(&platform)).run.is_none());
@@ -306,8 +339,21 @@ fn renamed_labels_are_honoured() {
 fn any_label() -> impl Strategy<Value = String> {
     prop_oneof![
         proptest::sample::select(vec![
-            "run:dev", "run:dev:revise", "run:qa", "run:plan", "run:rethink", "run:ai-repair", "run:doc-audit", "mode:discussion",
-            "need:reviewer", "need:input", "state:in-review", "state:blocked", "[ai-model-gpt-5.4]", "[ai-reasoning-low]", "bug",
+            "run:dev",
+            "run:dev:revise",
+            "run:qa",
+            "run:plan",
+            "run:rethink",
+            "run:ai-repair",
+            "run:doc-audit",
+            "mode:discussion",
+            "need:reviewer",
+            "need:input",
+            "state:in-review",
+            "state:blocked",
+            "[ai-model-gpt-5.4]",
+            "[ai-reasoning-low]",
+            "bug",
         ])
         .prop_map(String::from),
         "[a-z:\\-]{1,12}",

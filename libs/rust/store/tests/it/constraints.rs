@@ -43,11 +43,11 @@ async fn run_rows_keep_their_invariants() {
         let pool = db.pool.clone();
         async move { sqlx::query(sql).bind(id).execute(&pool).await }
     };
-    assert_eq!(violated(set("UPDATE agent_runs SET status = 'bogus', started_at = now() WHERE id = $1").await.unwrap_err()), "agent_runs_status_check");
     assert_eq!(
-        violated(set("UPDATE agent_runs SET lease_owner = 'w1' WHERE id = $1").await.unwrap_err()),
-        "agent_runs_lease_pair"
+        violated(set("UPDATE agent_runs SET status = 'bogus', started_at = now() WHERE id = $1").await.unwrap_err()),
+        "agent_runs_status_check"
     );
+    assert_eq!(violated(set("UPDATE agent_runs SET lease_owner = 'w1' WHERE id = $1").await.unwrap_err()), "agent_runs_lease_pair");
     assert_eq!(
         violated(set("UPDATE agent_runs SET status = 'succeeded', started_at = now() WHERE id = $1").await.unwrap_err()),
         "agent_runs_finished_iff_terminal"
@@ -126,19 +126,13 @@ async fn deleting_a_project_cascades_to_everything_it_owns_and_keeps_the_audit_t
         ("learning_feedback", "run_id = $2"),
         ("github_side_effects", "run_id = $2"),
     ] {
-        let n: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {table} WHERE {owned_by}"))
-            .bind(p)
-            .bind(r)
-            .fetch_one(pool)
-            .await
-            .unwrap();
+        let n: i64 =
+            sqlx::query_scalar(&format!("SELECT count(*) FROM {table} WHERE {owned_by}")).bind(p).bind(r).fetch_one(pool).await.unwrap();
         assert_eq!(n, 0, "{table} still has rows of the deleted project");
     }
     // The audit trail is not owned by the project: it survives.
-    let events: i64 = sqlx::query_scalar("SELECT count(*) FROM flow_events WHERE correlation_id = 'c-doomed'")
-        .fetch_one(pool)
-        .await
-        .unwrap();
+    let events: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM flow_events WHERE correlation_id = 'c-doomed'").fetch_one(pool).await.unwrap();
     assert_eq!(events, 1);
     // Other projects are untouched, and the user still exists.
     let kept: i64 = sqlx::query_scalar("SELECT count(*) FROM agent_runs WHERE id = $1").bind(kept_run).fetch_one(pool).await.unwrap();
@@ -179,28 +173,28 @@ async fn deleting_a_repository_detaches_its_runs_instead_of_deleting_them() {
     let r = run(&db.pool, p, "c1").await.unwrap();
     sqlx::query("UPDATE agent_runs SET repository_id = $1 WHERE id = $2").bind(repo).bind(r).execute(&db.pool).await.unwrap();
     sqlx::query("DELETE FROM repositories WHERE id = $1").bind(repo).execute(&db.pool).await.unwrap();
-    let still: Option<Uuid> = sqlx::query_scalar("SELECT repository_id FROM agent_runs WHERE id = $1")
-        .bind(r)
-        .fetch_one(&db.pool)
-        .await
-        .unwrap();
+    let still: Option<Uuid> =
+        sqlx::query_scalar("SELECT repository_id FROM agent_runs WHERE id = $1").bind(r).fetch_one(&db.pool).await.unwrap();
     assert_eq!(still, None);
 }
 
 #[tokio::test]
 async fn audit_tables_are_append_only() {
     let db = ck8s_testkit::fresh_db().await;
-    sqlx::query("INSERT INTO flow_events (correlation_id, actor_type, actor_id, event_type) VALUES ('c', 'system', 'x', 'webhook.received')")
-        .execute(&db.pool)
-        .await
-        .unwrap();
+    sqlx::query(
+        "INSERT INTO flow_events (correlation_id, actor_type, actor_id, event_type) VALUES ('c', 'system', 'x', 'webhook.received')",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
     for sql in ["UPDATE flow_events SET actor_id = 'y'", "DELETE FROM flow_events", "TRUNCATE flow_events"] {
         let err = sqlx::query(sql).execute(&db.pool).await.unwrap_err();
         assert!(err.to_string().contains("append-only"), "{sql}: {err}");
     }
-    let err = sqlx::query("INSERT INTO flow_events (correlation_id, actor_type, actor_id, event_type) VALUES ('c', 'robot', 'x', 'run.started')")
-        .execute(&db.pool)
-        .await
-        .unwrap_err();
+    let err =
+        sqlx::query("INSERT INTO flow_events (correlation_id, actor_type, actor_id, event_type) VALUES ('c', 'robot', 'x', 'run.started')")
+            .execute(&db.pool)
+            .await
+            .unwrap_err();
     assert_eq!(violated(err), "flow_events_actor_type_check");
 }

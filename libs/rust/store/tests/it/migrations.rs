@@ -21,18 +21,12 @@ async fn schema_fingerprint(pool: &PgPool) -> Vec<String> {
 #[tokio::test]
 async fn migrations_apply_to_an_empty_database_and_a_second_run_changes_nothing() {
     let db = ck8s_testkit::empty_db().await;
-    let before: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'")
-        .fetch_one(&db.pool)
-        .await
-        .unwrap();
+    let before: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'").fetch_one(&db.pool).await.unwrap();
     assert_eq!(before, 0, "the database must start empty");
 
     migrate(&db.pool).await.unwrap();
     let first = schema_fingerprint(&db.pool).await;
-    let applied: i64 = sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations WHERE success")
-        .fetch_one(&db.pool)
-        .await
-        .unwrap();
+    let applied: i64 = sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations WHERE success").fetch_one(&db.pool).await.unwrap();
     assert_eq!(applied as usize, MIGRATOR.iter().count());
 
     migrate(&db.pool).await.unwrap();
@@ -45,35 +39,49 @@ async fn migrations_apply_to_an_empty_database_and_a_second_run_changes_nothing(
 async fn every_table_of_the_data_model_exists() {
     let db = ck8s_testkit::fresh_db().await;
     let tables: Vec<String> =
-        sqlx::query_scalar("SELECT tablename::text FROM pg_tables WHERE schemaname = 'public'")
-            .fetch_all(&db.pool)
-            .await
-            .unwrap();
+        sqlx::query_scalar("SELECT tablename::text FROM pg_tables WHERE schemaname = 'public'").fetch_all(&db.pool).await.unwrap();
     for t in [
-        "users", "projects", "project_members", "repositories", "platform_github_tokens",
-        "project_github_tokens", "agents", "agent_runs", "worker_instances", "slots", "flow_events",
-        "agent_sessions", "mcp_action_requests", "project_databases", "learning_feedback",
-        "runtime_deploy_tasks", "runtime_errors", "repository_preflight_locks", "token_usage", "links",
-        "docs_meta", "doc_chunks", "webhook_deliveries", "github_side_effects", "staff_refresh_tokens", "cleanup_requests",
+        "users",
+        "projects",
+        "project_members",
+        "repositories",
+        "platform_github_tokens",
+        "project_github_tokens",
+        "agents",
+        "agent_runs",
+        "worker_instances",
+        "slots",
+        "flow_events",
+        "agent_sessions",
+        "mcp_action_requests",
+        "project_databases",
+        "learning_feedback",
+        "runtime_deploy_tasks",
+        "runtime_errors",
+        "repository_preflight_locks",
+        "token_usage",
+        "links",
+        "docs_meta",
+        "doc_chunks",
+        "webhook_deliveries",
+        "github_side_effects",
+        "staff_refresh_tokens",
+        "cleanup_requests",
     ] {
         assert!(tables.iter().any(|x| x == t), "missing table {t}");
     }
-    let exts: Vec<String> = sqlx::query_scalar("SELECT extname::text FROM pg_extension")
-        .fetch_all(&db.pool)
-        .await
-        .unwrap();
+    let exts: Vec<String> = sqlx::query_scalar("SELECT extname::text FROM pg_extension").fetch_all(&db.pool).await.unwrap();
     assert!(exts.contains(&"vector".to_string()) && exts.contains(&"citext".to_string()), "{exts:?}");
 }
 
 #[tokio::test]
 async fn the_eight_system_agents_are_seeded_as_the_domain_defines_them() {
     let db = ck8s_testkit::fresh_db().await;
-    let rows: Vec<(String, String, String)> = sqlx::query_as(
-        "SELECT agent_key, name, role_kind FROM agents WHERE project_id IS NULL ORDER BY agent_key",
-    )
-    .fetch_all(&db.pool)
-    .await
-    .unwrap();
+    let rows: Vec<(String, String, String)> =
+        sqlx::query_as("SELECT agent_key, name, role_kind FROM agents WHERE project_id IS NULL ORDER BY agent_key")
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
     let mut expected: Vec<(String, String, String)> = ck8s_domain::agent::SystemAgent::ALL
         .iter()
         .map(|a| (a.key().to_string(), a.display_name().to_string(), "system".to_string()))

@@ -16,10 +16,7 @@ fn embedding(seed: u64) -> String {
 #[tokio::test]
 async fn nearest_neighbour_search_on_doc_chunks_uses_the_hnsw_index() {
     let db = ck8s_testkit::fresh_db().await;
-    sqlx::query("INSERT INTO docs_meta (doc_id, title, type) VALUES ('adr-1', 'ADR 1', 'adr')")
-        .execute(&db.pool)
-        .await
-        .unwrap();
+    sqlx::query("INSERT INTO docs_meta (doc_id, title, type) VALUES ('adr-1', 'ADR 1', 'adr')").execute(&db.pool).await.unwrap();
     // Enough rows that the planner prefers the index on its own (no enable_seqscan tricks).
     let rows = 1200;
     let mut tx = db.pool.begin().await.unwrap();
@@ -36,13 +33,11 @@ async fn nearest_neighbour_search_on_doc_chunks_uses_the_hnsw_index() {
     sqlx::query("ANALYZE doc_chunks").execute(&db.pool).await.unwrap();
 
     let query = embedding(17);
-    let plan: Vec<String> = sqlx::query_scalar(
-        "EXPLAIN SELECT chunk_no FROM doc_chunks ORDER BY embedding <=> $1::halfvec(3072) LIMIT 5",
-    )
-    .bind(&query)
-    .fetch_all(&db.pool)
-    .await
-    .unwrap();
+    let plan: Vec<String> = sqlx::query_scalar("EXPLAIN SELECT chunk_no FROM doc_chunks ORDER BY embedding <=> $1::halfvec(3072) LIMIT 5")
+        .bind(&query)
+        .fetch_all(&db.pool)
+        .await
+        .unwrap();
     let plan = plan.join("\n");
     assert!(plan.contains("doc_chunks_embedding_hnsw"), "the HNSW index is not used:\n{plan}");
 
@@ -55,9 +50,11 @@ async fn nearest_neighbour_search_on_doc_chunks_uses_the_hnsw_index() {
     assert_eq!(best.get::<i32, _>(0), 17);
 
     // 3072 dimensions are enforced.
-    let err = sqlx::query("INSERT INTO doc_chunks (doc_id, chunk_no, chunk_text, embedding) VALUES ('adr-1', 99999, 'x', '[1,2,3]'::halfvec(3072))")
-        .execute(&db.pool)
-        .await
-        .unwrap_err();
+    let err = sqlx::query(
+        "INSERT INTO doc_chunks (doc_id, chunk_no, chunk_text, embedding) VALUES ('adr-1', 99999, 'x', '[1,2,3]'::halfvec(3072))",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap_err();
     assert!(err.to_string().contains("expected 3072 dimensions"), "{err}");
 }

@@ -1,5 +1,7 @@
 //! Black-box tests of the api-gateway binary, with a real control-plane behind it.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // helpers of tests: a panic is a failed test
+
 mod webhook;
 
 use ck8s_testkit::process::{ServiceProcess, bin_path, free_port, http_get, run_to_exit};

@@ -59,7 +59,8 @@ fn sign(body: &[u8]) -> String {
 
 fn deliver(addr: SocketAddr, delivery: &str, event: &str, body: &[u8]) -> (u16, Value) {
     let sig = sign(body);
-    let (status, text) = http_post(addr, PATH, &[("X-GitHub-Delivery", delivery), ("X-GitHub-Event", event), ("X-Hub-Signature-256", &sig)], body);
+    let (status, text) =
+        http_post(addr, PATH, &[("X-GitHub-Delivery", delivery), ("X-GitHub-Event", event), ("X-Hub-Signature-256", &sig)], body);
     (status, serde_json::from_str(&text).unwrap_or_else(|_| json!({"raw": text})))
 }
 
@@ -84,21 +85,62 @@ async fn every_rejection_has_its_status_and_body_and_stores_nothing() {
     let body = br#"{"zen":"Keep it logically awesome.","hook_id":1}"#.to_vec();
     let sig = sign(&body);
 
-    let cases: Vec<(&str, Vec<(&str, &str)>, Vec<u8>, u16, Value)> = vec![
-        ("missing delivery", vec![("X-GitHub-Event", "ping"), ("X-Hub-Signature-256", &sig)], body.clone(), 400,
-            json!({"code": "invalid_argument", "message": "missing X-GitHub-Delivery header", "field": "X-GitHub-Delivery"})),
-        ("missing event", vec![("X-GitHub-Delivery", "d1"), ("X-Hub-Signature-256", &sig)], body.clone(), 400,
-            json!({"code": "invalid_argument", "message": "missing X-GitHub-Event header", "field": "X-GitHub-Event"})),
-        ("bad delivery id", vec![("X-GitHub-Delivery", "d 1;drop"), ("X-GitHub-Event", "ping"), ("X-Hub-Signature-256", &sig)], body.clone(), 400,
-            json!({"code": "invalid_argument", "message": "X-GitHub-Delivery must be at most 200 letters, digits, '-', '_', '.' or ':'", "field": "X-GitHub-Delivery"})),
-        ("bad event", vec![("X-GitHub-Delivery", "d1"), ("X-GitHub-Event", "Push!"), ("X-Hub-Signature-256", &sig)], body.clone(), 400,
-            json!({"code": "invalid_argument", "message": "X-GitHub-Event must be a lowercase event name", "field": "X-GitHub-Event"})),
-        ("missing signature", vec![("X-GitHub-Delivery", "d1"), ("X-GitHub-Event", "ping")], body.clone(), 401,
-            json!({"code": "unauthorized", "message": "missing X-Hub-Signature-256 header", "field": "X-Hub-Signature-256"})),
-        ("wrong signature", vec![("X-GitHub-Delivery", "d1"), ("X-GitHub-Event", "ping"), ("X-Hub-Signature-256", "sha256=0000000000000000000000000000000000000000000000000000000000000000")], body.clone(), 401,
-            json!({"code": "unauthorized", "message": "X-Hub-Signature-256 does not match the body", "field": "X-Hub-Signature-256"})),
-        ("sha1 signature", vec![("X-GitHub-Delivery", "d1"), ("X-GitHub-Event", "ping"), ("X-Hub-Signature-256", "sha1=abc")], body.clone(), 401,
-            json!({"code": "unauthorized", "message": "X-Hub-Signature-256 does not match the body", "field": "X-Hub-Signature-256"})),
+    // (name, headers, body, expected status, expected body)
+    type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, Vec<u8>, u16, Value);
+    let cases: Vec<Case> = vec![
+        (
+            "missing delivery",
+            vec![("X-GitHub-Event", "ping"), ("X-Hub-Signature-256", &sig)],
+            body.clone(),
+            400,
+            json!({"code": "invalid_argument", "message": "missing X-GitHub-Delivery header", "field": "X-GitHub-Delivery"}),
+        ),
+        (
+            "missing event",
+            vec![("X-GitHub-Delivery", "d1"), ("X-Hub-Signature-256", &sig)],
+            body.clone(),
+            400,
+            json!({"code": "invalid_argument", "message": "missing X-GitHub-Event header", "field": "X-GitHub-Event"}),
+        ),
+        (
+            "bad delivery id",
+            vec![("X-GitHub-Delivery", "d 1;drop"), ("X-GitHub-Event", "ping"), ("X-Hub-Signature-256", &sig)],
+            body.clone(),
+            400,
+            json!({"code": "invalid_argument", "message": "X-GitHub-Delivery must be at most 200 letters, digits, '-', '_', '.' or ':'", "field": "X-GitHub-Delivery"}),
+        ),
+        (
+            "bad event",
+            vec![("X-GitHub-Delivery", "d1"), ("X-GitHub-Event", "Push!"), ("X-Hub-Signature-256", &sig)],
+            body.clone(),
+            400,
+            json!({"code": "invalid_argument", "message": "X-GitHub-Event must be a lowercase event name", "field": "X-GitHub-Event"}),
+        ),
+        (
+            "missing signature",
+            vec![("X-GitHub-Delivery", "d1"), ("X-GitHub-Event", "ping")],
+            body.clone(),
+            401,
+            json!({"code": "unauthorized", "message": "missing X-Hub-Signature-256 header", "field": "X-Hub-Signature-256"}),
+        ),
+        (
+            "wrong signature",
+            vec![
+                ("X-GitHub-Delivery", "d1"),
+                ("X-GitHub-Event", "ping"),
+                ("X-Hub-Signature-256", "sha256=0000000000000000000000000000000000000000000000000000000000000000"),
+            ],
+            body.clone(),
+            401,
+            json!({"code": "unauthorized", "message": "X-Hub-Signature-256 does not match the body", "field": "X-Hub-Signature-256"}),
+        ),
+        (
+            "sha1 signature",
+            vec![("X-GitHub-Delivery", "d1"), ("X-GitHub-Event", "ping"), ("X-Hub-Signature-256", "sha1=abc")],
+            body.clone(),
+            401,
+            json!({"code": "unauthorized", "message": "X-Hub-Signature-256 does not match the body", "field": "X-Hub-Signature-256"}),
+        ),
     ];
     for (name, headers, b, status, expected) in cases {
         let (got, text) = http_post(addr, PATH, &headers, &b);
@@ -109,17 +151,20 @@ async fn every_rejection_has_its_status_and_body_and_stores_nothing() {
     // A body signed with the right secret but tampered with afterwards.
     let mut tampered = body.clone();
     tampered[5] = b'X';
-    let (got, _) = http_post(addr, PATH, &[("X-GitHub-Delivery", "d1"), ("X-GitHub-Event", "ping"), ("X-Hub-Signature-256", &sig)], &tampered);
+    let (got, _) =
+        http_post(addr, PATH, &[("X-GitHub-Delivery", "d1"), ("X-GitHub-Event", "ping"), ("X-Hub-Signature-256", &sig)], &tampered);
     assert_eq!(got, 401);
 
     // Correctly signed, but not JSON.
     let junk = b"zen=keep-it-logically-awesome".to_vec();
-    let (got, text) = http_post(addr, PATH, &[("X-GitHub-Delivery", "d1"), ("X-GitHub-Event", "ping"), ("X-Hub-Signature-256", &sign(&junk))], &junk);
+    let (got, text) =
+        http_post(addr, PATH, &[("X-GitHub-Delivery", "d1"), ("X-GitHub-Event", "ping"), ("X-Hub-Signature-256", &sign(&junk))], &junk);
     assert_eq!((got, json_of(&text)), (400, json!({"code": "invalid_argument", "message": "body is not valid JSON"})));
 
     // Oversized: refused from the declared length, without reading the body.
     let big = vec![b' '; 5000];
-    let (got, text) = http_post(addr, PATH, &[("X-GitHub-Delivery", "d1"), ("X-GitHub-Event", "ping"), ("X-Hub-Signature-256", &sign(&big))], &big);
+    let (got, text) =
+        http_post(addr, PATH, &[("X-GitHub-Delivery", "d1"), ("X-GitHub-Event", "ping"), ("X-Hub-Signature-256", &sign(&big))], &big);
     assert_eq!((got, json_of(&text)), (413, json!({"code": "payload_too_large", "message": "body exceeds 4096 bytes"})));
     let head = format!(
         "POST {PATH} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-GitHub-Delivery: d1\r\nX-GitHub-Event: ping\r\nX-Hub-Signature-256: {}\r\nContent-Length: 999999999\r\n\r\n{{",
@@ -161,11 +206,17 @@ async fn accepted_duplicate_and_ignored_answers() {
 
     let (status, a) = deliver(addr, "acc-1", "issues", &run_dev());
     assert_eq!(status, 202, "{a}");
-    assert_eq!((a["status"].as_str(), a["correlation_id"].as_str(), a["duplicate"].as_bool()), (Some("accepted"), Some("acc-1"), Some(false)));
+    assert_eq!(
+        (a["status"].as_str(), a["correlation_id"].as_str(), a["duplicate"].as_bool()),
+        (Some("accepted"), Some("acc-1"), Some(false))
+    );
     let run_id = a["run_id"].as_str().unwrap().to_string();
 
     let (status, d) = deliver(addr, "acc-1", "issues", &run_dev());
-    assert_eq!((status, d["status"].as_str(), d["duplicate"].as_bool(), d["run_id"].as_str()), (200, Some("duplicate"), Some(true), Some(run_id.as_str())));
+    assert_eq!(
+        (status, d["status"].as_str(), d["duplicate"].as_bool(), d["run_id"].as_str()),
+        (200, Some("duplicate"), Some(true), Some(run_id.as_str()))
+    );
 
     let v = with_repo_and_sender(example("issues", Some("labeled")), 4242, "acme/app", "alice", "User");
     let bug = serde_json::to_vec(&with_labels(v, Some("bug"), &["bug"], "issue")).unwrap();
@@ -177,7 +228,11 @@ async fn accepted_duplicate_and_ignored_answers() {
     let (status, p) = deliver(addr, "ping-1", "ping", &ping);
     assert_eq!((status, p["status"].as_str(), p["reason"].as_str()), (200, Some("ignored"), Some("ping")));
 
-    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM agent_runs WHERE id::text = $1 AND status = 'pending'").bind(&run_id).fetch_one(&s.db.pool).await.unwrap();
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM agent_runs WHERE id::text = $1 AND status = 'pending'")
+        .bind(&run_id)
+        .fetch_one(&s.db.pool)
+        .await
+        .unwrap();
     assert_eq!(rows, 1);
 }
 
@@ -188,10 +243,12 @@ async fn fifty_concurrent_copies_through_the_gateway_make_exactly_one_run() {
     let addr = s.gw.addr("http");
     let body = run_dev();
     let answers = tokio::task::spawn_blocking(move || {
-        let handles: Vec<_> = (0..50).map(|_| {
-            let body = body.clone();
-            std::thread::spawn(move || deliver(addr, "storm-1", "issues", &body))
-        }).collect();
+        let handles: Vec<_> = (0..50)
+            .map(|_| {
+                let body = body.clone();
+                std::thread::spawn(move || deliver(addr, "storm-1", "issues", &body))
+            })
+            .collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect::<Vec<_>>()
     })
     .await

@@ -40,9 +40,11 @@ async fn applying_twice_changes_nothing_and_tokens_are_sealed() {
 
     // A new owner email takes the flag; the old owner keeps their account.
     bootstrap::apply(&db.pool, &cfg("new-owner@example.com"), &sealer).await.unwrap();
-    let owners: Vec<String> = sqlx::query_scalar("SELECT email::text FROM users WHERE is_platform_owner").fetch_all(&db.pool).await.unwrap();
+    let owners: Vec<String> =
+        sqlx::query_scalar("SELECT email::text FROM users WHERE is_platform_owner").fetch_all(&db.pool).await.unwrap();
     assert_eq!(owners, vec!["new-owner@example.com".to_string()]);
-    let old: bool = sqlx::query_scalar("SELECT is_platform_admin FROM users WHERE email = 'owner@example.com'").fetch_one(&db.pool).await.unwrap();
+    let old: bool =
+        sqlx::query_scalar("SELECT is_platform_admin FROM users WHERE email = 'owner@example.com'").fetch_one(&db.pool).await.unwrap();
     assert!(old);
 }
 
@@ -57,7 +59,9 @@ fn malformed_bootstrap_settings_are_named() {
     ];
     let (code, out) = run_to_exit(env!("CARGO_BIN_EXE_control-plane"), &e, &[]);
     assert_eq!(code, Some(2), "{out}");
-    for var in ["CODEXK8S_BOOTSTRAP_REPOSITORIES", "CODEXK8S_BOOTSTRAP_MEMBERS", "CODEXK8S_BOOTSTRAP_OWNER_EMAIL", "CODEXK8S_SERVICES_CONFIG_PATH"] {
+    for var in
+        ["CODEXK8S_BOOTSTRAP_REPOSITORIES", "CODEXK8S_BOOTSTRAP_MEMBERS", "CODEXK8S_BOOTSTRAP_OWNER_EMAIL", "CODEXK8S_SERVICES_CONFIG_PATH"]
+    {
         assert!(out.contains(var), "{var} not named:\n{out}");
     }
     let e = vec![

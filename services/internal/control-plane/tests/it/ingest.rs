@@ -1,11 +1,11 @@
 //! The ingest use-case on a real database, fed with GitHub's published webhook examples adjusted
 //! only in labels, sender and repository ids.
 
+use ck8s_domain::labels::LabelCatalog;
+use ck8s_domain::policy::{PolicyConfig, RuntimeMode, RuntimePolicy};
 use ck8s_testkit::github::{example, with_labels, with_number, with_repo_and_sender};
 use control_plane::bootstrap::{self, BootstrapConfig, MemberSeed, RepoSeed};
 use control_plane::ingest::{IngestError, IngestSettings, Ingestor, Status};
-use ck8s_domain::labels::LabelCatalog;
-use ck8s_domain::policy::{PolicyConfig, RuntimeMode, RuntimePolicy};
 use secrecy::SecretString;
 use serde_json::Value;
 use sqlx::PgPool;
@@ -19,7 +19,12 @@ pub fn settings() -> IngestSettings {
     let mut runtime = RuntimePolicy::default();
     runtime.trigger_modes.insert("intake".into(), RuntimeMode::CodeOnly);
     IngestSettings {
-        policy: PolicyConfig { labels: LabelCatalog::default(), bot_login: "codex-bot".into(), runtime, platform_namespace: "codex-k8s-prod".into() },
+        policy: PolicyConfig {
+            labels: LabelCatalog::default(),
+            bot_login: "codex-bot".into(),
+            runtime,
+            platform_namespace: "codex-k8s-prod".into(),
+        },
         learning_mode_default: false,
         locale: "en".into(),
     }
@@ -80,15 +85,22 @@ async fn effects(pool: &PgPool, correlation: &str) -> Vec<(String, i32, Value)> 
 }
 
 async fn events(pool: &PgPool, correlation: &str) -> Vec<String> {
-    sqlx::query_scalar("SELECT event_type FROM flow_events WHERE correlation_id = $1 ORDER BY id").bind(correlation).fetch_all(pool).await.unwrap()
+    sqlx::query_scalar("SELECT event_type FROM flow_events WHERE correlation_id = $1 ORDER BY id")
+        .bind(correlation)
+        .fetch_all(pool)
+        .await
+        .unwrap()
 }
 
 async fn ignored(i: &Ingestor, delivery: &str, event: &str, v: &Value) -> String {
     let r = i.ingest(delivery, event, &body(v)).await.unwrap();
     assert_eq!(r.status, Status::Ignored, "{r:?}");
     assert!(r.run_id.is_none());
-    let stored: (String, Option<String>) =
-        sqlx::query_as("SELECT outcome, reason FROM webhook_deliveries WHERE delivery_id = $1").bind(delivery).fetch_one(&i.pool).await.unwrap();
+    let stored: (String, Option<String>) = sqlx::query_as("SELECT outcome, reason FROM webhook_deliveries WHERE delivery_id = $1")
+        .bind(delivery)
+        .fetch_one(&i.pool)
+        .await
+        .unwrap();
     assert_eq!(stored, ("ignored".to_string(), r.reason.clone()));
     assert!(events(&i.pool, delivery).await.contains(&"webhook.ignored".to_string()));
     r.reason.unwrap()
@@ -108,13 +120,12 @@ async fn run_dev_from_a_member_creates_one_pending_run_with_its_audit_trail_and_
     let note = tokio::time::timeout(std::time::Duration::from_secs(5), listener.recv()).await.unwrap().unwrap();
     assert_eq!(note.payload(), run_id.to_string(), "workers are woken with the run id");
 
-    let (status, kind, agent, issue, mode, payload): (String, String, String, i32, String, Value) = sqlx::query_as(
-        "SELECT status, trigger_kind, agent_key, issue_number, runtime_mode, run_payload FROM agent_runs WHERE id = $1",
-    )
-    .bind(run_id)
-    .fetch_one(&db.pool)
-    .await
-    .unwrap();
+    let (status, kind, agent, issue, mode, payload): (String, String, String, i32, String, Value) =
+        sqlx::query_as("SELECT status, trigger_kind, agent_key, issue_number, runtime_mode, run_payload FROM agent_runs WHERE id = $1")
+            .bind(run_id)
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
     assert_eq!((status.as_str(), kind.as_str(), agent.as_str(), issue, mode.as_str()), ("pending", "dev", "dev", 12, "full-env"));
     assert_eq!(payload["trigger"]["source"], "issue_label");
     assert_eq!(payload["trigger"]["label"], "run:dev");
@@ -246,14 +257,24 @@ async fn qa_continues_the_candidate_lineage_of_the_issue() {
     let r = i.ingest("l-2", "issues", &body(&issue_labeled("run:qa", &["run:qa"], "alice"))).await.unwrap();
     let (payload, pr): (Value, Option<i32>) =
         sqlx::query_as("SELECT run_payload, pr_number FROM agent_runs WHERE id = $1").bind(r.run_id).fetch_one(&db.pool).await.unwrap();
-    assert_eq!((payload["runtime"]["build_ref"].as_str(), payload["runtime"]["namespace"].as_str(), pr), (Some("abc123"), Some("ns-1"), Some(40)));
+    assert_eq!(
+        (payload["runtime"]["build_ref"].as_str(), payload["runtime"]["namespace"].as_str(), pr),
+        (Some("abc123"), Some("ns-1"), Some(40))
+    );
     assert_eq!(payload["trigger"]["kind"], "qa");
 
     // Once the PR closes the lineage ends.
-    let closed = with_number(with_repo_and_sender(example("pull_request", Some("closed")), REPO_ID, "acme/app", "alice", "User"), "pull_request", 40);
+    let closed = with_number(
+        with_repo_and_sender(example("pull_request", Some("closed")), REPO_ID, "acme/app", "alice", "User"),
+        "pull_request",
+        40,
+    );
     assert_eq!(i.ingest("l-3", "pull_request", &body(&closed)).await.unwrap().status, Status::Accepted);
     assert_eq!(count(&db.pool, "SELECT count(*) FROM cleanup_requests WHERE scope = 'pull_request_namespaces' AND number = 40").await, 1);
-    assert_eq!(ignored(&i, "l-4", "issues", &issue_labeled("run:release", &["run:release"], "alice")).await, "issue_trigger_candidate_not_found");
+    assert_eq!(
+        ignored(&i, "l-4", "issues", &issue_labeled("run:release", &["run:release"], "alice")).await,
+        "issue_trigger_candidate_not_found"
+    );
 }
 
 fn pr_labeled(label: &str, number: i64) -> Value {
@@ -300,19 +321,32 @@ async fn changes_requested_starts_the_revise_of_the_resolved_stage_or_asks_for_i
     let (db, i) = setup().await;
     let r = i.ingest("v-1", "pull_request_review", &body(&review(&["run:dev"], "changes_requested"))).await.unwrap();
     assert_eq!(r.status, Status::Accepted);
-    let (kind, label): (String, String) =
-        sqlx::query_as("SELECT trigger_kind, trigger_label FROM agent_runs WHERE id = $1").bind(r.run_id).fetch_one(&db.pool).await.unwrap();
+    let (kind, label): (String, String) = sqlx::query_as("SELECT trigger_kind, trigger_label FROM agent_runs WHERE id = $1")
+        .bind(r.run_id)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
     assert_eq!((kind.as_str(), label.as_str()), ("dev_revise", "run:dev:revise"));
-    assert_eq!(events(&db.pool, "v-1").await, vec!["run.review.changes_requested.received", "run.revise.stage_resolved", "webhook.received", "run.enqueued"]);
+    assert_eq!(
+        events(&db.pool, "v-1").await,
+        vec!["run.review.changes_requested.received", "run.revise.stage_resolved", "webhook.received", "run.enqueued"]
+    );
 
-    assert_eq!(ignored(&i, "v-2", "pull_request_review", &review(&["run:dev", "run:qa"], "changes_requested")).await, "pull_request_review_stage_label_conflict");
+    assert_eq!(
+        ignored(&i, "v-2", "pull_request_review", &review(&["run:dev", "run:qa"], "changes_requested")).await,
+        "pull_request_review_stage_label_conflict"
+    );
     // A PR with no stage label and no history: nothing to resolve from.
-    assert_eq!(ignored(&i, "v-3", "pull_request_review", &review_on(41, &[], "changes_requested")).await, "pull_request_review_stage_not_resolved");
+    assert_eq!(
+        ignored(&i, "v-3", "pull_request_review", &review_on(41, &[], "changes_requested")).await,
+        "pull_request_review_stage_not_resolved"
+    );
     let fx = effects(&db.pool, "v-3").await;
     assert_eq!(fx.iter().map(|e| (e.0.as_str(), e.1)).collect::<Vec<_>>(), vec![("issue_comment", 41), ("add_labels", 41)]);
     // The same PR as v-1 without labels resolves from its latest run (chain step 3).
     let r = i.ingest("v-3b", "pull_request_review", &body(&review(&[], "changes_requested"))).await.unwrap();
-    let kind: String = sqlx::query_scalar("SELECT trigger_kind FROM agent_runs WHERE id = $1").bind(r.run_id).fetch_one(&db.pool).await.unwrap();
+    let kind: String =
+        sqlx::query_scalar("SELECT trigger_kind FROM agent_runs WHERE id = $1").bind(r.run_id).fetch_one(&db.pool).await.unwrap();
     assert_eq!(kind, "dev_revise");
 
     // Two issues linked to the PR through earlier runs: ambiguous, never a guess.
@@ -359,7 +393,8 @@ async fn discussion_comments_start_one_live_run_and_never_fan_out() {
     assert_eq!(ignored(&i, "k-5", "issues", &v).await, "discussion_run_already_live");
 
     // Deleting (or closing) the issue cancels the discussion and asks for its namespaces to go.
-    let mut closed = with_number(with_repo_and_sender(example("issues", Some("deleted")), REPO_ID, "acme/app", "alice", "User"), "issue", 12);
+    let mut closed =
+        with_number(with_repo_and_sender(example("issues", Some("deleted")), REPO_ID, "acme/app", "alice", "User"), "issue", 12);
     closed["issue"]["labels"] = serde_json::json!([]);
     assert_eq!(i.ingest("k-6", "issues", &body(&closed)).await.unwrap().status, Status::Accepted);
     assert_eq!(count(&db.pool, "SELECT count(*) FROM agent_runs WHERE status = 'canceled'").await, 1);
@@ -379,7 +414,8 @@ async fn push_to_main_of_the_platform_is_a_deploy_request_and_ping_is_answered()
     };
     let r = i.ingest("p-1", "push", &body(&push(PLATFORM_REPO_ID, "acme/platform", "refs/heads/main"))).await.unwrap();
     assert_eq!(r.status, Status::Accepted);
-    let payload: Value = sqlx::query_scalar("SELECT run_payload FROM agent_runs WHERE id = $1").bind(r.run_id).fetch_one(&db.pool).await.unwrap();
+    let payload: Value =
+        sqlx::query_scalar("SELECT run_payload FROM agent_runs WHERE id = $1").bind(r.run_id).fetch_one(&db.pool).await.unwrap();
     assert_eq!(payload["runtime"]["deploy_only"], true);
     assert_eq!(payload["runtime"]["build_ref"], "0123abcd");
     assert_eq!(payload["runtime"]["namespace"], "codex-k8s-prod");
@@ -397,16 +433,23 @@ async fn push_to_main_of_the_platform_is_a_deploy_request_and_ping_is_answered()
 async fn learning_mode_follows_member_override_then_project_default() {
     let (db, i) = setup().await;
     let r = i.ingest("lm-1", "issues", &body(&issue_labeled("run:intake", &["run:intake"], "alice"))).await.unwrap();
-    let (lm, mode): (bool, String) = sqlx::query_as("SELECT learning_mode, runtime_mode FROM agent_runs WHERE id = $1").bind(r.run_id).fetch_one(&db.pool).await.unwrap();
-    assert_eq!((lm, mode.as_str()), (false, "code-only"));
-    sqlx::query("UPDATE project_members SET learning_mode_override = true WHERE user_id = (SELECT id FROM users WHERE github_login = 'alice')")
-        .execute(&db.pool)
+    let (lm, mode): (bool, String) = sqlx::query_as("SELECT learning_mode, runtime_mode FROM agent_runs WHERE id = $1")
+        .bind(r.run_id)
+        .fetch_one(&db.pool)
         .await
         .unwrap();
+    assert_eq!((lm, mode.as_str()), (false, "code-only"));
+    sqlx::query(
+        "UPDATE project_members SET learning_mode_override = true WHERE user_id = (SELECT id FROM users WHERE github_login = 'alice')",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
     let mut v = issue_labeled("run:intake", &["run:intake"], "alice");
     v["issue"]["number"] = Value::from(13);
     let r = i.ingest("lm-2", "issues", &body(&v)).await.unwrap();
-    let lm: bool = sqlx::query_scalar("SELECT learning_mode FROM agent_runs WHERE id = $1").bind(r.run_id).fetch_one(&db.pool).await.unwrap();
+    let lm: bool =
+        sqlx::query_scalar("SELECT learning_mode FROM agent_runs WHERE id = $1").bind(r.run_id).fetch_one(&db.pool).await.unwrap();
     assert!(lm);
 }
 
@@ -462,11 +505,13 @@ async fn renamed_labels_in_settings_reach_the_policy() {
     assert_eq!(ignored(&i, "rn-2", "issues", &issue_labeled("run:dev", &["run:dev"], "alice")).await, "issue_event_not_trigger_label");
     // The platform's services.yaml makes intake code-only.
     let r = i.ingest("rn-3", "issues", &body(&issue_labeled("run:intake", &["run:intake"], "alice"))).await.unwrap();
-    let mode: String = sqlx::query_scalar("SELECT runtime_mode FROM agent_runs WHERE id = $1").bind(r.run_id).fetch_one(&db.pool).await.unwrap();
+    let mode: String =
+        sqlx::query_scalar("SELECT runtime_mode FROM agent_runs WHERE id = $1").bind(r.run_id).fetch_one(&db.pool).await.unwrap();
     assert_eq!(mode, "code-only");
-    let locale: String = sqlx::query_scalar("SELECT payload->>'locale' FROM github_side_effects WHERE correlation_id = 'rn-1' AND kind = 'status_comment'")
-        .fetch_one(&db.pool)
-        .await
-        .unwrap();
+    let locale: String =
+        sqlx::query_scalar("SELECT payload->>'locale' FROM github_side_effects WHERE correlation_id = 'rn-1' AND kind = 'status_comment'")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
     assert_eq!(locale, "ru");
 }

@@ -1,5 +1,7 @@
 //! Black-box tests of the control-plane binary against a real PostgreSQL.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // helpers of tests: a panic is a failed test
+
 mod bootstrap;
 mod ingest;
 

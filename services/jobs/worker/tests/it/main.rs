@@ -1,5 +1,7 @@
 //! Black-box tests of the worker binary against a real PostgreSQL.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // helpers of tests: a panic is a failed test
+
 use ck8s_testkit::process::{ServiceProcess, run_to_exit};
 use std::time::Duration;
 
