@@ -65,7 +65,7 @@ fn local_secrets(dir: &Path) -> Result<BTreeMap<String, String>> {
         }
     }
     let mut changed = false;
-    for key in ["CODEXK8S_TOKEN_ENCRYPTION_KEY", "CODEXK8S_GITHUB_WEBHOOK_SECRET", "CODEXK8S_GITHUB_PAT"] {
+    for key in ["CODEXK8S_TOKEN_ENCRYPTION_KEY", "CODEXK8S_GITHUB_WEBHOOK_SECRET", "CODEXK8S_GITHUB_PAT", "CODEXK8S_INTERNAL_API_TOKEN"] {
         if !map.contains_key(key) {
             let mut bytes = [0u8; 32];
             std::fs::File::open("/dev/urandom")

@@ -144,6 +144,7 @@ async fn main() -> Result<()> {
     cp_env.extend(
         [
             ("CODEXK8S_TOKEN_ENCRYPTION_KEY", "ab".repeat(32)),
+            ("CODEXK8S_INTERNAL_API_TOKEN", "bench-internal-token-0123456789abcdef".into()),
             ("CODEXK8S_HTTP_ADDR", "127.0.0.1:0".into()),
             ("CODEXK8S_GRPC_ADDR", "127.0.0.1:0".into()),
             ("CODEXK8S_DB_MAX_CONNECTIONS", "32".into()),
@@ -163,6 +164,7 @@ async fn main() -> Result<()> {
             ("CODEXK8S_HTTP_ADDR".to_string(), "127.0.0.1:0".to_string()),
             ("CODEXK8S_CONTROL_PLANE_GRPC_TARGET".to_string(), format!("http://{}", cp.addr("grpc"))),
             ("CODEXK8S_GITHUB_WEBHOOK_SECRET".to_string(), SECRET.to_string()),
+            ("CODEXK8S_INTERNAL_API_TOKEN".to_string(), "bench-internal-token-0123456789abcdef".to_string()),
             ("RUST_LOG".to_string(), "warn,api_gateway::startup=info".to_string()),
         ];
         let gw = ServiceProcess::start(&bin_path("api-gateway"), &gw_env, &["http"]);

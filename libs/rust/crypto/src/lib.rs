@@ -79,6 +79,11 @@ impl Sealer {
     }
 }
 
+/// Compares two secrets in constant time (for bearer tokens).
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && bool::from(a.ct_eq(b))
+}
+
 /// Verifies `X-Hub-Signature-256` (`sha256=<hex>`) over the raw body in constant time.
 /// Any malformed header is simply a mismatch.
 pub fn verify_github_signature(secret: &SecretString, body: &[u8], header: &str) -> bool {

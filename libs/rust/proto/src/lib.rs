@@ -4,6 +4,8 @@
 
 #![allow(missing_docs, clippy::all)]
 
+pub mod auth;
+
 /// `codexk8s.controlplane.v1`: the internal API of control-plane.
 pub mod controlplane {
     pub mod v1 {

@@ -11,6 +11,8 @@ pub struct Config {
     /// gRPC endpoint of control-plane, e.g. `http://127.0.0.1:9090`.
     pub control_plane_target: String,
     pub webhook_secret: SecretString,
+    /// Bearer token for control-plane's internal API.
+    pub internal_api_token: SecretString,
     pub webhook_max_body_bytes: usize,
     pub shutdown_timeout: Duration,
 }
@@ -34,6 +36,7 @@ impl Config {
             control_plane_target,
             webhook_secret: r.required_secret("GITHUB_WEBHOOK_SECRET", "the secret configured on the repository webhook"),
             webhook_max_body_bytes,
+            internal_api_token: r.required_secret("INTERNAL_API_TOKEN", "the token control-plane expects on its internal API"),
             shutdown_timeout: r.duration("SHUTDOWN_TIMEOUT", Duration::from_secs(20)),
         };
         ck8s_service::startup::warn_unused(&r);

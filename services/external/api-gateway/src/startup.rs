@@ -23,7 +23,9 @@ pub async fn run(cfg: Config) -> Result<(), String> {
         .connect_timeout(Duration::from_secs(2))
         .timeout(Duration::from_secs(10))
         .connect_lazy();
-    let control_plane = ControlPlaneClient::new(channel);
+    let auth = ck8s_proto::auth::SendToken::new(secrecy::ExposeSecret::expose_secret(&cfg.internal_api_token))
+        .map_err(|e| format!("CODEXK8S_INTERNAL_API_TOKEN: {e}"))?;
+    let control_plane = ControlPlaneClient::with_interceptor(channel, auth);
 
     let mut shutdown = Shutdown::on_signals();
     let mut metrics = MetricsBuilder::new("api-gateway");

@@ -10,19 +10,21 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use ck8s_proto::auth::SendToken;
 use ck8s_proto::controlplane::v1::control_plane_client::ControlPlaneClient;
 use ck8s_proto::controlplane::v1::{IngestGithubWebhookRequest, IngestStatus};
 use secrecy::SecretString;
 use serde::Serialize;
 use std::sync::Arc;
 use std::time::Instant;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
 /// What the endpoint needs.
 pub struct WebhookState {
     pub secret: SecretString,
     pub max_body_bytes: usize,
-    pub control_plane: ControlPlaneClient<Channel>,
+    pub control_plane: ControlPlaneClient<InterceptedService<Channel, SendToken>>,
     pub metrics: WebhookMetrics,
 }
 

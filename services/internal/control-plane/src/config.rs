@@ -18,6 +18,8 @@ pub struct Config {
     pub http_addr: SocketAddr,
     /// Seals tokens at rest; built at start so a bad key fails before anything is served.
     pub sealer: ck8s_crypto::Sealer,
+    /// Bearer token every caller of the internal gRPC API must send.
+    pub internal_api_token: secrecy::SecretString,
     pub migrate_on_start: bool,
     pub shutdown_timeout: Duration,
     pub ingest: IngestSettings,
@@ -74,6 +76,17 @@ fn runtime_policy(r: &mut Reader<'_>) -> RuntimePolicy {
             RuntimePolicy::default()
         }
     }
+}
+
+/// Reads `CODEXK8S_INTERNAL_API_TOKEN`: at least 32 printable characters.
+pub fn internal_token(r: &mut Reader<'_>) -> secrecy::SecretString {
+    use secrecy::ExposeSecret;
+    let t = r.required_secret("INTERNAL_API_TOKEN", "shared by the platform's services; generate one with `openssl rand -hex 32`");
+    let v = t.expose_secret();
+    if !v.is_empty() && (v.len() < 32 || !v.bytes().all(|b| b.is_ascii_graphic())) {
+        r.issue("INTERNAL_API_TOKEN", "must be at least 32 printable ASCII characters without spaces");
+    }
+    t
 }
 
 impl Config {
@@ -150,6 +163,7 @@ impl Config {
             grpc_addr: r.socket_addr("GRPC_ADDR", "0.0.0.0:9090"),
             http_addr: r.socket_addr("HTTP_ADDR", "0.0.0.0:8081"),
             sealer,
+            internal_api_token: internal_token(&mut r),
             migrate_on_start: r.bool("MIGRATE_ON_START", false),
             shutdown_timeout: r.duration("SHUTDOWN_TIMEOUT", Duration::from_secs(20)),
             ingest,

@@ -82,7 +82,8 @@ pub async fn run(cfg: Config) -> Result<(), String> {
 
     let ingestor = Arc::new(Ingestor { pool: pool.clone(), settings: cfg.ingest.clone() });
     let token = shutdown.token();
-    let api = ControlPlaneServer::new(ControlPlaneApi { pool: pool.clone(), ingestor });
+    let auth = ck8s_proto::auth::RequireToken::new(secrecy::ExposeSecret::expose_secret(&cfg.internal_api_token));
+    let api = ControlPlaneServer::with_interceptor(ControlPlaneApi { pool: pool.clone(), ingestor }, auth);
     shutdown.spawn("grpc", async move {
         tonic::transport::Server::builder()
             .add_service(api)

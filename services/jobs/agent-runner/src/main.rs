@@ -12,6 +12,8 @@ struct Config {
     run_id: String,
     control_plane_target: String,
     repository_full_name: String,
+    /// Token for control-plane's API (per-run tokens replace it with the agent-runner work).
+    control_plane_token: secrecy::SecretString,
 }
 
 impl Config {
@@ -29,6 +31,7 @@ impl Config {
             run_id,
             control_plane_target: r.required_string("CONTROL_PLANE_GRPC_TARGET", "gRPC URL of control-plane"),
             repository_full_name,
+            control_plane_token: r.required_secret("CONTROL_PLANE_TOKEN", "bearer token for control-plane's API"),
         };
         r.finish()?;
         Ok(cfg)
@@ -42,7 +45,9 @@ async fn run(cfg: Config) -> Result<(), String> {
         .connect()
         .await
         .map_err(|e| format!("control-plane at {} is unreachable: {e}", cfg.control_plane_target))?;
-    let status = ControlPlaneClient::new(channel)
+    let auth = ck8s_proto::auth::SendToken::new(secrecy::ExposeSecret::expose_secret(&cfg.control_plane_token))
+        .map_err(|e| format!("CODEXK8S_CONTROL_PLANE_TOKEN: {e}"))?;
+    let status = ControlPlaneClient::with_interceptor(channel, auth)
         .get_status(GetStatusRequest {})
         .await
         .map_err(|e| format!("control-plane status failed: {}", e.message()))?

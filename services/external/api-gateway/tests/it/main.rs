@@ -14,6 +14,7 @@ fn gateway_env(target: &str) -> Vec<(String, String)> {
         ("CODEXK8S_HTTP_ADDR".into(), "127.0.0.1:0".into()),
         ("CODEXK8S_CONTROL_PLANE_GRPC_TARGET".into(), target.into()),
         ("CODEXK8S_GITHUB_WEBHOOK_SECRET".into(), "test-secret".into()),
+        ("CODEXK8S_INTERNAL_API_TOKEN".into(), "internal-token-for-tests-0123456789abcdef".into()),
     ]
 }
 
@@ -27,6 +28,7 @@ fn invalid_configuration_exits_non_zero_naming_the_settings() {
     let (code, out) = run_to_exit(BIN, &e, &[]);
     assert_eq!(code, Some(2), "{out}");
     for var in [
+        "CODEXK8S_INTERNAL_API_TOKEN",
         "CODEXK8S_GITHUB_WEBHOOK_SECRET",
         "CODEXK8S_CONTROL_PLANE_GRPC_TARGET",
         "CODEXK8S_WEBHOOK_MAX_BODY_BYTES",
@@ -54,6 +56,7 @@ async fn ready_when_control_plane_and_its_database_are_and_drains_on_sigint() {
     let mut cp_env = db.env();
     cp_env.extend([
         ("CODEXK8S_TOKEN_ENCRYPTION_KEY".to_string(), "ab".repeat(32)),
+        ("CODEXK8S_INTERNAL_API_TOKEN".to_string(), "internal-token-for-tests-0123456789abcdef".to_string()),
         ("CODEXK8S_HTTP_ADDR".to_string(), "127.0.0.1:0".to_string()),
         ("CODEXK8S_GRPC_ADDR".to_string(), "127.0.0.1:0".to_string()),
     ]);

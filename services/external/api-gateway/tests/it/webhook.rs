@@ -22,6 +22,7 @@ fn start(db: ck8s_testkit::TestDb, max_body: Option<usize>) -> Stack {
     cp_env.extend(
         [
             ("CODEXK8S_TOKEN_ENCRYPTION_KEY", "ab".repeat(32)),
+            ("CODEXK8S_INTERNAL_API_TOKEN", "internal-token-for-tests-0123456789abcdef".into()),
             ("CODEXK8S_HTTP_ADDR", "127.0.0.1:0".into()),
             ("CODEXK8S_GRPC_ADDR", "127.0.0.1:0".into()),
             ("CODEXK8S_BOOTSTRAP_OWNER_EMAIL", "owner@example.com".into()),
@@ -46,6 +47,7 @@ fn gateway(target: &str, max_body: Option<usize>) -> ServiceProcess {
         ("CODEXK8S_HTTP_ADDR".to_string(), "127.0.0.1:0".to_string()),
         ("CODEXK8S_CONTROL_PLANE_GRPC_TARGET".to_string(), target.to_string()),
         ("CODEXK8S_GITHUB_WEBHOOK_SECRET".to_string(), SECRET.to_string()),
+        ("CODEXK8S_INTERNAL_API_TOKEN".to_string(), "internal-token-for-tests-0123456789abcdef".to_string()),
     ];
     if let Some(m) = max_body {
         env.push(("CODEXK8S_WEBHOOK_MAX_BODY_BYTES".to_string(), m.to_string()));

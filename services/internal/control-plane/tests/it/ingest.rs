@@ -490,6 +490,7 @@ async fn renamed_labels_in_settings_reach_the_policy() {
     let layers = ck8s_config::Layers::from_parts(
         [
             ("CODEXK8S_TOKEN_ENCRYPTION_KEY".to_string(), KEY.to_string()),
+            ("CODEXK8S_INTERNAL_API_TOKEN".to_string(), super::INTERNAL_TOKEN.to_string()),
             ("CODEXK8S_RUN_DEV_LABEL".to_string(), "ai:build".to_string()),
             ("CODEXK8S_AGENT_DEFAULT_LOCALE".to_string(), "ru-RU".to_string()),
             ("CODEXK8S_SERVICES_CONFIG_PATH".to_string(), ck8s_testkit::repo_root().join("services.yaml").display().to_string()),

@@ -10,11 +10,13 @@ use std::net::TcpListener;
 use std::time::Duration;
 
 const BIN: &str = env!("CARGO_BIN_EXE_control-plane");
+pub const INTERNAL_TOKEN: &str = "internal-token-for-tests-0123456789abcdef";
 const KEY: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 
 fn env(db: &ck8s_testkit::TestDb) -> Vec<(String, String)> {
     let mut e = db.env();
     e.push(("CODEXK8S_TOKEN_ENCRYPTION_KEY".into(), KEY.into()));
+    e.push(("CODEXK8S_INTERNAL_API_TOKEN".into(), INTERNAL_TOKEN.into()));
     e.push(("CODEXK8S_HTTP_ADDR".into(), "127.0.0.1:0".into()));
     e.push(("CODEXK8S_GRPC_ADDR".into(), "127.0.0.1:0".into()));
     e
@@ -97,6 +99,7 @@ async fn it_becomes_ready_serves_metrics_and_stops_gracefully_on_sigterm() {
 fn readiness_fails_while_the_database_is_unreachable() {
     let e = vec![
         ("CODEXK8S_TOKEN_ENCRYPTION_KEY".to_string(), KEY.to_string()),
+        ("CODEXK8S_INTERNAL_API_TOKEN".to_string(), INTERNAL_TOKEN.to_string()),
         ("CODEXK8S_HTTP_ADDR".to_string(), "127.0.0.1:0".to_string()),
         ("CODEXK8S_GRPC_ADDR".to_string(), "127.0.0.1:0".to_string()),
         ("CODEXK8S_DB_PORT".to_string(), free_port().to_string()),
@@ -108,4 +111,43 @@ fn readiness_fails_while_the_database_is_unreachable() {
     assert_eq!(status, 503, "{body}");
     assert!(body.contains("postgres"), "{body}");
     assert!(svc.stop("INT", Duration::from_secs(10)).is_some_and(|s| s.success()));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_internal_api_requires_the_token_and_checks_its_arguments() {
+    use ck8s_proto::auth::SendToken;
+    use ck8s_proto::controlplane::v1::control_plane_client::ControlPlaneClient;
+    use ck8s_proto::controlplane::v1::{GetStatusRequest, IngestGithubWebhookRequest};
+
+    let db = ck8s_testkit::fresh_db().await;
+    let e = env(&db);
+    let svc = tokio::task::spawn_blocking(move || ServiceProcess::start(BIN, &e, &["http", "grpc"])).await.unwrap();
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", svc.addr("grpc"))).unwrap().connect().await.unwrap();
+
+    let code = ControlPlaneClient::new(channel.clone()).get_status(GetStatusRequest {}).await.unwrap_err().code();
+    assert_eq!(code, tonic::Code::Unauthenticated, "no token");
+    let ingest = IngestGithubWebhookRequest { delivery_id: "d".into(), event: "ping".into(), payload: b"{}".to_vec() };
+    let mut wrong =
+        ControlPlaneClient::with_interceptor(channel.clone(), SendToken::new("internal-token-for-tests-0123456789abcdeX").unwrap());
+    assert_eq!(wrong.ingest_github_webhook(ingest.clone()).await.unwrap_err().code(), tonic::Code::Unauthenticated, "wrong token");
+
+    let mut ok = ControlPlaneClient::with_interceptor(channel, SendToken::new(INTERNAL_TOKEN).unwrap());
+    assert!(ok.get_status(GetStatusRequest {}).await.unwrap().into_inner().database_ready);
+    for bad in [
+        IngestGithubWebhookRequest { delivery_id: String::new(), ..ingest.clone() },
+        IngestGithubWebhookRequest { delivery_id: "x".repeat(201), ..ingest.clone() },
+        IngestGithubWebhookRequest { event: String::new(), ..ingest.clone() },
+        IngestGithubWebhookRequest { payload: b"[1]".to_vec(), ..ingest.clone() },
+        IngestGithubWebhookRequest { payload: b"{not json".to_vec(), ..ingest.clone() },
+    ] {
+        assert_eq!(ok.ingest_github_webhook(bad).await.unwrap_err().code(), tonic::Code::InvalidArgument);
+    }
+    // Larger than gRPC accepts (4 MiB): refused before it reaches the use-case.
+    let huge = IngestGithubWebhookRequest { payload: vec![b' '; 5 << 20], ..ingest.clone() };
+    // tonic reports a message over its decoding limit as OUT_OF_RANGE.
+    assert_eq!(ok.ingest_github_webhook(huge).await.unwrap_err().code(), tonic::Code::OutOfRange);
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM webhook_deliveries").fetch_one(&db.pool).await.unwrap();
+    assert_eq!(stored, 0);
+    let answer = ok.ingest_github_webhook(ingest).await.unwrap().into_inner();
+    assert_eq!(answer.reason.as_deref(), Some("ping"));
 }
