@@ -13,5 +13,6 @@ pub mod labels;
 pub mod policy;
 pub mod project;
 pub mod run;
+pub mod runtime;
 pub mod stage;
 pub mod webhook;

@@ -1,0 +1,148 @@
+//! The job-runtime port (product spec §5): where a run's job executes. Kubernetes in every real
+//! deployment, a local process for development, demos and tests. The worker holds it as
+//! `Arc<dyn JobRuntime>`; adapters live in `ck8s-runtime`.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+/// A boxed future, so the port stays object-safe without an async-trait dependency.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// What to run for one agent run.
+#[derive(Clone, PartialEq, Eq)]
+pub struct JobSpec {
+    pub run_id: String,
+    pub correlation_id: String,
+    pub project_id: String,
+    /// Namespace (Kubernetes) or run directory name (local).
+    pub namespace: String,
+    /// Job name, unique per run.
+    pub job_name: String,
+    /// Image (Kubernetes); ignored by the local runtime.
+    pub image: String,
+    /// Program and arguments.
+    pub command: Vec<String>,
+    /// Non-secret environment.
+    pub env: BTreeMap<String, String>,
+    /// Credentials: never plain env values in a pod spec; the Kubernetes adapter puts them in a
+    /// per-run Secret, the local adapter in a 0600 file read by the wrapper.
+    pub secret_env: BTreeMap<String, String>,
+    /// Hard limit of the job (activeDeadlineSeconds).
+    pub active_deadline: Duration,
+}
+
+impl std::fmt::Debug for JobSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JobSpec")
+            .field("run_id", &self.run_id)
+            .field("namespace", &self.namespace)
+            .field("job_name", &self.job_name)
+            .field("command", &self.command)
+            .field("env", &self.env)
+            .field("secret_env", &self.secret_env.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where a launched job lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobRef {
+    pub namespace: String,
+    pub job_name: String,
+}
+
+/// What the runtime knows about a job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobState {
+    /// Created, not running yet.
+    Pending,
+    Running,
+    Succeeded,
+    /// Finished unsuccessfully; `reason` is short and secret-free (e.g. `exit code 3`).
+    Failed {
+        reason: String,
+        exit_code: Option<i32>,
+    },
+    /// The runtime has no such job (deleted, never created, or lost).
+    NotFound,
+}
+
+impl JobState {
+    /// Whether the job will not change any more.
+    pub fn is_terminal(&self) -> bool {
+        matches!(self, JobState::Succeeded | JobState::Failed { .. } | JobState::NotFound)
+    }
+}
+
+/// A runtime operation failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RuntimeError {
+    /// The runtime could not be reached; retry later.
+    #[error("runtime unavailable: {0}")]
+    Unavailable(String),
+    /// The request is invalid (bad name, bad spec).
+    #[error("invalid job: {0}")]
+    Invalid(String),
+    /// Refused by policy (e.g. deleting a namespace that is not managed by codex-k8s).
+    #[error("refused: {0}")]
+    Refused(String),
+    /// Anything else.
+    #[error("runtime error: {0}")]
+    Other(String),
+}
+
+/// Executes run jobs.
+pub trait JobRuntime: Send + Sync {
+    /// Creates the job (idempotent: launching an existing job returns its reference).
+    fn launch<'a>(&'a self, spec: &'a JobSpec) -> BoxFuture<'a, Result<JobRef, RuntimeError>>;
+    /// Current state of a job.
+    fn status<'a>(&'a self, job: &'a JobRef) -> BoxFuture<'a, Result<JobState, RuntimeError>>;
+    /// The last `tail_lines` lines of the job's log (all when `None`).
+    fn logs<'a>(&'a self, job: &'a JobRef, tail_lines: Option<usize>) -> BoxFuture<'a, Result<String, RuntimeError>>;
+    /// Stops the job and everything it started; stopping a finished or missing job is not an error.
+    fn cancel<'a>(&'a self, job: &'a JobRef) -> BoxFuture<'a, Result<(), RuntimeError>>;
+}
+
+/// Checks a namespace or job name: a DNS label (lowercase letters, digits, '-', at most 63).
+pub fn validate_name(kind: &str, name: &str) -> Result<(), RuntimeError> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-');
+    if ok { Ok(()) } else { Err(RuntimeError::Invalid(format!("{kind} {name:?} is not a DNS label"))) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_must_be_dns_labels() {
+        assert!(validate_name("job", "codex-k8s-run-abc").is_ok());
+        for bad in ["", "-a", "a-", "A", "a_b", "../x", &"a".repeat(64)] {
+            assert!(validate_name("job", bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn debug_never_prints_secret_values() {
+        let mut spec = JobSpec {
+            run_id: "r".into(),
+            correlation_id: "c".into(),
+            project_id: "p".into(),
+            namespace: "ns".into(),
+            job_name: "j".into(),
+            image: "i".into(),
+            command: vec!["true".into()],
+            env: BTreeMap::new(),
+            secret_env: BTreeMap::new(),
+            active_deadline: Duration::from_secs(1),
+        };
+        spec.secret_env.insert("CODEXK8S_GIT_BOT_TOKEN".into(), "ghp_supersecret".into());
+        let shown = format!("{spec:?}");
+        assert!(shown.contains("CODEXK8S_GIT_BOT_TOKEN") && !shown.contains("ghp_supersecret"), "{shown}");
+    }
+}

@@ -1,0 +1,229 @@
+//! The local-process runtime. A run directory `<root>/<namespace>/<job>/` stands in for the
+//! namespace; the job runs under `/bin/sh run.sh` in its own process group with `timeout` as
+//! its active deadline, and every fact about it lives in files of that directory:
+//!
+//! - `pid`       the wrapper's pid (= the process group id), written at launch;
+//! - `job.log`   stdout and stderr;
+//! - `exit_code` written by the wrapper when the command ends;
+//! - `canceled`  written by `cancel`;
+//! - `secrets.env` credentials (mode 0600), sourced by the wrapper, never in the command line.
+//!
+//! Because state is on disk, a job outlives the worker that launched it, and any worker can read
+//! its status, its logs, or cancel it — as with Kubernetes Jobs.
+
+use ck8s_domain::runtime::{BoxFuture, JobRef, JobRuntime, JobSpec, JobState, RuntimeError, validate_name};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+/// Runs jobs as local process groups under `root`.
+#[derive(Debug, Clone)]
+pub struct LocalRuntime {
+    root: PathBuf,
+}
+
+/// Exit code `timeout` uses when the deadline passed.
+const TIMEOUT_EXIT: i32 = 124;
+
+fn io(e: std::io::Error) -> RuntimeError {
+    RuntimeError::Other(e.to_string())
+}
+
+fn shell_quote(v: &str) -> String {
+    format!("'{}'", v.replace('\'', "'\\''"))
+}
+
+impl LocalRuntime {
+    /// A runtime keeping run directories under `root`.
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+
+    /// The run directory of a job.
+    pub fn job_dir(&self, job: &JobRef) -> PathBuf {
+        self.root.join(&job.namespace).join(&job.job_name)
+    }
+
+    fn read_i32(path: &Path) -> Option<i32> {
+        std::fs::read_to_string(path).ok().and_then(|s| s.trim().parse().ok())
+    }
+
+    /// Whether any process of the group `pgid` is alive (zombies do not count).
+    fn group_alive(pgid: i32) -> bool {
+        let Ok(entries) = std::fs::read_dir("/proc") else { return false };
+        entries.flatten().any(|e| {
+            let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else { return false };
+            // Fields after the command name: state ppid pgrp ...
+            let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else { return false };
+            let mut f = rest.split_whitespace();
+            let state = f.next().unwrap_or("Z");
+            let _ppid = f.next();
+            let pgrp = f.next().and_then(|p| p.parse::<i32>().ok());
+            pgrp == Some(pgid) && state != "Z" && state != "X"
+        })
+    }
+
+    async fn signal_group(pgid: i32, signal: &str) {
+        let _ = tokio::process::Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg("--")
+            .arg(format!("-{pgid}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .await;
+    }
+
+    fn state_of(dir: &Path) -> JobState {
+        if !dir.exists() {
+            return JobState::NotFound;
+        }
+        if dir.join("canceled").exists() {
+            return JobState::Failed { reason: "canceled".into(), exit_code: None };
+        }
+        if let Some(code) = Self::read_i32(&dir.join("exit_code")) {
+            return match code {
+                0 => JobState::Succeeded,
+                TIMEOUT_EXIT => JobState::Failed { reason: "active deadline exceeded".into(), exit_code: Some(code) },
+                c => JobState::Failed { reason: format!("exit code {c}"), exit_code: Some(c) },
+            };
+        }
+        match Self::read_i32(&dir.join("pid")) {
+            None => JobState::Pending,
+            Some(pgid) if Self::group_alive(pgid) => JobState::Running,
+            // Re-check: the wrapper may have written its exit code just now.
+            Some(_) => match Self::read_i32(&dir.join("exit_code")) {
+                Some(0) => JobState::Succeeded,
+                Some(c) => JobState::Failed { reason: format!("exit code {c}"), exit_code: Some(c) },
+                None => JobState::Failed { reason: "the process ended without an exit code (killed)".into(), exit_code: None },
+            },
+        }
+    }
+
+    async fn do_launch(&self, spec: &JobSpec) -> Result<JobRef, RuntimeError> {
+        validate_name("namespace", &spec.namespace)?;
+        validate_name("job name", &spec.job_name)?;
+        if spec.command.is_empty() {
+            return Err(RuntimeError::Invalid("the command is empty".into()));
+        }
+        let job = JobRef { namespace: spec.namespace.clone(), job_name: spec.job_name.clone() };
+        let dir = self.job_dir(&job);
+        if dir.join("pid").exists() {
+            return Ok(job); // already launched: launching is idempotent
+        }
+        std::fs::create_dir_all(dir.join("workspace")).map_err(io)?;
+
+        let secrets: String = spec.secret_env.iter().map(|(k, v)| format!("export {k}={}\n", shell_quote(v))).collect();
+        write_private(&dir.join("secrets.env"), &secrets).map_err(io)?;
+        let deadline = spec.active_deadline.as_secs().max(1);
+        let wrapper = format!(
+            "#!/bin/sh\n# codex-k8s local job {ns}/{job}\n. ./secrets.env\nrm -f ./secrets.env\ncd workspace\n\
+             timeout --kill-after=10s {deadline}s \"$@\"\ncode=$?\necho \"$code\" > ../exit_code.tmp && mv ../exit_code.tmp ../exit_code\n",
+            ns = spec.namespace,
+            job = spec.job_name,
+        );
+        std::fs::write(dir.join("run.sh"), wrapper).map_err(io)?;
+        let log = std::fs::File::create(dir.join("job.log")).map_err(io)?;
+
+        let mut cmd = tokio::process::Command::new("/bin/sh");
+        cmd.arg("run.sh")
+            .args(&spec.command)
+            .current_dir(&dir)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into()))
+            .env("HOME", dir.join("workspace"))
+            .envs(&spec.env)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().map_err(io)?)
+            .stderr(log)
+            .process_group(0);
+        let mut child = cmd.spawn().map_err(|e| RuntimeError::Other(format!("cannot start the job: {e}")))?;
+        let pid = child.id().ok_or_else(|| RuntimeError::Other("the job exited before its pid was known".into()))?;
+        std::fs::write(dir.join("pid"), pid.to_string()).map_err(io)?;
+        // Reap the wrapper when it ends; if this worker dies first, init reaps it.
+        tokio::spawn(async move {
+            let _ = child.wait().await;
+        });
+        tracing::info!(namespace = %job.namespace, job = %job.job_name, pid, "local job launched");
+        Ok(job)
+    }
+
+    async fn do_cancel(&self, job: &JobRef) -> Result<(), RuntimeError> {
+        let dir = self.job_dir(job);
+        if !dir.exists() {
+            return Ok(());
+        }
+        let finished = dir.join("exit_code").exists();
+        if !finished && !dir.join("canceled").exists() {
+            std::fs::write(dir.join("canceled"), "").map_err(io)?;
+        }
+        let Some(pgid) = Self::read_i32(&dir.join("pid")) else { return Ok(()) };
+        if !Self::group_alive(pgid) {
+            return Ok(());
+        }
+        Self::signal_group(pgid, "TERM").await;
+        let started = Instant::now();
+        while Self::group_alive(pgid) {
+            if started.elapsed() > Duration::from_secs(5) {
+                Self::signal_group(pgid, "KILL").await;
+            }
+            if started.elapsed() > Duration::from_secs(15) {
+                return Err(RuntimeError::Other(format!("process group {pgid} survived SIGKILL")));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        tracing::info!(namespace = %job.namespace, job = %job.job_name, "local job canceled");
+        Ok(())
+    }
+}
+
+fn write_private(path: &Path, content: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
+    f.write_all(content.as_bytes())
+}
+
+impl JobRuntime for LocalRuntime {
+    fn launch<'a>(&'a self, spec: &'a JobSpec) -> BoxFuture<'a, Result<JobRef, RuntimeError>> {
+        Box::pin(self.do_launch(spec))
+    }
+
+    fn status<'a>(&'a self, job: &'a JobRef) -> BoxFuture<'a, Result<JobState, RuntimeError>> {
+        Box::pin(async move {
+            validate_name("namespace", &job.namespace)?;
+            validate_name("job name", &job.job_name)?;
+            Ok(Self::state_of(&self.job_dir(job)))
+        })
+    }
+
+    fn logs<'a>(&'a self, job: &'a JobRef, tail_lines: Option<usize>) -> BoxFuture<'a, Result<String, RuntimeError>> {
+        Box::pin(async move {
+            validate_name("namespace", &job.namespace)?;
+            validate_name("job name", &job.job_name)?;
+            let text = match std::fs::read(self.job_dir(job).join("job.log")) {
+                Ok(b) => String::from_utf8_lossy(&b).to_string(),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+                Err(e) => return Err(io(e)),
+            };
+            Ok(match tail_lines {
+                Some(n) => {
+                    let lines: Vec<&str> = text.lines().collect();
+                    lines[lines.len().saturating_sub(n)..].join("\n")
+                }
+                None => text,
+            })
+        })
+    }
+
+    fn cancel<'a>(&'a self, job: &'a JobRef) -> BoxFuture<'a, Result<(), RuntimeError>> {
+        Box::pin(async move {
+            validate_name("namespace", &job.namespace)?;
+            validate_name("job name", &job.job_name)?;
+            self.do_cancel(job).await
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;
