@@ -11,6 +11,7 @@ pub mod clock;
 pub mod duration;
 pub mod labels;
 pub mod policy;
+pub mod profile;
 pub mod project;
 pub mod run;
 pub mod runtime;
