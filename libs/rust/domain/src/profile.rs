@@ -89,7 +89,14 @@ mod tests {
         assert_eq!((r.value.as_str(), r.source), ("low", "issue_label"));
         let (m, _) = resolve(&c, &labels, true, "gpt-5.4", "high").unwrap();
         assert_eq!((m.value.as_str(), m.source), ("gpt-5.4", "issue_label"), "review-driven revise reads the issue first");
-        let (m, r) = resolve(&c, &ProfileLabels { last_run_issue: v(&["[ai-reasoning-extra-high]"]), ..Default::default() }, false, "gpt-5.4", "high").unwrap();
+        let (m, r) = resolve(
+            &c,
+            &ProfileLabels { last_run_issue: v(&["[ai-reasoning-extra-high]"]), ..Default::default() },
+            false,
+            "gpt-5.4",
+            "high",
+        )
+        .unwrap();
         assert_eq!((m.value.as_str(), m.source, r.value.as_str(), r.source), ("gpt-5.4", "agent_default", "xhigh", "last_run_context"));
     }
 

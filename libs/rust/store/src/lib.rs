@@ -7,6 +7,7 @@ pub mod bootstrap;
 pub mod db;
 pub mod error;
 pub mod ingest;
+pub mod runs;
 pub mod workers;
 
 pub use db::{DbConfig, MIGRATOR, connect, connect_lazy, migrate, ping};

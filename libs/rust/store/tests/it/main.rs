@@ -4,6 +4,7 @@
 
 mod constraints;
 mod migrations;
+mod runs;
 mod vectors;
 mod workers;
 
