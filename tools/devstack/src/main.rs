@@ -204,7 +204,12 @@ async fn main() -> Result<()> {
         Svc {
             name: "worker",
             ports: vec![("http", wk)],
-            env: vec![("CODEXK8S_HTTP_ADDR".into(), format!("127.0.0.1:{wk}")), ("CODEXK8S_WORKER_ID".into(), "devstack-worker-1".into())],
+            env: vec![
+                ("CODEXK8S_HTTP_ADDR".into(), format!("127.0.0.1:{wk}")),
+                ("CODEXK8S_WORKER_ID".into(), "devstack-worker-1".into()),
+                // Runs stay pending until the agent runner exists; then the worker launches it here.
+                ("CODEXK8S_WORKER_LAUNCH_RUNS".into(), "false".into()),
+            ],
             ready_port: wk,
         },
         Svc {

@@ -388,3 +388,16 @@ pub async fn cancel(pool: &PgPool, run: Uuid, actor: &str, reason: &str) -> Resu
     tx.commit().await?;
     Ok(out)
 }
+
+/// Jobs of runs canceled in the last hour, which workers keep stopping (idempotently) so a
+/// cancel from anywhere reaches the runtime.
+pub async fn recently_canceled_jobs(pool: &PgPool, limit: i64) -> Result<Vec<(String, String)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT namespace, job_name FROM agent_runs
+          WHERE status = 'canceled' AND namespace IS NOT NULL AND job_name IS NOT NULL AND finished_at > now() - interval '1 hour'
+          ORDER BY finished_at DESC LIMIT $1",
+    )
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}

@@ -15,6 +15,11 @@ pub struct Config {
     pub heartbeat_interval: Duration,
     pub instance_ttl: Duration,
     pub shutdown_timeout: Duration,
+    /// Whether this worker claims and launches runs (off until a job command exists locally).
+    pub launch_runs: bool,
+    pub lifecycle: crate::lifecycle::LifecycleSettings,
+    /// Root of run directories of the local runtime.
+    pub local_runtime_dir: std::path::PathBuf,
 }
 
 fn hostname() -> String {
@@ -36,10 +41,44 @@ impl Config {
                 format!("must be longer than CODEXK8S_WORKER_HEARTBEAT_INTERVAL ({heartbeat_interval:?}), or live workers look dead"),
             );
         }
+        let runtime = r.string("WORKER_RUNTIME", "local");
+        if runtime != "local" {
+            r.issue("WORKER_RUNTIME", format!("unsupported runtime {runtime:?}: only `local` is available so far"));
+        }
+        let slots = r.parse("WORKER_SLOTS_PER_PROJECT", 2i32, "a number of slots, 1-100");
+        if !(1..=100).contains(&slots) {
+            r.issue("WORKER_SLOTS_PER_PROJECT", "must be between 1 and 100");
+        }
+        let worker_id = r.opt_string("WORKER_ID").unwrap_or_else(hostname);
+        let lifecycle = crate::lifecycle::LifecycleSettings {
+            worker_id: worker_id.clone(),
+            poll_interval: r.duration("WORKER_POLL_INTERVAL", Duration::from_secs(5)),
+            claim_limit: r.parse("WORKER_CLAIM_LIMIT", 10usize, "a number of runs per tick"),
+            running_check_limit: r.parse("WORKER_RUNNING_CHECK_LIMIT", 200i64, "a number of runs per tick"),
+            stale_sweep_limit: r.parse("WORKER_STALE_LEASE_SWEEP_LIMIT", 200i64, "a number of runs per tick"),
+            claim: ck8s_store::runs::ClaimSettings {
+                run_lease: r.duration("WORKER_RUN_LEASE_TTL", Duration::from_secs(45 * 60)),
+                slot_lease: r.duration("WORKER_SLOT_LEASE_TTL", Duration::from_secs(10 * 60)),
+                default_slots: slots,
+            },
+            run_timeout: Duration::from_secs(r.parse("WORKER_JOB_ACTIVE_DEADLINE_SECONDS", 18_000u64, "seconds")),
+            namespace_prefix: r.string("WORKER_RUN_NAMESPACE_PREFIX", "codex-issue"),
+            job_command: r.string("WORKER_JOB_COMMAND", "/usr/local/bin/codex-k8s-agent-runner"),
+            job_image: r.string("WORKER_JOB_IMAGE", "codex-k8s/agent-runner:latest"),
+            default_model: r.string("AGENT_DEFAULT_MODEL", "gpt-5.4"),
+            default_reasoning: r.string("AGENT_DEFAULT_REASONING_EFFORT", "high"),
+            control_plane_target: r.string("CONTROL_PLANE_GRPC_TARGET", "http://127.0.0.1:9090"),
+        };
         let cfg = Self {
+            launch_runs: r.bool("WORKER_LAUNCH_RUNS", true),
+            lifecycle,
+            local_runtime_dir: r
+                .opt_string("WORKER_LOCAL_RUNTIME_DIR")
+                .map(Into::into)
+                .unwrap_or_else(|| std::env::temp_dir().join("codex-k8s-runs")),
             db: DbConfig::read(&mut r),
             http_addr: r.socket_addr("HTTP_ADDR", "0.0.0.0:8082"),
-            worker_id: r.opt_string("WORKER_ID").unwrap_or_else(hostname),
+            worker_id,
             namespace: r.opt_string("WORKER_K8S_NAMESPACE"),
             pod_name: r.opt_string("POD_NAME"),
             heartbeat_interval,

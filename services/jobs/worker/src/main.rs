@@ -5,6 +5,7 @@
 
 mod config;
 mod heartbeat;
+mod lifecycle;
 mod metrics;
 mod startup;
 

@@ -36,6 +36,19 @@ pub async fn run(cfg: Config) -> Result<(), String> {
     };
     shutdown.spawn("heartbeat", heartbeat.run(shutdown.token()));
 
+    if cfg.launch_runs {
+        let lifecycle = crate::lifecycle::Lifecycle {
+            pool: pool.clone(),
+            runtime: std::sync::Arc::new(ck8s_runtime::LocalRuntime::new(&cfg.local_runtime_dir)),
+            labels: ck8s_domain::labels::LabelCatalog::default(),
+            settings: cfg.lifecycle.clone(),
+        };
+        tracing::info!(runtime = "local", dir = %cfg.local_runtime_dir.display(), "run lifecycle enabled");
+        shutdown.spawn("lifecycle", lifecycle.run(shutdown.token()));
+    } else {
+        tracing::info!("run lifecycle disabled (CODEXK8S_WORKER_LAUNCH_RUNS=false)");
+    }
+
     let result = shutdown.run_until_stopped(cfg.shutdown_timeout).await;
     pool.close().await;
     result

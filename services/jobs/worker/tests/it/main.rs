@@ -2,6 +2,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // helpers of tests: a panic is a failed test
 
+mod lifecycle;
+
 use ck8s_testkit::process::{ServiceProcess, run_to_exit};
 use std::time::Duration;
 

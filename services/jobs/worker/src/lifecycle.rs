@@ -1,0 +1,295 @@
+//! The run lifecycle loop (product spec §5.2): each tick releases stale leases, reconciles the
+//! running runs this worker may hold (approval pauses, deadlines, job outcomes), then claims and
+//! launches pending runs. Ticks run on `NOTIFY codexk8s_run_pending` and on a polling interval.
+
+use ck8s_domain::labels::LabelCatalog;
+use ck8s_domain::profile::{self, ProfileLabels};
+use ck8s_domain::runtime::{JobRef, JobRuntime, JobSpec, JobState};
+use ck8s_store::runs::{self, ClaimSettings, LeaseError, LeasedRun};
+use serde_json::{Value, json};
+use sqlx::PgPool;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// Settings of the loop.
+#[derive(Clone)]
+pub struct LifecycleSettings {
+    pub worker_id: String,
+    pub poll_interval: Duration,
+    pub claim_limit: usize,
+    pub running_check_limit: i64,
+    pub stale_sweep_limit: i64,
+    pub claim: ClaimSettings,
+    /// Hard limit of a run's job; paused while the run waits on an approval.
+    pub run_timeout: Duration,
+    pub namespace_prefix: String,
+    /// Shell command of the job (the agent-runner), run with `sh -c`.
+    pub job_command: String,
+    pub job_image: String,
+    pub default_model: String,
+    pub default_reasoning: String,
+    pub control_plane_target: String,
+}
+
+/// The loop and its ports.
+pub struct Lifecycle {
+    pub pool: PgPool,
+    pub runtime: Arc<dyn JobRuntime>,
+    pub labels: LabelCatalog,
+    pub settings: LifecycleSettings,
+}
+
+fn first12(id: &str) -> String {
+    id.chars().filter(|c| c.is_ascii_alphanumeric()).take(12).collect::<String>().to_lowercase()
+}
+
+fn sanitize(s: &str) -> String {
+    let mut out: String = s.to_lowercase().chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).collect();
+    out.truncate(63);
+    out.trim_matches('-').to_string()
+}
+
+fn labels_at(payload: &Value, path: &[&str]) -> Vec<String> {
+    let mut cur = payload;
+    for p in path {
+        cur = &cur[*p];
+    }
+    cur.as_array().map(|a| a.iter().filter_map(|l| l.as_str().map(String::from)).collect()).unwrap_or_default()
+}
+
+impl Lifecycle {
+    fn worker(&self) -> &str {
+        &self.settings.worker_id
+    }
+
+    async fn event(&self, run: &LeasedRun, event_type: &str, payload: Value) {
+        let mut conn = match self.pool.acquire().await {
+            Ok(c) => c,
+            Err(e) => return tracing::warn!(error = %e, event_type, "cannot record flow event"),
+        };
+        if let Err(e) =
+            ck8s_store::ingest::flow_event(&mut conn, &run.correlation_id, Some(run.id), "system", self.worker(), event_type, &payload)
+                .await
+        {
+            tracing::warn!(error = %e, event_type, "cannot record flow event");
+        }
+    }
+
+    /// Runs ticks until cancelled.
+    pub async fn run(self, token: CancellationToken) -> Result<(), String> {
+        let mut listener = match sqlx::postgres::PgListener::connect_with(&self.pool).await {
+            Ok(mut l) => match l.listen(ck8s_store::ingest::RUN_PENDING_CHANNEL).await {
+                Ok(()) => Some(l),
+                Err(e) => {
+                    tracing::warn!(error = %e, "LISTEN failed; polling only");
+                    None
+                }
+            },
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot open a LISTEN connection; polling only");
+                None
+            }
+        };
+        loop {
+            if let Err(e) = self.tick().await {
+                tracing::warn!(error = %e, "tick failed; retrying on the next one");
+            }
+            let wait = tokio::time::sleep(self.settings.poll_interval);
+            tokio::select! {
+                _ = token.cancelled() => return Ok(()),
+                _ = wait => {}
+                n = async { match listener.as_mut() { Some(l) => l.recv().await.map(|_| ()), None => std::future::pending().await } } => {
+                    if n.is_err() { listener = None; }
+                }
+            }
+        }
+    }
+
+    /// One pass: stale leases, running runs, pending runs.
+    pub async fn tick(&self) -> Result<(), String> {
+        let released =
+            runs::release_stale_leases(&self.pool, self.worker(), self.settings.stale_sweep_limit).await.map_err(|e| e.to_string())?;
+        if !released.is_empty() {
+            tracing::warn!(count = released.len(), "released leases of dead workers");
+        }
+        let running = runs::lease_running(
+            &self.pool,
+            self.worker(),
+            self.settings.claim.run_lease,
+            self.settings.claim.slot_lease,
+            self.settings.running_check_limit,
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        for run in running {
+            if let Err(e) = self.reconcile(&run).await {
+                tracing::warn!(run_id = %run.id, error = %e, "reconcile failed");
+            }
+        }
+        for (namespace, job_name) in
+            runs::recently_canceled_jobs(&self.pool, self.settings.running_check_limit).await.map_err(|e| e.to_string())?
+        {
+            let job = JobRef { namespace, job_name };
+            if let Err(e) = self.runtime.cancel(&job).await {
+                tracing::warn!(job = %job.job_name, error = %e, "cannot stop the job of a canceled run");
+            }
+        }
+        for _ in 0..self.settings.claim_limit {
+            let Some(run) = runs::claim_next(&self.pool, self.worker(), self.settings.claim).await.map_err(|e| e.to_string())? else {
+                break;
+            };
+            if let Err(e) = self.launch(&run).await {
+                tracing::warn!(run_id = %run.id, error = %e, "launch failed");
+            }
+        }
+        Ok(())
+    }
+
+    async fn finish(&self, run: &LeasedRun, status: &str, reason: Option<&str>, message: Option<&str>, event: &str) -> Result<(), String> {
+        let payload = json!({"run_id": run.id, "namespace": run.namespace, "job_name": run.job_name, "reason": reason, "message": message});
+        match runs::finish(&self.pool, run.id, self.worker(), status, reason, message, event, &payload).await {
+            Ok(()) => {
+                tracing::info!(run_id = %run.id, status, reason, "run finished");
+                Ok(())
+            }
+            Err(LeaseError::Lost(l)) => Err(l.to_string()),
+            Err(LeaseError::Db(e)) => Err(e.to_string()),
+        }
+    }
+
+    async fn launch(&self, run: &LeasedRun) -> Result<(), String> {
+        let p = &run.payload;
+        let labels = ProfileLabels {
+            pull_request: labels_at(p, &["pull_request", "labels"]),
+            issue: labels_at(p, &["issue", "labels"]),
+            last_run_issue: labels_at(p, &["profile_hints", "last_run_issue_labels"]),
+            last_run_pull_request: labels_at(p, &["profile_hints", "last_run_pull_request_labels"]),
+        };
+        let review_driven = p["trigger"]["source"] == "pull_request_review";
+        let (model, reasoning) =
+            match profile::resolve(&self.labels, &labels, review_driven, &self.settings.default_model, &self.settings.default_reasoning) {
+                Ok(r) => r,
+                Err(e) => {
+                    return self.finish(run, "failed", Some("precondition_failed"), Some(&e.to_string()), "run.failed.precondition").await;
+                }
+            };
+        self.event(run, "run.profile.resolved", json!({"model": model.value, "model_source": model.source, "reasoning_effort": reasoning.value, "reasoning_source": reasoning.source})).await;
+
+        let run12 = first12(&run.id.to_string());
+        let namespace = match p["runtime"]["namespace"].as_str().filter(|s| !s.is_empty()) {
+            Some(ns) => sanitize(ns),
+            None => {
+                let project12 = first12(&run.project_id.map(|id| id.to_string()).unwrap_or_default());
+                match p["issue"]["number"].as_i64() {
+                    Some(issue) => sanitize(&format!("{}-{project12}-i{issue}-r{run12}", self.settings.namespace_prefix)),
+                    None => sanitize(&format!("{}-run-{run12}", self.settings.namespace_prefix)),
+                }
+            }
+        };
+        let job_name = sanitize(&format!("codex-k8s-run-{run12}"));
+        let s = |v: &Value| v.as_str().map(String::from).unwrap_or_default();
+        let num = |v: &Value| v.as_i64().map(|n| n.to_string()).unwrap_or_default();
+        let env: BTreeMap<String, String> = [
+            ("CODEXK8S_RUN_ID", run.id.to_string()),
+            ("CODEXK8S_CORRELATION_ID", run.correlation_id.clone()),
+            ("CODEXK8S_PROJECT_ID", run.project_id.map(|i| i.to_string()).unwrap_or_default()),
+            ("CODEXK8S_SLOT_NO", run.slot_no.map(|n| n.to_string()).unwrap_or_default()),
+            ("CODEXK8S_RUNTIME_MODE", s(&p["runtime"]["mode"])),
+            ("CODEXK8S_RUNTIME_TARGET_ENV", s(&p["runtime"]["target_env"])),
+            ("CODEXK8S_RUNTIME_BUILD_REF", s(&p["runtime"]["build_ref"])),
+            ("CODEXK8S_RUNTIME_ACCESS_PROFILE", s(&p["runtime"]["access_profile"])),
+            ("CODEXK8S_CONTROL_PLANE_GRPC_TARGET", self.settings.control_plane_target.clone()),
+            ("CODEXK8S_REPOSITORY_FULL_NAME", s(&p["repository"]["full_name"])),
+            ("CODEXK8S_ISSUE_NUMBER", num(&p["issue"]["number"])),
+            ("CODEXK8S_EXISTING_PR_NUMBER", num(&p["pull_request"]["number"])),
+            ("CODEXK8S_RUN_TRIGGER_KIND", s(&p["trigger"]["kind"])),
+            ("CODEXK8S_RUN_TRIGGER_LABEL", s(&p["trigger"]["label"])),
+            ("CODEXK8S_DISCUSSION_MODE", p["discussion_mode"].as_bool().unwrap_or(false).to_string()),
+            ("CODEXK8S_AGENT_KEY", s(&p["agent"]["key"])),
+            ("CODEXK8S_AGENT_DISPLAY_NAME", s(&p["agent"]["name"])),
+            ("CODEXK8S_AGENT_MODEL", model.value.clone()),
+            ("CODEXK8S_AGENT_REASONING_EFFORT", reasoning.value.clone()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        let spec = JobSpec {
+            run_id: run.id.to_string(),
+            correlation_id: run.correlation_id.clone(),
+            project_id: run.project_id.map(|i| i.to_string()).unwrap_or_default(),
+            namespace: namespace.clone(),
+            job_name: job_name.clone(),
+            image: self.settings.job_image.clone(),
+            command: vec!["sh".into(), "-c".into(), self.settings.job_command.clone()],
+            env,
+            secret_env: BTreeMap::new(),
+            active_deadline: self.settings.run_timeout,
+        };
+        // Record where the job goes before creating it, so a crash in between is recoverable.
+        if let Err(e) = runs::record_launch(
+            &self.pool,
+            run.id,
+            self.worker(),
+            &namespace,
+            &job_name,
+            self.settings.run_timeout,
+            &model.value,
+            &reasoning.value,
+        )
+        .await
+        {
+            return Err(e.to_string());
+        }
+        match self.runtime.launch(&spec).await {
+            Ok(job) => {
+                self.event(run, "run.started", json!({"namespace": job.namespace, "job_name": job.job_name, "slot_no": run.slot_no, "model": model.value, "reasoning_effort": reasoning.value, "agent_key": p["agent"]["key"], "trigger_kind": p["trigger"]["kind"]})).await;
+                Ok(())
+            }
+            Err(e) => self.finish(run, "failed", Some("launch_error"), Some(&e.to_string()), "run.failed.launch_error").await,
+        }
+    }
+
+    async fn reconcile(&self, run: &LeasedRun) -> Result<(), String> {
+        if run.stale_reclaim_pending {
+            self.event(run, "run.reclaimed_after_stale_lease", json!({"run_id": run.id})).await;
+        }
+        let (Some(namespace), Some(job_name)) = (&run.namespace, &run.job_name) else {
+            // Claimed but never launched (the claimer died in between): launch it now.
+            return self.launch(run).await;
+        };
+        let job = JobRef { namespace: namespace.clone(), job_name: job_name.clone() };
+        match runs::sync_wait_pause(&self.pool, run.id, self.worker()).await {
+            Ok(Some(e)) => tracing::info!(run_id = %run.id, event = e, "run wait changed"),
+            Ok(None) => {}
+            Err(e) => return Err(e.to_string()),
+        }
+        if runs::deadline_passed(&self.pool, run.id).await.map_err(|e| e.to_string())? {
+            self.runtime.cancel(&job).await.map_err(|e| e.to_string())?;
+            return self.finish(run, "failed", Some("run_timeout"), Some("the run exceeded its deadline"), "run.failed").await;
+        }
+        match self.runtime.status(&job).await.map_err(|e| e.to_string())? {
+            JobState::Succeeded => self.finish(run, "succeeded", None, None, "run.succeeded").await,
+            JobState::Failed { reason, .. } => self.finish(run, "failed", Some("kubernetes_job_failed"), Some(&reason), "run.failed").await,
+            // The previous holder died between recording the job and creating it: create it now.
+            JobState::NotFound if run.stale_reclaim_pending => self.launch(run).await,
+            JobState::NotFound => {
+                self.finish(run, "failed", Some("kubernetes_job_not_found"), Some("the job disappeared"), "run.failed.job_not_found").await
+            }
+            JobState::Pending | JobState::Running => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_dns_safe() {
+        assert_eq!(first12("8da5122c-ce2c-4eed-b375-1bc5f9bdabe9"), "8da5122cce2c");
+        assert_eq!(sanitize("Codex-Issue_X/1"), "codex-issue-x-1");
+        assert!(sanitize(&"a".repeat(100)).len() <= 63);
+    }
+}
