@@ -401,3 +401,28 @@ pub async fn recently_canceled_jobs(pool: &PgPool, limit: i64) -> Result<Vec<(St
     .fetch_all(pool)
     .await
 }
+
+/// Stores the captured tail of a run's job log (lease-checked), e.g.
+/// `{"tail": "...", "lines": 200, "captured_at": "..."}`.
+pub async fn record_logs(pool: &PgPool, run: Uuid, worker: &str, logs: &Value) -> Result<(), LeaseError> {
+    let n = sqlx::query("UPDATE agent_runs SET agent_logs_json = $3 WHERE id = $1 AND lease_owner = $2 AND lease_until > now()")
+        .bind(run)
+        .bind(worker)
+        .bind(logs)
+        .execute(pool)
+        .await?
+        .rows_affected();
+    if n == 1 { Ok(()) } else { Err(LeaseLost(run).into()) }
+}
+
+/// Blanks captured logs of runs that finished more than `retention` ago; returns how many.
+pub async fn purge_old_logs(pool: &PgPool, retention: Duration) -> Result<u64, sqlx::Error> {
+    Ok(sqlx::query(
+        "UPDATE agent_runs SET agent_logs_json = NULL
+          WHERE agent_logs_json IS NOT NULL AND finished_at < now() - make_interval(secs => $1::double precision / 1000)",
+    )
+    .bind(ms(retention))
+    .execute(pool)
+    .await?
+    .rows_affected())
+}

@@ -31,7 +31,12 @@ pub struct LifecycleSettings {
     pub default_model: String,
     pub default_reasoning: String,
     pub control_plane_target: String,
+    /// How long captured job logs are kept on finished runs.
+    pub logs_retention: Duration,
 }
+
+/// Lines of the job log kept on the run when it finishes.
+const LOG_TAIL_LINES: usize = 200;
 
 /// The loop and its ports.
 pub struct Lifecycle {
@@ -109,6 +114,11 @@ impl Lifecycle {
 
     /// One pass: stale leases, running runs, pending runs.
     pub async fn tick(&self) -> Result<(), String> {
+        match runs::purge_old_logs(&self.pool, self.settings.logs_retention).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(runs = n, "purged job logs past retention"),
+            Err(e) => tracing::warn!(error = %e, "log retention sweep failed"),
+        }
         let released =
             runs::release_stale_leases(&self.pool, self.worker(), self.settings.stale_sweep_limit).await.map_err(|e| e.to_string())?;
         if !released.is_empty() {
@@ -251,6 +261,20 @@ impl Lifecycle {
         }
     }
 
+    /// Keeps the tail of the job log on the run, for the console and the status comment; the full
+    /// log stays with the runtime until the job is cleaned up.
+    async fn capture_logs(&self, run: &LeasedRun, job: &JobRef) {
+        match self.runtime.logs(job, Some(LOG_TAIL_LINES)).await {
+            Ok(tail) => {
+                let v = json!({"tail": tail, "lines": LOG_TAIL_LINES, "captured_at": chrono::Utc::now().to_rfc3339(), "job": job.job_name, "namespace": job.namespace});
+                if let Err(e) = runs::record_logs(&self.pool, run.id, self.worker(), &v).await {
+                    tracing::warn!(run_id = %run.id, error = %e, "cannot store the job log");
+                }
+            }
+            Err(e) => tracing::warn!(run_id = %run.id, error = %e, "cannot read the job log"),
+        }
+    }
+
     async fn reconcile(&self, run: &LeasedRun) -> Result<(), String> {
         if run.stale_reclaim_pending {
             self.event(run, "run.reclaimed_after_stale_lease", json!({"run_id": run.id})).await;
@@ -269,7 +293,11 @@ impl Lifecycle {
             self.runtime.cancel(&job).await.map_err(|e| e.to_string())?;
             return self.finish(run, "failed", Some("run_timeout"), Some("the run exceeded its deadline"), "run.failed").await;
         }
-        match self.runtime.status(&job).await.map_err(|e| e.to_string())? {
+        let state = self.runtime.status(&job).await.map_err(|e| e.to_string())?;
+        if matches!(state, JobState::Succeeded | JobState::Failed { .. }) {
+            self.capture_logs(run, &job).await;
+        }
+        match state {
             JobState::Succeeded => self.finish(run, "succeeded", None, None, "run.succeeded").await,
             JobState::Failed { reason, .. } => self.finish(run, "failed", Some("kubernetes_job_failed"), Some(&reason), "run.failed").await,
             // The previous holder died between recording the job and creating it: create it now.

@@ -199,3 +199,24 @@ async fn the_deadline_pauses_while_waiting_on_an_approval() {
     tokio::time::sleep(Duration::from_millis(900)).await;
     assert!(runs::deadline_passed(&db.pool, waiting).await.unwrap());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn captured_logs_are_purged_after_retention() {
+    let db = ck8s_testkit::fresh_db().await;
+    let p = project(&db.pool, "alpha").await;
+    let id = pending(&db.pool, p, "c-1", "code-only").await;
+    runs::claim_next(&db.pool, "w1", S).await.unwrap().unwrap();
+    runs::record_logs(&db.pool, id, "w1", &serde_json::json!({"tail": "hello"})).await.unwrap();
+    assert!(matches!(runs::record_logs(&db.pool, id, "w2", &serde_json::json!({})).await, Err(LeaseError::Lost(_))));
+    runs::finish(&db.pool, id, "w1", "succeeded", None, None, "run.succeeded", &serde_json::json!({})).await.unwrap();
+    assert_eq!(runs::purge_old_logs(&db.pool, Duration::from_secs(3600)).await.unwrap(), 0, "recent logs stay");
+    sqlx::query("UPDATE agent_runs SET finished_at = now() - interval '8 days', started_at = now() - interval '8 days' WHERE id = $1")
+        .bind(id)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(runs::purge_old_logs(&db.pool, Duration::from_secs(7 * 86_400)).await.unwrap(), 1);
+    let logs: Option<serde_json::Value> =
+        sqlx::query_scalar("SELECT agent_logs_json FROM agent_runs WHERE id = $1").bind(id).fetch_one(&db.pool).await.unwrap();
+    assert!(logs.is_none());
+}

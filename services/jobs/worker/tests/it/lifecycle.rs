@@ -87,6 +87,9 @@ async fn pending_runs_are_launched_and_finished_with_their_outcome() {
     assert_eq!(model.as_deref(), Some("gpt-5.2"));
     let log = std::fs::read_to_string(dir.join(ns.unwrap()).join(job.unwrap()).join("job.log")).unwrap();
     assert!(log.contains("agent for issue 12 with gpt-5.2"), "{log}");
+    let captured: serde_json::Value =
+        sqlx::query_scalar("SELECT agent_logs_json FROM agent_runs WHERE id = $1").bind(ok).fetch_one(&db.pool).await.unwrap();
+    assert!(captured["tail"].as_str().unwrap().contains("agent for issue 12 with gpt-5.2"), "{captured}");
     let kinds: Vec<String> = events(&db.pool, ok).await.into_iter().map(|e| e.0).collect();
     assert_eq!(kinds, vec!["run.profile.resolved", "run.started", "run.succeeded"]);
 
