@@ -154,7 +154,9 @@ pub async fn lease_running(
         "UPDATE agent_runs SET lease_owner = $1, lease_until = now() + make_interval(secs => $2::double precision / 1000)
           WHERE id IN (SELECT id FROM agent_runs
                         WHERE status = 'running' AND (lease_owner IS NULL OR lease_owner = $1 OR lease_until < now())
-                        ORDER BY started_at FOR UPDATE SKIP LOCKED LIMIT $3)
+                        -- Least recently leased first, so a limit smaller than the number of running
+                        -- runs still rotates through all of them.
+                        ORDER BY lease_until NULLS FIRST, started_at FOR UPDATE SKIP LOCKED LIMIT $3)
           RETURNING {RUN_COLUMNS}"
     ))
     .bind(worker)

@@ -220,3 +220,20 @@ async fn captured_logs_are_purged_after_retention() {
         sqlx::query_scalar("SELECT agent_logs_json FROM agent_runs WHERE id = $1").bind(id).fetch_one(&db.pool).await.unwrap();
     assert!(logs.is_none());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reconciliation_rotates_through_more_running_runs_than_its_limit() {
+    let db = ck8s_testkit::fresh_db().await;
+    let p = project(&db.pool, "alpha").await;
+    for i in 0..5 {
+        pending(&db.pool, p, &format!("c-{i}"), "code-only").await;
+        runs::claim_next(&db.pool, "w1", S).await.unwrap().unwrap();
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..3 {
+        for r in runs::lease_running(&db.pool, "w1", Duration::from_secs(60), Duration::from_secs(60), 2).await.unwrap() {
+            seen.insert(r.id);
+        }
+    }
+    assert_eq!(seen.len(), 5, "every running run is visited within ceil(5 / 2) ticks");
+}
