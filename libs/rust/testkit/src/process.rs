@@ -83,6 +83,11 @@ impl ServiceProcess {
         a
     }
 
+    /// The process id.
+    pub fn pid(&self) -> Option<u32> {
+        Some(self.child.id())
+    }
+
     /// Everything the process printed so far.
     pub fn output(&self) -> String {
         self.output.lock().map(|o| o.join("\n")).unwrap_or_default()
