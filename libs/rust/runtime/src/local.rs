@@ -51,14 +51,14 @@ impl LocalRuntime {
     /// Whether any process of the group `pgid` is alive (zombies do not count).
     fn group_alive(pgid: i32) -> bool {
         // Fast path: the wrapper leads the group and lives as long as its command.
-        if let Ok(stat) = std::fs::read_to_string(format!("/proc/{pgid}/stat")) {
-            if let Some((_, rest)) = stat.rsplit_once(')') {
-                let mut f = rest.split_whitespace();
-                let (state, _ppid, pgrp) = (f.next().unwrap_or("Z"), f.next(), f.next().and_then(|p| p.parse::<i32>().ok()));
-                // Still leading its own group: not a stranger that reused the pid.
-                if state != "Z" && state != "X" && pgrp == Some(pgid) {
-                    return true;
-                }
+        if let Ok(stat) = std::fs::read_to_string(format!("/proc/{pgid}/stat"))
+            && let Some((_, rest)) = stat.rsplit_once(')')
+        {
+            let mut f = rest.split_whitespace();
+            let (state, _ppid, pgrp) = (f.next().unwrap_or("Z"), f.next(), f.next().and_then(|p| p.parse::<i32>().ok()));
+            // Still leading its own group: not a stranger that reused the pid.
+            if state != "Z" && state != "X" && pgrp == Some(pgid) {
+                return true;
             }
         }
         // The leader is gone: look for survivors of its group (children it left behind).
