@@ -2,6 +2,7 @@
 //! a run directory, for the local stack and tests; the Kubernetes adapter (kube-rs) joins it
 //! with the worker's run lifecycle.
 
+pub mod kubernetes;
 pub mod local;
 
 pub use local::LocalRuntime;

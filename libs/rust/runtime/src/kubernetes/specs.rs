@@ -1,0 +1,336 @@
+//! The Kubernetes objects of one run (product spec §5.6, §5.8), built as plain values so they can
+//! be checked without a cluster: the namespace with its managed labels and lease annotations,
+//! service account, Role and RoleBinding per access profile (never `secrets`), ResourceQuota, a
+//! default-deny NetworkPolicy with the allowed egress, the per-run credentials Secret, and the Job
+//! that references it (credentials never appear as plain env values).
+
+use ck8s_domain::runtime::JobSpec;
+use k8s_openapi::api::batch::v1::{Job, JobSpec as K8sJobSpec};
+use k8s_openapi::api::core::v1::{
+    Container, EnvFromSource, EnvVar, Namespace, PodSpec, PodTemplateSpec, ResourceQuota, ResourceQuotaSpec, Secret, SecretEnvSource,
+    ServiceAccount,
+};
+use k8s_openapi::api::networking::v1::{
+    IPBlock, NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicyPort, NetworkPolicySpec,
+};
+use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use std::collections::BTreeMap;
+
+/// Label marking what the worker manages; deletion refuses namespaces without it.
+pub const MANAGED_BY: &str = "codex-k8s.dev/managed-by";
+/// Its value.
+pub const MANAGED_BY_VALUE: &str = "codex-k8s-worker";
+/// Purpose label of run namespaces.
+pub const PURPOSE: &str = "codex-k8s.dev/namespace-purpose";
+
+/// Access profile of a run's service account.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccessProfile {
+    /// dev/qa/release lineage: full control of workloads in its namespace, no secrets.
+    Candidate,
+    /// postdeploy/ops: read-only, no exec, no secrets.
+    ProductionReadonly,
+}
+
+impl AccessProfile {
+    /// Name of the service account, Role and RoleBinding.
+    pub fn object_name(self) -> &'static str {
+        match self {
+            AccessProfile::Candidate => "codex-runner",
+            AccessProfile::ProductionReadonly => "codex-runner-readonly",
+        }
+    }
+}
+
+/// Facts about the run that go on its objects.
+#[derive(Debug, Clone)]
+pub struct RunMeta {
+    pub run_id: String,
+    pub correlation_id: String,
+    pub project_id: String,
+    pub issue_number: Option<i64>,
+    pub agent_key: String,
+    pub runtime_mode: String,
+    /// Namespace lease TTL and its expiry (RFC 3339).
+    pub lease_ttl: String,
+    pub lease_expires_at: String,
+    pub lease_updated_at: String,
+}
+
+fn meta(name: &str, namespace: Option<&str>, labels: BTreeMap<String, String>, annotations: BTreeMap<String, String>) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name.to_string()),
+        namespace: namespace.map(String::from),
+        labels: (!labels.is_empty()).then_some(labels),
+        annotations: (!annotations.is_empty()).then_some(annotations),
+        ..Default::default()
+    }
+}
+
+fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+}
+
+/// The run namespace: managed labels and lease annotations.
+pub fn namespace(name: &str, m: &RunMeta) -> Namespace {
+    let mut labels = map(&[
+        (MANAGED_BY, MANAGED_BY_VALUE),
+        (PURPOSE, "run"),
+        ("codex-k8s.dev/runtime-mode", &m.runtime_mode),
+        ("codex-k8s.dev/project-id", &m.project_id),
+        ("codex-k8s.dev/run-id", &m.run_id),
+        ("codex-k8s.dev/agent-key", &m.agent_key),
+    ]);
+    if let Some(i) = m.issue_number {
+        labels.insert("codex-k8s.dev/issue-number".into(), i.to_string());
+    }
+    let annotations = map(&[
+        ("codex-k8s.dev/correlation-id", &m.correlation_id),
+        ("codex-k8s.dev/namespace-lease-ttl", &m.lease_ttl),
+        ("codex-k8s.dev/namespace-lease-expires-at", &m.lease_expires_at),
+        ("codex-k8s.dev/namespace-lease-updated-at", &m.lease_updated_at),
+    ]);
+    Namespace { metadata: meta(name, None, labels, annotations), ..Default::default() }
+}
+
+/// Whether a namespace carries the labels that allow the worker to delete it.
+pub fn is_managed(labels: Option<&BTreeMap<String, String>>) -> bool {
+    labels.is_some_and(|l| {
+        l.get(MANAGED_BY).map(String::as_str) == Some(MANAGED_BY_VALUE) && l.get(PURPOSE).map(String::as_str) == Some("run")
+    })
+}
+
+/// The run's service account.
+pub fn service_account(ns: &str, profile: AccessProfile) -> ServiceAccount {
+    ServiceAccount {
+        metadata: meta(profile.object_name(), Some(ns), map(&[(MANAGED_BY, MANAGED_BY_VALUE)]), BTreeMap::new()),
+        ..Default::default()
+    }
+}
+
+fn rule(groups: &[&str], resources: &[&str], verbs: &[&str]) -> PolicyRule {
+    PolicyRule {
+        api_groups: Some(groups.iter().map(|s| s.to_string()).collect()),
+        resources: Some(resources.iter().map(|s| s.to_string()).collect()),
+        verbs: verbs.iter().map(|s| s.to_string()).collect(),
+        ..Default::default()
+    }
+}
+
+/// Core kinds a candidate may manage. `secrets` is deliberately absent.
+const CORE_WORKLOAD: [&str; 16] = [
+    "pods",
+    "pods/exec",
+    "pods/attach",
+    "pods/log",
+    "pods/portforward",
+    "services",
+    "services/proxy",
+    "configmaps",
+    "persistentvolumeclaims",
+    "events",
+    "endpoints",
+    "resourcequotas",
+    "limitranges",
+    "serviceaccounts",
+    "replicationcontrollers",
+    "podtemplates",
+];
+
+const READ: [&str; 3] = ["get", "list", "watch"];
+const ALL_VERBS: [&str; 8] = ["get", "list", "watch", "create", "update", "patch", "delete", "deletecollection"];
+
+/// The Role of a profile.
+pub fn role(ns: &str, profile: AccessProfile) -> Role {
+    let rules = match profile {
+        AccessProfile::Candidate => vec![
+            rule(&[""], &CORE_WORKLOAD, &ALL_VERBS),
+            rule(&["apps", "batch", "autoscaling", "networking.k8s.io", "policy"], &["*"], &ALL_VERBS),
+        ],
+        AccessProfile::ProductionReadonly => vec![
+            rule(
+                &[""],
+                &[
+                    "pods",
+                    "services",
+                    "configmaps",
+                    "persistentvolumeclaims",
+                    "events",
+                    "endpoints",
+                    "resourcequotas",
+                    "limitranges",
+                    "serviceaccounts",
+                    "replicationcontrollers",
+                ],
+                &READ,
+            ),
+            rule(&[""], &["pods/log"], &["get"]),
+            rule(&["apps", "batch"], &["*"], &READ),
+            rule(&["autoscaling"], &["horizontalpodautoscalers"], &READ),
+            rule(&["networking.k8s.io"], &["ingresses", "networkpolicies"], &READ),
+            rule(&["events.k8s.io"], &["events"], &READ),
+        ],
+    };
+    Role { metadata: meta(profile.object_name(), Some(ns), map(&[(MANAGED_BY, MANAGED_BY_VALUE)]), BTreeMap::new()), rules: Some(rules) }
+}
+
+/// Binds the profile's Role to its service account.
+pub fn role_binding(ns: &str, profile: AccessProfile) -> RoleBinding {
+    RoleBinding {
+        metadata: meta(profile.object_name(), Some(ns), map(&[(MANAGED_BY, MANAGED_BY_VALUE)]), BTreeMap::new()),
+        role_ref: RoleRef { api_group: "rbac.authorization.k8s.io".into(), kind: "Role".into(), name: profile.object_name().into() },
+        subjects: Some(vec![Subject {
+            kind: "ServiceAccount".into(),
+            name: profile.object_name().into(),
+            namespace: Some(ns.into()),
+            ..Default::default()
+        }]),
+    }
+}
+
+/// `codex-run-quota`: at most `pods` pods (CPU and memory are deliberately not limited).
+pub fn resource_quota(ns: &str, pods: u32) -> ResourceQuota {
+    ResourceQuota {
+        metadata: meta("codex-run-quota", Some(ns), map(&[(MANAGED_BY, MANAGED_BY_VALUE)]), BTreeMap::new()),
+        spec: Some(ResourceQuotaSpec {
+            hard: Some(BTreeMap::from([("pods".to_string(), Quantity(pods.to_string()))])),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn port(protocol: &str, port: i32) -> NetworkPolicyPort {
+    NetworkPolicyPort { protocol: Some(protocol.into()), port: Some(IntOrString::Int(port)), ..Default::default() }
+}
+
+fn zone_selector(zones: &[&str]) -> LabelSelector {
+    LabelSelector {
+        match_expressions: Some(vec![k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement {
+            key: "codex-k8s.dev/network-zone".into(),
+            operator: "In".into(),
+            values: Some(zones.iter().map(|z| z.to_string()).collect()),
+        }]),
+        ..Default::default()
+    }
+}
+
+/// Default deny; ingress only from platform/system zones; egress to cluster DNS, to the
+/// platform's MCP port, and TCP 80/443 anywhere.
+pub fn network_policy(ns: &str, mcp_port: i32) -> NetworkPolicy {
+    let dns = NetworkPolicyEgressRule {
+        to: Some(vec![NetworkPolicyPeer {
+            namespace_selector: Some(LabelSelector {
+                match_labels: Some(map(&[("kubernetes.io/metadata.name", "kube-system")])),
+                ..Default::default()
+            }),
+            pod_selector: Some(LabelSelector { match_labels: Some(map(&[("k8s-app", "kube-dns")])), ..Default::default() }),
+            ..Default::default()
+        }]),
+        ports: Some(vec![port("UDP", 53), port("TCP", 53)]),
+    };
+    let platform = NetworkPolicyEgressRule {
+        to: Some(vec![NetworkPolicyPeer {
+            namespace_selector: Some(zone_selector(&["platform"])),
+            pod_selector: Some(LabelSelector { match_labels: Some(map(&[("app.kubernetes.io/name", "codex-k8s")])), ..Default::default() }),
+            ..Default::default()
+        }]),
+        ports: Some(vec![port("TCP", mcp_port)]),
+    };
+    let web = NetworkPolicyEgressRule {
+        to: Some(vec![NetworkPolicyPeer { ip_block: Some(IPBlock { cidr: "0.0.0.0/0".into(), except: None }), ..Default::default() }]),
+        ports: Some(vec![port("TCP", 80), port("TCP", 443)]),
+    };
+    NetworkPolicy {
+        metadata: meta("codex-run-default-deny", Some(ns), map(&[(MANAGED_BY, MANAGED_BY_VALUE)]), BTreeMap::new()),
+        spec: Some(NetworkPolicySpec {
+            pod_selector: Some(LabelSelector::default()),
+            policy_types: Some(vec!["Ingress".into(), "Egress".into()]),
+            ingress: Some(vec![NetworkPolicyIngressRule {
+                from: Some(vec![NetworkPolicyPeer {
+                    namespace_selector: Some(zone_selector(&["platform", "system"])),
+                    ..Default::default()
+                }]),
+                ports: None,
+            }]),
+            egress: Some(vec![dns, platform, web]),
+        }),
+    }
+}
+
+/// Name of the per-run credentials Secret.
+pub fn secret_name(job: &JobSpec) -> String {
+    format!("{}-credentials", job.job_name).chars().take(63).collect()
+}
+
+/// The per-run Secret holding the job's credentials (created by the worker, which has the RBAC
+/// for it; the run's own service account cannot read secrets).
+pub fn credentials_secret(job: &JobSpec) -> Secret {
+    Secret {
+        metadata: meta(
+            &secret_name(job),
+            Some(&job.namespace),
+            map(&[(MANAGED_BY, MANAGED_BY_VALUE), ("codex-k8s.dev/run-id", &job.run_id)]),
+            BTreeMap::new(),
+        ),
+        type_: Some("Opaque".into()),
+        string_data: Some(job.secret_env.clone()),
+        ..Default::default()
+    }
+}
+
+/// Job settings that are not part of the domain's spec.
+#[derive(Debug, Clone)]
+pub struct JobSettings {
+    pub service_account: Option<String>,
+    pub ttl_seconds_after_finished: i32,
+}
+
+/// The run's Job: one attempt, a hard deadline, cleaned up after it finishes; credentials come
+/// from the Secret through `envFrom`.
+pub fn job(spec: &JobSpec, settings: &JobSettings) -> Job {
+    let labels = map(&[
+        ("app.kubernetes.io/name", "codex-k8s-run"),
+        ("app.kubernetes.io/managed-by", MANAGED_BY_VALUE),
+        ("codex-k8s.dev/run-id", &spec.run_id),
+        ("codex-k8s.dev/project-id", &spec.project_id),
+    ]);
+    let annotations = map(&[("codex-k8s.dev/correlation-id", &spec.correlation_id)]);
+    let env: Vec<EnvVar> = spec.env.iter().map(|(k, v)| EnvVar { name: k.clone(), value: Some(v.clone()), ..Default::default() }).collect();
+    let env_from = (!spec.secret_env.is_empty()).then(|| {
+        vec![EnvFromSource { secret_ref: Some(SecretEnvSource { name: secret_name(spec), optional: Some(false) }), ..Default::default() }]
+    });
+    let container = Container {
+        name: "run".into(),
+        image: Some(spec.image.clone()),
+        command: Some(spec.command.clone()),
+        env: Some(env),
+        env_from,
+        ..Default::default()
+    };
+    Job {
+        metadata: meta(&spec.job_name, Some(&spec.namespace), labels.clone(), annotations.clone()),
+        spec: Some(K8sJobSpec {
+            backoff_limit: Some(0),
+            active_deadline_seconds: Some(i64::try_from(spec.active_deadline.as_secs()).unwrap_or(i64::MAX)),
+            ttl_seconds_after_finished: Some(settings.ttl_seconds_after_finished),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta { labels: Some(labels), annotations: Some(annotations), ..Default::default() }),
+                spec: Some(PodSpec {
+                    restart_policy: Some("Never".into()),
+                    service_account_name: settings.service_account.clone(),
+                    containers: vec![container],
+                    ..Default::default()
+                }),
+            },
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,149 @@
+use super::*;
+use std::time::Duration;
+
+fn run_meta() -> RunMeta {
+    RunMeta {
+        run_id: "8da5122c-ce2c-4eed-b375-1bc5f9bdabe9".into(),
+        correlation_id: "delivery-1".into(),
+        project_id: "p-1".into(),
+        issue_number: Some(12),
+        agent_key: "dev".into(),
+        runtime_mode: "full-env".into(),
+        lease_ttl: "24h".into(),
+        lease_expires_at: "2026-11-23T10:00:00Z".into(),
+        lease_updated_at: "2026-11-22T10:00:00Z".into(),
+    }
+}
+
+fn job_spec() -> JobSpec {
+    JobSpec {
+        run_id: "8da5122c-ce2c-4eed-b375-1bc5f9bdabe9".into(),
+        correlation_id: "delivery-1".into(),
+        project_id: "p-1".into(),
+        namespace: "codex-issue-p1-i12-r8da5122cce2c".into(),
+        job_name: "codex-k8s-run-8da5122cce2c".into(),
+        image: "registry/codex-k8s/agent-runner:0.1.0".into(),
+        command: vec!["/usr/local/bin/codex-k8s-agent-runner".into()],
+        env: BTreeMap::from([("CODEXK8S_RUN_ID".to_string(), "8da5122c".to_string())]),
+        secret_env: BTreeMap::from([("CODEXK8S_GIT_BOT_TOKEN".to_string(), "ghp_top_secret".to_string())]),
+        active_deadline: Duration::from_secs(18_000),
+    }
+}
+
+#[test]
+fn the_namespace_carries_managed_labels_and_lease_annotations() {
+    let ns = namespace("codex-issue-p1-i12-r8da5122cce2c", &run_meta());
+    let labels = ns.metadata.labels.as_ref().unwrap();
+    assert_eq!(labels[MANAGED_BY], "codex-k8s-worker");
+    assert_eq!(labels[PURPOSE], "run");
+    assert_eq!(labels["codex-k8s.dev/issue-number"], "12");
+    assert_eq!(labels["codex-k8s.dev/agent-key"], "dev");
+    assert_eq!(labels["codex-k8s.dev/runtime-mode"], "full-env");
+    let ann = ns.metadata.annotations.as_ref().unwrap();
+    assert_eq!(ann["codex-k8s.dev/correlation-id"], "delivery-1");
+    assert_eq!(ann["codex-k8s.dev/namespace-lease-expires-at"], "2026-11-23T10:00:00Z");
+    assert!(is_managed(ns.metadata.labels.as_ref()));
+    assert!(!is_managed(None));
+    assert!(!is_managed(Some(&map(&[(MANAGED_BY, "someone-else"), (PURPOSE, "run")]))));
+    assert!(!is_managed(Some(&map(&[(MANAGED_BY, MANAGED_BY_VALUE)]))), "purpose label required too");
+}
+
+fn grants(role: &Role, group: &str, resource: &str, verb: &str) -> bool {
+    role.rules.iter().flatten().any(|r| {
+        r.api_groups.iter().flatten().any(|g| g == group || g == "*")
+            && r.resources.iter().flatten().any(|x| x == resource || x == "*")
+            && r.verbs.iter().any(|v| v == verb || v == "*")
+    })
+}
+
+#[test]
+fn no_profile_may_touch_secrets() {
+    for p in [AccessProfile::Candidate, AccessProfile::ProductionReadonly] {
+        let r = role("ns", p);
+        for verb in ["get", "list", "watch", "create", "update", "delete"] {
+            assert!(!grants(&r, "", "secrets", verb), "{p:?} may {verb} secrets");
+        }
+    }
+}
+
+#[test]
+fn candidates_manage_workloads_and_read_only_runs_only_read() {
+    let c = role("ns", AccessProfile::Candidate);
+    for (g, res, verb) in [
+        ("", "pods", "create"),
+        ("", "pods/exec", "create"),
+        ("apps", "deployments", "patch"),
+        ("batch", "jobs", "delete"),
+        ("", "configmaps", "update"),
+    ] {
+        assert!(grants(&c, g, res, verb), "candidate cannot {verb} {g}/{res}");
+    }
+    let ro = role("ns", AccessProfile::ProductionReadonly);
+    assert!(grants(&ro, "", "pods", "list") && grants(&ro, "", "pods/log", "get") && grants(&ro, "apps", "deployments", "watch"));
+    for (g, res, verb) in [
+        ("", "pods", "create"),
+        ("", "pods/exec", "create"),
+        ("", "pods/exec", "get"),
+        ("apps", "deployments", "delete"),
+        ("", "pods/portforward", "create"),
+        ("batch", "jobs", "create"),
+    ] {
+        assert!(!grants(&ro, g, res, verb), "read-only can {verb} {g}/{res}");
+    }
+    let rb = role_binding("ns", AccessProfile::ProductionReadonly);
+    assert_eq!(rb.role_ref.name, "codex-runner-readonly");
+    assert_eq!(rb.subjects.unwrap()[0].name, "codex-runner-readonly");
+    assert_eq!(service_account("ns", AccessProfile::Candidate).metadata.name.as_deref(), Some("codex-runner"));
+}
+
+#[test]
+fn quota_and_network_policy() {
+    let q = resource_quota("ns", 20);
+    assert_eq!(q.spec.unwrap().hard.unwrap()["pods"], Quantity("20".into()));
+    let np = network_policy("ns", 8081).spec.unwrap();
+    assert_eq!(np.policy_types.as_deref(), Some(&["Ingress".to_string(), "Egress".to_string()][..]));
+    assert_eq!(np.pod_selector, Some(LabelSelector::default()), "applies to every pod of the namespace");
+    let egress = np.egress.unwrap();
+    let ports: Vec<(String, i32)> = egress
+        .iter()
+        .flat_map(|r| r.ports.clone().unwrap_or_default())
+        .map(|p| {
+            (
+                p.protocol.unwrap(),
+                match p.port.unwrap() {
+                    IntOrString::Int(i) => i,
+                    IntOrString::String(_) => -1,
+                },
+            )
+        })
+        .collect();
+    assert_eq!(ports, vec![("UDP".into(), 53), ("TCP".into(), 53), ("TCP".into(), 8081), ("TCP".into(), 80), ("TCP".into(), 443)]);
+    assert!(
+        egress[1].to.as_ref().unwrap()[0].pod_selector.as_ref().unwrap().match_labels.as_ref().unwrap()["app.kubernetes.io/name"]
+            == "codex-k8s"
+    );
+}
+
+#[test]
+fn the_job_runs_once_with_a_deadline_and_takes_credentials_from_its_secret() {
+    let spec = job_spec();
+    let j = job(&spec, &JobSettings { service_account: Some("codex-runner".into()), ttl_seconds_after_finished: 600 });
+    let s = j.spec.as_ref().unwrap();
+    assert_eq!((s.backoff_limit, s.active_deadline_seconds, s.ttl_seconds_after_finished), (Some(0), Some(18_000), Some(600)));
+    let pod = s.template.spec.as_ref().unwrap();
+    assert_eq!(pod.restart_policy.as_deref(), Some("Never"));
+    assert_eq!(pod.service_account_name.as_deref(), Some("codex-runner"));
+    let c = &pod.containers[0];
+    assert_eq!(c.name, "run");
+    assert_eq!(c.env_from.as_ref().unwrap()[0].secret_ref.as_ref().unwrap().name, "codex-k8s-run-8da5122cce2c-credentials");
+    let whole = serde_json::to_string(&j).unwrap();
+    assert!(!whole.contains("ghp_top_secret"), "credentials must never be plain env values: {whole}");
+    assert!(c.env.as_ref().unwrap().iter().all(|e| e.name != "CODEXK8S_GIT_BOT_TOKEN"));
+    let labels = j.metadata.labels.as_ref().unwrap();
+    assert_eq!(labels["codex-k8s.dev/run-id"], spec.run_id);
+    assert_eq!(j.metadata.annotations.as_ref().unwrap()["codex-k8s.dev/correlation-id"], "delivery-1");
+
+    let secret = credentials_secret(&spec);
+    assert_eq!(secret.metadata.namespace.as_deref(), Some(spec.namespace.as_str()));
+    assert_eq!(secret.string_data.unwrap()["CODEXK8S_GIT_BOT_TOKEN"], "ghp_top_secret");
+}
