@@ -46,6 +46,18 @@ impl std::fmt::Debug for JobSpec {
     }
 }
 
+/// The environment a run's job executes in: its namespace and what goes on it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunEnvironment {
+    pub namespace: String,
+    /// Labels naming the run (`codex-k8s.dev/run-id`, ...), added to the managed labels.
+    pub labels: BTreeMap<String, String>,
+    /// Annotations (correlation id, namespace lease TTL and expiry).
+    pub annotations: BTreeMap<String, String>,
+    /// `candidate`, `production-readonly`, or none (code-only: no cluster access).
+    pub access_profile: Option<String>,
+}
+
 /// Where a launched job lives.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JobRef {
@@ -95,6 +107,10 @@ pub enum RuntimeError {
 
 /// Executes run jobs.
 pub trait JobRuntime: Send + Sync {
+    /// Creates or updates the run's namespace and the objects in it (idempotent).
+    fn prepare<'a>(&'a self, env: &'a RunEnvironment) -> BoxFuture<'a, Result<(), RuntimeError>>;
+    /// Deletes a run namespace; refuses (`Refused`) one that codex-k8s does not manage.
+    fn delete_environment<'a>(&'a self, namespace: &'a str) -> BoxFuture<'a, Result<(), RuntimeError>>;
     /// Creates the job (idempotent: launching an existing job returns its reference).
     fn launch<'a>(&'a self, spec: &'a JobSpec) -> BoxFuture<'a, Result<JobRef, RuntimeError>>;
     /// Current state of a job.

@@ -11,7 +11,7 @@
 //! Because state is on disk, a job outlives the worker that launched it, and any worker can read
 //! its status, its logs, or cancel it — as with Kubernetes Jobs.
 
-use ck8s_domain::runtime::{BoxFuture, JobRef, JobRuntime, JobSpec, JobState, RuntimeError, validate_name};
+use ck8s_domain::runtime::{BoxFuture, JobRef, JobRuntime, JobSpec, JobState, RunEnvironment, RuntimeError, validate_name};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -196,7 +196,45 @@ fn write_private(path: &Path, content: &str) -> std::io::Result<()> {
     f.write_all(content.as_bytes())
 }
 
+/// File in a run directory that marks it as managed and carries its labels and annotations.
+const ENVIRONMENT_FILE: &str = "environment";
+
 impl JobRuntime for LocalRuntime {
+    fn prepare<'a>(&'a self, env: &'a RunEnvironment) -> BoxFuture<'a, Result<(), RuntimeError>> {
+        Box::pin(async move {
+            validate_name("namespace", &env.namespace)?;
+            let dir = self.root.join(&env.namespace);
+            std::fs::create_dir_all(&dir).map_err(io)?;
+            let mut text = String::from("managed-by=codex-k8s-worker\n");
+            for (k, v) in env.labels.iter().chain(env.annotations.iter()) {
+                text.push_str(&format!("{k}={}\n", v.replace('\n', " ")));
+            }
+            std::fs::write(dir.join(ENVIRONMENT_FILE), text).map_err(io)
+        })
+    }
+
+    fn delete_environment<'a>(&'a self, namespace: &'a str) -> BoxFuture<'a, Result<(), RuntimeError>> {
+        Box::pin(async move {
+            validate_name("namespace", namespace)?;
+            let dir = self.root.join(namespace);
+            if !dir.exists() {
+                return Ok(());
+            }
+            let managed =
+                std::fs::read_to_string(dir.join(ENVIRONMENT_FILE)).is_ok_and(|t| t.lines().any(|l| l == "managed-by=codex-k8s-worker"));
+            if !managed {
+                return Err(RuntimeError::Refused(format!("{namespace} is not managed by codex-k8s")));
+            }
+            for job in std::fs::read_dir(&dir).map_err(io)?.flatten().filter(|e| e.path().is_dir()) {
+                let job_name = job.file_name().to_string_lossy().to_string();
+                if validate_name("job name", &job_name).is_ok() {
+                    self.do_cancel(&JobRef { namespace: namespace.to_string(), job_name }).await?;
+                }
+            }
+            std::fs::remove_dir_all(&dir).map_err(io)
+        })
+    }
+
     fn launch<'a>(&'a self, spec: &'a JobSpec) -> BoxFuture<'a, Result<JobRef, RuntimeError>> {
         Box::pin(self.do_launch(spec))
     }

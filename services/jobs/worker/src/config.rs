@@ -68,6 +68,7 @@ impl Config {
             default_model: r.string("AGENT_DEFAULT_MODEL", "gpt-5.4"),
             default_reasoning: r.string("AGENT_DEFAULT_REASONING_EFFORT", "high"),
             control_plane_target: r.string("CONTROL_PLANE_GRPC_TARGET", "http://127.0.0.1:9090"),
+            namespace_ttl: r.duration("WORKER_NAMESPACE_TTL", Duration::from_secs(24 * 3600)),
             logs_retention: Duration::from_secs(86_400 * r.parse("RUN_AGENT_LOGS_RETENTION_DAYS", 7u64, "a number of days")),
         };
         let cfg = Self {

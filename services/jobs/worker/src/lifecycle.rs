@@ -4,7 +4,7 @@
 
 use ck8s_domain::labels::LabelCatalog;
 use ck8s_domain::profile::{self, ProfileLabels};
-use ck8s_domain::runtime::{JobRef, JobRuntime, JobSpec, JobState};
+use ck8s_domain::runtime::{JobRef, JobRuntime, JobSpec, JobState, RunEnvironment};
 use ck8s_store::runs::{self, ClaimSettings, LeaseError, LeasedRun};
 use serde_json::{Value, json};
 use sqlx::PgPool;
@@ -33,6 +33,8 @@ pub struct LifecycleSettings {
     pub control_plane_target: String,
     /// How long captured job logs are kept on finished runs.
     pub logs_retention: Duration,
+    /// Lease of a run namespace, extended while its run is active.
+    pub namespace_ttl: Duration,
 }
 
 /// Lines of the job log kept on the run when it finishes.
@@ -237,6 +239,40 @@ impl Lifecycle {
             secret_env: BTreeMap::new(),
             active_deadline: self.settings.run_timeout,
         };
+        let now = chrono::Utc::now();
+        let expires = now + chrono::Duration::from_std(self.settings.namespace_ttl).unwrap_or_else(|_| chrono::Duration::hours(24));
+        let mut env_labels: BTreeMap<String, String> = [
+            ("codex-k8s.dev/run-id", run.id.to_string()),
+            ("codex-k8s.dev/project-id", run.project_id.map(|i| i.to_string()).unwrap_or_default()),
+            ("codex-k8s.dev/agent-key", s(&p["agent"]["key"])),
+            ("codex-k8s.dev/runtime-mode", s(&p["runtime"]["mode"])),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        if let Some(i) = p["issue"]["number"].as_i64() {
+            env_labels.insert("codex-k8s.dev/issue-number".into(), i.to_string());
+        }
+        let environment = RunEnvironment {
+            namespace: namespace.clone(),
+            labels: env_labels,
+            annotations: [
+                ("codex-k8s.dev/correlation-id", run.correlation_id.clone()),
+                ("codex-k8s.dev/namespace-lease-ttl", format!("{}s", self.settings.namespace_ttl.as_secs())),
+                ("codex-k8s.dev/namespace-lease-expires-at", expires.to_rfc3339()),
+                ("codex-k8s.dev/namespace-lease-updated-at", now.to_rfc3339()),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect(),
+            access_profile: p["runtime"]["access_profile"].as_str().map(String::from),
+        };
+        if let Err(e) = self.runtime.prepare(&environment).await {
+            return self.finish(run, "failed", Some("namespace_prepare_failed"), Some(&e.to_string()), "run.failed.launch_error").await;
+        }
+        self.event(run, "run.namespace.prepared", json!({"namespace": namespace})).await;
+        self.event(run, "run.namespace.ttl_scheduled", json!({"namespace": namespace, "expires_at": expires.to_rfc3339()})).await;
+
         // Record where the job goes before creating it, so a crash in between is recoverable.
         if let Err(e) = runs::record_launch(
             &self.pool,

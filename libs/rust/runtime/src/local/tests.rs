@@ -103,3 +103,31 @@ async fn bad_names_and_commands_are_rejected() {
     let evil = JobRef { namespace: "..".into(), job_name: "x".into() };
     assert!(rt.status(&evil).await.is_err() && rt.logs(&evil, None).await.is_err() && rt.cancel(&evil).await.is_err());
 }
+
+#[tokio::test]
+async fn environments_are_prepared_and_only_managed_ones_deleted() {
+    let dir = root("env");
+    let rt = LocalRuntime::new(&dir);
+    let env = RunEnvironment {
+        namespace: "codex-issue-p-i7".into(),
+        labels: BTreeMap::from([("codex-k8s.dev/run-id".to_string(), "run-7".to_string())]),
+        annotations: BTreeMap::new(),
+        access_profile: None,
+    };
+    rt.prepare(&env).await.unwrap();
+    rt.prepare(&env).await.unwrap();
+    let mut s = spec("job-in-env", "sleep 300");
+    s.namespace = env.namespace.clone();
+    let job = rt.launch(&s).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let pgid = LocalRuntime::read_i32(&rt.job_dir(&job).join("pid")).unwrap();
+
+    std::fs::create_dir_all(dir.join("someone-elses")).unwrap();
+    assert!(matches!(rt.delete_environment("someone-elses").await, Err(RuntimeError::Refused(_))));
+    assert!(dir.join("someone-elses").exists());
+
+    rt.delete_environment(&env.namespace).await.unwrap();
+    assert!(!dir.join(&env.namespace).exists());
+    assert!(!LocalRuntime::group_alive(pgid), "deleting the environment stops its jobs");
+    rt.delete_environment(&env.namespace).await.unwrap();
+}

@@ -91,7 +91,10 @@ async fn pending_runs_are_launched_and_finished_with_their_outcome() {
         sqlx::query_scalar("SELECT agent_logs_json FROM agent_runs WHERE id = $1").bind(ok).fetch_one(&db.pool).await.unwrap();
     assert!(captured["tail"].as_str().unwrap().contains("agent for issue 12 with gpt-5.2"), "{captured}");
     let kinds: Vec<String> = events(&db.pool, ok).await.into_iter().map(|e| e.0).collect();
-    assert_eq!(kinds, vec!["run.profile.resolved", "run.started", "run.succeeded"]);
+    assert_eq!(
+        kinds,
+        vec!["run.profile.resolved", "run.namespace.prepared", "run.namespace.ttl_scheduled", "run.started", "run.succeeded"]
+    );
 
     let (reason, message): (Option<String>, Option<String>) =
         sqlx::query_as("SELECT failure_reason, failure_message FROM agent_runs WHERE id = $1").bind(bad).fetch_one(&db.pool).await.unwrap();
