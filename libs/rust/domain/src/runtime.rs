@@ -31,6 +31,8 @@ pub struct JobSpec {
     pub secret_env: BTreeMap<String, String>,
     /// Hard limit of the job (activeDeadlineSeconds).
     pub active_deadline: Duration,
+    /// Service account of the job's pod (Kubernetes): the access profile's, or the default.
+    pub service_account: Option<String>,
 }
 
 impl std::fmt::Debug for JobSpec {
@@ -156,6 +158,7 @@ mod tests {
             env: BTreeMap::new(),
             secret_env: BTreeMap::new(),
             active_deadline: Duration::from_secs(1),
+            service_account: None,
         };
         spec.secret_env.insert("CODEXK8S_GIT_BOT_TOKEN".into(), "ghp_supersecret".into());
         let shown = format!("{spec:?}");

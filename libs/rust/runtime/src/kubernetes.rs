@@ -3,4 +3,7 @@
 //! manager, reading Job and Pod state, logs and cancellation are tested against a real API
 //! server by the Kubernetes issue.
 
+pub mod adapter;
 pub mod specs;
+
+pub use adapter::{KubernetesRuntime, KubernetesSettings};

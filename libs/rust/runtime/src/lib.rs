@@ -5,4 +5,5 @@
 pub mod kubernetes;
 pub mod local;
 
+pub use kubernetes::{KubernetesRuntime, KubernetesSettings};
 pub use local::LocalRuntime;

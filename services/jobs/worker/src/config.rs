@@ -20,6 +20,9 @@ pub struct Config {
     pub lifecycle: crate::lifecycle::LifecycleSettings,
     /// Root of run directories of the local runtime.
     pub local_runtime_dir: std::path::PathBuf,
+    /// `local` or `kubernetes`.
+    pub runtime: String,
+    pub kubernetes: ck8s_runtime::KubernetesSettings,
 }
 
 fn hostname() -> String {
@@ -42,9 +45,14 @@ impl Config {
             );
         }
         let runtime = r.string("WORKER_RUNTIME", "local");
-        if runtime != "local" {
-            r.issue("WORKER_RUNTIME", format!("unsupported runtime {runtime:?}: only `local` is available so far"));
+        if runtime != "local" && runtime != "kubernetes" {
+            r.issue("WORKER_RUNTIME", format!("unsupported runtime {runtime:?}: expected local or kubernetes"));
         }
+        let kubernetes = ck8s_runtime::KubernetesSettings {
+            ttl_seconds_after_finished: r.parse("WORKER_JOB_TTL_SECONDS", 600i32, "seconds"),
+            quota_pods: r.parse("WORKER_RUN_QUOTA_PODS", 20u32, "a number of pods"),
+            mcp_port: i32::from(r.port("CONTROL_PLANE_MCP_PORT", 8081)),
+        };
         let slots = r.parse("WORKER_SLOTS_PER_PROJECT", 2i32, "a number of slots, 1-100");
         if !(1..=100).contains(&slots) {
             r.issue("WORKER_SLOTS_PER_PROJECT", "must be between 1 and 100");
@@ -73,6 +81,8 @@ impl Config {
         };
         let cfg = Self {
             launch_runs: r.bool("WORKER_LAUNCH_RUNS", true),
+            runtime,
+            kubernetes,
             lifecycle,
             local_runtime_dir: r
                 .opt_string("WORKER_LOCAL_RUNTIME_DIR")

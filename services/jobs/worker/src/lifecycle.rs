@@ -238,6 +238,11 @@ impl Lifecycle {
             env,
             secret_env: BTreeMap::new(),
             active_deadline: self.settings.run_timeout,
+            service_account: match p["runtime"]["access_profile"].as_str() {
+                Some("candidate") => Some("codex-runner".into()),
+                Some("production-readonly") => Some("codex-runner-readonly".into()),
+                _ => None,
+            },
         };
         let now = chrono::Utc::now();
         let expires = now + chrono::Duration::from_std(self.settings.namespace_ttl).unwrap_or_else(|_| chrono::Duration::hours(24));

@@ -37,13 +37,22 @@ pub async fn run(cfg: Config) -> Result<(), String> {
     shutdown.spawn("heartbeat", heartbeat.run(shutdown.token()));
 
     if cfg.launch_runs {
+        let runtime: std::sync::Arc<dyn ck8s_domain::runtime::JobRuntime> = if cfg.runtime == "kubernetes" {
+            std::sync::Arc::new(
+                ck8s_runtime::KubernetesRuntime::from_environment(cfg.kubernetes.clone())
+                    .await
+                    .map_err(|e| format!("{e}; set KUBECONFIG or run in a cluster, or use CODEXK8S_WORKER_RUNTIME=local"))?,
+            )
+        } else {
+            std::sync::Arc::new(ck8s_runtime::LocalRuntime::new(&cfg.local_runtime_dir))
+        };
         let lifecycle = crate::lifecycle::Lifecycle {
             pool: pool.clone(),
-            runtime: std::sync::Arc::new(ck8s_runtime::LocalRuntime::new(&cfg.local_runtime_dir)),
+            runtime,
             labels: ck8s_domain::labels::LabelCatalog::default(),
             settings: cfg.lifecycle.clone(),
         };
-        tracing::info!(runtime = "local", dir = %cfg.local_runtime_dir.display(), "run lifecycle enabled");
+        tracing::info!(runtime = %cfg.runtime, "run lifecycle enabled");
         shutdown.spawn("lifecycle", lifecycle.run(shutdown.token()));
     } else {
         tracing::info!("run lifecycle disabled (CODEXK8S_WORKER_LAUNCH_RUNS=false)");

@@ -74,6 +74,14 @@ fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
     pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
 }
 
+/// A run namespace from the labels and annotations the worker chose, plus the managed labels.
+pub fn namespace_with(name: &str, labels: &BTreeMap<String, String>, annotations: &BTreeMap<String, String>) -> Namespace {
+    let mut labels = labels.clone();
+    labels.insert(MANAGED_BY.into(), MANAGED_BY_VALUE.into());
+    labels.insert(PURPOSE.into(), "run".into());
+    Namespace { metadata: meta(name, None, labels, annotations.clone()), ..Default::default() }
+}
+
 /// The run namespace: managed labels and lease annotations.
 pub fn namespace(name: &str, m: &RunMeta) -> Namespace {
     let mut labels = map(&[
@@ -285,7 +293,6 @@ pub fn credentials_secret(job: &JobSpec) -> Secret {
 /// Job settings that are not part of the domain's spec.
 #[derive(Debug, Clone)]
 pub struct JobSettings {
-    pub service_account: Option<String>,
     pub ttl_seconds_after_finished: i32,
 }
 
@@ -321,7 +328,7 @@ pub fn job(spec: &JobSpec, settings: &JobSettings) -> Job {
                 metadata: Some(ObjectMeta { labels: Some(labels), annotations: Some(annotations), ..Default::default() }),
                 spec: Some(PodSpec {
                     restart_policy: Some("Never".into()),
-                    service_account_name: settings.service_account.clone(),
+                    service_account_name: spec.service_account.clone(),
                     containers: vec![container],
                     ..Default::default()
                 }),

@@ -19,6 +19,7 @@ fn spec(job: &str, script: &str) -> JobSpec {
         env: BTreeMap::from([("CODEXK8S_RUN_ID".to_string(), "run-1".to_string())]),
         secret_env: BTreeMap::new(),
         active_deadline: Duration::from_secs(60),
+        service_account: None,
     }
 }
 

@@ -27,6 +27,7 @@ fn job_spec() -> JobSpec {
         env: BTreeMap::from([("CODEXK8S_RUN_ID".to_string(), "8da5122c".to_string())]),
         secret_env: BTreeMap::from([("CODEXK8S_GIT_BOT_TOKEN".to_string(), "ghp_top_secret".to_string())]),
         active_deadline: Duration::from_secs(18_000),
+        service_account: Some("codex-runner".into()),
     }
 }
 
@@ -127,7 +128,7 @@ fn quota_and_network_policy() {
 #[test]
 fn the_job_runs_once_with_a_deadline_and_takes_credentials_from_its_secret() {
     let spec = job_spec();
-    let j = job(&spec, &JobSettings { service_account: Some("codex-runner".into()), ttl_seconds_after_finished: 600 });
+    let j = job(&spec, &JobSettings { ttl_seconds_after_finished: 600 });
     let s = j.spec.as_ref().unwrap();
     assert_eq!((s.backoff_limit, s.active_deadline_seconds, s.ttl_seconds_after_finished), (Some(0), Some(18_000), Some(600)));
     let pod = s.template.spec.as_ref().unwrap();
@@ -146,4 +147,11 @@ fn the_job_runs_once_with_a_deadline_and_takes_credentials_from_its_secret() {
     let secret = credentials_secret(&spec);
     assert_eq!(secret.metadata.namespace.as_deref(), Some(spec.namespace.as_str()));
     assert_eq!(secret.string_data.unwrap()["CODEXK8S_GIT_BOT_TOKEN"], "ghp_top_secret");
+}
+
+#[test]
+fn namespaces_from_the_worker_always_get_the_managed_labels() {
+    let ns = namespace_with("codex-issue-x", &map(&[("codex-k8s.dev/run-id", "r1"), (MANAGED_BY, "spoofed")]), &BTreeMap::new());
+    assert!(is_managed(ns.metadata.labels.as_ref()));
+    assert_eq!(ns.metadata.labels.unwrap()["codex-k8s.dev/run-id"], "r1");
 }

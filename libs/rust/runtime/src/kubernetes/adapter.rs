@@ -1,0 +1,277 @@
+//! `KubernetesRuntime`: the job-runtime port on a real cluster through kube-rs. Every object is
+//! written with server-side apply under the field manager `codex-k8s-worker`, so preparing or
+//! launching twice changes nothing.
+
+use super::specs::{self, AccessProfile, JobSettings};
+use ck8s_domain::runtime::{BoxFuture, JobRef, JobRuntime, JobSpec, JobState, RunEnvironment, RuntimeError, validate_name};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{Namespace, Pod, ResourceQuota, Secret, ServiceAccount};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use kube::api::{Api, DeleteParams, ListParams, LogParams, Patch, PatchParams, PropagationPolicy};
+use kube::{Client, Resource};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// The field manager of every object the worker applies.
+pub const FIELD_MANAGER: &str = "codex-k8s-worker";
+
+/// Settings of the adapter.
+#[derive(Debug, Clone)]
+pub struct KubernetesSettings {
+    pub ttl_seconds_after_finished: i32,
+    pub quota_pods: u32,
+    /// Port of control-plane's MCP endpoint, allowed by the network policy.
+    pub mcp_port: i32,
+}
+
+/// The Kubernetes job runtime.
+#[derive(Clone)]
+pub struct KubernetesRuntime {
+    client: Client,
+    settings: KubernetesSettings,
+}
+
+fn api_err(e: kube::Error) -> RuntimeError {
+    match &e {
+        kube::Error::Api(s) if s.code == 422 || s.code == 400 => RuntimeError::Invalid(s.message.clone()),
+        kube::Error::Api(s) if s.code == 403 => RuntimeError::Refused(s.message.clone()),
+        kube::Error::Api(s) => RuntimeError::Other(format!("{} ({})", s.message, s.code)),
+        _ => RuntimeError::Unavailable(e.to_string()),
+    }
+}
+
+fn is_not_found(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 404)
+}
+
+/// The state of a Job from its status and its pods (product spec §5.8): success and failure
+/// counts decide; a pod stuck pulling its image or failing to create its container fails the
+/// run at once instead of waiting for the deadline.
+pub fn job_state(job: &Job, pods: &[Pod]) -> JobState {
+    const STUCK: [&str; 6] =
+        ["ErrImagePull", "ImagePullBackOff", "InvalidImageName", "CreateContainerConfigError", "CreateContainerError", "RunContainerError"];
+    let status = job.status.clone().unwrap_or_default();
+    if status.succeeded.unwrap_or(0) > 0 {
+        return JobState::Succeeded;
+    }
+    if status.failed.unwrap_or(0) > 0 {
+        let reason = status
+            .conditions
+            .unwrap_or_default()
+            .into_iter()
+            .find(|c| c.type_ == "Failed" && c.status == "True")
+            .and_then(|c| c.reason.or(c.message))
+            .unwrap_or_else(|| "job failed".into());
+        let exit_code = pods
+            .iter()
+            .flat_map(|p| p.status.iter().flat_map(|s| s.container_statuses.iter().flatten()))
+            .filter(|c| c.name == "run")
+            .find_map(|c| c.state.as_ref().and_then(|s| s.terminated.as_ref()).map(|t| t.exit_code));
+        return JobState::Failed { reason, exit_code };
+    }
+    for pod in pods {
+        let Some(ps) = &pod.status else { continue };
+        if ps.phase.as_deref() == Some("Failed") {
+            return JobState::Failed { reason: ps.reason.clone().unwrap_or_else(|| "pod failed".into()), exit_code: None };
+        }
+        for cs in ps.container_statuses.iter().flatten() {
+            if let Some(w) = cs.state.as_ref().and_then(|s| s.waiting.as_ref()) {
+                let reason = w.reason.clone().unwrap_or_default();
+                if STUCK.contains(&reason.as_str()) || reason.ends_with("BackOff") {
+                    return JobState::Failed { reason, exit_code: None };
+                }
+            }
+        }
+    }
+    if status.active.unwrap_or(0) > 0 { JobState::Running } else { JobState::Pending }
+}
+
+impl KubernetesRuntime {
+    /// A runtime on the cluster of the current kubeconfig or in-cluster service account.
+    pub async fn from_environment(settings: KubernetesSettings) -> Result<Self, RuntimeError> {
+        let client =
+            Client::try_default().await.map_err(|e| RuntimeError::Unavailable(format!("no Kubernetes client configuration: {e}")))?;
+        Ok(Self { client, settings })
+    }
+
+    /// A runtime on a given client.
+    pub fn new(client: Client, settings: KubernetesSettings) -> Self {
+        Self { client, settings }
+    }
+
+    async fn apply<K>(&self, api: Api<K>, obj: &K) -> Result<(), RuntimeError>
+    where
+        K: Resource + Clone + Serialize + DeserializeOwned + std::fmt::Debug,
+    {
+        let name = obj.meta().name.clone().ok_or_else(|| RuntimeError::Invalid("object without a name".into()))?;
+        api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(obj)).await.map_err(api_err)?;
+        Ok(())
+    }
+
+    async fn pods_of(&self, job: &JobRef) -> Result<Vec<Pod>, RuntimeError> {
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), &job.namespace);
+        Ok(pods.list(&ListParams::default().labels(&format!("job-name={}", job.job_name))).await.map_err(api_err)?.items)
+    }
+}
+
+impl JobRuntime for KubernetesRuntime {
+    fn prepare<'a>(&'a self, env: &'a RunEnvironment) -> BoxFuture<'a, Result<(), RuntimeError>> {
+        Box::pin(async move {
+            validate_name("namespace", &env.namespace)?;
+            let ns = env.namespace.as_str();
+            self.apply(Api::<Namespace>::all(self.client.clone()), &specs::namespace_with(ns, &env.labels, &env.annotations)).await?;
+            let profile = match env.access_profile.as_deref() {
+                Some("candidate") => Some(AccessProfile::Candidate),
+                Some("production-readonly") => Some(AccessProfile::ProductionReadonly),
+                _ => None,
+            };
+            if let Some(p) = profile {
+                self.apply(Api::<ServiceAccount>::namespaced(self.client.clone(), ns), &specs::service_account(ns, p)).await?;
+                self.apply(Api::<Role>::namespaced(self.client.clone(), ns), &specs::role(ns, p)).await?;
+                self.apply(Api::<RoleBinding>::namespaced(self.client.clone(), ns), &specs::role_binding(ns, p)).await?;
+            }
+            self.apply(Api::<ResourceQuota>::namespaced(self.client.clone(), ns), &specs::resource_quota(ns, self.settings.quota_pods))
+                .await?;
+            self.apply(Api::<NetworkPolicy>::namespaced(self.client.clone(), ns), &specs::network_policy(ns, self.settings.mcp_port)).await
+        })
+    }
+
+    fn delete_environment<'a>(&'a self, namespace: &'a str) -> BoxFuture<'a, Result<(), RuntimeError>> {
+        Box::pin(async move {
+            validate_name("namespace", namespace)?;
+            let api: Api<Namespace> = Api::all(self.client.clone());
+            let ns = match api.get(namespace).await {
+                Ok(ns) => ns,
+                Err(e) if is_not_found(&e) => return Ok(()),
+                Err(e) => return Err(api_err(e)),
+            };
+            if !specs::is_managed(ns.metadata.labels.as_ref()) {
+                return Err(RuntimeError::Refused(format!("namespace {namespace} is not managed by codex-k8s")));
+            }
+            match api.delete(namespace, &DeleteParams::default()).await {
+                Ok(_) => Ok(()),
+                Err(e) if is_not_found(&e) => Ok(()),
+                Err(e) => Err(api_err(e)),
+            }
+        })
+    }
+
+    fn launch<'a>(&'a self, spec: &'a JobSpec) -> BoxFuture<'a, Result<JobRef, RuntimeError>> {
+        Box::pin(async move {
+            validate_name("namespace", &spec.namespace)?;
+            validate_name("job name", &spec.job_name)?;
+            if !spec.secret_env.is_empty() {
+                self.apply(Api::<Secret>::namespaced(self.client.clone(), &spec.namespace), &specs::credentials_secret(spec)).await?;
+            }
+            let job = specs::job(spec, &JobSettings { ttl_seconds_after_finished: self.settings.ttl_seconds_after_finished });
+            self.apply(Api::<Job>::namespaced(self.client.clone(), &spec.namespace), &job).await?;
+            Ok(JobRef { namespace: spec.namespace.clone(), job_name: spec.job_name.clone() })
+        })
+    }
+
+    fn status<'a>(&'a self, job: &'a JobRef) -> BoxFuture<'a, Result<JobState, RuntimeError>> {
+        Box::pin(async move {
+            let api: Api<Job> = Api::namespaced(self.client.clone(), &job.namespace);
+            let j = match api.get(&job.job_name).await {
+                Ok(j) => j,
+                Err(e) if is_not_found(&e) => return Ok(JobState::NotFound),
+                Err(e) => return Err(api_err(e)),
+            };
+            Ok(job_state(&j, &self.pods_of(job).await?))
+        })
+    }
+
+    fn logs<'a>(&'a self, job: &'a JobRef, tail_lines: Option<usize>) -> BoxFuture<'a, Result<String, RuntimeError>> {
+        Box::pin(async move {
+            let Some(pod) = self.pods_of(job).await?.into_iter().next() else { return Ok(String::new()) };
+            let name = pod.metadata.name.unwrap_or_default();
+            let api: Api<Pod> = Api::namespaced(self.client.clone(), &job.namespace);
+            let params = LogParams { container: Some("run".into()), tail_lines: tail_lines.map(|n| n as i64), ..Default::default() };
+            api.logs(&name, &params).await.map_err(api_err)
+        })
+    }
+
+    fn cancel<'a>(&'a self, job: &'a JobRef) -> BoxFuture<'a, Result<(), RuntimeError>> {
+        Box::pin(async move {
+            let api: Api<Job> = Api::namespaced(self.client.clone(), &job.namespace);
+            let params = DeleteParams { propagation_policy: Some(PropagationPolicy::Background), ..Default::default() };
+            match api.delete(&job.job_name, &params).await {
+                Ok(_) => Ok(()),
+                Err(e) if is_not_found(&e) => Ok(()),
+                Err(e) => Err(api_err(e)),
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::batch::v1::{JobCondition, JobStatus};
+    use k8s_openapi::api::core::v1::{ContainerState, ContainerStateTerminated, ContainerStateWaiting, ContainerStatus, PodStatus};
+
+    fn job_with(status: JobStatus) -> Job {
+        Job { status: Some(status), ..Default::default() }
+    }
+
+    fn pod_waiting(reason: &str) -> Pod {
+        Pod {
+            status: Some(PodStatus {
+                phase: Some("Pending".into()),
+                container_statuses: Some(vec![ContainerStatus {
+                    name: "run".into(),
+                    state: Some(ContainerState {
+                        waiting: Some(ContainerStateWaiting { reason: Some(reason.into()), message: None }),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn job_status_maps_to_run_outcomes() {
+        assert_eq!(job_state(&job_with(JobStatus { succeeded: Some(1), ..Default::default() }), &[]), JobState::Succeeded);
+        assert_eq!(job_state(&job_with(JobStatus { active: Some(1), ..Default::default() }), &[]), JobState::Running);
+        assert_eq!(job_state(&job_with(JobStatus::default()), &[]), JobState::Pending);
+
+        let failed = JobStatus {
+            failed: Some(1),
+            conditions: Some(vec![JobCondition {
+                type_: "Failed".into(),
+                status: "True".into(),
+                reason: Some("DeadlineExceeded".into()),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        };
+        let pod = Pod {
+            status: Some(PodStatus {
+                container_statuses: Some(vec![ContainerStatus {
+                    name: "run".into(),
+                    state: Some(ContainerState {
+                        terminated: Some(ContainerStateTerminated { exit_code: 42, ..Default::default() }),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert_eq!(job_state(&job_with(failed), &[pod]), JobState::Failed { reason: "DeadlineExceeded".into(), exit_code: Some(42) });
+    }
+
+    #[test]
+    fn pods_stuck_on_images_or_containers_fail_at_once() {
+        let active = job_with(JobStatus { active: Some(1), ..Default::default() });
+        for reason in ["ErrImagePull", "ImagePullBackOff", "InvalidImageName", "CreateContainerConfigError", "CrashLoopBackOff"] {
+            assert_eq!(job_state(&active, &[pod_waiting(reason)]), JobState::Failed { reason: reason.into(), exit_code: None }, "{reason}");
+        }
+        assert_eq!(job_state(&active, &[pod_waiting("ContainerCreating")]), JobState::Running);
+    }
+}
