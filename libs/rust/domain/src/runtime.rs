@@ -60,6 +60,16 @@ pub struct RunEnvironment {
     pub access_profile: Option<String>,
 }
 
+/// A managed run environment as the runtime sees it, for the namespace sweeper.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnvironmentInfo {
+    pub namespace: String,
+    /// Labels and annotations together (`codex-k8s.dev/run-id`, `…/namespace-lease-expires-at`).
+    pub metadata: BTreeMap<String, String>,
+    /// Whether anything still runs in it (pods, unfinished jobs, live processes).
+    pub active: bool,
+}
+
 /// Where a launched job lives.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JobRef {
@@ -111,6 +121,8 @@ pub enum RuntimeError {
 pub trait JobRuntime: Send + Sync {
     /// Creates or updates the run's namespace and the objects in it (idempotent).
     fn prepare<'a>(&'a self, env: &'a RunEnvironment) -> BoxFuture<'a, Result<(), RuntimeError>>;
+    /// Every environment codex-k8s manages.
+    fn environments<'a>(&'a self) -> BoxFuture<'a, Result<Vec<EnvironmentInfo>, RuntimeError>>;
     /// Deletes a run namespace; refuses (`Refused`) one that codex-k8s does not manage.
     fn delete_environment<'a>(&'a self, namespace: &'a str) -> BoxFuture<'a, Result<(), RuntimeError>>;
     /// Creates the job (idempotent: launching an existing job returns its reference).

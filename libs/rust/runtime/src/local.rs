@@ -11,7 +11,9 @@
 //! Because state is on disk, a job outlives the worker that launched it, and any worker can read
 //! its status, its logs, or cancel it — as with Kubernetes Jobs.
 
-use ck8s_domain::runtime::{BoxFuture, JobRef, JobRuntime, JobSpec, JobState, RunEnvironment, RuntimeError, validate_name};
+use ck8s_domain::runtime::{
+    BoxFuture, EnvironmentInfo, JobRef, JobRuntime, JobSpec, JobState, RunEnvironment, RuntimeError, validate_name,
+};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -210,6 +212,28 @@ impl JobRuntime for LocalRuntime {
                 text.push_str(&format!("{k}={}\n", v.replace('\n', " ")));
             }
             std::fs::write(dir.join(ENVIRONMENT_FILE), text).map_err(io)
+        })
+    }
+
+    fn environments<'a>(&'a self) -> BoxFuture<'a, Result<Vec<EnvironmentInfo>, RuntimeError>> {
+        Box::pin(async move {
+            let mut out = Vec::new();
+            let Ok(entries) = std::fs::read_dir(&self.root) else { return Ok(out) };
+            for e in entries.flatten() {
+                let Ok(text) = std::fs::read_to_string(e.path().join(ENVIRONMENT_FILE)) else { continue };
+                let metadata: std::collections::BTreeMap<String, String> =
+                    text.lines().filter_map(|l| l.split_once('=')).map(|(k, v)| (k.to_string(), v.to_string())).collect();
+                if metadata.get("managed-by").map(String::as_str) != Some("codex-k8s-worker") {
+                    continue;
+                }
+                let active = std::fs::read_dir(e.path()).into_iter().flatten().flatten().any(|job| {
+                    let dir = job.path();
+                    !dir.join("exit_code").exists() && Self::read_i32(&dir.join("pid")).is_some_and(Self::group_alive)
+                });
+                out.push(EnvironmentInfo { namespace: e.file_name().to_string_lossy().to_string(), metadata, active });
+            }
+            out.sort_by(|a, b| a.namespace.cmp(&b.namespace));
+            Ok(out)
         })
     }
 

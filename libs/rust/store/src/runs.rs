@@ -27,10 +27,11 @@ pub struct LeasedRun {
     pub deadline_at: Option<chrono::DateTime<chrono::Utc>>,
     pub timeout_paused_at: Option<chrono::DateTime<chrono::Utc>>,
     pub wait_reason: Option<String>,
+    pub namespace_lease_until: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 const RUN_COLUMNS: &str = "id, correlation_id, project_id, status, run_payload, slot_no, namespace, job_name, stale_reclaim_pending, \
-                           deadline_at, timeout_paused_at, wait_reason";
+                           deadline_at, timeout_paused_at, wait_reason, namespace_lease_until";
 
 fn leased(r: &sqlx::postgres::PgRow) -> LeasedRun {
     LeasedRun {
@@ -46,6 +47,7 @@ fn leased(r: &sqlx::postgres::PgRow) -> LeasedRun {
         deadline_at: r.get(9),
         timeout_paused_at: r.get(10),
         wait_reason: r.get(11),
+        namespace_lease_until: r.get(12),
     }
 }
 
@@ -427,4 +429,86 @@ pub async fn purge_old_logs(pool: &PgPool, retention: Duration) -> Result<u64, s
     .execute(pool)
     .await?
     .rows_affected())
+}
+
+/// Records the lease of the run's namespace (lease-checked).
+pub async fn set_namespace_lease(pool: &PgPool, run: Uuid, worker: &str, until: chrono::DateTime<chrono::Utc>) -> Result<(), LeaseError> {
+    let n = sqlx::query("UPDATE agent_runs SET namespace_lease_until = $3 WHERE id = $1 AND lease_owner = $2 AND lease_until > now()")
+        .bind(run)
+        .bind(worker)
+        .bind(until)
+        .execute(pool)
+        .await?
+        .rows_affected();
+    if n == 1 { Ok(()) } else { Err(LeaseLost(run).into()) }
+}
+
+/// The live namespace of the latest earlier run of the same repository, issue and agent, which a
+/// revise run reuses.
+pub async fn reusable_namespace(
+    pool: &PgPool,
+    exclude: Uuid,
+    repository_id: Uuid,
+    issue: i64,
+    agent_key: &str,
+) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT namespace FROM agent_runs
+          WHERE repository_id = $1 AND issue_number = $2 AND agent_key = $3 AND id <> $4 AND runtime_mode = 'full-env'
+            AND namespace IS NOT NULL AND namespace_lease_until > now()
+          ORDER BY namespace_lease_until DESC LIMIT 1",
+    )
+    .bind(repository_id)
+    .bind(issue as i32)
+    .bind(agent_key)
+    .bind(exclude)
+    .fetch_optional(pool)
+    .await
+}
+
+/// A run's status and correlation id.
+pub async fn status_of(pool: &PgPool, run: Uuid) -> Result<Option<(String, String)>, sqlx::Error> {
+    sqlx::query_as("SELECT status, correlation_id FROM agent_runs WHERE id = $1").bind(run).fetch_optional(pool).await
+}
+
+/// A pending cleanup request and the namespaces of the runs it concerns.
+#[derive(Debug, Clone)]
+pub struct CleanupWork {
+    pub id: i64,
+    pub correlation_id: String,
+    /// (run id, namespace) of every run of the issue or PR that has a namespace.
+    pub namespaces: Vec<(Uuid, String)>,
+}
+
+/// Pending cleanup requests with their namespaces.
+pub async fn pending_cleanups(pool: &PgPool, limit: i64) -> Result<Vec<CleanupWork>, sqlx::Error> {
+    let rows: Vec<(i64, String, Uuid, String, i32)> =
+        sqlx::query_as("SELECT id, correlation_id, repository_id, scope, number FROM cleanup_requests WHERE status = 'pending' ORDER BY created_at LIMIT $1")
+            .bind(limit)
+            .fetch_all(pool)
+            .await?;
+    let mut out = Vec::new();
+    for (id, correlation_id, repo, scope, number) in rows {
+        let column = if scope == "issue_namespaces" { "issue_number" } else { "pr_number" };
+        let namespaces: Vec<(Uuid, String)> = sqlx::query_as(&format!(
+            "SELECT DISTINCT ON (namespace) id, namespace FROM agent_runs WHERE repository_id = $1 AND {column} = $2 AND namespace IS NOT NULL"
+        ))
+        .bind(repo)
+        .bind(number)
+        .fetch_all(pool)
+        .await?;
+        out.push(CleanupWork { id, correlation_id, namespaces });
+    }
+    Ok(out)
+}
+
+/// Marks a cleanup request done or failed.
+pub async fn finish_cleanup(pool: &PgPool, id: i64, ok: bool, error: Option<&str>) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE cleanup_requests SET status = $2, attempts = attempts + 1, last_error = $3 WHERE id = $1")
+        .bind(id)
+        .bind(if ok { "done" } else { "failed" })
+        .bind(error)
+        .execute(pool)
+        .await?;
+    Ok(())
 }

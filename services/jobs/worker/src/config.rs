@@ -77,6 +77,7 @@ impl Config {
             default_reasoning: r.string("AGENT_DEFAULT_REASONING_EFFORT", "high"),
             control_plane_target: r.string("CONTROL_PLANE_GRPC_TARGET", "http://127.0.0.1:9090"),
             namespace_ttl: r.duration("WORKER_NAMESPACE_TTL", Duration::from_secs(24 * 3600)),
+            sweep_namespaces: r.bool("WORKER_RUN_NAMESPACE_CLEANUP", true),
             logs_retention: Duration::from_secs(86_400 * r.parse("RUN_AGENT_LOGS_RETENTION_DAYS", 7u64, "a number of days")),
         };
         let cfg = Self {

@@ -35,6 +35,8 @@ pub struct LifecycleSettings {
     pub logs_retention: Duration,
     /// Lease of a run namespace, extended while its run is active.
     pub namespace_ttl: Duration,
+    /// Whether this worker deletes expired idle namespaces (`CODEXK8S_WORKER_RUN_NAMESPACE_CLEANUP`).
+    pub sweep_namespaces: bool,
 }
 
 /// Lines of the job log kept on the run when it finishes.
@@ -46,6 +48,8 @@ pub struct Lifecycle {
     pub runtime: Arc<dyn JobRuntime>,
     pub labels: LabelCatalog,
     pub settings: LifecycleSettings,
+    /// Namespaces whose skip was already recorded (one event each, not one per tick).
+    pub skipped: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 fn first12(id: &str) -> String {
@@ -57,6 +61,45 @@ fn sanitize(s: &str) -> String {
     out.truncate(63);
     out.trim_matches('-').to_string()
 }
+
+/// The run's environment with a namespace lease of `ttl` from now.
+fn environment(run: &LeasedRun, namespace: &str, ttl: Duration) -> (RunEnvironment, chrono::DateTime<chrono::Utc>) {
+    let p = &run.payload;
+    let s = |v: &Value| v.as_str().map(String::from).unwrap_or_default();
+    let now = chrono::Utc::now();
+    let expires = now + chrono::Duration::from_std(ttl).unwrap_or_else(|_| chrono::Duration::hours(24));
+    let mut labels: BTreeMap<String, String> = [
+        ("codex-k8s.dev/run-id", run.id.to_string()),
+        ("codex-k8s.dev/project-id", run.project_id.map(|i| i.to_string()).unwrap_or_default()),
+        ("codex-k8s.dev/agent-key", s(&p["agent"]["key"])),
+        ("codex-k8s.dev/runtime-mode", s(&p["runtime"]["mode"])),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    if let Some(i) = p["issue"]["number"].as_i64() {
+        labels.insert("codex-k8s.dev/issue-number".into(), i.to_string());
+    }
+    let annotations = [
+        ("codex-k8s.dev/correlation-id", run.correlation_id.clone()),
+        (LEASE_TTL, format!("{}s", ttl.as_secs())),
+        (LEASE_EXPIRES, expires.to_rfc3339()),
+        ("codex-k8s.dev/namespace-lease-updated-at", now.to_rfc3339()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    let env = RunEnvironment {
+        namespace: namespace.to_string(),
+        labels,
+        annotations,
+        access_profile: p["runtime"]["access_profile"].as_str().map(String::from),
+    };
+    (env, expires)
+}
+
+const LEASE_TTL: &str = "codex-k8s.dev/namespace-lease-ttl";
+const LEASE_EXPIRES: &str = "codex-k8s.dev/namespace-lease-expires-at";
 
 fn labels_at(payload: &Value, path: &[&str]) -> Vec<String> {
     let mut cur = payload;
@@ -148,6 +191,14 @@ impl Lifecycle {
                 tracing::warn!(job = %job.job_name, error = %e, "cannot stop the job of a canceled run");
             }
         }
+        if let Err(e) = self.process_cleanups().await {
+            tracing::warn!(error = %e, "cleanup requests failed");
+        }
+        if self.settings.sweep_namespaces
+            && let Err(e) = self.sweep_namespaces().await
+        {
+            tracing::warn!(error = %e, "namespace sweep failed");
+        }
         for _ in 0..self.settings.claim_limit {
             let Some(run) = runs::claim_next(&self.pool, self.worker(), self.settings.claim).await.map_err(|e| e.to_string())? else {
                 break;
@@ -200,6 +251,8 @@ impl Lifecycle {
                 }
             }
         };
+        let reused = self.reusable_namespace(run).await;
+        let namespace = reused.clone().unwrap_or(namespace);
         let job_name = sanitize(&format!("codex-k8s-run-{run12}"));
         let s = |v: &Value| v.as_str().map(String::from).unwrap_or_default();
         let num = |v: &Value| v.as_i64().map(|n| n.to_string()).unwrap_or_default();
@@ -244,39 +297,20 @@ impl Lifecycle {
                 _ => None,
             },
         };
-        let now = chrono::Utc::now();
-        let expires = now + chrono::Duration::from_std(self.settings.namespace_ttl).unwrap_or_else(|_| chrono::Duration::hours(24));
-        let mut env_labels: BTreeMap<String, String> = [
-            ("codex-k8s.dev/run-id", run.id.to_string()),
-            ("codex-k8s.dev/project-id", run.project_id.map(|i| i.to_string()).unwrap_or_default()),
-            ("codex-k8s.dev/agent-key", s(&p["agent"]["key"])),
-            ("codex-k8s.dev/runtime-mode", s(&p["runtime"]["mode"])),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v))
-        .collect();
-        if let Some(i) = p["issue"]["number"].as_i64() {
-            env_labels.insert("codex-k8s.dev/issue-number".into(), i.to_string());
-        }
-        let environment = RunEnvironment {
-            namespace: namespace.clone(),
-            labels: env_labels,
-            annotations: [
-                ("codex-k8s.dev/correlation-id", run.correlation_id.clone()),
-                ("codex-k8s.dev/namespace-lease-ttl", format!("{}s", self.settings.namespace_ttl.as_secs())),
-                ("codex-k8s.dev/namespace-lease-expires-at", expires.to_rfc3339()),
-                ("codex-k8s.dev/namespace-lease-updated-at", now.to_rfc3339()),
-            ]
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v))
-            .collect(),
-            access_profile: p["runtime"]["access_profile"].as_str().map(String::from),
-        };
+        let (environment, expires) = environment(run, &namespace, self.settings.namespace_ttl);
         if let Err(e) = self.runtime.prepare(&environment).await {
             return self.finish(run, "failed", Some("namespace_prepare_failed"), Some(&e.to_string()), "run.failed.launch_error").await;
         }
-        self.event(run, "run.namespace.prepared", json!({"namespace": namespace})).await;
-        self.event(run, "run.namespace.ttl_scheduled", json!({"namespace": namespace, "expires_at": expires.to_rfc3339()})).await;
+        if let Err(e) = runs::set_namespace_lease(&self.pool, run.id, self.worker(), expires).await {
+            return Err(e.to_string());
+        }
+        if reused.is_some() {
+            self.event(run, "run.namespace.reuse_fast_path", json!({"namespace": namespace})).await;
+            self.event(run, "run.namespace.ttl_extended", json!({"namespace": namespace, "expires_at": expires.to_rfc3339()})).await;
+        } else {
+            self.event(run, "run.namespace.prepared", json!({"namespace": namespace})).await;
+            self.event(run, "run.namespace.ttl_scheduled", json!({"namespace": namespace, "expires_at": expires.to_rfc3339()})).await;
+        }
 
         // Record where the job goes before creating it, so a crash in between is recoverable.
         if let Err(e) = runs::record_launch(
@@ -316,6 +350,143 @@ impl Lifecycle {
         }
     }
 
+    /// A revise run of a full-env issue trigger reuses the live namespace of its issue.
+    async fn reusable_namespace(&self, run: &LeasedRun) -> Option<String> {
+        let p = &run.payload;
+        let revise = p["trigger"]["kind"].as_str().is_some_and(|k| k.ends_with("_revise"));
+        if !revise || p["runtime"]["mode"] != "full-env" || p["runtime"]["namespace"].as_str().is_some_and(|n| !n.is_empty()) {
+            return None;
+        }
+        let repo = p["project"]["repository_id"].as_str().and_then(|r| r.parse().ok())?;
+        let issue = p["issue"]["number"].as_i64()?;
+        let agent = p["agent"]["key"].as_str()?;
+        runs::reusable_namespace(&self.pool, run.id, repo, issue, agent).await.ok().flatten()
+    }
+
+    /// Keeps the namespace of an active run from expiring: renews its lease once half is used.
+    async fn extend_namespace_lease(&self, run: &LeasedRun, namespace: &str) {
+        let half = chrono::Duration::from_std(self.settings.namespace_ttl / 2).unwrap_or_else(|_| chrono::Duration::hours(12));
+        if run.namespace_lease_until.is_some_and(|until| until - chrono::Utc::now() > half) {
+            return;
+        }
+        let (env, expires) = environment(run, namespace, self.settings.namespace_ttl);
+        match self.runtime.prepare(&env).await {
+            Ok(()) => {
+                if runs::set_namespace_lease(&self.pool, run.id, self.worker(), expires).await.is_ok() {
+                    self.event(run, "run.namespace.ttl_extended", json!({"namespace": namespace, "expires_at": expires.to_rfc3339()}))
+                        .await;
+                }
+            }
+            Err(e) => tracing::warn!(run_id = %run.id, error = %e, "cannot extend the namespace lease"),
+        }
+    }
+
+    async fn namespace_event(&self, run_id: uuid::Uuid, correlation_id: &str, event_type: &str, payload: Value) {
+        if let Ok(mut conn) = self.pool.acquire().await {
+            let _ = ck8s_store::ingest::flow_event(&mut conn, correlation_id, Some(run_id), "system", self.worker(), event_type, &payload)
+                .await;
+        }
+    }
+
+    /// Deletes managed namespaces whose lease expired, whose run is finished and in which nothing
+    /// runs any more; everything else is left alone (product spec §5.6).
+    pub async fn sweep_namespaces(&self) -> Result<(), String> {
+        let now = chrono::Utc::now();
+        for env in self.runtime.environments().await.map_err(|e| e.to_string())? {
+            let expired = env
+                .metadata
+                .get(LEASE_EXPIRES)
+                .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                .is_some_and(|t| t.with_timezone(&chrono::Utc) < now);
+            if !expired {
+                continue;
+            }
+            let run_id: Option<uuid::Uuid> = env.metadata.get("codex-k8s.dev/run-id").and_then(|r| r.parse().ok());
+            let Some(run_id) = run_id else { continue };
+            let Some((status, corr)) = runs::status_of(&self.pool, run_id).await.map_err(|e| e.to_string())? else { continue };
+            let skip = if !matches!(status.as_str(), "succeeded" | "failed" | "canceled") {
+                Some("run_not_terminal")
+            } else if env.active {
+                Some("active_workload")
+            } else {
+                None
+            };
+            if let Some(reason) = skip {
+                let first = self.skipped.lock().map(|mut s| s.insert(env.namespace.clone())).unwrap_or(false);
+                if first {
+                    self.namespace_event(
+                        run_id,
+                        &corr,
+                        "run.namespace.cleanup_skipped",
+                        json!({"namespace": env.namespace, "reason": reason}),
+                    )
+                    .await;
+                }
+                continue;
+            }
+            match self.runtime.delete_environment(&env.namespace).await {
+                Ok(()) => {
+                    self.namespace_event(
+                        run_id,
+                        &corr,
+                        "run.namespace.cleaned",
+                        json!({"namespace": env.namespace, "reason": "ttl_expired"}),
+                    )
+                    .await
+                }
+                Err(e) => {
+                    self.namespace_event(
+                        run_id,
+                        &corr,
+                        "run.namespace.cleanup_failed",
+                        json!({"namespace": env.namespace, "error": e.to_string()}),
+                    )
+                    .await
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes the namespaces of issues and pull requests that closed (recorded by ingest).
+    pub async fn process_cleanups(&self) -> Result<(), String> {
+        for work in runs::pending_cleanups(&self.pool, 20).await.map_err(|e| e.to_string())? {
+            let mut error = None;
+            let mut retry = false;
+            for (run_id, namespace) in &work.namespaces {
+                match self.runtime.delete_environment(namespace).await {
+                    Ok(()) => {
+                        self.namespace_event(
+                            *run_id,
+                            &work.correlation_id,
+                            "run.namespace.delete_by_system",
+                            json!({"namespace": namespace, "reason": "closed"}),
+                        )
+                        .await
+                    }
+                    Err(ck8s_domain::runtime::RuntimeError::Unavailable(e)) => {
+                        retry = true;
+                        error = Some(e);
+                    }
+                    Err(e) => {
+                        self.namespace_event(
+                            *run_id,
+                            &work.correlation_id,
+                            "run.namespace.cleanup_failed",
+                            json!({"namespace": namespace, "error": e.to_string()}),
+                        )
+                        .await;
+                        error = Some(e.to_string());
+                    }
+                }
+            }
+            if !retry {
+                runs::finish_cleanup(&self.pool, work.id, error.is_none(), error.as_deref()).await.map_err(|e| e.to_string())?;
+            }
+        }
+        Ok(())
+    }
+
     async fn reconcile(&self, run: &LeasedRun) -> Result<(), String> {
         if run.stale_reclaim_pending {
             self.event(run, "run.reclaimed_after_stale_lease", json!({"run_id": run.id})).await;
@@ -346,7 +517,10 @@ impl Lifecycle {
             JobState::NotFound => {
                 self.finish(run, "failed", Some("kubernetes_job_not_found"), Some("the job disappeared"), "run.failed.job_not_found").await
             }
-            JobState::Pending | JobState::Running => Ok(()),
+            JobState::Pending | JobState::Running => {
+                self.extend_namespace_lease(run, namespace).await;
+                Ok(())
+            }
         }
     }
 }

@@ -51,6 +51,7 @@ pub async fn run(cfg: Config) -> Result<(), String> {
             runtime,
             labels: ck8s_domain::labels::LabelCatalog::default(),
             settings: cfg.lifecycle.clone(),
+            skipped: std::sync::Mutex::default(),
         };
         tracing::info!(runtime = %cfg.runtime, "run lifecycle enabled");
         shutdown.spawn("lifecycle", lifecycle.run(shutdown.token()));

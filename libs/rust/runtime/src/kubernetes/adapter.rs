@@ -3,7 +3,9 @@
 //! launching twice changes nothing.
 
 use super::specs::{self, AccessProfile, JobSettings};
-use ck8s_domain::runtime::{BoxFuture, JobRef, JobRuntime, JobSpec, JobState, RunEnvironment, RuntimeError, validate_name};
+use ck8s_domain::runtime::{
+    BoxFuture, EnvironmentInfo, JobRef, JobRuntime, JobSpec, JobState, RunEnvironment, RuntimeError, validate_name,
+};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Namespace, Pod, ResourceQuota, Secret, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
@@ -134,6 +136,40 @@ impl JobRuntime for KubernetesRuntime {
             self.apply(Api::<ResourceQuota>::namespaced(self.client.clone(), ns), &specs::resource_quota(ns, self.settings.quota_pods))
                 .await?;
             self.apply(Api::<NetworkPolicy>::namespaced(self.client.clone(), ns), &specs::network_policy(ns, self.settings.mcp_port)).await
+        })
+    }
+
+    fn environments<'a>(&'a self) -> BoxFuture<'a, Result<Vec<EnvironmentInfo>, RuntimeError>> {
+        Box::pin(async move {
+            let api: Api<Namespace> = Api::all(self.client.clone());
+            let selector = format!("{}={},{}=run", specs::MANAGED_BY, specs::MANAGED_BY_VALUE, specs::PURPOSE);
+            let mut out = Vec::new();
+            for ns in api.list(&ListParams::default().labels(&selector)).await.map_err(api_err)?.items {
+                let name = ns.metadata.name.clone().unwrap_or_default();
+                if ns.metadata.deletion_timestamp.is_some() {
+                    continue; // already terminating
+                }
+                let pods: Api<Pod> = Api::namespaced(self.client.clone(), &name);
+                let active_pod = pods
+                    .list(&ListParams::default())
+                    .await
+                    .map_err(api_err)?
+                    .items
+                    .iter()
+                    .any(|p| matches!(p.status.as_ref().and_then(|s| s.phase.as_deref()), Some("Running" | "Pending")));
+                let jobs: Api<Job> = Api::namespaced(self.client.clone(), &name);
+                let active_job = jobs
+                    .list(&ListParams::default())
+                    .await
+                    .map_err(api_err)?
+                    .items
+                    .iter()
+                    .any(|j| j.status.as_ref().and_then(|s| s.active).unwrap_or(0) > 0);
+                let mut metadata = ns.metadata.labels.clone().unwrap_or_default();
+                metadata.extend(ns.metadata.annotations.clone().unwrap_or_default());
+                out.push(EnvironmentInfo { namespace: name, metadata, active: active_pod || active_job });
+            }
+            Ok(out)
         })
     }
 

@@ -123,7 +123,13 @@ async fn environments_are_prepared_and_only_managed_ones_deleted() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     let pgid = LocalRuntime::read_i32(&rt.job_dir(&job).join("pid")).unwrap();
 
+    let envs = rt.environments().await.unwrap();
+    assert_eq!(envs.len(), 1);
+    assert_eq!(envs[0].metadata["codex-k8s.dev/run-id"], "run-7");
+    assert!(envs[0].active, "a live job makes the environment active");
+
     std::fs::create_dir_all(dir.join("someone-elses")).unwrap();
+    assert_eq!(rt.environments().await.unwrap().len(), 1, "unmanaged directories are not listed");
     assert!(matches!(rt.delete_environment("someone-elses").await, Err(RuntimeError::Refused(_))));
     assert!(dir.join("someone-elses").exists());
 

@@ -188,3 +188,142 @@ async fn cancelling_a_running_run_stops_its_process() {
     assert_eq!(wait_status(&db.pool, run, "canceled", Duration::from_secs(1)).await, "canceled");
     drop(w);
 }
+
+async fn repository(pool: &PgPool, project: Uuid) -> Uuid {
+    sqlx::query_scalar(
+        "INSERT INTO repositories (project_id, provider, external_id, owner, name, alias, token_encrypted) VALUES ($1, 'github', 1, 'acme', 'app', 'app', $2) RETURNING id",
+    )
+    .bind(project)
+    .bind(vec![1u8; 40])
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+async fn pending_full_env(pool: &PgPool, project: Uuid, repo: Uuid, corr: &str, issue: i64, kind: &str) -> Uuid {
+    let payload = serde_json::json!({
+        "issue": {"number": issue, "labels": []},
+        "project": {"repository_id": repo},
+        "agent": {"key": "dev", "name": "AI Developer"},
+        "trigger": {"source": "issue_label", "kind": kind},
+        "runtime": {"mode": "full-env", "deploy_only": false},
+    });
+    sqlx::query_scalar(
+        "INSERT INTO agent_runs (correlation_id, project_id, repository_id, run_payload, runtime_mode, issue_number, agent_key, trigger_kind)
+         VALUES ($1, $2, $3, $4, 'full-env', $5, 'dev', $6) RETURNING id",
+    )
+    .bind(corr)
+    .bind(project)
+    .bind(repo)
+    .bind(payload)
+    .bind(issue as i32)
+    .bind(kind)
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+fn worker_with(env: Vec<(String, String)>, id: &str, dir: &std::path::Path, command: &str, extra: &[(&str, &str)]) -> ServiceProcess {
+    let mut e = env;
+    e.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    worker(e, id, dir, command)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn namespaces_live_while_their_run_does_and_only_expired_idle_managed_ones_are_swept() {
+    let db = ck8s_testkit::fresh_db().await;
+    let p = project(&db.pool).await;
+    let repo = repository(&db.pool, p).await;
+    let run = pending_full_env(&db.pool, p, repo, "ttl", 51, "dev").await;
+    let dir = runs_dir("sweep");
+    // A directory codex-k8s does not manage, and a managed one whose lease expired but whose job
+    // still runs (its run already finished).
+    std::fs::create_dir_all(dir.join("stranger")).unwrap();
+    let finished = pending(&db.pool, p, "done-before", 52, &[]).await;
+    sqlx::query("UPDATE agent_runs SET status = 'succeeded', started_at = now(), finished_at = now() WHERE id = $1")
+        .bind(finished)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let mut busy = tokio::process::Command::new("sleep").arg("300").process_group(0).kill_on_drop(true).spawn().unwrap();
+    std::fs::create_dir_all(dir.join("codex-issue-busy").join("job-x")).unwrap();
+    std::fs::write(
+        dir.join("codex-issue-busy").join("environment"),
+        format!(
+            "managed-by=codex-k8s-worker\ncodex-k8s.dev/run-id={finished}\ncodex-k8s.dev/namespace-lease-expires-at=2020-01-01T00:00:00Z\n"
+        ),
+    )
+    .unwrap();
+    std::fs::write(dir.join("codex-issue-busy").join("job-x").join("pid"), busy.id().unwrap().to_string()).unwrap();
+
+    let (env, d) = (db.env(), dir.clone());
+    let w = tokio::task::spawn_blocking(move || worker_with(env, "w-sweep", &d, "sleep 3", &[("CODEXK8S_WORKER_NAMESPACE_TTL", "2s")]))
+        .await
+        .unwrap();
+    assert_eq!(wait_status(&db.pool, run, "succeeded", Duration::from_secs(30)).await, "succeeded");
+    let ns: String = sqlx::query_scalar("SELECT namespace FROM agent_runs WHERE id = $1").bind(run).fetch_one(&db.pool).await.unwrap();
+    let kinds: Vec<String> = events(&db.pool, run).await.into_iter().map(|e| e.0).collect();
+    assert!(kinds.contains(&"run.namespace.ttl_extended".to_string()), "the lease is extended while the run is active: {kinds:?}");
+    // After the run, the lease runs out and the sweeper deletes the namespace.
+    let started = Instant::now();
+    while dir.join(&ns).exists() {
+        assert!(started.elapsed() < Duration::from_secs(20), "the expired namespace was not swept");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let kinds: Vec<String> = events(&db.pool, run).await.into_iter().map(|e| e.0).collect();
+    assert!(kinds.contains(&"run.namespace.cleaned".to_string()), "{kinds:?}");
+    assert!(dir.join("stranger").exists(), "unmanaged directories are never deleted");
+    assert!(dir.join("codex-issue-busy").exists(), "a namespace with a live workload is kept");
+    let skipped: Vec<String> = events(&db.pool, finished).await.into_iter().map(|e| e.0).collect();
+    assert_eq!(skipped, vec!["run.namespace.cleanup_skipped"], "recorded once, not every tick");
+    let _ = busy.kill().await;
+    drop(w);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn revise_runs_reuse_the_namespace_of_their_issue_and_closing_the_issue_deletes_it() {
+    let db = ck8s_testkit::fresh_db().await;
+    let p = project(&db.pool).await;
+    let repo = repository(&db.pool, p).await;
+    let dir = runs_dir("reuse");
+    let (env, d) = (db.env(), dir.clone());
+    let w = tokio::task::spawn_blocking(move || worker(env, "w-reuse", &d, "true")).await.unwrap();
+    let first = pending_full_env(&db.pool, p, repo, "first", 61, "dev").await;
+    assert_eq!(wait_status(&db.pool, first, "succeeded", Duration::from_secs(20)).await, "succeeded");
+    let revise = pending_full_env(&db.pool, p, repo, "revise", 61, "dev_revise").await;
+    assert_eq!(wait_status(&db.pool, revise, "succeeded", Duration::from_secs(20)).await, "succeeded");
+    let namespaces: Vec<Option<String>> = sqlx::query_scalar("SELECT namespace FROM agent_runs WHERE id = ANY($1) ORDER BY created_at")
+        .bind(vec![first, revise])
+        .fetch_all(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(namespaces[0], namespaces[1], "the revise run works in the same namespace");
+    assert!(events(&db.pool, revise).await.iter().any(|e| e.0 == "run.namespace.reuse_fast_path"));
+
+    // The issue closes: ingest records a cleanup request, the worker deletes the namespace.
+    sqlx::query(
+        "INSERT INTO cleanup_requests (repository_id, correlation_id, scope, number) VALUES ($1, 'close-61', 'issue_namespaces', 61)",
+    )
+    .bind(repo)
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let ns = namespaces[0].clone().unwrap();
+    let started = Instant::now();
+    loop {
+        let status: String =
+            sqlx::query_scalar("SELECT status FROM cleanup_requests WHERE correlation_id = 'close-61'").fetch_one(&db.pool).await.unwrap();
+        if status == "done" {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "cleanup request stayed {status}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(!dir.join(&ns).exists());
+    let by_system: i64 = sqlx::query_scalar("SELECT count(*) FROM flow_events WHERE event_type = 'run.namespace.delete_by_system'")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(by_system, 1);
+    drop(w);
+}
