@@ -75,6 +75,7 @@ impl Config {
             job_image: r.string("WORKER_JOB_IMAGE", "codex-k8s/agent-runner:latest"),
             default_model: r.string("AGENT_DEFAULT_MODEL", "gpt-5.4"),
             default_reasoning: r.string("AGENT_DEFAULT_REASONING_EFFORT", "high"),
+            locale: if r.string("AGENT_DEFAULT_LOCALE", "ru").to_lowercase().starts_with("ru") { "ru".into() } else { "en".into() },
             control_plane_target: r.string("CONTROL_PLANE_GRPC_TARGET", "http://127.0.0.1:9090"),
             namespace_ttl: r.duration("WORKER_NAMESPACE_TTL", Duration::from_secs(24 * 3600)),
             sweep_namespaces: r.bool("WORKER_RUN_NAMESPACE_CLEANUP", true),

@@ -30,6 +30,8 @@ pub struct LifecycleSettings {
     pub job_image: String,
     pub default_model: String,
     pub default_reasoning: String,
+    /// `ru` or `en`: language of prompts, PR text and comments.
+    pub locale: String,
     pub control_plane_target: String,
     /// How long captured job logs are kept on finished runs.
     pub logs_retention: Duration,
@@ -276,6 +278,7 @@ impl Lifecycle {
             ("CODEXK8S_AGENT_DISPLAY_NAME", s(&p["agent"]["name"])),
             ("CODEXK8S_AGENT_MODEL", model.value.clone()),
             ("CODEXK8S_AGENT_REASONING_EFFORT", reasoning.value.clone()),
+            ("CODEXK8S_PROMPT_TEMPLATE_LOCALE", self.settings.locale.clone()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))

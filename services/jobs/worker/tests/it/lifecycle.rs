@@ -74,7 +74,7 @@ async fn pending_runs_are_launched_and_finished_with_their_outcome() {
     let bad = pending(&db.pool, p, "bad", 13, &["run:dev"]).await;
     let dup = pending(&db.pool, p, "dup", 14, &["run:dev", "[ai-model-gpt-5.2]", "[ai-model-gpt-5.4]"]).await;
     let dir = runs_dir("outcome");
-    let cmd = "echo \"agent for issue $CODEXK8S_ISSUE_NUMBER with $CODEXK8S_AGENT_MODEL\"; test \"$CODEXK8S_ISSUE_NUMBER\" != 13";
+    let cmd = "echo \"agent for issue $CODEXK8S_ISSUE_NUMBER with $CODEXK8S_AGENT_MODEL in $CODEXK8S_PROMPT_TEMPLATE_LOCALE\"; test \"$CODEXK8S_ISSUE_NUMBER\" != 13";
     let (env, d) = (db.env(), dir.clone());
     let svc = tokio::task::spawn_blocking(move || worker(env, "w-outcome", &d, cmd)).await.unwrap();
 
@@ -86,7 +86,7 @@ async fn pending_runs_are_launched_and_finished_with_their_outcome() {
         sqlx::query_as("SELECT model, namespace, job_name FROM agent_runs WHERE id = $1").bind(ok).fetch_one(&db.pool).await.unwrap();
     assert_eq!(model.as_deref(), Some("gpt-5.2"));
     let log = std::fs::read_to_string(dir.join(ns.unwrap()).join(job.unwrap()).join("job.log")).unwrap();
-    assert!(log.contains("agent for issue 12 with gpt-5.2"), "{log}");
+    assert!(log.contains("agent for issue 12 with gpt-5.2 in ru"), "{log}");
     let captured: serde_json::Value =
         sqlx::query_scalar("SELECT agent_logs_json FROM agent_runs WHERE id = $1").bind(ok).fetch_one(&db.pool).await.unwrap();
     assert!(captured["tail"].as_str().unwrap().contains("agent for issue 12 with gpt-5.2"), "{captured}");
@@ -326,4 +326,59 @@ async fn revise_runs_reuse_the_namespace_of_their_issue_and_closing_the_issue_de
         .unwrap();
     assert_eq!(by_system, 1);
     drop(w);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn three_worker_processes_launch_every_run_of_two_one_slot_projects_exactly_once() {
+    let db = ck8s_testkit::fresh_db().await;
+    let alpha = project(&db.pool).await;
+    let beta: Uuid =
+        sqlx::query_scalar("INSERT INTO projects (slug, name) VALUES ('beta', 'beta') RETURNING id").fetch_one(&db.pool).await.unwrap();
+    let mut runs = Vec::new();
+    for i in 0..6 {
+        for (p, name) in [(alpha, "a"), (beta, "b")] {
+            let id = pending(&db.pool, p, &format!("{name}-{i}"), 100 + i, &[]).await;
+            sqlx::query("UPDATE agent_runs SET runtime_mode = 'full-env', run_payload = jsonb_set(run_payload, '{runtime,mode}', '\"full-env\"') WHERE id = $1")
+                .bind(id)
+                .execute(&db.pool)
+                .await
+                .unwrap();
+            runs.push(id);
+        }
+    }
+    let dir = runs_dir("three");
+    let mut workers = Vec::new();
+    for w in 0..3 {
+        let (env, d) = (db.env(), dir.clone());
+        workers.push(
+            tokio::task::spawn_blocking(move || {
+                worker_with(env, &format!("w-{w}"), &d, "sleep 0.3", &[("CODEXK8S_WORKER_SLOTS_PER_PROJECT", "1")])
+            })
+            .await
+            .unwrap(),
+        );
+    }
+    for id in &runs {
+        assert_eq!(wait_status(&db.pool, *id, "succeeded", Duration::from_secs(60)).await, "succeeded");
+    }
+    let started: Vec<(Uuid, i64)> =
+        sqlx::query_as("SELECT run_id, count(*) FROM flow_events WHERE event_type = 'run.started' GROUP BY run_id")
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(started.len(), runs.len());
+    assert!(started.iter().all(|(_, n)| *n == 1), "a run was launched twice: {started:?}");
+    // One slot per project: no two runs of a project overlapped.
+    let overlaps: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM agent_runs a JOIN agent_runs b ON a.project_id = b.project_id AND a.id < b.id
+          WHERE a.started_at < b.finished_at AND b.started_at < a.finished_at",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(overlaps, 0);
+    let finishers: Vec<String> =
+        sqlx::query_scalar("SELECT DISTINCT actor_id FROM flow_events WHERE event_type = 'run.started'").fetch_all(&db.pool).await.unwrap();
+    assert!(finishers.len() >= 2, "the work was shared between processes: {finishers:?}");
+    drop(workers);
 }
