@@ -595,15 +595,7 @@ fn route_issue_trigger(kind: &str, stage: &str, binding: &Binding, h: &History, 
             access_profile: None,
         }),
         "qa" | "release" => match &h.candidate {
-            Some(c) => Ok(RuntimePlan {
-                mode: RuntimeMode::FullEnv,
-                source: "routing",
-                target_env: Some("ai".into()),
-                namespace: c.namespace.clone(),
-                build_ref: Some(c.build_ref.clone()),
-                deploy_only: false,
-                access_profile: Some("candidate"),
-            }),
+            Some(c) => Ok(ai_candidate(RuntimeMode::FullEnv, "routing", c.namespace.clone(), c.build_ref.clone())),
             None => Err(["dev", "dev_revise"]
                 .iter()
                 .filter_map(|s| if *s == "dev" { cfg.labels.work_label("dev") } else { cfg.labels.revise_label("dev") })
@@ -611,35 +603,24 @@ fn route_issue_trigger(kind: &str, stage: &str, binding: &Binding, h: &History, 
                 .collect()),
         },
         "dev" if mode == RuntimeMode::FullEnv => Ok(match &h.candidate {
-            Some(c) => RuntimePlan {
-                mode,
-                source: "routing",
-                target_env: Some("ai".into()),
-                namespace: c.namespace.clone(),
-                build_ref: Some(c.build_ref.clone()),
-                deploy_only: false,
-                access_profile: Some("candidate"),
-            },
-            None => RuntimePlan {
-                mode,
-                source: "routing",
-                target_env: Some("ai".into()),
-                namespace: None,
-                build_ref: Some(binding.default_ref.clone()),
-                deploy_only: false,
-                access_profile: Some("candidate"),
-            },
+            Some(c) => ai_candidate(mode, "routing", c.namespace.clone(), c.build_ref.clone()),
+            None => ai_candidate(mode, "routing", None, binding.default_ref.clone()),
         }),
         _ if mode == RuntimeMode::CodeOnly => Ok(code_only()),
-        _ => Ok(RuntimePlan {
-            mode,
-            source: "services_yaml",
-            target_env: Some("ai".into()),
-            namespace: None,
-            build_ref: Some(binding.default_ref.clone()),
-            deploy_only: false,
-            access_profile: Some("candidate"),
-        }),
+        _ => Ok(ai_candidate(mode, "services_yaml", None, binding.default_ref.clone())),
+    }
+}
+
+/// A run in the `ai` environment with the `candidate` access profile.
+fn ai_candidate(mode: RuntimeMode, source: &'static str, namespace: Option<String>, build_ref: String) -> RuntimePlan {
+    RuntimePlan {
+        mode,
+        source,
+        target_env: Some("ai".into()),
+        namespace,
+        build_ref: Some(build_ref),
+        deploy_only: false,
+        access_profile: Some("candidate"),
     }
 }
 
