@@ -8,6 +8,7 @@
 
 pub mod agent;
 pub mod clock;
+pub mod comments;
 pub mod duration;
 pub mod labels;
 pub mod policy;

@@ -1,0 +1,111 @@
+use super::*;
+use proptest::prelude::*;
+
+fn state(phase: Phase) -> StatusState {
+    StatusState {
+        run_id: "8da5122c-ce2c-4eed-b375-1bc5f9bdabe9".into(),
+        phase: Some(phase),
+        repository: Some("acme/app".into()),
+        issue_number: Some(12),
+        trigger_label: Some("run:dev".into()),
+        runtime_mode: Some("full-env".into()),
+        console_url: Some("https://codex.example/runs/8da5122c".into()),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn the_marker_round_trips_and_survives_hostile_values() {
+    let mut s = state(Phase::Started);
+    s.trigger_label = Some("run:dev --> <!-- injected -->".into());
+    s.failure_reason = Some("| table | breaker |\n".into());
+    let body = render_status(&s, Locale::En);
+    assert_eq!(body.matches("<!-- codex-k8s:run-status ").count(), 1);
+    assert_eq!(StatusState::from_comment(&body), Some(s.clone()));
+    assert!(!body.contains("--> <!--"), "values cannot close the marker or open markup: {body}");
+    assert_eq!(StatusState::from_comment("a human comment"), None);
+    assert_eq!(StatusState::from_comment("<!-- codex-k8s:run-status {not json} -->"), None);
+}
+
+#[test]
+fn phases_only_advance_and_fields_are_kept() {
+    let started = state(Phase::Started);
+    let late_created = StatusState { run_id: started.run_id.clone(), phase: Some(Phase::Created), ..Default::default() };
+    let merged = started.merge(&late_created);
+    assert_eq!(merged.phase, Some(Phase::Started), "a late 'created' report cannot move the phase back");
+    assert_eq!(merged.trigger_label.as_deref(), Some("run:dev"));
+    let finished = StatusState {
+        run_id: started.run_id.clone(),
+        phase: Some(Phase::Finished),
+        run_status: Some("succeeded".into()),
+        ..Default::default()
+    };
+    assert_eq!(merged.merge(&finished).phase, Some(Phase::Finished));
+}
+
+fn any_phase() -> impl Strategy<Value = Phase> {
+    proptest::sample::select(vec![
+        Phase::Created,
+        Phase::PreparingRuntime,
+        Phase::Started,
+        Phase::AuthRequired,
+        Phase::AuthResolved,
+        Phase::Ready,
+        Phase::Finished,
+        Phase::NamespaceDeleted,
+    ])
+}
+
+proptest! {
+    #[test]
+    fn any_order_of_reports_ends_at_the_highest_phase(phases in proptest::collection::vec(any_phase(), 1..12)) {
+        let mut s = StatusState { run_id: "r".into(), ..Default::default() };
+        for p in &phases {
+            let before = s.phase;
+            s = s.merge(&StatusState { run_id: "r".into(), phase: Some(*p), ..Default::default() });
+            prop_assert!(before.is_none_or(|b| s.phase >= Some(b)));
+        }
+        prop_assert_eq!(s.phase, phases.iter().max().copied());
+    }
+}
+
+#[test]
+fn status_comments_speak_the_run_locale_and_offer_next_steps_when_finished() {
+    let mut s = state(Phase::Finished);
+    s.run_status = Some("succeeded".into());
+    s.next_steps = vec![NextStep { label: "run:qa".into(), url: "https://codex.example/?modal=next-step&target_label=run:qa".into() }];
+    let ru = render_status(&s, Locale::Ru);
+    let en = render_status(&s, Locale::En);
+    assert!(ru.contains("Запуск завершён") && ru.contains("Следующие шаги"), "{ru}");
+    assert!(en.contains("Run finished") && en.contains("Next steps") && en.contains("[run:qa]"), "{en}");
+    let created = render_status(&state(Phase::Created), Locale::En);
+    assert!(created.contains("scheduled") && !created.contains("Next steps"));
+    s.run_status = Some("failed".into());
+    s.failure_reason = Some("kubernetes_job_failed".into());
+    assert!(render_status(&s, Locale::En).contains("Run failed"));
+}
+
+#[test]
+fn every_ignore_reason_with_a_warning_has_its_own_text_in_both_locales() {
+    let generic = warning_text("something_else", Locale::En);
+    for reason in [
+        "sender_not_allowed",
+        "sender_not_project_member",
+        "sender_role_read_not_permitted",
+        "sender_type_bot_not_permitted",
+        "repository_not_bound_for_issue_label",
+        "issue_trigger_candidate_not_found",
+        "pull_request_review_stage_label_conflict",
+        "pull_request_review_stage_ambiguous",
+        "pull_request_review_stage_not_resolved",
+    ] {
+        assert_ne!(warning_text(reason, Locale::En), generic, "{reason} falls back to the generic text");
+        assert_ne!(warning_text(reason, Locale::Ru), warning_text(reason, Locale::En), "{reason} is not translated");
+    }
+    let w = render_warning("issue_trigger_candidate_not_found", &["run:dev".into(), "run:dev:revise".into()], Locale::Ru);
+    assert!(w.contains("`run:dev`, `run:dev:revise`") && w.contains("Код причины"), "{w}");
+    let c = render_conflict(&["run:plan".into(), "run:dev".into()], Locale::En);
+    assert!(c.contains("`run:plan`, `run:dev`") && c.contains("Keep one label"), "{c}");
+    assert_eq!(Locale::parse("ru-RU"), Locale::Ru);
+    assert_eq!(Locale::parse("de"), Locale::En);
+}
