@@ -1,0 +1,148 @@
+//! forge-sim's REST subset, black-box: GitHub's status codes, error bodies, pagination, auth.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // helpers of tests: a panic is a failed test
+
+use ck8s_testkit::process::{ServiceProcess, http_request};
+use serde_json::{Value, json};
+use std::net::SocketAddr;
+
+fn start() -> ServiceProcess {
+    ServiceProcess::start(env!("CARGO_BIN_EXE_forge-sim"), &[("CODEXK8S_FORGE_SIM_HTTP_ADDR".into(), "127.0.0.1:0".into())], &["http"])
+}
+
+struct Client {
+    addr: SocketAddr,
+    auth: String,
+}
+
+impl Client {
+    fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Vec<(String, String)>, Value) {
+        let b = body.map(|b| serde_json::to_vec(&b).unwrap());
+        let (s, h, text) = http_request(
+            self.addr,
+            method,
+            path,
+            &[("Authorization", &self.auth), ("Accept", "application/vnd.github+json")],
+            b.as_deref(),
+        );
+        (s, h, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+}
+
+fn user(addr: SocketAddr, login: &str) -> Client {
+    let body = serde_json::to_vec(&json!({"login": login, "email": format!("{login}@example.com")})).unwrap();
+    let (s, _, text) = http_request(addr, "POST", "/_sim/users", &[], Some(&body));
+    assert_eq!(s, 201, "{text}");
+    let token = serde_json::from_str::<Value>(&text).unwrap()["token"].as_str().unwrap().to_string();
+    Client { addr, auth: format!("Bearer {token}") }
+}
+
+#[test]
+fn requests_need_a_valid_token() {
+    let sim = start();
+    let addr = sim.addr("http");
+    let alice = user(addr, "alice");
+    alice.call("POST", "/_sim/repos", Some(json!({"name": "app"})));
+    let (s, _, b) = http_request(addr, "GET", "/repos/alice/app", &[], None);
+    assert_eq!(s, 401);
+    assert_eq!(serde_json::from_str::<Value>(&b).unwrap()["message"], "Requires authentication");
+    let (s, _, b) = http_request(addr, "GET", "/repos/alice/app", &[("Authorization", "Bearer fsim_wrong")], None);
+    assert_eq!((s, serde_json::from_str::<Value>(&b).unwrap()["message"].as_str()), (401, Some("Bad credentials")));
+    let (s, _, repo) = alice.call("GET", "/repos/alice/app", None);
+    assert_eq!(s, 200);
+    assert_eq!(
+        (repo["full_name"].as_str(), repo["default_branch"].as_str(), repo["owner"]["login"].as_str()),
+        (Some("alice/app"), Some("main"), Some("alice"))
+    );
+    assert!(repo["id"].as_i64().unwrap() > 0);
+    assert_eq!(alice.call("GET", "/repos/alice/missing", None).0, 404);
+    let (s, _, b) = alice.call("GET", "/no/such/route", None);
+    assert_eq!((s, b["message"].as_str()), (404, Some("Not Found")));
+    // The scripting API refuses duplicates and bad logins.
+    let (s, _, _) = http_request(addr, "POST", "/_sim/users", &[], Some(br#"{"login":"alice","email":"a@x"}"#));
+    assert_eq!(s, 422);
+    let (s, _, _) = http_request(addr, "POST", "/_sim/users", &[], Some(br#"{"login":"bad login","email":"a@x"}"#));
+    assert_eq!(s, 422);
+}
+
+#[test]
+fn labels_validate_and_paginate_like_github() {
+    let sim = start();
+    let alice = user(sim.addr("http"), "alice");
+    alice.call("POST", "/_sim/repos", Some(json!({"name": "app"})));
+    let (s, _, l) = alice.call(
+        "POST",
+        "/repos/alice/app/labels",
+        Some(json!({"name": "run:dev", "color": "0e8a16", "description": "start a dev run"})),
+    );
+    assert_eq!((s, l["name"].as_str(), l["color"].as_str()), (201, Some("run:dev"), Some("0e8a16")));
+    let (s, _, e) = alice.call("POST", "/repos/alice/app/labels", Some(json!({"name": "RUN:DEV"})));
+    assert_eq!((s, e["errors"][0]["code"].as_str()), (422, Some("already_exists")));
+    let (s, _, e) = alice.call("POST", "/repos/alice/app/labels", Some(json!({"name": "x", "color": "nothex"})));
+    assert_eq!((s, e["errors"][0]["field"].as_str()), (422, Some("color")));
+    let (s, _, _) = alice.call("POST", "/repos/alice/app/labels", Some(json!({"nome": "typo"})));
+    assert!(s == 400 || s == 422, "malformed bodies are refused, got {s}");
+    for i in 0..34 {
+        assert_eq!(alice.call("POST", "/repos/alice/app/labels", Some(json!({"name": format!("l-{i:02}")}))).0, 201);
+    }
+    let (s, h, page) = alice.call("GET", "/repos/alice/app/labels?per_page=10", None);
+    assert_eq!((s, page.as_array().unwrap().len()), (200, 10));
+    let link = h.iter().find(|(k, _)| k == "link").map(|(_, v)| v.clone()).unwrap();
+    assert!(link.contains("page=2>; rel=\"next\"") && link.contains("page=4>; rel=\"last\""), "{link}");
+    let (_, h, last) = alice.call("GET", "/repos/alice/app/labels?per_page=10&page=4", None);
+    assert_eq!(last.as_array().unwrap().len(), 5);
+    let link = h.iter().find(|(k, _)| k == "link").map(|(_, v)| v.clone()).unwrap();
+    assert!(link.contains("rel=\"prev\"") && !link.contains("rel=\"next\""), "{link}");
+    let (_, h, all) = alice.call("GET", "/repos/alice/app/labels?per_page=500", None);
+    assert_eq!(all.as_array().unwrap().len(), 35, "per_page is capped at 100, which holds all 35");
+    assert!(h.iter().all(|(k, _)| k != "link"));
+    assert_eq!(alice.call("DELETE", "/repos/alice/app/labels/l-00", None).0, 204);
+    assert_eq!(alice.call("DELETE", "/repos/alice/app/labels/l-00", None).0, 404);
+}
+
+#[test]
+fn issues_labels_comments_and_reactions() {
+    let sim = start();
+    let addr = sim.addr("http");
+    let alice = user(addr, "alice");
+    let bob = user(addr, "bob");
+    alice.call("POST", "/_sim/repos", Some(json!({"name": "app"})));
+    assert_eq!(alice.call("POST", "/repos/alice/app/issues", Some(json!({"title": " "}))).0, 422);
+    let (s, _, issue) =
+        alice.call("POST", "/repos/alice/app/issues", Some(json!({"title": "Say hello", "body": "Please", "labels": ["bug"]})));
+    assert_eq!((s, issue["number"].as_i64(), issue["user"]["login"].as_str()), (201, Some(1), Some("alice")));
+    assert_eq!(issue["labels"][0]["name"], "bug");
+
+    let (s, _, labels) = bob.call("POST", "/repos/alice/app/issues/1/labels", Some(json!({"labels": ["run:dev", "bug"]})));
+    assert_eq!(s, 200);
+    assert_eq!(labels.as_array().unwrap().iter().map(|l| l["name"].as_str().unwrap()).collect::<Vec<_>>(), vec!["bug", "run:dev"]);
+    let (_, _, labels) = bob.call("PUT", "/repos/alice/app/issues/1/labels", Some(json!({"labels": ["state:in-review"]})));
+    assert_eq!(labels.as_array().unwrap().len(), 1);
+    assert_eq!(bob.call("DELETE", "/repos/alice/app/issues/1/labels/state:in-review", None).0, 200);
+    let (s, _, e) = bob.call("DELETE", "/repos/alice/app/issues/1/labels/state:in-review", None);
+    assert_eq!((s, e["message"].as_str()), (404, Some("Label does not exist")));
+    assert_eq!(bob.call("GET", "/repos/alice/app/issues/9", None).0, 404);
+
+    assert_eq!(bob.call("POST", "/repos/alice/app/issues/1/comments", Some(json!({"body": ""}))).0, 422);
+    let (s, _, c) = bob.call("POST", "/repos/alice/app/issues/1/comments", Some(json!({"body": "first"})));
+    assert_eq!((s, c["user"]["login"].as_str()), (201, Some("bob")));
+    let id = c["id"].as_i64().unwrap();
+    let (s, _, c2) = bob.call("PATCH", &format!("/repos/alice/app/issues/comments/{id}"), Some(json!({"body": "edited"})));
+    assert_eq!((s, c2["body"].as_str(), c2["id"].as_i64()), (200, Some("edited"), Some(id)));
+    assert_eq!(bob.call("PATCH", "/repos/alice/app/issues/comments/999999", Some(json!({"body": "x"}))).0, 404);
+    let (_, _, list) = alice.call("GET", "/repos/alice/app/issues/1/comments", None);
+    assert_eq!(list.as_array().unwrap().len(), 1);
+    assert_eq!(list[0]["body"], "edited");
+    let (_, _, issue) = alice.call("GET", "/repos/alice/app/issues/1", None);
+    assert_eq!(issue["comments"], 1);
+
+    assert_eq!(bob.call("POST", "/repos/alice/app/issues/1/reactions", Some(json!({"content": "eyes"}))).0, 201);
+    assert_eq!(
+        bob.call("POST", "/repos/alice/app/issues/1/reactions", Some(json!({"content": "eyes"}))).0,
+        200,
+        "reacting twice is idempotent"
+    );
+    assert_eq!(bob.call("POST", "/repos/alice/app/issues/1/reactions", Some(json!({"content": "party"}))).0, 422);
+    assert_eq!(bob.call("POST", &format!("/repos/alice/app/issues/comments/{id}/reactions"), Some(json!({"content": "+1"}))).0, 201);
+    assert_eq!(bob.call("POST", "/repos/alice/app/issues/comments/424242/reactions", Some(json!({"content": "+1"}))).0, 404);
+}
