@@ -23,7 +23,7 @@ trap cleanup EXIT
 step "3/5 clippy (warnings are errors)"
 cargo clippy --workspace --all-targets --locked --quiet -- -D warnings
 
-step "4/5 cargo test --workspace (a fresh clone compiles first: about 6-10 minutes on 2 cores)"
+step "4/5 cargo test --workspace (a fresh clone compiles first: about 10 minutes on 2 cores)"
 log=$(mktemp)
 cargo test --workspace --locked --lib --bins --tests 2>&1 | tee "$log"
 passed=$(grep -E '^test result:' "$log" | sed -E 's/.* ([0-9]+) passed.*/\1/' | awk '{s+=$1} END {print s+0}')
