@@ -4,6 +4,7 @@
 //! (`/_sim/*`) to create users and repositories. The OAuth flow, git hosting and signed webhook
 //! delivery arrive with the rest of the repository-provider work. Never deployed to production.
 
+mod hooks;
 mod rest;
 
 use axum::Router;
@@ -55,6 +56,8 @@ async fn run(cfg: Config) -> Result<(), String> {
         .route("/repos/{owner}/{repo}/issues/comments/{id}", patch(rest::update_comment))
         .route("/repos/{owner}/{repo}/issues/{number}/reactions", post(rest::react_issue))
         .route("/repos/{owner}/{repo}/issues/comments/{id}/reactions", post(rest::react_comment))
+        .route("/repos/{owner}/{repo}/hooks", get(hooks::list_hooks).post(hooks::create_hook))
+        .route("/_sim/deliveries", get(hooks::list_deliveries))
         .route("/_sim/users", post(rest::sim_create_user))
         .route("/_sim/repos", post(rest::sim_create_repo))
         .fallback(|| async { rest::error(axum::http::StatusCode::NOT_FOUND, "Not Found") })

@@ -73,6 +73,8 @@ pub struct Forge {
     tokens: BTreeMap<String, String>,
     repos: BTreeMap<String, Repo>,
     comment_reactions: Vec<(i64, String, String)>,
+    hooks: Vec<crate::hooks::Hook>,
+    deliveries: Vec<crate::hooks::Delivery>,
     pub base_url: String,
 }
 
@@ -104,6 +106,40 @@ impl Forge {
     /// An empty forge whose URLs start with `base_url`.
     pub fn new(base_url: String) -> Self {
         Self { base_url, ..Default::default() }
+    }
+
+    /// The authenticated user of a request, or GitHub's 401.
+    #[allow(clippy::result_large_err)] // the error is the HTTP response itself, returned at once
+    pub fn authenticate(&self, headers: &HeaderMap) -> Result<User, Response> {
+        auth(self, headers)
+    }
+
+    /// Whether `owner/name` exists.
+    pub fn has_repo(&self, owner: &str, name: &str) -> bool {
+        self.repos.contains_key(&key(owner, name))
+    }
+
+    /// Registers a hook on a repository.
+    pub fn add_hook(&mut self, owner: &str, name: &str, url: String, secret: String, events: Vec<String>) -> crate::hooks::Hook {
+        let hook = crate::hooks::Hook { id: self.id(), repo_key: key(owner, name), url, secret, events };
+        self.hooks.push(hook.clone());
+        hook
+    }
+
+    /// Hooks of a repository.
+    pub fn hooks_of(&self, owner: &str, name: &str) -> Vec<crate::hooks::Hook> {
+        let k = key(owner, name);
+        self.hooks.iter().filter(|h| h.repo_key == k).cloned().collect()
+    }
+
+    /// Every delivery so far.
+    pub fn deliveries(&self) -> &[crate::hooks::Delivery] {
+        &self.deliveries
+    }
+
+    /// Records a delivery attempt.
+    pub fn record_delivery(&mut self, d: crate::hooks::Delivery) {
+        self.deliveries.push(d);
     }
 
     fn id(&mut self) -> i64 {
@@ -424,9 +460,10 @@ pub async fn add_issue_labels(
     Json(b): Json<LabelsBody>,
 ) -> Response {
     let Ok(mut f) = s.lock() else { return error(StatusCode::INTERNAL_SERVER_ERROR, "state poisoned") };
-    if let Err(e) = auth(&f, &h) {
-        return e;
-    }
+    let user = match auth(&f, &h) {
+        Ok(u) => u,
+        Err(e) => return e,
+    };
     if b.labels.iter().any(|l| l.trim().is_empty()) {
         return validation("Label", "name", "invalid");
     }
@@ -443,14 +480,27 @@ pub async fn add_issue_labels(
     if method == axum::http::Method::PUT {
         issue.labels.clear();
     }
+    let mut added = Vec::new();
     for name in b.labels {
         if !issue.labels.iter().any(|l| l.eq_ignore_ascii_case(&name)) {
-            issue.labels.push(name);
+            issue.labels.push(name.clone());
+            added.push(name);
         }
     }
     issue.updated_at = now();
     let repo = repo.clone();
-    Json(f.issue_json(&repo, &repo.issues[i])["labels"].clone()).into_response()
+    let issue_json = f.issue_json(&repo, &repo.issues[i]);
+    let hooks = f.hooks_of(&o, &r);
+    for name in &added {
+        if let Some(l) = repo.labels.get(&name.to_lowercase()) {
+            let payload = json!({
+                "action": "labeled", "issue": issue_json, "label": f.label_json(&repo, l),
+                "repository": f.repo_json(&repo), "sender": f.user_json(&user.login),
+            });
+            crate::hooks::dispatch(s.clone(), hooks.clone(), "issues", payload);
+        }
+    }
+    Json(issue_json["labels"].clone()).into_response()
 }
 
 pub async fn remove_issue_label(

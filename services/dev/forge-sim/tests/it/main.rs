@@ -146,3 +146,119 @@ fn issues_labels_comments_and_reactions() {
     assert_eq!(bob.call("POST", &format!("/repos/alice/app/issues/comments/{id}/reactions"), Some(json!({"content": "+1"}))).0, 201);
     assert_eq!(bob.call("POST", "/repos/alice/app/issues/comments/424242/reactions", Some(json!({"content": "+1"}))).0, 404);
 }
+
+/// Every key we send exists in GitHub's example with the same JSON type (nulls match anything).
+fn shape_mismatches(ours: &Value, theirs: &Value, path: &str, out: &mut Vec<String>) {
+    match (ours, theirs) {
+        (Value::Object(a), Value::Object(b)) => {
+            for (k, v) in a {
+                match b.get(k) {
+                    None => out.push(format!("{path}.{k} is not in GitHub's payload")),
+                    Some(w) => shape_mismatches(v, w, &format!("{path}.{k}"), out),
+                }
+            }
+        }
+        (Value::Array(a), Value::Array(b)) => {
+            if let (Some(x), Some(y)) = (a.first(), b.first()) {
+                shape_mismatches(x, y, &format!("{path}[0]"), out);
+            }
+        }
+        (Value::Null, _) | (_, Value::Null) => {}
+        (a, b) => {
+            let kind = |v: &Value| match v {
+                Value::Bool(_) => "bool",
+                Value::Number(_) => "number",
+                Value::String(_) => "string",
+                Value::Array(_) => "array",
+                Value::Object(_) => "object",
+                Value::Null => "null",
+            };
+            if kind(a) != kind(b) {
+                out.push(format!("{path}: {} here, {} in GitHub's payload", kind(a), kind(b)));
+            }
+        }
+    }
+}
+
+#[test]
+fn labelling_an_issue_delivers_a_signed_github_shaped_webhook() {
+    use std::io::{Read, Write};
+    let sim = start();
+    let addr = sim.addr("http");
+    let alice = user(addr, "alice");
+    alice.call("POST", "/_sim/repos", Some(json!({"name": "app"})));
+    let receiver = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/api/v1/webhooks/github", receiver.local_addr().unwrap());
+    let (s, _, hook) = alice.call(
+        "POST",
+        "/repos/alice/app/hooks",
+        Some(json!({"config": {"url": url, "secret": "hook-secret", "content_type": "json"}, "events": ["issues", "issue_comment"]})),
+    );
+    assert_eq!(s, 201, "{hook}");
+    assert_eq!(alice.call("POST", "/repos/alice/app/hooks", Some(json!({"config": {"url": "ftp://x"}}))).0, 422);
+    alice.call("POST", "/repos/alice/app/issues", Some(json!({"title": "Say hello"})));
+    alice.call("POST", "/repos/alice/app/issues/1/labels", Some(json!({"labels": ["run:dev"]})));
+
+    receiver.set_nonblocking(false).unwrap();
+    let (mut conn, _) = receiver.accept().unwrap();
+    conn.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 8192];
+    let body = loop {
+        let n = conn.read(&mut buf).unwrap();
+        raw.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&raw).to_string();
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let len: usize = head.lines().find_map(|l| l.strip_prefix("Content-Length: ")).unwrap().trim().parse().unwrap();
+            if body.len() >= len || n == 0 {
+                break (head.to_string(), body.to_string());
+            }
+        }
+    };
+    conn.write_all(b"HTTP/1.1 202 Accepted\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").unwrap();
+    drop(conn);
+    let (head, body) = body;
+    let header = |name: &str| head.lines().find_map(|l| l.strip_prefix(&format!("{name}: "))).map(str::to_string).unwrap_or_default();
+    assert!(head.starts_with("POST /api/v1/webhooks/github HTTP/1.1"), "{head}");
+    assert_eq!(header("X-GitHub-Event"), "issues");
+    assert_eq!(header("X-GitHub-Hook-ID"), hook["id"].to_string());
+    assert_eq!(header("X-GitHub-Delivery").len(), 36, "a UUID delivery id");
+    let secret = secrecy::SecretString::from("hook-secret".to_string());
+    assert!(
+        ck8s_crypto::verify_github_signature(&secret, body.as_bytes(), &header("X-Hub-Signature-256")),
+        "the gateway's check accepts it"
+    );
+
+    let ours: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        (ours["action"].as_str(), ours["label"]["name"].as_str(), ours["issue"]["number"].as_i64()),
+        (Some("labeled"), Some("run:dev"), Some(1))
+    );
+    assert_eq!(
+        (ours["repository"]["full_name"].as_str(), ours["sender"]["login"].as_str(), ours["sender"]["type"].as_str()),
+        (Some("alice/app"), Some("alice"), Some("User"))
+    );
+    let github = ck8s_testkit::github::example("issues", Some("labeled"));
+    let ours_keys: std::collections::BTreeSet<&String> = ours.as_object().unwrap().keys().collect();
+    for k in ["action", "issue", "label", "repository", "sender"] {
+        assert!(ours_keys.contains(&k.to_string()) && github.get(k).is_some(), "{k}");
+    }
+    let mut mismatches = Vec::new();
+    shape_mismatches(&ours, &github, "", &mut mismatches);
+    assert!(mismatches.is_empty(), "payload differs from GitHub's shape: {mismatches:#?}");
+
+    // The delivery is recorded with the receiver's answer.
+    let mut recorded = Value::Null;
+    for _ in 0..50 {
+        let (_, _, text) = http_request(addr, "GET", "/_sim/deliveries", &[], None);
+        recorded = serde_json::from_str(&text).unwrap();
+        if recorded.as_array().is_some_and(|a| !a.is_empty()) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(
+        (recorded[0]["event"].as_str(), recorded[0]["action"].as_str(), recorded[0]["status_code"].as_u64()),
+        (Some("issues"), Some("labeled"), Some(202))
+    );
+}
