@@ -2,7 +2,7 @@
 //! signed with `X-Hub-Signature-256` exactly as GitHub signs, with `X-GitHub-Event`,
 //! `X-GitHub-Delivery` and `X-GitHub-Hook-ID`. Deliveries are recorded for `/_sim/deliveries`.
 
-use crate::rest::{Shared, error};
+use crate::rest::{Shared, error, session};
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -52,10 +52,7 @@ fn default_events() -> Vec<String> {
 }
 
 pub async fn create_hook(State(s): State<Shared>, h: HeaderMap, Path((o, r)): Path<(String, String)>, Json(b): Json<NewHook>) -> Response {
-    let Ok(mut f) = s.lock() else { return error(StatusCode::INTERNAL_SERVER_ERROR, "state poisoned") };
-    if let Err(e) = f.authenticate(&h) {
-        return e;
-    }
+    let (mut f, _) = respond!(session(&s, &h));
     if !f.has_repo(&o, &r) {
         return error(StatusCode::NOT_FOUND, "Not Found");
     }
@@ -72,10 +69,7 @@ fn hook_json(h: &Hook) -> Value {
 }
 
 pub async fn list_hooks(State(s): State<Shared>, h: HeaderMap, Path((o, r)): Path<(String, String)>) -> Response {
-    let Ok(f) = s.lock() else { return error(StatusCode::INTERNAL_SERVER_ERROR, "state poisoned") };
-    if let Err(e) = f.authenticate(&h) {
-        return e;
-    }
+    let (f, _) = respond!(session(&s, &h));
     if !f.has_repo(&o, &r) {
         return error(StatusCode::NOT_FOUND, "Not Found");
     }

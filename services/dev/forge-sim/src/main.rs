@@ -4,6 +4,16 @@
 //! (`/_sim/*`) to create users and repositories. The OAuth flow, git hosting and signed webhook
 //! delivery arrive with the rest of the repository-provider work. Never deployed to production.
 
+/// Returns the error response of a handler step, or its value.
+macro_rules! respond {
+    ($e:expr) => {
+        match $e {
+            Ok(v) => v,
+            Err(response) => return response,
+        }
+    };
+}
+
 mod hooks;
 mod rest;
 

@@ -108,12 +108,6 @@ impl Forge {
         Self { base_url, ..Default::default() }
     }
 
-    /// The authenticated user of a request, or GitHub's 401.
-    #[allow(clippy::result_large_err)] // the error is the HTTP response itself, returned at once
-    pub fn authenticate(&self, headers: &HeaderMap) -> Result<User, Response> {
-        auth(self, headers)
-    }
-
     /// Whether `owner/name` exists.
     pub fn has_repo(&self, owner: &str, name: &str) -> bool {
         self.repos.contains_key(&key(owner, name))
@@ -261,6 +255,14 @@ fn auth(forge: &Forge, headers: &HeaderMap) -> Result<User, Response> {
     forge.tokens.get(token).and_then(|l| forge.users.get(l)).cloned().ok_or_else(|| error(StatusCode::UNAUTHORIZED, "Bad credentials"))
 }
 
+/// Locks the forge and authenticates the request: the preamble of every API handler.
+#[allow(clippy::result_large_err)] // the error is the HTTP response itself, returned at once
+pub fn session<'a>(s: &'a Shared, headers: &HeaderMap) -> Result<(std::sync::MutexGuard<'a, Forge>, User), Response> {
+    let f = s.lock().map_err(|_| error(StatusCode::INTERNAL_SERVER_ERROR, "state poisoned"))?;
+    let user = auth(&f, headers)?;
+    Ok((f, user))
+}
+
 /// `per_page` and `page` of list endpoints.
 #[derive(Debug, Deserialize)]
 pub struct Page {
@@ -303,19 +305,13 @@ macro_rules! repo_or_404 {
 }
 
 pub async fn get_repo(State(s): State<Shared>, h: HeaderMap, Path((o, r)): Path<(String, String)>) -> Response {
-    let Ok(f) = s.lock() else { return error(StatusCode::INTERNAL_SERVER_ERROR, "state poisoned") };
-    if let Err(e) = auth(&f, &h) {
-        return e;
-    }
+    let (f, _) = respond!(session(&s, &h));
     let repo = repo_or_404!(f, o, r);
     Json(f.repo_json(&repo)).into_response()
 }
 
 pub async fn list_labels(State(s): State<Shared>, h: HeaderMap, Path((o, r)): Path<(String, String)>, Query(p): Query<Page>) -> Response {
-    let Ok(f) = s.lock() else { return error(StatusCode::INTERNAL_SERVER_ERROR, "state poisoned") };
-    if let Err(e) = auth(&f, &h) {
-        return e;
-    }
+    let (f, _) = respond!(session(&s, &h));
     let repo = repo_or_404!(f, o, r);
     let items = repo.labels.values().map(|l| f.label_json(&repo, l)).collect();
     paginate(&f.base_url, &format!("/repos/{o}/{r}/labels"), items, &p)
@@ -334,10 +330,7 @@ pub async fn create_label(
     Path((o, r)): Path<(String, String)>,
     Json(b): Json<NewLabel>,
 ) -> Response {
-    let Ok(mut f) = s.lock() else { return error(StatusCode::INTERNAL_SERVER_ERROR, "state poisoned") };
-    if let Err(e) = auth(&f, &h) {
-        return e;
-    }
+    let (mut f, _) = respond!(session(&s, &h));
     let _ = repo_or_404!(f, o, r);
     if b.name.trim().is_empty() {
         return validation("Label", "name", "missing_field");
@@ -359,10 +352,7 @@ pub async fn create_label(
 }
 
 pub async fn delete_label(State(s): State<Shared>, h: HeaderMap, Path((o, r, name)): Path<(String, String, String)>) -> Response {
-    let Ok(mut f) = s.lock() else { return error(StatusCode::INTERNAL_SERVER_ERROR, "state poisoned") };
-    if let Err(e) = auth(&f, &h) {
-        return e;
-    }
+    let (mut f, _) = respond!(session(&s, &h));
     let Some(repo) = f.repos.get_mut(&key(&o, &r)) else { return error(StatusCode::NOT_FOUND, "Not Found") };
     match repo.labels.remove(&name.to_lowercase()) {
         Some(_) => StatusCode::NO_CONTENT.into_response(),
@@ -384,11 +374,7 @@ pub async fn create_issue(
     Path((o, r)): Path<(String, String)>,
     Json(b): Json<NewIssue>,
 ) -> Response {
-    let Ok(mut f) = s.lock() else { return error(StatusCode::INTERNAL_SERVER_ERROR, "state poisoned") };
-    let user = match auth(&f, &h) {
-        Ok(u) => u,
-        Err(e) => return e,
-    };
+    let (mut f, user) = respond!(session(&s, &h));
     if b.title.trim().is_empty() {
         return validation("Issue", "title", "missing_field");
     }
@@ -419,10 +405,7 @@ fn issue_index(repo: &Repo, n: i64) -> Option<usize> {
 }
 
 pub async fn get_issue(State(s): State<Shared>, h: HeaderMap, Path((o, r, n)): Path<(String, String, i64)>) -> Response {
-    let Ok(f) = s.lock() else { return error(StatusCode::INTERNAL_SERVER_ERROR, "state poisoned") };
-    if let Err(e) = auth(&f, &h) {
-        return e;
-    }
+    let (f, _) = respond!(session(&s, &h));
     let repo = repo_or_404!(f, o, r);
     match issue_index(&repo, n) {
         Some(i) => Json(f.issue_json(&repo, &repo.issues[i])).into_response(),
@@ -436,10 +419,7 @@ pub async fn list_issue_labels(
     Path((o, r, n)): Path<(String, String, i64)>,
     Query(p): Query<Page>,
 ) -> Response {
-    let Ok(f) = s.lock() else { return error(StatusCode::INTERNAL_SERVER_ERROR, "state poisoned") };
-    if let Err(e) = auth(&f, &h) {
-        return e;
-    }
+    let (f, _) = respond!(session(&s, &h));
     let repo = repo_or_404!(f, o, r);
     let Some(i) = issue_index(&repo, n) else { return error(StatusCode::NOT_FOUND, "Not Found") };
     let items = f.issue_json(&repo, &repo.issues[i])["labels"].as_array().cloned().unwrap_or_default();
@@ -459,11 +439,7 @@ pub async fn add_issue_labels(
     Path((o, r, n)): Path<(String, String, i64)>,
     Json(b): Json<LabelsBody>,
 ) -> Response {
-    let Ok(mut f) = s.lock() else { return error(StatusCode::INTERNAL_SERVER_ERROR, "state poisoned") };
-    let user = match auth(&f, &h) {
-        Ok(u) => u,
-        Err(e) => return e,
-    };
+    let (mut f, user) = respond!(session(&s, &h));
     if b.labels.iter().any(|l| l.trim().is_empty()) {
         return validation("Label", "name", "invalid");
     }
@@ -508,10 +484,7 @@ pub async fn remove_issue_label(
     h: HeaderMap,
     Path((o, r, n, name)): Path<(String, String, i64, String)>,
 ) -> Response {
-    let Ok(mut f) = s.lock() else { return error(StatusCode::INTERNAL_SERVER_ERROR, "state poisoned") };
-    if let Err(e) = auth(&f, &h) {
-        return e;
-    }
+    let (mut f, _) = respond!(session(&s, &h));
     let Some(repo) = f.repos.get_mut(&key(&o, &r)) else { return error(StatusCode::NOT_FOUND, "Not Found") };
     let Some(i) = issue_index(repo, n) else { return error(StatusCode::NOT_FOUND, "Not Found") };
     let before = repo.issues[i].labels.len();
@@ -529,10 +502,7 @@ pub async fn list_comments(
     Path((o, r, n)): Path<(String, String, i64)>,
     Query(p): Query<Page>,
 ) -> Response {
-    let Ok(f) = s.lock() else { return error(StatusCode::INTERNAL_SERVER_ERROR, "state poisoned") };
-    if let Err(e) = auth(&f, &h) {
-        return e;
-    }
+    let (f, _) = respond!(session(&s, &h));
     let repo = repo_or_404!(f, o, r);
     let Some(i) = issue_index(&repo, n) else { return error(StatusCode::NOT_FOUND, "Not Found") };
     let items = repo.issues[i].comments.iter().map(|c| f.comment_json(&repo, n, c)).collect();
@@ -550,11 +520,7 @@ pub async fn create_comment(
     Path((o, r, n)): Path<(String, String, i64)>,
     Json(b): Json<CommentBody>,
 ) -> Response {
-    let Ok(mut f) = s.lock() else { return error(StatusCode::INTERNAL_SERVER_ERROR, "state poisoned") };
-    let user = match auth(&f, &h) {
-        Ok(u) => u,
-        Err(e) => return e,
-    };
+    let (mut f, user) = respond!(session(&s, &h));
     if b.body.trim().is_empty() {
         return validation("IssueComment", "body", "missing_field");
     }
@@ -577,10 +543,7 @@ pub async fn update_comment(
     Path((o, r, id)): Path<(String, String, i64)>,
     Json(b): Json<CommentBody>,
 ) -> Response {
-    let Ok(mut f) = s.lock() else { return error(StatusCode::INTERNAL_SERVER_ERROR, "state poisoned") };
-    if let Err(e) = auth(&f, &h) {
-        return e;
-    }
+    let (mut f, _) = respond!(session(&s, &h));
     if b.body.trim().is_empty() {
         return validation("IssueComment", "body", "missing_field");
     }
@@ -615,11 +578,7 @@ pub async fn react_issue(
     Path((o, r, n)): Path<(String, String, i64)>,
     Json(b): Json<ReactionBody>,
 ) -> Response {
-    let Ok(mut f) = s.lock() else { return error(StatusCode::INTERNAL_SERVER_ERROR, "state poisoned") };
-    let user = match auth(&f, &h) {
-        Ok(u) => u,
-        Err(e) => return e,
-    };
+    let (mut f, user) = respond!(session(&s, &h));
     if !REACTIONS.contains(&b.content.as_str()) {
         return validation("Reaction", "content", "invalid");
     }
@@ -641,11 +600,7 @@ pub async fn react_comment(
     Path((o, r, cid)): Path<(String, String, i64)>,
     Json(b): Json<ReactionBody>,
 ) -> Response {
-    let Ok(mut f) = s.lock() else { return error(StatusCode::INTERNAL_SERVER_ERROR, "state poisoned") };
-    let user = match auth(&f, &h) {
-        Ok(u) => u,
-        Err(e) => return e,
-    };
+    let (mut f, user) = respond!(session(&s, &h));
     if !REACTIONS.contains(&b.content.as_str()) {
         return validation("Reaction", "content", "invalid");
     }
@@ -694,11 +649,7 @@ pub struct SimRepo {
 
 /// Scripting API: `POST /_sim/repos {name}` as the authenticated user → the repository.
 pub async fn sim_create_repo(State(s): State<Shared>, h: HeaderMap, Json(b): Json<SimRepo>) -> Response {
-    let Ok(mut f) = s.lock() else { return error(StatusCode::INTERNAL_SERVER_ERROR, "state poisoned") };
-    let user = match auth(&f, &h) {
-        Ok(u) => u,
-        Err(e) => return e,
-    };
+    let (mut f, user) = respond!(session(&s, &h));
     match f.add_repo(&user.login, &b.name) {
         Ok(_) => {
             let repo = f.repos.get(&key(&user.login, &b.name)).cloned();
