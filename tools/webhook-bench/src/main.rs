@@ -8,7 +8,7 @@
 
 use anyhow::{Context, Result, bail};
 use ck8s_testkit::github::{example, with_labels, with_number, with_repo_and_sender};
-use ck8s_testkit::process::{ServiceProcess, bin_path, http_post};
+use ck8s_testkit::process::{INTERNAL_TOKEN, ServiceProcess, bin_path, control_plane_env, http_post};
 use secrecy::SecretString;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -140,23 +140,7 @@ async fn main() -> Result<()> {
 
     eprintln!("webhook-bench: starting PostgreSQL, control-plane and api-gateway on a fresh database");
     let db = ck8s_testkit::fresh_db().await;
-    let mut cp_env = db.env();
-    cp_env.extend(
-        [
-            ("CODEXK8S_TOKEN_ENCRYPTION_KEY", "ab".repeat(32)),
-            ("CODEXK8S_INTERNAL_API_TOKEN", "bench-internal-token-0123456789abcdef".into()),
-            ("CODEXK8S_HTTP_ADDR", "127.0.0.1:0".into()),
-            ("CODEXK8S_GRPC_ADDR", "127.0.0.1:0".into()),
-            ("CODEXK8S_DB_MAX_CONNECTIONS", "32".into()),
-            ("RUST_LOG", "warn,control_plane::startup=info".into()),
-            ("CODEXK8S_BOOTSTRAP_OWNER_EMAIL", "owner@example.com".into()),
-            ("CODEXK8S_BOOTSTRAP_MEMBERS", "alice:alice@example.com:read_write".into()),
-            ("CODEXK8S_BOOTSTRAP_PROJECT_SLUG", "acme".into()),
-            ("CODEXK8S_BOOTSTRAP_REPOSITORIES", "acme/app=4242".into()),
-            ("CODEXK8S_GITHUB_PAT", "bench".into()),
-        ]
-        .map(|(k, v)| (k.to_string(), v)),
-    );
+    let cp_env = control_plane_env(&db, &[("CODEXK8S_DB_MAX_CONNECTIONS", "32"), ("RUST_LOG", "warn,control_plane::startup=info")]);
     let (cp, gw) = tokio::task::spawn_blocking(move || {
         let cp = ServiceProcess::start(&bin_path("control-plane"), &cp_env, &["http", "grpc"]);
         let _ = cp.wait_http_ok("http", "/readyz", Duration::from_secs(20));
@@ -164,7 +148,7 @@ async fn main() -> Result<()> {
             ("CODEXK8S_HTTP_ADDR".to_string(), "127.0.0.1:0".to_string()),
             ("CODEXK8S_CONTROL_PLANE_GRPC_TARGET".to_string(), format!("http://{}", cp.addr("grpc"))),
             ("CODEXK8S_GITHUB_WEBHOOK_SECRET".to_string(), SECRET.to_string()),
-            ("CODEXK8S_INTERNAL_API_TOKEN".to_string(), "bench-internal-token-0123456789abcdef".to_string()),
+            ("CODEXK8S_INTERNAL_API_TOKEN".to_string(), INTERNAL_TOKEN.to_string()),
             ("RUST_LOG".to_string(), "warn,api_gateway::startup=info".to_string()),
         ];
         let gw = ServiceProcess::start(&bin_path("api-gateway"), &gw_env, &["http"]);

@@ -251,3 +251,28 @@ pub fn http_request(
     let headers = lines.filter_map(|l| l.split_once(':')).map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string())).collect();
     (status, headers, body)
 }
+
+/// Internal API token of test stacks (control-plane and the callers it authenticates).
+pub const INTERNAL_TOKEN: &str = "internal-token-for-tests-0123456789abcdef";
+
+/// Environment of a control-plane on `db`: loopback listeners on free ports, a test encryption
+/// key and [`INTERNAL_TOKEN`], and a bootstrapped owner (`the-owner`), writer `alice`, project
+/// `acme` and repository `acme/app` (GitHub id 4242). Later entries of `extra` override these.
+pub fn control_plane_env(db: &crate::TestDb, extra: &[(&str, &str)]) -> Vec<(String, String)> {
+    let mut e = db.env();
+    let key = "ab".repeat(32);
+    let base = [
+        ("CODEXK8S_TOKEN_ENCRYPTION_KEY", key.as_str()),
+        ("CODEXK8S_INTERNAL_API_TOKEN", INTERNAL_TOKEN),
+        ("CODEXK8S_HTTP_ADDR", "127.0.0.1:0"),
+        ("CODEXK8S_GRPC_ADDR", "127.0.0.1:0"),
+        ("CODEXK8S_BOOTSTRAP_OWNER_EMAIL", "owner@example.com"),
+        ("CODEXK8S_BOOTSTRAP_OWNER_GITHUB_LOGIN", "the-owner"),
+        ("CODEXK8S_BOOTSTRAP_MEMBERS", "alice:alice@example.com:read_write"),
+        ("CODEXK8S_BOOTSTRAP_PROJECT_SLUG", "acme"),
+        ("CODEXK8S_BOOTSTRAP_REPOSITORIES", "acme/app=4242"),
+        ("CODEXK8S_GITHUB_PAT", "ghp_not_a_real_token"),
+    ];
+    e.extend(base.iter().chain(extra.iter()).map(|(k, v)| (k.to_string(), v.to_string())));
+    e
+}

@@ -14,7 +14,7 @@ fn gateway_env(target: &str) -> Vec<(String, String)> {
         ("CODEXK8S_HTTP_ADDR".into(), "127.0.0.1:0".into()),
         ("CODEXK8S_CONTROL_PLANE_GRPC_TARGET".into(), target.into()),
         ("CODEXK8S_GITHUB_WEBHOOK_SECRET".into(), "test-secret".into()),
-        ("CODEXK8S_INTERNAL_API_TOKEN".into(), "internal-token-for-tests-0123456789abcdef".into()),
+        ("CODEXK8S_INTERNAL_API_TOKEN".into(), ck8s_testkit::process::INTERNAL_TOKEN.into()),
     ]
 }
 
@@ -53,13 +53,7 @@ fn readiness_follows_control_plane() {
 #[tokio::test(flavor = "multi_thread")]
 async fn ready_when_control_plane_and_its_database_are_and_drains_on_sigint() {
     let db = ck8s_testkit::fresh_db().await;
-    let mut cp_env = db.env();
-    cp_env.extend([
-        ("CODEXK8S_TOKEN_ENCRYPTION_KEY".to_string(), "ab".repeat(32)),
-        ("CODEXK8S_INTERNAL_API_TOKEN".to_string(), "internal-token-for-tests-0123456789abcdef".to_string()),
-        ("CODEXK8S_HTTP_ADDR".to_string(), "127.0.0.1:0".to_string()),
-        ("CODEXK8S_GRPC_ADDR".to_string(), "127.0.0.1:0".to_string()),
-    ]);
+    let cp_env = ck8s_testkit::process::control_plane_env(&db, &[]);
     tokio::task::spawn_blocking(move || {
         let cp = ServiceProcess::start(&bin_path("control-plane"), &cp_env, &["http", "grpc"]);
         let target = format!("http://{}", cp.addr("grpc"));

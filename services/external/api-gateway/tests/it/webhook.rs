@@ -2,7 +2,7 @@
 //! GitHub's published payload examples.
 
 use ck8s_testkit::github::{example, with_labels, with_number, with_repo_and_sender};
-use ck8s_testkit::process::{ServiceProcess, bin_path, free_port, http_post, http_raw};
+use ck8s_testkit::process::{INTERNAL_TOKEN, ServiceProcess, bin_path, control_plane_env, free_port, http_post, http_raw};
 use secrecy::SecretString;
 use serde_json::{Value, json};
 use std::net::SocketAddr;
@@ -18,23 +18,7 @@ struct Stack {
 }
 
 fn start(db: ck8s_testkit::TestDb, max_body: Option<usize>) -> Stack {
-    let mut cp_env = db.env();
-    cp_env.extend(
-        [
-            ("CODEXK8S_TOKEN_ENCRYPTION_KEY", "ab".repeat(32)),
-            ("CODEXK8S_INTERNAL_API_TOKEN", "internal-token-for-tests-0123456789abcdef".into()),
-            ("CODEXK8S_HTTP_ADDR", "127.0.0.1:0".into()),
-            ("CODEXK8S_GRPC_ADDR", "127.0.0.1:0".into()),
-            ("CODEXK8S_BOOTSTRAP_OWNER_EMAIL", "owner@example.com".into()),
-            ("CODEXK8S_BOOTSTRAP_OWNER_GITHUB_LOGIN", "the-owner".into()),
-            ("CODEXK8S_BOOTSTRAP_MEMBERS", "alice:alice@example.com:read_write".into()),
-            ("CODEXK8S_BOOTSTRAP_PROJECT_SLUG", "acme".into()),
-            ("CODEXK8S_BOOTSTRAP_REPOSITORIES", "acme/app=4242".into()),
-            ("CODEXK8S_GITHUB_PAT", "ghp_not_a_real_token".into()),
-            ("CODEXK8S_AGENT_DEFAULT_LOCALE", "en".into()),
-        ]
-        .map(|(k, v)| (k.to_string(), v)),
-    );
+    let cp_env = control_plane_env(&db, &[("CODEXK8S_AGENT_DEFAULT_LOCALE", "en")]);
     let cp = ServiceProcess::start(&bin_path("control-plane"), &cp_env, &["http", "grpc"]);
     let (status, body) = cp.wait_http_ok("http", "/readyz", Duration::from_secs(15));
     assert_eq!(status, 200, "control-plane not ready: {body}");
@@ -47,7 +31,7 @@ fn gateway(target: &str, max_body: Option<usize>) -> ServiceProcess {
         ("CODEXK8S_HTTP_ADDR".to_string(), "127.0.0.1:0".to_string()),
         ("CODEXK8S_CONTROL_PLANE_GRPC_TARGET".to_string(), target.to_string()),
         ("CODEXK8S_GITHUB_WEBHOOK_SECRET".to_string(), SECRET.to_string()),
-        ("CODEXK8S_INTERNAL_API_TOKEN".to_string(), "internal-token-for-tests-0123456789abcdef".to_string()),
+        ("CODEXK8S_INTERNAL_API_TOKEN".to_string(), INTERNAL_TOKEN.to_string()),
     ];
     if let Some(m) = max_body {
         env.push(("CODEXK8S_WEBHOOK_MAX_BODY_BYTES".to_string(), m.to_string()));
