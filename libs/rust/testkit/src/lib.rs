@@ -2,12 +2,15 @@
 //! through `scripts/pg.sh`, keeps one migrated template database per schema version, and gives
 //! every test its own fresh database cloned from that template, so tests are isolated and fast.
 //!
+//! `cluster` does the same for the test Kubernetes cluster (`tools/test-cluster/cluster.sh`).
+//!
 //! Databases are named `t_<pid>_<n>`; those left behind by finished test processes are dropped
 //! the next time a test process creates its template.
 
 // Test support fails loudly: a panic with a message is how it reports a broken environment.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod cluster;
 pub mod process;
 
 use ck8s_store::{DbConfig, MIGRATOR};

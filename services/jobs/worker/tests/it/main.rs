@@ -2,6 +2,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // helpers of tests: a panic is a failed test
 
+mod kubernetes;
 mod lifecycle;
 
 use ck8s_testkit::process::{ServiceProcess, run_to_exit};

@@ -1,0 +1,291 @@
+//! The Kubernetes job runtime against a real API server (`tools/test-cluster`): etcd,
+//! kube-apiserver, kube-controller-manager (the Job and namespace controllers) and kube-scheduler,
+//! with kwok playing the node. kwok runs nothing; it writes pod status: a Job's pod becomes Running
+//! and then finishes after `KWOK_RUN_DURATION`, failed with `KWOK_EXIT_CODE` when that is not 0.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // helpers of tests: a panic is a failed test
+
+use ck8s_domain::runtime::{JobRef, JobRuntime, JobSpec, JobState, RunEnvironment};
+use ck8s_runtime::kubernetes::adapter::FIELD_MANAGER;
+use ck8s_runtime::{KubernetesRuntime, KubernetesSettings};
+use ck8s_testkit::cluster;
+use k8s_openapi::api::authorization::v1::{ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{Namespace, Pod, ResourceQuota, Secret, ServiceAccount};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use kube::api::{Api, ListParams, PostParams};
+use kube::{Client, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+fn settings() -> KubernetesSettings {
+    KubernetesSettings { ttl_seconds_after_finished: 600, quota_pods: 4, mcp_port: 8081 }
+}
+
+async fn runtime() -> (KubernetesRuntime, Client) {
+    let client = cluster::client().await;
+    (KubernetesRuntime::new(client.clone(), settings()), client)
+}
+
+fn environment(ns: &str, profile: Option<&str>) -> RunEnvironment {
+    RunEnvironment {
+        namespace: ns.into(),
+        labels: BTreeMap::from([("codex-k8s.dev/run-id".into(), "run-1".into()), ("codex-k8s.dev/agent-key".into(), "dev".into())]),
+        annotations: BTreeMap::from([
+            ("codex-k8s.dev/correlation-id".into(), "corr-1".into()),
+            ("codex-k8s.dev/namespace-lease-expires-at".into(), "2030-01-01T00:00:00+00:00".into()),
+        ]),
+        access_profile: profile.map(String::from),
+    }
+}
+
+fn job_spec(ns: &str, name: &str, env: &[(&str, &str)]) -> JobSpec {
+    JobSpec {
+        run_id: "run-1".into(),
+        correlation_id: "corr-1".into(),
+        project_id: "proj-1".into(),
+        namespace: ns.into(),
+        job_name: name.into(),
+        image: "registry.invalid/codex-k8s/agent-runner:test".into(),
+        command: vec!["agent-runner".into()],
+        env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        secret_env: BTreeMap::from([("CODEXK8S_RUN_TOKEN".into(), "run-token-canary".into())]),
+        active_deadline: Duration::from_secs(600),
+        service_account: None,
+    }
+}
+
+async fn get<K>(client: &Client, ns: Option<&str>, name: &str) -> K
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope> + Clone + DeserializeOwned + std::fmt::Debug,
+    K::DynamicType: Default,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), ns.unwrap_or("default"));
+    api.get(name).await.unwrap_or_else(|e| panic!("{} {name} in {ns:?}: {e}", K::kind(&K::DynamicType::default())))
+}
+
+/// Resource versions (the Job's generation) of everything `prepare` and `launch` write in `ns`.
+async fn versions(client: &Client, ns: &str, profile_objects: &str, job: &str) -> Vec<(String, String)> {
+    let nsobj: Namespace = Api::all(client.clone()).get(ns).await.unwrap();
+    let mut out = vec![("namespace".to_string(), nsobj.resource_version().unwrap_or_default())];
+    out.push(("serviceaccount".into(), get::<ServiceAccount>(client, Some(ns), profile_objects).await.resource_version().unwrap()));
+    out.push(("role".into(), get::<Role>(client, Some(ns), profile_objects).await.resource_version().unwrap()));
+    out.push(("rolebinding".into(), get::<RoleBinding>(client, Some(ns), profile_objects).await.resource_version().unwrap()));
+    out.push(("quota".into(), get::<ResourceQuota>(client, Some(ns), "codex-run-quota").await.resource_version().unwrap()));
+    out.push(("netpol".into(), get::<NetworkPolicy>(client, Some(ns), "codex-run-default-deny").await.resource_version().unwrap()));
+    out.push(("secret".into(), get::<Secret>(client, Some(ns), &format!("{job}-credentials")).await.resource_version().unwrap()));
+    // The Job's status moves with its pod, so its spec generation stands for it.
+    out.push(("job generation".into(), get::<Job>(client, Some(ns), job).await.metadata.generation.unwrap_or_default().to_string()));
+    out
+}
+
+async fn wait_state(rt: &KubernetesRuntime, job: &JobRef, done: impl Fn(&JobState) -> bool, within: Duration) -> JobState {
+    let started = Instant::now();
+    loop {
+        let s = rt.status(job).await.unwrap();
+        if done(&s) || started.elapsed() > within {
+            return s;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn prepare_and_launch_create_exactly_the_run_objects_and_repeating_changes_nothing() {
+    let (rt, client) = runtime().await;
+    for (profile, object) in [("candidate", "codex-runner"), ("production-readonly", "codex-runner-readonly")] {
+        let ns = cluster::unique_name("ck8s-prep");
+        let env = environment(&ns, Some(profile));
+        rt.prepare(&env).await.unwrap();
+        let spec = job_spec(&ns, "run-job", &[("KWOK_RUN_DURATION", "600s"), ("CODEXK8S_RUN_ID", "run-1")]);
+        rt.launch(&spec).await.unwrap();
+
+        let nsobj: Namespace = Api::all(client.clone()).get(&ns).await.unwrap();
+        let labels = nsobj.labels();
+        assert_eq!(labels.get("codex-k8s.dev/managed-by").map(String::as_str), Some("codex-k8s-worker"));
+        assert_eq!(labels.get("codex-k8s.dev/namespace-purpose").map(String::as_str), Some("run"));
+        assert_eq!(labels.get("codex-k8s.dev/run-id").map(String::as_str), Some("run-1"));
+        assert_eq!(nsobj.annotations().get("codex-k8s.dev/correlation-id").map(String::as_str), Some("corr-1"));
+        assert_eq!(
+            nsobj.annotations().get("codex-k8s.dev/namespace-lease-expires-at").map(String::as_str),
+            Some("2030-01-01T00:00:00+00:00")
+        );
+        let managers: Vec<String> =
+            nsobj.managed_fields().iter().filter(|m| m.operation.as_deref() == Some("Apply")).filter_map(|m| m.manager.clone()).collect();
+        assert_eq!(managers, vec![FIELD_MANAGER.to_string()], "server-side apply under the named field manager");
+
+        // Exactly the expected objects of our own kinds (the controller manager adds the default
+        // service account and the root CA config map; those are Kubernetes', not ours).
+        let sas: Vec<String> = Api::<ServiceAccount>::namespaced(client.clone(), &ns)
+            .list(&ListParams::default().labels("codex-k8s.dev/managed-by=codex-k8s-worker"))
+            .await
+            .unwrap()
+            .items
+            .iter()
+            .map(|s| s.name_any())
+            .collect();
+        assert_eq!(sas, vec![object.to_string()]);
+        let roles: Vec<String> =
+            Api::<Role>::namespaced(client.clone(), &ns).list(&ListParams::default()).await.unwrap().iter().map(|r| r.name_any()).collect();
+        assert_eq!(roles, vec![object.to_string()]);
+        let rb: RoleBinding = get(&client, Some(&ns), object).await;
+        assert_eq!(rb.role_ref.name, object);
+        assert_eq!(rb.subjects.unwrap()[0].name, object);
+        let quota: ResourceQuota = get(&client, Some(&ns), "codex-run-quota").await;
+        assert_eq!(quota.spec.unwrap().hard.unwrap()["pods"].0, "4");
+        let np: NetworkPolicy = get(&client, Some(&ns), "codex-run-default-deny").await;
+        assert_eq!(np.spec.unwrap().policy_types.unwrap(), vec!["Ingress".to_string(), "Egress".to_string()]);
+        let secrets: Vec<String> = Api::<Secret>::namespaced(client.clone(), &ns)
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .iter()
+            .map(|s| s.name_any())
+            .collect();
+        assert_eq!(secrets, vec!["run-job-credentials".to_string()]);
+        let job: Job = get(&client, Some(&ns), "run-job").await;
+        let pod_spec = job.spec.clone().unwrap().template.spec.unwrap();
+        let container = &pod_spec.containers[0];
+        assert!(
+            container.env.iter().flatten().all(|e| e.name != "CODEXK8S_RUN_TOKEN"),
+            "credentials come through envFrom, never as plain env values"
+        );
+        assert_eq!(container.env_from.as_ref().unwrap()[0].secret_ref.as_ref().unwrap().name, "run-job-credentials");
+        assert_eq!(job.spec.as_ref().unwrap().backoff_limit, Some(0));
+        let jobs = Api::<Job>::namespaced(client.clone(), &ns).list(&ListParams::default()).await.unwrap();
+        assert_eq!(jobs.items.len(), 1);
+
+        // Preparing and launching again is a no-op: no object gets a new resource version.
+        let before = versions(&client, &ns, object, "run-job").await;
+        rt.prepare(&env).await.unwrap();
+        let again = rt.launch(&spec).await.unwrap();
+        assert_eq!(again, JobRef { namespace: ns.clone(), job_name: "run-job".into() });
+        let after = versions(&client, &ns, object, "run-job").await;
+        assert_eq!(before, after, "a second prepare and launch must not change any object");
+        rt.cancel(&again).await.unwrap();
+        rt.delete_environment(&ns).await.unwrap();
+    }
+}
+
+async fn allowed(client: &Client, user: &str, ns: &str, verb: &str, group: &str, resource: &str, sub: Option<&str>) -> bool {
+    let review = SubjectAccessReview {
+        spec: SubjectAccessReviewSpec {
+            user: Some(user.into()),
+            groups: Some(vec!["system:serviceaccounts".into(), format!("system:serviceaccounts:{ns}"), "system:authenticated".into()]),
+            resource_attributes: Some(ResourceAttributes {
+                namespace: Some(ns.into()),
+                verb: Some(verb.into()),
+                group: Some(group.into()),
+                resource: Some(resource.into()),
+                subresource: sub.map(String::from),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let api: Api<SubjectAccessReview> = Api::all(client.clone());
+    let out = api.create(&PostParams::default(), &review).await.unwrap();
+    out.status.unwrap().allowed
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn run_service_accounts_never_read_secrets_and_the_readonly_profile_changes_nothing() {
+    let (rt, client) = runtime().await;
+    let cand_ns = cluster::unique_name("ck8s-rbac-c");
+    let ro_ns = cluster::unique_name("ck8s-rbac-r");
+    rt.prepare(&environment(&cand_ns, Some("candidate"))).await.unwrap();
+    rt.prepare(&environment(&ro_ns, Some("production-readonly"))).await.unwrap();
+    let cand = format!("system:serviceaccount:{cand_ns}:codex-runner");
+    let ro = format!("system:serviceaccount:{ro_ns}:codex-runner-readonly");
+
+    // Positive controls: the reviews can say yes.
+    assert!(allowed(&client, &cand, &cand_ns, "create", "apps", "deployments", None).await);
+    assert!(allowed(&client, &cand, &cand_ns, "create", "", "pods", Some("exec")).await);
+    assert!(allowed(&client, &ro, &ro_ns, "list", "", "pods", None).await);
+    assert!(allowed(&client, &ro, &ro_ns, "get", "", "pods", Some("log")).await);
+
+    for (user, ns) in [(&cand, &cand_ns), (&ro, &ro_ns)] {
+        for verb in ["get", "list", "watch", "create"] {
+            assert!(!allowed(&client, user, ns, verb, "", "secrets", None).await, "{user} must not {verb} secrets");
+        }
+    }
+    for (verb, group, resource, sub) in [
+        ("create", "", "pods", None),
+        ("create", "", "pods", Some("exec")),
+        ("delete", "", "pods", None),
+        ("create", "apps", "deployments", None),
+        ("patch", "apps", "deployments", None),
+        ("delete", "batch", "jobs", None),
+        ("update", "", "configmaps", None),
+    ] {
+        assert!(!allowed(&client, &ro, &ro_ns, verb, group, resource, sub).await, "read-only must not {verb} {resource} {sub:?}");
+    }
+    // Neither profile reaches another namespace.
+    assert!(!allowed(&client, &cand, &ro_ns, "create", "apps", "deployments", None).await);
+    rt.delete_environment(&cand_ns).await.unwrap();
+    rt.delete_environment(&ro_ns).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_job_controller_and_kwok_drive_jobs_to_success_and_failure_and_cancel_removes_the_pods() {
+    let (rt, client) = runtime().await;
+    let ns = cluster::unique_name("ck8s-jobs");
+    rt.prepare(&environment(&ns, None)).await.unwrap();
+
+    let ok = rt.launch(&job_spec(&ns, "job-ok", &[("KWOK_RUN_DURATION", "1s")])).await.unwrap();
+    let bad = rt.launch(&job_spec(&ns, "job-bad", &[("KWOK_RUN_DURATION", "1s"), ("KWOK_EXIT_CODE", "3")])).await.unwrap();
+    let long = rt.launch(&job_spec(&ns, "job-long", &[("KWOK_RUN_DURATION", "600s")])).await.unwrap();
+
+    let running = wait_state(&rt, &long, |s| *s == JobState::Running, Duration::from_secs(60)).await;
+    assert_eq!(running, JobState::Running, "a scheduled pod on the kwok node makes the job Running");
+    assert_eq!(wait_state(&rt, &ok, JobState::is_terminal, Duration::from_secs(60)).await, JobState::Succeeded);
+    match wait_state(&rt, &bad, JobState::is_terminal, Duration::from_secs(60)).await {
+        JobState::Failed { exit_code, reason } => {
+            assert_eq!(exit_code, Some(3), "the pod's exit code reaches the run ({reason})");
+        }
+        other => panic!("expected a failed job, got {other:?}"),
+    }
+
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let of_long = ListParams::default().labels("job-name=job-long");
+    assert_eq!(pods.list(&of_long).await.unwrap().items.len(), 1);
+    rt.cancel(&long).await.unwrap();
+    rt.cancel(&long).await.unwrap(); // cancelling twice is not an error
+    let started = Instant::now();
+    loop {
+        let left = pods.list(&of_long).await.unwrap().items.len();
+        let job_gone = rt.status(&long).await.unwrap() == JobState::NotFound;
+        if left == 0 && job_gone {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "cancel must delete the job and its pods ({left} pods left)");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    rt.delete_environment(&ns).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deleting_refuses_unmanaged_namespaces_and_lists_only_managed_ones() {
+    let (rt, client) = runtime().await;
+    let managed = cluster::unique_name("ck8s-own");
+    let foreign = cluster::unique_name("ck8s-foreign");
+    rt.prepare(&environment(&managed, None)).await.unwrap();
+    let api: Api<Namespace> = Api::all(client.clone());
+    let mut ns = Namespace::default();
+    ns.metadata.name = Some(foreign.clone());
+    api.create(&PostParams::default(), &ns).await.unwrap();
+
+    let names: Vec<String> = rt.environments().await.unwrap().into_iter().map(|e| e.namespace).collect();
+    assert!(names.contains(&managed));
+    assert!(!names.contains(&foreign));
+    let err = rt.delete_environment(&foreign).await.unwrap_err();
+    assert!(matches!(err, ck8s_domain::runtime::RuntimeError::Refused(_)), "{err:?}");
+    assert!(api.get(&foreign).await.unwrap().metadata.deletion_timestamp.is_none());
+    rt.delete_environment(&managed).await.unwrap();
+    assert!(api.get_opt(&managed).await.unwrap().is_none_or(|n| n.metadata.deletion_timestamp.is_some()));
+    rt.delete_environment("ck8s-never-existed").await.unwrap();
+    api.delete(&foreign, &Default::default()).await.unwrap();
+}

@@ -1,0 +1,49 @@
+//! The test Kubernetes cluster (`tools/test-cluster/cluster.sh`): a real etcd, kube-apiserver,
+//! kube-controller-manager and kube-scheduler on loopback, with kwok playing the nodes. Started
+//! once (idempotent across processes too); the first start builds the binaries from their Go
+//! modules, which takes minutes. A cluster that cannot start fails the test with the reason: the
+//! tests are never skipped.
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+/// The kubeconfig of the running test cluster, starting it if needed.
+///
+/// # Panics
+/// If the cluster cannot be built or started: the message carries the script's error.
+pub fn kubeconfig() -> &'static PathBuf {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| {
+        let script = crate::repo_root().join("tools/test-cluster/cluster.sh");
+        let out = std::process::Command::new("bash")
+            .arg(&script)
+            .arg("start")
+            .stderr(std::process::Stdio::inherit())
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
+        assert!(
+            out.status.success(),
+            "the test Kubernetes cluster did not start ({}); run `tools/test-cluster/cluster.sh start` to see why",
+            out.status
+        );
+        PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+    })
+}
+
+/// A client of the test cluster, as its administrator.
+pub async fn client() -> kube::Client {
+    let path = kubeconfig().clone();
+    let kc = kube::config::Kubeconfig::read_from(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    let config = kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+        .await
+        .unwrap_or_else(|e| panic!("bad kubeconfig {}: {e}", path.display()));
+    kube::Client::try_from(config).expect("a client of the test cluster")
+}
+
+/// A namespace name unique to this test process and call, with a readable prefix.
+pub fn unique_name(prefix: &str) -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    format!("{prefix}-{}-{:x}-{}", std::process::id(), nanos % 0xfffff, N.fetch_add(1, Ordering::Relaxed))
+}

@@ -1,0 +1,212 @@
+//! The worker on the Kubernetes runtime against the test cluster (`tools/test-cluster`): a real
+//! API server with the Job, namespace and service-account controllers, a scheduler, and kwok
+//! playing the node (it runs nothing; a Job's pod is marked Running, then Succeeded).
+
+use ck8s_domain::runtime::{JobRuntime, RunEnvironment};
+use ck8s_runtime::{KubernetesRuntime, KubernetesSettings};
+use ck8s_testkit::cluster;
+use ck8s_testkit::process::ServiceProcess;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{Container, Namespace, Pod, PodSpec};
+use kube::api::{Api, PostParams};
+use sqlx::PgPool;
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+use uuid::Uuid;
+
+const BIN: &str = env!("CARGO_BIN_EXE_worker");
+
+fn k8s_worker(db_env: Vec<(String, String)>, id: &str, prefix: &str) -> ServiceProcess {
+    let mut e = db_env;
+    e.extend(
+        [
+            ("CODEXK8S_HTTP_ADDR", "127.0.0.1:0".to_string()),
+            ("CODEXK8S_WORKER_ID", id.to_string()),
+            ("CODEXK8S_WORKER_HEARTBEAT_INTERVAL", "200ms".to_string()),
+            ("CODEXK8S_WORKER_INSTANCE_TTL", "2s".to_string()),
+            ("CODEXK8S_WORKER_POLL_INTERVAL", "300ms".to_string()),
+            ("CODEXK8S_WORKER_RUNTIME", "kubernetes".to_string()),
+            ("CODEXK8S_WORKER_RUN_NAMESPACE_PREFIX", prefix.to_string()),
+            ("CODEXK8S_WORKER_JOB_IMAGE", "registry.invalid/codex-k8s/agent-runner:test".to_string()),
+            ("KUBECONFIG", cluster::kubeconfig().display().to_string()),
+        ]
+        .map(|(k, v)| (k.to_string(), v)),
+    );
+    ServiceProcess::start(BIN, &e, &["http"])
+}
+
+async fn project(pool: &PgPool) -> Uuid {
+    sqlx::query_scalar("INSERT INTO projects (slug, name) VALUES ('acme', 'acme') RETURNING id").fetch_one(pool).await.unwrap()
+}
+
+async fn run_with_status(pool: &PgPool, project: Uuid, corr: &str, status: &str) -> Uuid {
+    let payload = serde_json::json!({
+        "issue": {"number": 7, "labels": ["run:dev"]},
+        "repository": {"full_name": "acme/app"},
+        "agent": {"key": "dev", "name": "AI Developer"},
+        "trigger": {"source": "issue_label", "kind": "dev", "label": "run:dev"},
+        "runtime": {"mode": "full-env", "access_profile": "candidate", "deploy_only": false},
+    });
+    let finished = if status == "pending" { None } else { Some(chrono::Utc::now()) };
+    sqlx::query_scalar(
+        "INSERT INTO agent_runs (correlation_id, project_id, run_payload, runtime_mode, issue_number, status, started_at, finished_at) \
+         VALUES ($1, $2, $3, 'full-env', 7, $4, $5, $5) RETURNING id",
+    )
+    .bind(corr)
+    .bind(project)
+    .bind(payload)
+    .bind(status)
+    .bind(finished)
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+async fn wait_status(pool: &PgPool, id: Uuid, want: &str, within: Duration) -> String {
+    let started = Instant::now();
+    loop {
+        let s: String = sqlx::query_scalar("SELECT status FROM agent_runs WHERE id = $1").bind(id).fetch_one(pool).await.unwrap();
+        if s == want || started.elapsed() > within {
+            return s;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_worker_takes_a_run_from_pending_to_succeeded_on_the_cluster() {
+    let db = ck8s_testkit::fresh_db().await;
+    let client = cluster::client().await;
+    let p = project(&db.pool).await;
+    let run = run_with_status(&db.pool, p, "k8s-run", "pending").await;
+    let prefix = cluster::unique_name("ck8s-w");
+    let env = db.env();
+    let pre = prefix.clone();
+    let w = tokio::task::spawn_blocking(move || k8s_worker(env, "w-k8s", &pre)).await.unwrap();
+
+    assert_eq!(wait_status(&db.pool, run, "succeeded", Duration::from_secs(90)).await, "succeeded", "{}", w.output());
+    let (ns, job): (Option<String>, Option<String>) =
+        sqlx::query_as("SELECT namespace, job_name FROM agent_runs WHERE id = $1").bind(run).fetch_one(&db.pool).await.unwrap();
+    let (ns, job) = (ns.unwrap(), job.unwrap());
+    assert!(ns.starts_with(&prefix), "{ns}");
+    let nsobj: Namespace = Api::all(client.clone()).get(&ns).await.unwrap();
+    assert_eq!(nsobj.metadata.labels.unwrap()["codex-k8s.dev/run-id"], run.to_string());
+    let j: Job = Api::namespaced(client.clone(), &ns).get(&job).await.unwrap();
+    assert_eq!(j.status.unwrap().succeeded, Some(1), "the cluster's Job controller saw the pod succeed");
+    let kinds: Vec<String> =
+        sqlx::query_scalar("SELECT event_type FROM flow_events WHERE run_id = $1 ORDER BY id").bind(run).fetch_all(&db.pool).await.unwrap();
+    assert_eq!(
+        kinds,
+        vec!["run.profile.resolved", "run.namespace.prepared", "run.namespace.ttl_scheduled", "run.started", "run.succeeded"]
+    );
+    drop(w);
+    KubernetesRuntime::new(client, KubernetesSettings { ttl_seconds_after_finished: 60, quota_pods: 4, mcp_port: 8081 })
+        .delete_environment(&ns)
+        .await
+        .unwrap();
+}
+
+fn lease(run: Uuid, expires: chrono::DateTime<chrono::Utc>) -> (BTreeMap<String, String>, BTreeMap<String, String>) {
+    (
+        BTreeMap::from([("codex-k8s.dev/run-id".to_string(), run.to_string())]),
+        BTreeMap::from([("codex-k8s.dev/namespace-lease-expires-at".to_string(), expires.to_rfc3339())]),
+    )
+}
+
+async fn terminating_or_gone(api: &Api<Namespace>, name: &str) -> bool {
+    api.get_opt(name).await.unwrap().is_none_or(|n| n.metadata.deletion_timestamp.is_some())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_sweeper_deletes_only_managed_expired_idle_namespaces() {
+    let db = ck8s_testkit::fresh_db().await;
+    let client = cluster::client().await;
+    let rt = KubernetesRuntime::new(client.clone(), KubernetesSettings { ttl_seconds_after_finished: 60, quota_pods: 4, mcp_port: 8081 });
+    let p = project(&db.pool).await;
+    let past = chrono::Utc::now() - chrono::Duration::minutes(5);
+    let future = chrono::Utc::now() + chrono::Duration::hours(1);
+    let prefix = cluster::unique_name("ck8s-sw");
+    let names = ["expired", "unexpired", "busy", "foreign"].map(|n| format!("{prefix}-{n}"));
+    let mut runs = Vec::new();
+    for (i, name) in names.iter().enumerate() {
+        let run = run_with_status(&db.pool, p, &format!("sweep-{i}"), "succeeded").await;
+        runs.push(run);
+        let (labels, annotations) = lease(run, if name.ends_with("unexpired") { future } else { past });
+        if name.ends_with("foreign") {
+            // Same labels and an expired lease, but not marked as managed by codex-k8s.
+            let mut ns = Namespace::default();
+            ns.metadata.name = Some(name.clone());
+            ns.metadata.labels = Some(labels);
+            ns.metadata.annotations = Some(annotations);
+            Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await.unwrap();
+        } else {
+            rt.prepare(&RunEnvironment { namespace: name.clone(), labels, annotations, access_profile: None }).await.unwrap();
+        }
+    }
+    // A pod that keeps running in the busy namespace (not a Job's, so kwok never finishes it).
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &names[2]);
+    let pod = Pod {
+        metadata: kube::api::ObjectMeta { name: Some("still-working".into()), ..Default::default() },
+        spec: Some(PodSpec {
+            containers: vec![Container { name: "run".into(), image: Some("registry.invalid/busy:1".into()), ..Default::default() }],
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let started = Instant::now();
+    loop {
+        // Admission needs the namespace's default service account and quota status first.
+        match pods.create(&PostParams::default(), &pod).await {
+            Ok(_) => break,
+            Err(e) => assert!(started.elapsed() < Duration::from_secs(60), "cannot create the busy pod: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    loop {
+        let phase = pods.get("still-working").await.unwrap().status.and_then(|s| s.phase);
+        if phase.as_deref() == Some("Running") {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "kwok never ran the busy pod ({phase:?})");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    let env = db.env();
+    let w = tokio::task::spawn_blocking(move || k8s_worker(env, "w-sweep", "ck8s-unused")).await.unwrap();
+    let api: Api<Namespace> = Api::all(client.clone());
+    let started = Instant::now();
+    while !terminating_or_gone(&api, &names[0]).await {
+        assert!(started.elapsed() < Duration::from_secs(60), "the expired idle namespace was not deleted: {}", w.output());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Give the sweeper several more ticks to make a mistake about the others.
+    let started = Instant::now();
+    loop {
+        let skipped: Vec<serde_json::Value> =
+            sqlx::query_scalar("SELECT payload FROM flow_events WHERE event_type = 'run.namespace.cleanup_skipped' AND run_id = $1")
+                .bind(runs[2])
+                .fetch_all(&db.pool)
+                .await
+                .unwrap();
+        if let Some(s) = skipped.first() {
+            assert_eq!(s["reason"], "active_workload");
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "the busy namespace was never considered");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for name in &names[1..] {
+        assert!(!terminating_or_gone(&api, name).await, "{name} must be left alone");
+    }
+    let cleaned: i64 = sqlx::query_scalar("SELECT count(*) FROM flow_events WHERE event_type = 'run.namespace.cleaned'")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(cleaned, 1);
+    drop(w);
+    for name in &names[1..3] {
+        let _ = api.delete(name, &Default::default()).await;
+    }
+    api.delete(&names[3], &Default::default()).await.unwrap();
+}
