@@ -10,6 +10,7 @@ pub mod agent;
 pub mod clock;
 pub mod comments;
 pub mod duration;
+pub mod forge;
 pub mod labels;
 pub mod policy;
 pub mod profile;
