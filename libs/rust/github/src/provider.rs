@@ -250,7 +250,7 @@ impl RepositoryProvider for GithubProvider {
                     match self.gh.json::<RawLabel, _>(Method::POST, &format!("{}/labels", repo_path(repo)), Some(&body)).await {
                         Ok(l) => Ok(l.into()),
                         // Created meanwhile by someone else: read it back.
-                        Err(ProviderError::Validation(_)) => {
+                        Err(ProviderError::Validation(m)) if m.contains("already_exists") => {
                             Ok(self.gh.json::<RawLabel, _>(Method::GET, &path, NoBody::None).await?.into())
                         }
                         Err(e) => Err(e),

@@ -19,16 +19,25 @@ pub struct Hook {
     pub url: String,
     pub secret: String,
     pub events: Vec<String>,
+    pub active: bool,
+    pub created_at: String,
 }
 
 /// One delivery attempt.
 #[derive(Debug, Clone)]
 pub struct Delivery {
-    pub id: String,
+    /// Numeric id (GitHub's `id`, used to ask for a redelivery).
+    pub id: i64,
+    /// `X-GitHub-Delivery` (a redelivery keeps the original's).
+    pub guid: String,
     pub hook_id: i64,
     pub event: String,
     pub action: Option<String>,
     pub status: u16,
+    pub redelivery: bool,
+    pub delivered_at: String,
+    pub duration: f64,
+    pub body: Vec<u8>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -45,6 +54,8 @@ pub struct NewHook {
     config: HookConfig,
     #[serde(default = "default_events")]
     events: Vec<String>,
+    #[serde(default)]
+    active: Option<bool>,
 }
 
 fn default_events() -> Vec<String> {
@@ -56,16 +67,99 @@ pub async fn create_hook(State(s): State<Shared>, h: HeaderMap, Path((o, r)): Pa
     if !f.has_repo(&o, &r) {
         return error(StatusCode::NOT_FOUND, "Not Found");
     }
-    if !b.config.url.starts_with("http://") || b.config.content_type.as_deref().is_some_and(|c| c != "json") {
+    if !valid_config(&b.config) {
         return error(StatusCode::UNPROCESSABLE_ENTITY, "Validation Failed: config.url must be an http:// URL and content_type json");
     }
     let hook = f.add_hook(&o, &r, b.config.url, b.config.secret, b.events);
-    (StatusCode::CREATED, Json(hook_json(&hook))).into_response()
+    (StatusCode::CREATED, Json(hook_json(&f.base_url, &o, &r, &hook))).into_response()
 }
 
-fn hook_json(h: &Hook) -> Value {
-    json!({"id": h.id, "type": "Repository", "name": "web", "active": true, "events": h.events,
-           "config": {"url": h.url, "content_type": "json", "insecure_ssl": "0"}})
+fn valid_config(c: &HookConfig) -> bool {
+    c.url.starts_with("http://") && c.content_type.as_deref().is_none_or(|c| c == "json")
+}
+
+fn hook_json(base: &str, o: &str, r: &str, h: &Hook) -> Value {
+    let api = format!("{base}/repos/{o}/{r}/hooks/{}", h.id);
+    json!({"id": h.id, "type": "Repository", "name": "web", "active": h.active, "events": h.events,
+           "config": {"url": h.url, "content_type": "json", "insecure_ssl": "0"},
+           "url": api, "test_url": format!("{api}/test"), "ping_url": format!("{api}/pings"), "deliveries_url": format!("{api}/deliveries"),
+           "created_at": h.created_at, "updated_at": h.created_at,
+           "last_response": {"code": null, "status": "unused", "message": null}})
+}
+
+/// `PATCH /repos/{o}/{r}/hooks/{hook_id}`: replaces the configuration, events and active flag.
+pub async fn update_hook(
+    State(s): State<Shared>,
+    h: HeaderMap,
+    Path((o, r, id)): Path<(String, String, i64)>,
+    Json(b): Json<NewHook>,
+) -> Response {
+    let (mut f, _) = respond!(session(&s, &h));
+    if !valid_config(&b.config) {
+        return error(StatusCode::UNPROCESSABLE_ENTITY, "Validation Failed: config.url must be an http:// URL and content_type json");
+    }
+    let k = crate::rest::key(&o, &r);
+    let Some(hook) = f.hooks.iter_mut().find(|x| x.id == id && x.repo_key == k) else { return error(StatusCode::NOT_FOUND, "Not Found") };
+    hook.url = b.config.url;
+    if !b.config.secret.is_empty() {
+        hook.secret = b.config.secret;
+    }
+    hook.events = b.events;
+    hook.active = b.active.unwrap_or(true);
+    let hook = hook.clone();
+    Json(hook_json(&f.base_url, &o, &r, &hook)).into_response()
+}
+
+/// `DELETE /repos/{o}/{r}/hooks/{hook_id}`.
+pub async fn delete_hook(State(s): State<Shared>, h: HeaderMap, Path((o, r, id)): Path<(String, String, i64)>) -> Response {
+    let (mut f, _) = respond!(session(&s, &h));
+    let k = crate::rest::key(&o, &r);
+    let before = f.hooks.len();
+    f.hooks.retain(|x| !(x.id == id && x.repo_key == k));
+    if f.hooks.len() == before { error(StatusCode::NOT_FOUND, "Not Found") } else { StatusCode::NO_CONTENT.into_response() }
+}
+
+fn delivery_json(d: &Delivery, repo_id: i64) -> Value {
+    json!({"id": d.id, "guid": d.guid, "delivered_at": d.delivered_at, "redelivery": d.redelivery, "duration": d.duration,
+           "status": if (200..300).contains(&d.status) { "OK".to_string() } else { format!("failed ({})", d.status) },
+           "status_code": d.status, "event": d.event, "action": d.action, "installation_id": null, "repository_id": repo_id,
+           "throttled_at": null})
+}
+
+/// `GET /repos/{o}/{r}/hooks/{hook_id}/deliveries`: newest first, `per_page` at most 100.
+pub async fn hook_deliveries(
+    State(s): State<Shared>,
+    h: HeaderMap,
+    Path((o, r, id)): Path<(String, String, i64)>,
+    axum::extract::Query(p): axum::extract::Query<crate::rest::Page>,
+) -> Response {
+    let (f, _) = respond!(session(&s, &h));
+    let k = crate::rest::key(&o, &r);
+    if !f.hooks.iter().any(|x| x.id == id && x.repo_key == k) {
+        return error(StatusCode::NOT_FOUND, "Not Found");
+    }
+    let repo_id = f.repos.get(&k).map(|r| r.id).unwrap_or(0);
+    let per = p.per_page.unwrap_or(30).clamp(1, 100);
+    let v: Vec<Value> = f.deliveries().iter().rev().filter(|d| d.hook_id == id).take(per).map(|d| delivery_json(d, repo_id)).collect();
+    Json(Value::Array(v)).into_response()
+}
+
+/// `POST /repos/{o}/{r}/hooks/{hook_id}/deliveries/{delivery_id}/attempts`: delivers again (202).
+pub async fn redeliver(State(s): State<Shared>, h: HeaderMap, Path((o, r, id, delivery)): Path<(String, String, i64, i64)>) -> Response {
+    let (f, _) = respond!(session(&s, &h));
+    let k = crate::rest::key(&o, &r);
+    let Some(hook) = f.hooks.iter().find(|x| x.id == id && x.repo_key == k).cloned() else {
+        return error(StatusCode::NOT_FOUND, "Not Found");
+    };
+    let Some(d) = f.deliveries().iter().find(|d| d.id == delivery && d.hook_id == id).cloned() else {
+        return error(StatusCode::NOT_FOUND, "Not Found");
+    };
+    drop(f);
+    let state = s.clone();
+    tokio::spawn(async move {
+        send_and_record(state, hook, d.event, d.action, d.guid, d.body, true).await;
+    });
+    (StatusCode::ACCEPTED, Json(json!({}))).into_response()
 }
 
 pub async fn list_hooks(State(s): State<Shared>, h: HeaderMap, Path((o, r)): Path<(String, String)>) -> Response {
@@ -73,7 +167,7 @@ pub async fn list_hooks(State(s): State<Shared>, h: HeaderMap, Path((o, r)): Pat
     if !f.has_repo(&o, &r) {
         return error(StatusCode::NOT_FOUND, "Not Found");
     }
-    Json(Value::Array(f.hooks_of(&o, &r).iter().map(hook_json).collect())).into_response()
+    Json(Value::Array(f.hooks_of(&o, &r).iter().map(|x| hook_json(&f.base_url, &o, &r, x)).collect())).into_response()
 }
 
 pub async fn list_deliveries(State(s): State<Shared>) -> Response {
@@ -81,7 +175,7 @@ pub async fn list_deliveries(State(s): State<Shared>) -> Response {
     let v: Vec<Value> = f
         .deliveries()
         .iter()
-        .map(|d| json!({"id": d.id, "hook_id": d.hook_id, "event": d.event, "action": d.action, "status_code": d.status}))
+        .map(|d| json!({"id": d.id, "guid": d.guid, "hook_id": d.hook_id, "event": d.event, "action": d.action, "status_code": d.status, "redelivery": d.redelivery}))
         .collect();
     Json(Value::Array(v)).into_response()
 }
@@ -113,14 +207,30 @@ pub async fn deliver(hook: &Hook, event: &str, delivery_id: &str, body: &[u8]) -
 pub fn dispatch(state: Shared, hooks: Vec<Hook>, event: &str, payload: Value) {
     let body = serde_json::to_vec(&payload).unwrap_or_default();
     let action = payload.get("action").and_then(Value::as_str).map(String::from);
-    for hook in hooks.into_iter().filter(|h| h.events.iter().any(|e| e == event || e == "*")) {
+    for hook in hooks.into_iter().filter(|h| h.active && h.events.iter().any(|e| e == event || e == "*")) {
         let (state, body, event, action) = (state.clone(), body.clone(), event.to_string(), action.clone());
         tokio::spawn(async move {
-            let id = uuid::Uuid::new_v4().to_string();
-            let status = deliver(&hook, &event, &id, &body).await;
-            if let Ok(mut f) = state.lock() {
-                f.record_delivery(Delivery { id, hook_id: hook.id, event, action, status });
-            }
+            send_and_record(state, hook, event, action, uuid::Uuid::new_v4().to_string(), body, false).await;
+        });
+    }
+}
+
+async fn send_and_record(state: Shared, hook: Hook, event: String, action: Option<String>, guid: String, body: Vec<u8>, redelivery: bool) {
+    let started = std::time::Instant::now();
+    let status = deliver(&hook, &event, &guid, &body).await;
+    if let Ok(mut f) = state.lock() {
+        let id = f.id();
+        f.record_delivery(Delivery {
+            id,
+            guid,
+            hook_id: hook.id,
+            event,
+            action,
+            status,
+            redelivery,
+            delivered_at: crate::rest::now(),
+            duration: started.elapsed().as_secs_f64(),
+            body,
         });
     }
 }

@@ -1,8 +1,15 @@
 //! forge-sim: a GitHub stand-in for development and tests. It serves the GitHub REST subset the
-//! platform uses (repositories, labels, issues and their labels, comments, reactions) with
-//! GitHub's shapes, errors, token authentication and `Link` pagination, plus a scripting API
-//! (`/_sim/*`) to create users and repositories. The OAuth flow, git hosting and signed webhook
-//! delivery arrive with the rest of the repository-provider work. Never deployed to production.
+//! platform uses (repositories, labels, issues and their labels, comments, reactions, pull
+//! requests, reviews and review comments, file contents, collaborator permissions, webhooks with
+//! their deliveries and redelivery) with GitHub's shapes (validated against GitHub's OpenAPI
+//! description by the tests), errors, token authentication and `Link` pagination; signed webhook
+//! delivery; and a scripting API (`/_sim/*`) to create users, repositories and files, inject
+//! faults (outages, rate limits, comment-list lag) and read back every API answer. The OAuth flow
+//! and git hosting arrive with the rest of the repository-provider work. Never deployed to
+//! production.
+
+// GitHub's pull-request objects are large `json!` literals.
+#![recursion_limit = "256"]
 
 /// Returns the error response of a handler step, or its value.
 macro_rules! respond {
@@ -15,7 +22,9 @@ macro_rules! respond {
 }
 
 mod hooks;
+mod pulls;
 mod rest;
+mod sim;
 
 use axum::Router;
 use axum::routing::{delete, get, patch, post};
@@ -54,22 +63,36 @@ async fn run(cfg: Config) -> Result<(), String> {
     let api = Router::new()
         .route("/repos/{owner}/{repo}", get(rest::get_repo))
         .route("/repos/{owner}/{repo}/labels", get(rest::list_labels).post(rest::create_label))
-        .route("/repos/{owner}/{repo}/labels/{name}", delete(rest::delete_label))
+        .route("/repos/{owner}/{repo}/labels/{name}", get(rest::get_label).patch(rest::update_label).delete(rest::delete_label))
         .route("/repos/{owner}/{repo}/issues", post(rest::create_issue))
-        .route("/repos/{owner}/{repo}/issues/{number}", get(rest::get_issue))
+        .route("/repos/{owner}/{repo}/issues/{issue_number}", get(rest::get_issue))
         .route(
-            "/repos/{owner}/{repo}/issues/{number}/labels",
+            "/repos/{owner}/{repo}/issues/{issue_number}/labels",
             get(rest::list_issue_labels).post(rest::add_issue_labels).put(rest::add_issue_labels),
         )
-        .route("/repos/{owner}/{repo}/issues/{number}/labels/{name}", delete(rest::remove_issue_label))
-        .route("/repos/{owner}/{repo}/issues/{number}/comments", get(rest::list_comments).post(rest::create_comment))
-        .route("/repos/{owner}/{repo}/issues/comments/{id}", patch(rest::update_comment))
-        .route("/repos/{owner}/{repo}/issues/{number}/reactions", post(rest::react_issue))
-        .route("/repos/{owner}/{repo}/issues/comments/{id}/reactions", post(rest::react_comment))
+        .route("/repos/{owner}/{repo}/issues/{issue_number}/labels/{name}", delete(rest::remove_issue_label))
+        .route("/repos/{owner}/{repo}/issues/{issue_number}/comments", get(rest::list_comments).post(rest::create_comment))
+        .route("/repos/{owner}/{repo}/issues/comments/{comment_id}", patch(rest::update_comment))
+        .route("/repos/{owner}/{repo}/issues/{issue_number}/reactions", post(rest::react_issue))
+        .route("/repos/{owner}/{repo}/issues/comments/{comment_id}/reactions", post(rest::react_comment))
+        .route("/repos/{owner}/{repo}/pulls", get(pulls::list_pulls).post(pulls::create_pull))
+        .route("/repos/{owner}/{repo}/pulls/{pull_number}", get(pulls::get_pull).patch(pulls::update_pull))
+        .route("/repos/{owner}/{repo}/pulls/{pull_number}/reviews", get(pulls::list_reviews).post(pulls::create_review))
+        .route("/repos/{owner}/{repo}/pulls/{pull_number}/comments", get(pulls::list_review_comments))
+        .route("/repos/{owner}/{repo}/contents/{*path}", get(rest::get_contents))
+        .route("/repos/{owner}/{repo}/collaborators/{username}/permission", get(rest::get_permission))
         .route("/repos/{owner}/{repo}/hooks", get(hooks::list_hooks).post(hooks::create_hook))
+        .route("/repos/{owner}/{repo}/hooks/{hook_id}", patch(hooks::update_hook).delete(hooks::delete_hook))
+        .route("/repos/{owner}/{repo}/hooks/{hook_id}/deliveries", get(hooks::hook_deliveries))
+        .route("/repos/{owner}/{repo}/hooks/{hook_id}/deliveries/{delivery_id}/attempts", post(hooks::redeliver))
+        .route_layer(axum::middleware::from_fn_with_state(forge.clone(), sim::layer))
         .route("/_sim/deliveries", get(hooks::list_deliveries))
         .route("/_sim/users", post(rest::sim_create_user))
         .route("/_sim/repos", post(rest::sim_create_repo))
+        .route("/_sim/repos/{owner}/{repo}/files", post(rest::sim_put_files))
+        .route("/_sim/repos/{owner}/{repo}/collaborators", post(rest::sim_add_collaborator))
+        .route("/_sim/faults", post(sim::set_faults))
+        .route("/_sim/exchanges", get(sim::exchanges))
         .fallback(|| async { rest::error(axum::http::StatusCode::NOT_FOUND, "Not Found") })
         .with_state(forge);
     let router = with_request_metrics(health_router("forge-sim", vec![], metrics.clone(), shutdown.token()).merge(api), metrics);

@@ -23,65 +23,76 @@ pub struct User {
 }
 
 #[derive(Debug, Clone)]
-struct Label {
-    id: i64,
-    name: String,
-    color: String,
-    description: Option<String>,
+pub(crate) struct Label {
+    pub(crate) id: i64,
+    pub(crate) name: String,
+    pub(crate) color: String,
+    pub(crate) description: Option<String>,
 }
 
 #[derive(Debug, Clone)]
-struct Comment {
-    id: i64,
-    body: String,
-    user: String,
-    created_at: String,
-    updated_at: String,
+pub(crate) struct Comment {
+    pub(crate) id: i64,
+    pub(crate) body: String,
+    pub(crate) user: String,
+    pub(crate) created_at: String,
+    pub(crate) updated_at: String,
+    /// When it was created, for the simulated list lag.
+    pub(crate) born: std::time::Instant,
 }
 
 #[derive(Debug, Clone)]
-struct Issue {
-    id: i64,
-    number: i64,
-    title: String,
-    body: Option<String>,
-    state: String,
-    user: String,
-    labels: Vec<String>,
-    comments: Vec<Comment>,
-    reactions: Vec<(String, String)>,
-    created_at: String,
-    updated_at: String,
+pub(crate) struct Issue {
+    pub(crate) id: i64,
+    pub(crate) number: i64,
+    pub(crate) title: String,
+    pub(crate) body: Option<String>,
+    pub(crate) state: String,
+    pub(crate) user: String,
+    pub(crate) labels: Vec<String>,
+    pub(crate) comments: Vec<Comment>,
+    pub(crate) reactions: Vec<(String, String)>,
+    pub(crate) created_at: String,
+    pub(crate) updated_at: String,
+    /// Set when the issue is a pull request.
+    pub(crate) pull: Option<crate::pulls::Pull>,
 }
 
 #[derive(Debug, Clone)]
-struct Repo {
-    id: i64,
-    owner: String,
-    name: String,
-    default_branch: String,
-    private: bool,
-    labels: BTreeMap<String, Label>,
-    issues: Vec<Issue>,
+pub(crate) struct Repo {
+    pub(crate) id: i64,
+    pub(crate) owner: String,
+    pub(crate) name: String,
+    pub(crate) default_branch: String,
+    pub(crate) private: bool,
+    pub(crate) labels: BTreeMap<String, Label>,
+    pub(crate) issues: Vec<Issue>,
+    /// Files per ref (branch name or commit sha), set through `/_sim/repos/{o}/{r}/files`.
+    pub(crate) files: BTreeMap<String, BTreeMap<String, Vec<u8>>>,
+    /// Collaborators and their permission (`admin`, `write`, `read`, ...).
+    pub(crate) collaborators: BTreeMap<String, String>,
+    pub(crate) created_at: String,
 }
 
 /// The whole simulated forge, in memory.
 #[derive(Default)]
 pub struct Forge {
     next_id: i64,
-    users: BTreeMap<String, User>,
+    pub(crate) users: BTreeMap<String, User>,
     tokens: BTreeMap<String, String>,
-    repos: BTreeMap<String, Repo>,
+    pub(crate) repos: BTreeMap<String, Repo>,
     comment_reactions: Vec<(i64, String, String)>,
-    hooks: Vec<crate::hooks::Hook>,
+    pub(crate) hooks: Vec<crate::hooks::Hook>,
     deliveries: Vec<crate::hooks::Delivery>,
+    pub(crate) faults: crate::sim::Faults,
+    pub(crate) exchanges: Vec<crate::sim::Exchange>,
     pub base_url: String,
 }
 
 /// Shared state of the handlers.
 pub type Shared = Arc<Mutex<Forge>>;
 
-fn now() -> String {
+pub(crate) fn now() -> String {
     chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
 
@@ -90,7 +101,7 @@ pub fn error(status: StatusCode, message: &str) -> Response {
     (status, Json(json!({"message": message, "documentation_url": DOCS}))).into_response()
 }
 
-fn validation(resource: &str, field: &str, code: &str) -> Response {
+pub(crate) fn validation(resource: &str, field: &str, code: &str) -> Response {
     (
         StatusCode::UNPROCESSABLE_ENTITY,
         Json(json!({"message": "Validation Failed", "errors": [{"resource": resource, "field": field, "code": code}], "documentation_url": DOCS})),
@@ -98,7 +109,7 @@ fn validation(resource: &str, field: &str, code: &str) -> Response {
         .into_response()
 }
 
-fn key(owner: &str, name: &str) -> String {
+pub(crate) fn key(owner: &str, name: &str) -> String {
     format!("{}/{}", owner.to_lowercase(), name.to_lowercase())
 }
 
@@ -115,7 +126,7 @@ impl Forge {
 
     /// Registers a hook on a repository.
     pub fn add_hook(&mut self, owner: &str, name: &str, url: String, secret: String, events: Vec<String>) -> crate::hooks::Hook {
-        let hook = crate::hooks::Hook { id: self.id(), repo_key: key(owner, name), url, secret, events };
+        let hook = crate::hooks::Hook { id: self.id(), repo_key: key(owner, name), url, secret, events, active: true, created_at: now() };
         self.hooks.push(hook.clone());
         hook
     }
@@ -136,7 +147,7 @@ impl Forge {
         self.deliveries.push(d);
     }
 
-    fn id(&mut self) -> i64 {
+    pub(crate) fn id(&mut self) -> i64 {
         self.next_id += 1;
         self.next_id
     }
@@ -174,40 +185,100 @@ impl Forge {
             private: false,
             labels: BTreeMap::new(),
             issues: vec![],
+            files: BTreeMap::new(),
+            collaborators: BTreeMap::new(),
+            created_at: now(),
         };
         self.repos.insert(k, repo);
         Ok(id)
     }
 
-    fn user_json(&self, login: &str) -> Value {
+    pub(crate) fn user_json(&self, login: &str) -> Value {
         let u = self.users.get(&login.to_lowercase());
         let login = u.map(|u| u.login.clone()).unwrap_or_else(|| login.to_string());
+        let api = format!("{}/users/{login}", self.base_url);
         json!({
             "login": login, "id": u.map(|u| u.id).unwrap_or(0), "node_id": format!("U_{login}"),
             "avatar_url": format!("{}/avatars/{login}", self.base_url), "gravatar_id": "",
-            "url": format!("{}/users/{login}", self.base_url), "html_url": format!("{}/{login}", self.base_url),
+            "url": api, "html_url": format!("{}/{login}", self.base_url),
+            "followers_url": format!("{api}/followers"), "following_url": format!("{api}/following{{/other_user}}"),
+            "gists_url": format!("{api}/gists{{/gist_id}}"), "starred_url": format!("{api}/starred{{/owner}}{{/repo}}"),
+            "subscriptions_url": format!("{api}/subscriptions"), "organizations_url": format!("{api}/orgs"),
+            "repos_url": format!("{api}/repos"), "events_url": format!("{api}/events{{/privacy}}"),
+            "received_events_url": format!("{api}/received_events"),
             "type": u.map(|u| u.kind.clone()).unwrap_or_else(|| "User".into()), "site_admin": false,
         })
     }
 
-    fn repo_json(&self, r: &Repo) -> Value {
+    pub(crate) fn repo_json(&self, r: &Repo) -> Value {
         let full = format!("{}/{}", r.owner, r.name);
-        json!({
+        let api = format!("{}/repos/{full}", self.base_url);
+        let open = r.issues.iter().filter(|i| i.state == "open").count();
+        let mut v = json!({
             "id": r.id, "node_id": format!("R_{}", r.id), "name": r.name, "full_name": full, "private": r.private,
             "owner": self.user_json(&r.owner), "html_url": format!("{}/{full}", self.base_url), "description": null, "fork": false,
-            "url": format!("{}/repos/{full}", self.base_url), "default_branch": r.default_branch,
-            "clone_url": format!("{}/{full}.git", self.base_url), "visibility": if r.private { "private" } else { "public" },
-        })
+            "url": api, "default_branch": r.default_branch,
+            "clone_url": format!("{}/{full}.git", self.base_url), "git_url": format!("{}/{full}.git", self.base_url),
+            "ssh_url": format!("git@forge-sim:{full}.git"), "svn_url": format!("{}/{full}", self.base_url),
+            "mirror_url": null, "homepage": null, "language": null, "license": null,
+            "visibility": if r.private { "private" } else { "public" },
+            "forks": 0, "forks_count": 0, "stargazers_count": 0, "watchers": 0, "watchers_count": 0, "size": 0,
+            "open_issues": open, "open_issues_count": open,
+            "has_issues": true, "has_projects": false, "has_wiki": false, "has_pages": false,
+            "has_downloads": false, "archived": false, "disabled": false,
+            "pushed_at": r.created_at, "created_at": r.created_at, "updated_at": r.created_at,
+        });
+        for (field, suffix) in [
+            ("archive_url", "/{archive_format}{/ref}"),
+            ("assignees_url", "/assignees{/user}"),
+            ("blobs_url", "/git/blobs{/sha}"),
+            ("branches_url", "/branches{/branch}"),
+            ("collaborators_url", "/collaborators{/collaborator}"),
+            ("comments_url", "/comments{/number}"),
+            ("commits_url", "/commits{/sha}"),
+            ("compare_url", "/compare/{base}...{head}"),
+            ("contents_url", "/contents/{+path}"),
+            ("contributors_url", "/contributors"),
+            ("deployments_url", "/deployments"),
+            ("downloads_url", "/downloads"),
+            ("events_url", "/events"),
+            ("forks_url", "/forks"),
+            ("git_commits_url", "/git/commits{/sha}"),
+            ("git_refs_url", "/git/refs{/sha}"),
+            ("git_tags_url", "/git/tags{/sha}"),
+            ("hooks_url", "/hooks"),
+            ("issue_comment_url", "/issues/comments{/number}"),
+            ("issue_events_url", "/issues/events{/number}"),
+            ("issues_url", "/issues{/number}"),
+            ("keys_url", "/keys{/key_id}"),
+            ("labels_url", "/labels{/name}"),
+            ("languages_url", "/languages"),
+            ("merges_url", "/merges"),
+            ("milestones_url", "/milestones{/number}"),
+            ("notifications_url", "/notifications{?since,all,participating}"),
+            ("pulls_url", "/pulls{/number}"),
+            ("releases_url", "/releases{/id}"),
+            ("stargazers_url", "/stargazers"),
+            ("statuses_url", "/statuses/{sha}"),
+            ("subscribers_url", "/subscribers"),
+            ("subscription_url", "/subscription"),
+            ("tags_url", "/tags"),
+            ("teams_url", "/teams"),
+            ("trees_url", "/git/trees{/sha}"),
+        ] {
+            v[field] = json!(format!("{api}{suffix}"));
+        }
+        v
     }
 
-    fn label_json(&self, r: &Repo, l: &Label) -> Value {
+    pub(crate) fn label_json(&self, r: &Repo, l: &Label) -> Value {
         json!({
             "id": l.id, "node_id": format!("LA_{}", l.id), "url": format!("{}/repos/{}/{}/labels/{}", self.base_url, r.owner, r.name, l.name),
             "name": l.name, "color": l.color, "default": false, "description": l.description,
         })
     }
 
-    fn issue_json(&self, r: &Repo, i: &Issue) -> Value {
+    pub(crate) fn issue_json(&self, r: &Repo, i: &Issue) -> Value {
         let full = format!("{}/{}", r.owner, r.name);
         let labels: Vec<Value> = i
             .labels
@@ -217,15 +288,26 @@ impl Forge {
                 None => json!({"name": n}),
             })
             .collect();
-        json!({
+        let api = format!("{}/repos/{full}/issues/{}", self.base_url, i.number);
+        let mut v = json!({
             "id": i.id, "node_id": format!("I_{}", i.id), "number": i.number, "title": i.title, "body": i.body, "state": i.state,
             "user": self.user_json(&i.user), "labels": labels, "comments": i.comments.len(), "locked": false,
-            "url": format!("{}/repos/{full}/issues/{}", self.base_url, i.number), "html_url": format!("{}/{full}/issues/{}", self.base_url, i.number),
+            "url": api, "html_url": format!("{}/{full}/issues/{}", self.base_url, i.number),
+            "comments_url": format!("{api}/comments"), "events_url": format!("{api}/events"), "labels_url": format!("{api}/labels{{/name}}"),
+            "repository_url": format!("{}/repos/{full}", self.base_url), "assignee": null, "assignees": [], "milestone": null,
             "created_at": i.created_at, "updated_at": i.updated_at, "closed_at": null, "author_association": "OWNER",
-        })
+        });
+        if i.pull.is_some() {
+            let html = format!("{}/{full}/pull/{}", self.base_url, i.number);
+            v["pull_request"] = json!({
+                "url": format!("{}/repos/{full}/pulls/{}", self.base_url, i.number), "html_url": html,
+                "diff_url": format!("{html}.diff"), "patch_url": format!("{html}.patch"), "merged_at": null,
+            });
+        }
+        v
     }
 
-    fn comment_json(&self, r: &Repo, issue: i64, c: &Comment) -> Value {
+    pub(crate) fn comment_json(&self, r: &Repo, issue: i64, c: &Comment) -> Value {
         let full = format!("{}/{}", r.owner, r.name);
         json!({
             "id": c.id, "node_id": format!("IC_{}", c.id), "body": c.body, "user": self.user_json(&c.user),
@@ -266,12 +348,12 @@ pub fn session<'a>(s: &'a Shared, headers: &HeaderMap) -> Result<(std::sync::Mut
 /// `per_page` and `page` of list endpoints.
 #[derive(Debug, Deserialize)]
 pub struct Page {
-    per_page: Option<usize>,
-    page: Option<usize>,
+    pub(crate) per_page: Option<usize>,
+    pub(crate) page: Option<usize>,
 }
 
 /// One page of `items` with GitHub's `Link` header.
-fn paginate(base: &str, path: &str, items: Vec<Value>, p: &Page) -> Response {
+pub(crate) fn paginate(base: &str, path: &str, items: Vec<Value>, p: &Page) -> Response {
     let per = p.per_page.unwrap_or(30).clamp(1, 100);
     let page = p.page.unwrap_or(1).max(1);
     let last = items.len().div_ceil(per).max(1);
@@ -295,11 +377,12 @@ fn paginate(base: &str, path: &str, items: Vec<Value>, p: &Page) -> Response {
     resp
 }
 
+#[macro_export]
 macro_rules! repo_or_404 {
     ($forge:expr, $o:expr, $r:expr) => {
-        match $forge.repos.get(&key(&$o, &$r)) {
+        match $forge.repos.get(&$crate::rest::key(&$o, &$r)) {
             Some(r) => r.clone(),
-            None => return error(StatusCode::NOT_FOUND, "Not Found"),
+            None => return $crate::rest::error(axum::http::StatusCode::NOT_FOUND, "Not Found"),
         }
     };
 }
@@ -307,7 +390,12 @@ macro_rules! repo_or_404 {
 pub async fn get_repo(State(s): State<Shared>, h: HeaderMap, Path((o, r)): Path<(String, String)>) -> Response {
     let (f, _) = respond!(session(&s, &h));
     let repo = repo_or_404!(f, o, r);
-    Json(f.repo_json(&repo)).into_response()
+    // The REST answer is GitHub's full-repository; webhooks and nested objects carry the shorter form.
+    let mut v = f.repo_json(&repo);
+    for (k, val) in [("network_count", json!(0)), ("subscribers_count", json!(0)), ("has_discussions", json!(false))] {
+        v[k] = val;
+    }
+    Json(v).into_response()
 }
 
 pub async fn list_labels(State(s): State<Shared>, h: HeaderMap, Path((o, r)): Path<(String, String)>, Query(p): Query<Page>) -> Response {
@@ -394,13 +482,14 @@ pub async fn create_issue(
         reactions: vec![],
         created_at: t.clone(),
         updated_at: t,
+        pull: None,
     };
     repo.issues.push(issue.clone());
     let repo = repo.clone();
     (StatusCode::CREATED, Json(f.issue_json(&repo, &issue))).into_response()
 }
 
-fn issue_index(repo: &Repo, n: i64) -> Option<usize> {
+pub(crate) fn issue_index(repo: &Repo, n: i64) -> Option<usize> {
     repo.issues.iter().position(|i| i.number == n)
 }
 
@@ -505,7 +594,8 @@ pub async fn list_comments(
     let (f, _) = respond!(session(&s, &h));
     let repo = repo_or_404!(f, o, r);
     let Some(i) = issue_index(&repo, n) else { return error(StatusCode::NOT_FOUND, "Not Found") };
-    let items = repo.issues[i].comments.iter().map(|c| f.comment_json(&repo, n, c)).collect();
+    let lag = std::time::Duration::from_millis(f.faults.comment_list_lag_ms);
+    let items = repo.issues[i].comments.iter().filter(|c| c.born.elapsed() >= lag).map(|c| f.comment_json(&repo, n, c)).collect();
     paginate(&f.base_url, &format!("/repos/{o}/{r}/issues/{n}/comments"), items, &p)
 }
 
@@ -531,7 +621,7 @@ pub async fn create_comment(
     let Some(repo) = f.repos.get_mut(&key(&o, &r)) else { return error(StatusCode::NOT_FOUND, "Not Found") };
     let Some(i) = issue_index(repo, n) else { return error(StatusCode::NOT_FOUND, "Not Found") };
     let t = now();
-    let c = Comment { id, body: b.body, user: user.login, created_at: t.clone(), updated_at: t };
+    let c = Comment { id, body: b.body, user: user.login, created_at: t.clone(), updated_at: t, born: std::time::Instant::now() };
     repo.issues[i].comments.push(c.clone());
     let repo = repo.clone();
     (StatusCode::CREATED, Json(f.comment_json(&repo, n, &c))).into_response()
@@ -660,4 +750,162 @@ pub async fn sim_create_repo(State(s): State<Shared>, h: HeaderMap, Json(b): Jso
         }
         Err(e) => error(StatusCode::UNPROCESSABLE_ENTITY, &e),
     }
+}
+
+pub async fn get_label(State(s): State<Shared>, h: HeaderMap, Path((o, r, name)): Path<(String, String, String)>) -> Response {
+    let (f, _) = respond!(session(&s, &h));
+    let repo = repo_or_404!(f, o, r);
+    match repo.labels.get(&name.to_lowercase()) {
+        Some(l) => Json(f.label_json(&repo, l)).into_response(),
+        None => error(StatusCode::NOT_FOUND, "Not Found"),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct LabelPatch {
+    new_name: Option<String>,
+    color: Option<String>,
+    description: Option<String>,
+}
+
+pub async fn update_label(
+    State(s): State<Shared>,
+    h: HeaderMap,
+    Path((o, r, name)): Path<(String, String, String)>,
+    Json(b): Json<LabelPatch>,
+) -> Response {
+    let (mut f, _) = respond!(session(&s, &h));
+    if b.color.as_ref().is_some_and(|c| c.len() != 6 || !c.chars().all(|c| c.is_ascii_hexdigit())) {
+        return validation("Label", "color", "invalid");
+    }
+    let Some(repo) = f.repos.get_mut(&key(&o, &r)) else { return error(StatusCode::NOT_FOUND, "Not Found") };
+    let Some(mut label) = repo.labels.remove(&name.to_lowercase()) else { return error(StatusCode::NOT_FOUND, "Not Found") };
+    if let Some(n) = b.new_name.filter(|n| !n.trim().is_empty()) {
+        label.name = n;
+    }
+    if let Some(c) = b.color {
+        label.color = c;
+    }
+    if b.description.is_some() {
+        label.description = b.description;
+    }
+    repo.labels.insert(label.name.to_lowercase(), label.clone());
+    let repo = repo.clone();
+    Json(f.label_json(&repo, &label)).into_response()
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RefQuery {
+    #[serde(rename = "ref")]
+    git_ref: Option<String>,
+}
+
+fn blob_sha(bytes: &[u8]) -> String {
+    use sha1_smol::Sha1;
+    let mut h = Sha1::new();
+    h.update(format!("blob {}\0", bytes.len()).as_bytes());
+    h.update(bytes);
+    h.digest().to_string()
+}
+
+/// `GET /repos/{o}/{r}/contents/{path}?ref=`: a file as GitHub's `content-file` (base64).
+pub async fn get_contents(
+    State(s): State<Shared>,
+    h: HeaderMap,
+    Path((o, r, path)): Path<(String, String, String)>,
+    Query(q): Query<RefQuery>,
+) -> Response {
+    use base64::Engine;
+    let (f, _) = respond!(session(&s, &h));
+    let repo = repo_or_404!(f, o, r);
+    let git_ref = q.git_ref.unwrap_or_else(|| repo.default_branch.clone());
+    let Some(bytes) = repo.files.get(&git_ref).and_then(|files| files.get(&path)) else { return error(StatusCode::NOT_FOUND, "Not Found") };
+    let full = format!("{}/{}", repo.owner, repo.name);
+    let sha = blob_sha(bytes);
+    let api = format!("{}/repos/{full}/contents/{path}?ref={git_ref}", f.base_url);
+    let html = format!("{}/{full}/blob/{git_ref}/{path}", f.base_url);
+    let git = format!("{}/repos/{full}/git/blobs/{sha}", f.base_url);
+    Json(json!({
+        "type": "file", "encoding": "base64", "size": bytes.len(), "name": path.rsplit('/').next().unwrap_or(&path), "path": path,
+        "content": base64::engine::general_purpose::STANDARD.encode(bytes), "sha": sha, "url": api, "git_url": git, "html_url": html,
+        "download_url": format!("{}/{full}/raw/{git_ref}/{path}", f.base_url),
+        "_links": {"self": api, "git": git, "html": html},
+    }))
+    .into_response()
+}
+
+/// `GET /repos/{o}/{r}/collaborators/{username}/permission`.
+pub async fn get_permission(State(s): State<Shared>, h: HeaderMap, Path((o, r, login)): Path<(String, String, String)>) -> Response {
+    let (f, _) = respond!(session(&s, &h));
+    let repo = repo_or_404!(f, o, r);
+    if !f.users.contains_key(&login.to_lowercase()) {
+        return error(StatusCode::NOT_FOUND, "Not Found");
+    }
+    let permission = if repo.owner.eq_ignore_ascii_case(&login) {
+        "admin".to_string()
+    } else {
+        repo.collaborators.get(&login.to_lowercase()).cloned().unwrap_or_else(|| if repo.private { "none".into() } else { "read".into() })
+    };
+    let mut user = f.user_json(&login);
+    user["permissions"] = json!({
+        "admin": permission == "admin", "maintain": matches!(permission.as_str(), "admin" | "maintain"),
+        "push": matches!(permission.as_str(), "admin" | "maintain" | "write"), "triage": permission != "read" && permission != "none",
+        "pull": permission != "none",
+    });
+    user["role_name"] = json!(permission);
+    Json(json!({"permission": permission, "role_name": permission, "user": user})).into_response()
+}
+
+#[derive(Debug, Deserialize)]
+pub struct SimFiles {
+    #[serde(rename = "ref")]
+    git_ref: String,
+    files: BTreeMap<String, String>,
+}
+
+/// Scripting API: `POST /_sim/repos/{o}/{r}/files {ref, files: {path: text}}` sets files at a ref.
+pub async fn sim_put_files(
+    State(s): State<Shared>,
+    h: HeaderMap,
+    Path((o, r)): Path<(String, String)>,
+    Json(b): Json<SimFiles>,
+) -> Response {
+    let (mut f, user) = respond!(session(&s, &h));
+    let Some(repo) = f.repos.get_mut(&key(&o, &r)) else { return error(StatusCode::NOT_FOUND, "Not Found") };
+    if !repo.owner.eq_ignore_ascii_case(&user.login) {
+        return error(StatusCode::FORBIDDEN, "Only the owner may write files through /_sim");
+    }
+    let tree = repo.files.entry(b.git_ref).or_default();
+    for (path, text) in b.files {
+        tree.insert(path.trim_start_matches('/').to_string(), text.into_bytes());
+    }
+    StatusCode::NO_CONTENT.into_response()
+}
+
+#[derive(Debug, Deserialize)]
+pub struct SimCollaborator {
+    login: String,
+    permission: String,
+}
+
+/// Scripting API: `POST /_sim/repos/{o}/{r}/collaborators {login, permission}` (owner only).
+pub async fn sim_add_collaborator(
+    State(s): State<Shared>,
+    h: HeaderMap,
+    Path((o, r)): Path<(String, String)>,
+    Json(b): Json<SimCollaborator>,
+) -> Response {
+    let (mut f, user) = respond!(session(&s, &h));
+    if !["admin", "maintain", "write", "triage", "read"].contains(&b.permission.as_str()) {
+        return validation("Collaborator", "permission", "invalid");
+    }
+    if !f.users.contains_key(&b.login.to_lowercase()) {
+        return error(StatusCode::NOT_FOUND, "Not Found");
+    }
+    let Some(repo) = f.repos.get_mut(&key(&o, &r)) else { return error(StatusCode::NOT_FOUND, "Not Found") };
+    if !repo.owner.eq_ignore_ascii_case(&user.login) {
+        return error(StatusCode::FORBIDDEN, "Only the owner may add collaborators");
+    }
+    repo.collaborators.insert(b.login.to_lowercase(), b.permission);
+    StatusCode::NO_CONTENT.into_response()
 }

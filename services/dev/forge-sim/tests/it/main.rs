@@ -262,3 +262,57 @@ fn labelling_an_issue_delivers_a_signed_github_shaped_webhook() {
         (Some("issues"), Some("labeled"), Some(202))
     );
 }
+
+#[test]
+fn new_endpoints_refuse_unauthenticated_unauthorised_and_malformed_requests() {
+    let sim = start();
+    let addr = sim.addr("http");
+    let bob = user(addr, "bob");
+    let eve = user(addr, "eve");
+    bob.call("POST", "/_sim/repos", Some(json!({"name": "app"})));
+    for (method, path) in [
+        ("GET", "/repos/bob/app/pulls"),
+        ("POST", "/repos/bob/app/pulls"),
+        ("GET", "/repos/bob/app/contents/README.md"),
+        ("GET", "/repos/bob/app/collaborators/bob/permission"),
+        ("GET", "/repos/bob/app/hooks/1/deliveries"),
+        ("PATCH", "/repos/bob/app/labels/x"),
+    ] {
+        let (s, _, b) = http_request(addr, method, path, &[("Content-Type", "application/json")], Some(b"{}"));
+        assert_eq!(s, 401, "{method} {path}: {b}");
+    }
+    // Only the owner scripts files and collaborators.
+    let files = json!({"ref": "main", "files": {"a.txt": "x"}});
+    assert_eq!(eve.call("POST", "/_sim/repos/bob/app/files", Some(files.clone())).0, 403);
+    assert_eq!(eve.call("POST", "/_sim/repos/bob/app/collaborators", Some(json!({"login": "eve", "permission": "admin"}))).0, 403);
+    assert_eq!(bob.call("POST", "/_sim/repos/bob/app/collaborators", Some(json!({"login": "eve", "permission": "god"}))).0, 422);
+    assert_eq!(bob.call("POST", "/_sim/repos/bob/app/files", Some(files)).0, 204);
+    // Malformed bodies and values are refused without changing anything.
+    let (s, _, _) = http_request(
+        addr,
+        "POST",
+        "/repos/bob/app/pulls",
+        &[("Authorization", &bob.auth), ("Content-Type", "application/json")],
+        Some(b"{not json"),
+    );
+    assert!(s == 400 || s == 422, "{s}");
+    assert_eq!(bob.call("POST", "/repos/bob/app/pulls", Some(json!({"title": "", "head": "x", "base": "main"}))).0, 422);
+    assert_eq!(bob.call("POST", "/repos/bob/app/pulls", Some(json!({"title": "t", "head": "main", "base": "main"}))).0, 422);
+    let (s, _, pr) = bob.call("POST", "/repos/bob/app/pulls", Some(json!({"title": "t", "head": "feature", "base": "main"})));
+    assert_eq!(s, 201);
+    let n = pr["number"].as_i64().unwrap();
+    assert_eq!(bob.call("PATCH", &format!("/repos/bob/app/pulls/{n}"), Some(json!({"state": "merged-ish"}))).0, 422);
+    assert_eq!(eve.call("POST", &format!("/repos/bob/app/pulls/{n}/reviews"), Some(json!({"event": "BLESS"}))).0, 422);
+    assert_eq!(eve.call("POST", &format!("/repos/bob/app/pulls/{n}/reviews"), Some(json!({"event": "REQUEST_CHANGES"}))).0, 422);
+    let bad_line = json!({"event": "COMMENT", "body": "b", "comments": [{"path": "a.txt", "line": 0, "body": "x"}]});
+    assert_eq!(eve.call("POST", &format!("/repos/bob/app/pulls/{n}/reviews"), Some(bad_line)).0, 422);
+    let (_, _, reviews) = bob.call("GET", &format!("/repos/bob/app/pulls/{n}/reviews"), None);
+    assert_eq!(reviews.as_array().unwrap().len(), 0, "refused reviews leave nothing behind");
+    assert_eq!(bob.call("GET", "/repos/bob/app/contents/missing.txt", None).0, 404);
+    assert_eq!(bob.call("GET", "/repos/bob/app/contents/a.txt?ref=other", None).0, 404);
+    let (s, _, file) = bob.call("GET", "/repos/bob/app/contents/a.txt?ref=main", None);
+    assert_eq!((s, file["content"].as_str(), file["encoding"].as_str()), (200, Some("eA=="), Some("base64")));
+    assert_eq!(bob.call("GET", "/repos/bob/app/collaborators/nobody/permission", None).0, 404);
+    assert_eq!(bob.call("POST", "/repos/bob/app/hooks/999/deliveries/1/attempts", None).0, 404);
+    assert_eq!(bob.call("POST", "/_sim/faults", Some(json!({"outage": "many"}))).0, 422);
+}
