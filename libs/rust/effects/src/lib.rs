@@ -1,0 +1,10 @@
+//! The GitHub side effects of codex-k8s, on the domain's repository-provider port: the upsert of
+//! each run's single status comment (`status`) and the executor that carries out the side effects
+//! owed by committed ingests (`executor`), with retries, backoff, idempotence under replays and an
+//! audit trail in `flow_events`.
+
+pub mod executor;
+pub mod status;
+
+pub use executor::{Executor, ExecutorSettings, Providers, RepositoryRow};
+pub use status::{LagPolicy, Target, UpsertError, Upserted, upsert};

@@ -1,0 +1,256 @@
+//! The status comment upsert and the side-effect executor against forge-sim (through the real
+//! GitHub adapter) and a real PostgreSQL: a lagging comment list, an outage in the middle of a
+//! batch, and replays after a crash.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // helpers of tests: a panic is a failed test
+
+use ck8s_domain::comments::{Locale, Phase, StatusState};
+use ck8s_domain::forge::{RepoRef, RepositoryProvider};
+use ck8s_effects::executor::effect_marker;
+use ck8s_effects::{Executor, ExecutorSettings, LagPolicy, Providers, RepositoryRow, Target, upsert};
+use ck8s_github::{Github, GithubProvider, GithubSettings};
+use ck8s_testkit::process::{ServiceProcess, bin_path, http_request};
+use secrecy::SecretString;
+use serde_json::{Value, json};
+use sqlx::PgPool;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use uuid::Uuid;
+
+struct Sim {
+    _proc: ServiceProcess,
+    addr: SocketAddr,
+    token: String,
+}
+
+fn post(addr: SocketAddr, path: &str, token: Option<&str>, body: Value) -> (u16, Value) {
+    let auth = token.map(|t| format!("Bearer {t}"));
+    let headers: Vec<(&str, &str)> = auth.as_deref().map(|a| vec![("Authorization", a)]).unwrap_or_default();
+    let (s, _, text) = http_request(addr, "POST", path, &headers, Some(&serde_json::to_vec(&body).unwrap()));
+    (s, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+/// forge-sim with the bot `codex-bot`, its repository `codex-bot/app` and issue #1.
+fn sim() -> Sim {
+    let proc = ServiceProcess::start(&bin_path("forge-sim"), &[("CODEXK8S_FORGE_SIM_HTTP_ADDR".into(), "127.0.0.1:0".into())], &["http"]);
+    let addr = proc.addr("http");
+    let (_, u) = post(addr, "/_sim/users", None, json!({"login": "codex-bot", "email": "bot@example.com", "kind": "Bot"}));
+    let token = u["token"].as_str().unwrap().to_string();
+    assert_eq!(post(addr, "/_sim/repos", Some(&token), json!({"name": "app"})).0, 201);
+    assert_eq!(post(addr, "/repos/codex-bot/app/issues", Some(&token), json!({"title": "Add a greeting"})).0, 201);
+    Sim { _proc: proc, addr, token }
+}
+
+impl Sim {
+    fn faults(&self, f: Value) {
+        assert_eq!(post(self.addr, "/_sim/faults", None, f).0, 204);
+    }
+
+    fn provider(&self) -> GithubProvider {
+        let mut s = GithubSettings::new(format!("http://{}", self.addr), SecretString::from(self.token.clone()));
+        s.backoff = Duration::from_millis(20);
+        s.max_attempts = 2;
+        GithubProvider::new(Github::new(s).unwrap())
+    }
+
+    /// Bodies written to issue #1's comments (creates and edits), in order.
+    fn written_bodies(&self) -> Vec<String> {
+        let (_, _, text) = http_request(self.addr, "GET", "/_sim/exchanges", &[], None);
+        let all: Vec<Value> = serde_json::from_str(&text).unwrap();
+        all.iter()
+            .filter(|x| {
+                (x["method"] == "POST" && x["route"] == "/repos/{owner}/{repo}/issues/{issue_number}/comments")
+                    || (x["method"] == "PATCH" && x["route"] == "/repos/{owner}/{repo}/issues/comments/{comment_id}")
+            })
+            .filter(|x| x["status"].as_u64().is_some_and(|s| s < 300))
+            .map(|x| x["body"]["body"].as_str().unwrap_or_default().to_string())
+            .collect()
+    }
+}
+
+async fn repository(pool: &PgPool) -> Uuid {
+    let project: Uuid =
+        sqlx::query_scalar("INSERT INTO projects (slug, name) VALUES ('acme', 'acme') RETURNING id").fetch_one(pool).await.unwrap();
+    sqlx::query_scalar(
+        "INSERT INTO repositories (project_id, provider, external_id, owner, name, alias, token_encrypted) VALUES ($1, 'github', 1, 'codex-bot', 'app', 'app', $2) RETURNING id",
+    )
+    .bind(project)
+    .bind(vec![7u8; 40])
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+fn report(phase: Phase) -> StatusState {
+    StatusState { run_id: "run-42".into(), phase: Some(phase), repository: Some("codex-bot/app".into()), ..Default::default() }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_status_comment_stays_single_and_monotonic_despite_a_lagging_list_and_a_crash() {
+    let db = ck8s_testkit::fresh_db().await;
+    let repo_id = repository(&db.pool).await;
+    let sim = tokio::task::spawn_blocking(sim).await.unwrap();
+    sim.faults(json!({"comment_list_lag_ms": 1500}));
+    let gh = sim.provider();
+    let t = Target { correlation_id: "corr-42".into(), repository_id: repo_id, repo: RepoRef::new("codex-bot", "app"), number: 1 };
+    let lag = LagPolicy { attempts: 10, wait: Duration::from_millis(300) };
+
+    let first = upsert(&db.pool, &gh, &t, &report(Phase::Created), Locale::En, lag).await.unwrap();
+    assert!(first.created);
+    // Concurrent reports of the same run right after the create: the list does not show the
+    // comment yet, but the stored id is used and the advisory lock serialises them.
+    let (preparing, started) = (report(Phase::PreparingRuntime), report(Phase::Started));
+    let (a, b) =
+        tokio::join!(upsert(&db.pool, &gh, &t, &preparing, Locale::En, lag), upsert(&db.pool, &gh, &t, &started, Locale::En, lag),);
+    assert_eq!((a.unwrap().comment_id, b.unwrap().comment_id), (first.comment_id, first.comment_id));
+
+    // A crash between a create and storing its id: the id is gone, the create flag remains.
+    sqlx::query("UPDATE run_status_comments SET comment_id = NULL, create_attempted = true WHERE correlation_id = 'corr-42'")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let mut finished = report(Phase::Finished);
+    finished.run_status = Some("succeeded".into());
+    finished.pr_url = Some("http://forge-sim/codex-bot/app/pull/2".into());
+    let after_crash = upsert(&db.pool, &gh, &t, &finished, Locale::En, lag).await.unwrap();
+    assert!(!after_crash.created, "the comment was found through the lagging list, not written again");
+    assert_eq!(after_crash.comment_id, first.comment_id);
+    // A late report of an earlier phase does not move the comment back.
+    let late = upsert(&db.pool, &gh, &t, &report(Phase::Started), Locale::En, lag).await.unwrap();
+    assert_eq!(late.state.phase, Some(Phase::Finished));
+
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    let comments = gh.list_comments(&t.repo, 1).await.unwrap();
+    let own: Vec<_> = comments.iter().filter(|c| StatusState::from_comment(&c.body).is_some()).collect();
+    assert_eq!(own.len(), 1, "exactly one status comment: {comments:#?}");
+    let state = StatusState::from_comment(&own[0].body).unwrap();
+    assert_eq!((state.phase, state.run_status.as_deref()), (Some(Phase::Finished), Some("succeeded")));
+    assert!(own[0].body.contains("Run finished"), "rendered in the run's locale: {}", own[0].body);
+
+    let phases: Vec<Phase> = sim.written_bodies().iter().filter_map(|b| StatusState::from_comment(b)).filter_map(|s| s.phase).collect();
+    assert!(phases.len() >= 5, "{phases:?}");
+    assert!(phases.windows(2).all(|w| w[0] <= w[1]), "phases written in order: {phases:?}");
+    assert_eq!(phases.first(), Some(&Phase::Created));
+}
+
+struct Fixed(Arc<dyn RepositoryProvider>);
+
+impl Providers for Fixed {
+    fn for_repository(&self, _repo: &RepositoryRow) -> Result<Arc<dyn RepositoryProvider>, String> {
+        Ok(self.0.clone())
+    }
+}
+
+async fn owe(pool: &PgPool, repo: Uuid, key: &str, kind: &str, payload: Value) {
+    sqlx::query(
+        "INSERT INTO github_side_effects (idempotency_key, correlation_id, repository_id, kind, target_number, payload) VALUES ($1, 'corr-7', $2, $3, 1, $4)",
+    )
+    .bind(key)
+    .bind(repo)
+    .bind(kind)
+    .bind(payload)
+    .execute(pool)
+    .await
+    .unwrap();
+}
+
+async fn statuses(pool: &PgPool) -> Vec<(String, String, i32)> {
+    sqlx::query_as("SELECT idempotency_key, status, attempts FROM github_side_effects ORDER BY id").fetch_all(pool).await.unwrap()
+}
+
+async fn drain_until_settled(ex: &Executor, pool: &PgPool) {
+    let started = Instant::now();
+    loop {
+        ex.drain().await.unwrap();
+        let open = statuses(pool).await.iter().filter(|s| s.1 == "pending" || s.1 == "in_progress").count();
+        if open == 0 {
+            return;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "effects never settled: {:?}", statuses(pool).await);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn owed_effects_survive_an_outage_midway_and_replays_and_are_carried_out_exactly_once() {
+    let db = ck8s_testkit::fresh_db().await;
+    let repo_id = repository(&db.pool).await;
+    let sim = tokio::task::spawn_blocking(sim).await.unwrap();
+    let gh: Arc<dyn RepositoryProvider> = Arc::new(sim.provider());
+
+    owe(&db.pool, repo_id, "corr-7:0:status_comment", "status_comment", json!({"phase": "created", "locale": "ru"})).await;
+    owe(&db.pool, repo_id, "corr-7:1:reaction", "reaction", json!({"subject": "issue", "content": "eyes"})).await;
+    for (i, reason) in ["no_stage_label", "sender_not_member", "unknown_run_label"].iter().enumerate() {
+        let payload = json!({"template": "trigger_warning", "reason": reason, "suggested_labels": ["run:dev"], "locale": "en"});
+        owe(&db.pool, repo_id, &format!("corr-7:{}:issue_comment", i + 2), "issue_comment", payload).await;
+    }
+    let conflict = json!({"template": "trigger_conflict", "labels": ["run:dev", "run:qa"], "locale": "ru"});
+    owe(&db.pool, repo_id, "corr-7:5:issue_comment", "issue_comment", conflict).await;
+    owe(&db.pool, repo_id, "corr-7:6:add_labels", "add_labels", json!({"labels": ["need:input"]})).await;
+    owe(&db.pool, repo_id, "corr-7:7:remove_label", "remove_label", json!({"label": "run:dev"})).await;
+
+    let settings = ExecutorSettings {
+        batch: 1,
+        backoff: Duration::from_millis(100),
+        max_backoff: Duration::from_millis(400),
+        lag: LagPolicy { attempts: 3, wait: Duration::from_millis(200) },
+        ..Default::default()
+    };
+    let ex = Executor { pool: db.pool.clone(), providers: Arc::new(Fixed(gh.clone())), settings };
+    assert_eq!(ex.tick().await.unwrap(), 1);
+    assert_eq!(ex.tick().await.unwrap(), 1);
+    // The forge goes down in the middle of the batch.
+    sim.faults(json!({"outage": 9}));
+    drain_until_settled(&ex, &db.pool).await;
+    let st = statuses(&db.pool).await;
+    assert!(st.iter().all(|s| s.1 == "done"), "every effect done: {st:?}");
+    assert!(st.iter().any(|s| s.2 > 1), "some effects needed retries: {st:?}");
+
+    // A replay: a comment effect whose done mark was lost (the process died after writing it).
+    sqlx::query("UPDATE github_side_effects SET status = 'pending', done_at = NULL, next_attempt_at = now() WHERE idempotency_key = 'corr-7:3:issue_comment'")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    drain_until_settled(&ex, &db.pool).await;
+
+    let repo = RepoRef::new("codex-bot", "app");
+    let comments = gh.list_comments(&repo, 1).await.unwrap();
+    for key in ["corr-7:2:issue_comment", "corr-7:3:issue_comment", "corr-7:4:issue_comment", "corr-7:5:issue_comment"] {
+        let n = comments.iter().filter(|c| c.body.contains(&effect_marker(key))).count();
+        assert_eq!(n, 1, "{key} written exactly once");
+    }
+    assert!(comments.iter().any(|c| c.body.contains("Конфликт меток запуска")), "the conflict comment in its own locale");
+    assert_eq!(comments.iter().filter(|c| StatusState::from_comment(&c.body).is_some()).count(), 1, "one status comment");
+    assert_eq!(comments.len(), 5);
+    assert_eq!(gh.issue_labels(&repo, 1).await.unwrap(), vec!["need:input"]);
+
+    let events: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT event_type, count(*) FROM flow_events WHERE correlation_id = 'corr-7' AND event_type LIKE 'github.side_effect.%' GROUP BY 1 ORDER BY 1",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    let count = |t: &str| events.iter().find(|e| e.0 == t).map(|e| e.1).unwrap_or(0);
+    assert_eq!(count("github.side_effect.done"), 9, "{events:?}"); // 8 effects + the replay
+    assert!(count("github.side_effect.retry_scheduled") >= 1, "{events:?}");
+    assert_eq!(count("github.side_effect.failed"), 0, "{events:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn effects_that_cannot_succeed_fail_with_the_reason_and_are_not_retried() {
+    let db = ck8s_testkit::fresh_db().await;
+    let repo_id = repository(&db.pool).await;
+    let sim = tokio::task::spawn_blocking(sim).await.unwrap();
+    let gh: Arc<dyn RepositoryProvider> = Arc::new(sim.provider());
+    owe(&db.pool, repo_id, "bad:0:reaction", "reaction", json!({"subject": "issue", "content": "not-an-emoji"})).await;
+    owe(&db.pool, repo_id, "bad:1:issue_comment", "issue_comment", json!({"template": "no_such_template"})).await;
+    let ex = Executor { pool: db.pool.clone(), providers: Arc::new(Fixed(gh)), settings: ExecutorSettings::default() };
+    ex.drain().await.unwrap();
+    let rows: Vec<(String, i32, Option<String>)> =
+        sqlx::query_as("SELECT status, attempts, last_error FROM github_side_effects ORDER BY id").fetch_all(&db.pool).await.unwrap();
+    assert_eq!((rows[0].0.as_str(), rows[0].1), ("failed", 1));
+    assert!(rows[0].2.as_deref().unwrap().contains("validation failed"), "{rows:?}");
+    assert_eq!((rows[1].0.as_str(), rows[1].1), ("failed", 1));
+    assert!(rows[1].2.as_deref().unwrap().contains("no_such_template"), "{rows:?}");
+}
