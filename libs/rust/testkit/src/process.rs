@@ -257,7 +257,9 @@ pub const INTERNAL_TOKEN: &str = "internal-token-for-tests-0123456789abcdef";
 
 /// Environment of a control-plane on `db`: loopback listeners on free ports, a test encryption
 /// key and [`INTERNAL_TOKEN`], and a bootstrapped owner (`the-owner`), writer `alice`, project
-/// `acme` and repository `acme/app` (GitHub id 4242). Later entries of `extra` override these.
+/// `acme` and repository `acme/app` (GitHub id 4242). Owed GitHub side effects are not carried
+/// out (there is no GitHub to reach) unless `extra` sets `CODEXK8S_SIDE_EFFECTS_ENABLED=true` and
+/// `CODEXK8S_GITHUB_API_URL`. Later entries of `extra` override these.
 pub fn control_plane_env(db: &crate::TestDb, extra: &[(&str, &str)]) -> Vec<(String, String)> {
     let mut e = db.env();
     let key = "ab".repeat(32);
@@ -272,6 +274,7 @@ pub fn control_plane_env(db: &crate::TestDb, extra: &[(&str, &str)]) -> Vec<(Str
         ("CODEXK8S_BOOTSTRAP_PROJECT_SLUG", "acme"),
         ("CODEXK8S_BOOTSTRAP_REPOSITORIES", "acme/app=4242"),
         ("CODEXK8S_GITHUB_PAT", "ghp_not_a_real_token"),
+        ("CODEXK8S_SIDE_EFFECTS_ENABLED", "false"),
     ];
     e.extend(base.iter().chain(extra.iter()).map(|(k, v)| (k.to_string(), v.to_string())));
     e

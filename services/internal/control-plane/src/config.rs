@@ -24,6 +24,11 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     pub ingest: IngestSettings,
     pub bootstrap: BootstrapConfig,
+    /// GitHub REST API root (api.github.com, GitHub Enterprise, or forge-sim locally).
+    pub github_api_url: String,
+    /// Whether this instance carries out owed GitHub side effects.
+    pub side_effects: bool,
+    pub side_effects_interval: Duration,
 }
 
 /// Setting names that rename labels, with no prefix.
@@ -158,7 +163,14 @@ impl Config {
             }
         }
 
+        let github_api_url = r.string("GITHUB_API_URL", "https://api.github.com");
+        if !(github_api_url.starts_with("https://") || github_api_url.starts_with("http://")) {
+            r.issue("GITHUB_API_URL", "must be an http(s) URL such as https://api.github.com");
+        }
         let cfg = Self {
+            github_api_url: github_api_url.trim_end_matches('/').to_string(),
+            side_effects: r.bool("SIDE_EFFECTS_ENABLED", true),
+            side_effects_interval: r.duration("SIDE_EFFECTS_POLL_INTERVAL", Duration::from_secs(2)),
             db: DbConfig::read(&mut r),
             grpc_addr: r.socket_addr("GRPC_ADDR", "0.0.0.0:9090"),
             http_addr: r.socket_addr("HTTP_ADDR", "0.0.0.0:8081"),

@@ -1,12 +1,14 @@
 //! control-plane: owns the PostgreSQL schema and migrations, runs the domain use-cases (webhook
-//! ingest and trigger policy, bootstrap of the first owner and project) and serves the internal
-//! gRPC API to api-gateway, worker and agent-runner.
+//! ingest and trigger policy, bootstrap of the first owner and project), carries out the GitHub
+//! side effects owed by committed ingests, and serves the internal gRPC API to api-gateway, worker
+//! and agent-runner.
 //!
 //! The library holds the use-cases so tests can drive them on a real database; `main.rs` only
 //! wires them into a process.
 
 pub mod bootstrap;
 pub mod config;
+pub mod effects;
 pub mod grpc;
 pub mod ingest;
 pub mod startup;

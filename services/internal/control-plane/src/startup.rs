@@ -38,9 +38,18 @@ pub async fn run(cfg: Config) -> Result<(), String> {
 
     let mut shutdown = Shutdown::on_signals();
     let bootstrapped = Arc::new(AtomicBool::new(false));
+    let sealer = Arc::new(cfg.sealer);
+    if cfg.side_effects {
+        let providers = crate::effects::SealedProviders { sealer: sealer.clone(), base_url: cfg.github_api_url.clone() };
+        let owner = format!("control-plane-{}", std::process::id());
+        let executor =
+            ck8s_effects::Executor { pool: pool.clone(), providers: Arc::new(providers), settings: crate::effects::settings(owner) };
+        tracing::info!(github_api_url = %cfg.github_api_url, "carrying out owed GitHub side effects");
+        shutdown.spawn("side-effects", crate::effects::run(executor, cfg.side_effects_interval, shutdown.token()));
+    }
     {
         let (pool, token, done) = (pool.clone(), shutdown.token(), bootstrapped.clone());
-        let (bootstrap, sealer) = (cfg.bootstrap.clone(), Arc::new(cfg.sealer));
+        let (bootstrap, sealer) = (cfg.bootstrap.clone(), sealer.clone());
         shutdown.spawn("bootstrap", async move {
             loop {
                 match crate::bootstrap::apply(&pool, &bootstrap, &sealer).await {

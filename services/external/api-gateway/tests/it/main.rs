@@ -2,6 +2,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // helpers of tests: a panic is a failed test
 
+mod forge;
 mod webhook;
 
 use ck8s_testkit::process::{ServiceProcess, bin_path, free_port, http_get, run_to_exit};

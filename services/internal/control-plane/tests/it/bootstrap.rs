@@ -56,12 +56,19 @@ fn malformed_bootstrap_settings_are_named() {
         ("CODEXK8S_BOOTSTRAP_MEMBERS".to_string(), "alice:alice@example.com:owner".to_string()),
         ("CODEXK8S_BOOTSTRAP_OWNER_EMAIL".to_string(), "not-an-email".to_string()),
         ("CODEXK8S_SERVICES_CONFIG_PATH".to_string(), "/nonexistent/services.yaml".to_string()),
+        ("CODEXK8S_GITHUB_API_URL".to_string(), "api.github.com".to_string()),
+        ("CODEXK8S_SIDE_EFFECTS_POLL_INTERVAL".to_string(), "soon".to_string()),
     ];
     let (code, out) = run_to_exit(env!("CARGO_BIN_EXE_control-plane"), &e, &[]);
     assert_eq!(code, Some(2), "{out}");
-    for var in
-        ["CODEXK8S_BOOTSTRAP_REPOSITORIES", "CODEXK8S_BOOTSTRAP_MEMBERS", "CODEXK8S_BOOTSTRAP_OWNER_EMAIL", "CODEXK8S_SERVICES_CONFIG_PATH"]
-    {
+    for var in [
+        "CODEXK8S_BOOTSTRAP_REPOSITORIES",
+        "CODEXK8S_BOOTSTRAP_MEMBERS",
+        "CODEXK8S_BOOTSTRAP_OWNER_EMAIL",
+        "CODEXK8S_SERVICES_CONFIG_PATH",
+        "CODEXK8S_GITHUB_API_URL",
+        "CODEXK8S_SIDE_EFFECTS_POLL_INTERVAL",
+    ] {
         assert!(out.contains(var), "{var} not named:\n{out}");
     }
     let e = vec![

@@ -1,0 +1,49 @@
+//! The loop that carries out owed GitHub side effects (`ck8s-effects`), with repository tokens
+//! opened from their sealed form only for the call that needs them.
+
+use ck8s_domain::forge::RepositoryProvider;
+use ck8s_effects::{Executor, ExecutorSettings, Providers, RepositoryRow};
+use ck8s_github::{Github, GithubProvider, GithubSettings};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// Providers of GitHub repositories at `base_url`, with each repository's own token.
+pub struct SealedProviders {
+    pub sealer: Arc<ck8s_crypto::Sealer>,
+    pub base_url: String,
+}
+
+impl Providers for SealedProviders {
+    fn for_repository(&self, repo: &RepositoryRow) -> Result<Arc<dyn RepositoryProvider>, String> {
+        if repo.provider != "github" {
+            return Err(format!("provider {:?} is not supported yet (only github)", repo.provider));
+        }
+        let token = self
+            .sealer
+            .open(&repo.token_encrypted)
+            .map_err(|_| format!("the token of {}/{} cannot be opened; check CODEXK8S_TOKEN_ENCRYPTION_KEY", repo.owner, repo.name))?;
+        let gh = Github::new(GithubSettings::new(self.base_url.clone(), token)).map_err(|e| e.to_string())?;
+        Ok(Arc::new(GithubProvider::new(gh)))
+    }
+}
+
+/// Ticks the executor every `interval` until cancelled; a failing tick is logged and retried.
+pub async fn run(executor: Executor, interval: Duration, token: CancellationToken) -> Result<(), String> {
+    loop {
+        match executor.drain().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(attempted = n, "side effects attempted"),
+            Err(e) => tracing::warn!(error = %e, "side-effect tick failed; retrying (is PostgreSQL reachable?)"),
+        }
+        tokio::select! {
+            _ = token.cancelled() => return Ok(()),
+            _ = tokio::time::sleep(interval) => {}
+        }
+    }
+}
+
+/// Default settings with the worker id as lease owner.
+pub fn settings(owner: String) -> ExecutorSettings {
+    ExecutorSettings { owner, ..Default::default() }
+}
