@@ -1,9 +1,12 @@
 //! devstack: starts the local codex-k8s stack on its embedded defaults — PostgreSQL 18 + pgvector
-//! from `scripts/pg.sh`, then control-plane (after `control-plane migrate`), worker, api-gateway
-//! and forge-sim as child processes — waits until every `/readyz` answers, prints where each
-//! listens, and on Ctrl-C (or SIGTERM) stops them all, waits for them, and stops PostgreSQL if it
-//! started it. `--smoke` does the same on free ports and stops at once: the test suite runs it
-//! to prove the README's first command works.
+//! from `scripts/pg.sh`, forge-sim as GitHub (seeded with the demo repository, its bot and owner,
+//! and a webhook to the gateway), then control-plane (after `control-plane migrate`), worker and
+//! api-gateway as child processes — waits until every `/readyz` answers, prints where each
+//! listens, then shows the main loop: the demo owner labels an issue `run:dev` on forge-sim,
+//! forge-sim delivers the signed webhook, and the run's status comment appears on the issue. On
+//! Ctrl-C (or SIGTERM) it stops them all, waits for them, and stops PostgreSQL if it started it.
+//! `--smoke` does the same on free ports and stops at once: the test suite runs it to prove the
+//! README's first command works.
 //!
 //! Binaries are taken from the directory of this executable (`cargo build --bins` puts them
 //! there); service logs go to `.cache/devstack/logs/<service>.log`.
@@ -180,6 +183,39 @@ async fn main() -> Result<()> {
     ];
     common.extend(secrets.into_iter());
 
+    // forge-sim first: it plays GitHub, and the bootstrap needs its repository id and bot token.
+    let forge_svc = Svc {
+        name: "forge-sim",
+        ports: vec![("http", fs)],
+        env: vec![("CODEXK8S_FORGE_SIM_HTTP_ADDR".into(), format!("127.0.0.1:{fs}"))],
+        ready_port: fs,
+    };
+    let mut running: Vec<Running> = Vec::new();
+    let webhook_secret = common.iter().find(|(k, _)| k == "CODEXK8S_GITHUB_WEBHOOK_SECRET").map(|(_, v)| v.clone()).unwrap_or_default();
+    let seeded = async {
+        running.push(spawn(&bin_dir, &logs, &forge_svc, &common)?);
+        wait_ready(&forge_svc, &mut running, &logs, Instant::now() + Duration::from_secs(30)).await?;
+        seed_forge(fs, gw, &webhook_secret).await
+    }
+    .await;
+    let seed = match seeded {
+        Ok(s) => s,
+        Err(e) => {
+            terminate(&mut running, Duration::from_secs(5)).await;
+            return Err(e.context("setting up forge-sim"));
+        }
+    };
+    say(format!("forge-sim plays GitHub: repository {DEMO_REPO} (id {}), bot `{DEMO_BOT}`, owner `{DEMO_OWNER_LOGIN}`", seed.repo_id));
+    let tokens = state.join("forge-tokens.env");
+    std::fs::write(
+        &tokens,
+        format!("FORGE_SIM_URL=http://127.0.0.1:{fs}\nDEMO_BOT_TOKEN={}\nDEMO_OWNER_TOKEN={}\n", seed.bot_token, seed.owner_token),
+    )?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&tokens, std::fs::Permissions::from_mode(0o600))?;
+    }
+
     say("applying migrations");
     let mut migrate = Command::new(bin_dir.join("control-plane"));
     migrate.arg("migrate").envs(common.iter().cloned());
@@ -197,7 +233,10 @@ async fn main() -> Result<()> {
                 ("CODEXK8S_BOOTSTRAP_OWNER_GITHUB_LOGIN".into(), DEMO_OWNER_LOGIN.into()),
                 ("CODEXK8S_BOOTSTRAP_PROJECT_SLUG".into(), "demo".into()),
                 ("CODEXK8S_BOOTSTRAP_PROJECT_NAME".into(), "Demo project".into()),
-                ("CODEXK8S_BOOTSTRAP_REPOSITORIES".into(), format!("{DEMO_REPO}={DEMO_REPO_ID}")),
+                ("CODEXK8S_BOOTSTRAP_REPOSITORIES".into(), format!("{DEMO_REPO}={}", seed.repo_id)),
+                ("CODEXK8S_GITHUB_PAT".into(), seed.bot_token.clone()),
+                ("CODEXK8S_GITHUB_API_URL".into(), format!("http://127.0.0.1:{fs}")),
+                ("CODEXK8S_SIDE_EFFECTS_POLL_INTERVAL".into(), "500ms".into()),
             ],
             ready_port: cp_http,
         },
@@ -221,44 +260,15 @@ async fn main() -> Result<()> {
             ],
             ready_port: gw,
         },
-        Svc {
-            name: "forge-sim",
-            ports: vec![("http", fs)],
-            env: vec![("CODEXK8S_FORGE_SIM_HTTP_ADDR".into(), format!("127.0.0.1:{fs}"))],
-            ready_port: fs,
-        },
     ];
 
-    let mut running: Vec<Running> = Vec::new();
     let result = async {
         for s in &svcs {
-            let log = std::fs::File::create(logs.join(format!("{}.log", s.name)))?;
-            let mut cmd = Command::new(bin_dir.join(s.name));
-            cmd.envs(common.iter().cloned())
-                .envs(s.env.iter().cloned())
-                .stdin(Stdio::null())
-                .stdout(log.try_clone()?)
-                .stderr(log)
-                .process_group(0) // Ctrl-C reaches devstack only; it stops the services in order.
-                .kill_on_drop(true);
-            running.push(Running { name: s.name, child: cmd.spawn().with_context(|| format!("starting {}", s.name))? });
+            running.push(spawn(&bin_dir, &logs, s, &common)?);
         }
         let deadline = Instant::now() + Duration::from_secs(60);
         for s in &svcs {
-            loop {
-                if http_status(s.ready_port, "/readyz").await == Some(200) {
-                    break;
-                }
-                if let Some(r) = running.iter_mut().find(|r| r.name == s.name)
-                    && let Ok(Some(status)) = r.child.try_wait()
-                {
-                    bail!("{} exited ({status}) before it was ready; see {}", s.name, logs.join(format!("{}.log", s.name)).display());
-                }
-                if Instant::now() > deadline {
-                    bail!("{} was not ready within 60 s; see {}", s.name, logs.join(format!("{}.log", s.name)).display());
-                }
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
+            wait_ready(s, &mut running, &logs, deadline).await?;
         }
         Ok(())
     }
@@ -276,23 +286,32 @@ async fn main() -> Result<()> {
     println!("  {:<15} {:<28} health", "service", "listens on");
     let pg_addr = format!("127.0.0.1:{pg_port}");
     println!("  {:<15} {pg_addr:<28} database {db_name}", "postgres");
-    for s in &svcs {
+    for s in std::iter::once(&forge_svc).chain(svcs.iter()) {
         let addrs: Vec<String> = s.ports.iter().map(|(n, p)| format!("{n} 127.0.0.1:{p}")).collect();
         println!("  {:<15} {:<28} http://127.0.0.1:{}/readyz", s.name, addrs.join(", "), s.ready_port);
     }
     println!("  logs: {}", logs.display());
 
-    let webhook_secret = common.iter().find(|(k, _)| k == "CODEXK8S_GITHUB_WEBHOOK_SECRET").map(|(_, v)| v.clone()).unwrap_or_default();
-    let check = send_demo_label(gw, &webhook_secret).await;
+    let check = demo_label(fs, &seed).await;
     match &check {
-        Ok(answer) => say(format!(
-            "webhook check: {DEMO_OWNER_LOGIN} labelled {DEMO_REPO}#1 `run:dev` -> {answer}\n  (the run waits as `pending`: launching it is the worker's next job)"
-        )),
-        Err(e) => say(format!("webhook check failed: {e}")),
+        Ok(shown) => {
+            say(format!(
+                "{DEMO_OWNER_LOGIN} labelled {DEMO_REPO}#{} `run:dev` on forge-sim; forge-sim delivered the signed webhook:",
+                seed.issue
+            ));
+            println!("{shown}");
+            say(format!(
+                "look next: http://127.0.0.1:{fs}/repos/{DEMO_REPO}/issues/{}/comments (token in .cache/devstack/forge-tokens.env), \
+                 the run in PostgreSQL (agent_runs, flow_events), logs in {}\n  (the run waits as `pending`: the agent runner that turns it into a pull request is the next piece)",
+                seed.issue,
+                logs.display()
+            ));
+        }
+        Err(e) => say(format!("the demo check failed: {e}")),
     }
 
     let outcome = if let Err(e) = check {
-        Err(anyhow::anyhow!("the webhook check failed: {e}"))
+        Err(anyhow::anyhow!("the demo check failed: {e}"))
     } else if smoke {
         say("--smoke: every service answered /readyz; stopping");
         Ok(())
@@ -315,41 +334,148 @@ async fn main() -> Result<()> {
 
 const DEMO_OWNER_EMAIL: &str = "owner@codex-k8s.local";
 const DEMO_OWNER_LOGIN: &str = "demo-owner";
+const DEMO_BOT: &str = "demo";
 const DEMO_REPO: &str = "demo/hello-codex";
-const DEMO_REPO_ID: i64 = 1001;
 
-/// Sends a signed `issues.labeled run:dev` delivery for the demo repository through the gateway,
-/// as GitHub would, and returns the gateway's answer (202 and a pending run, or why not).
-async fn send_demo_label(gateway_port: u16, secret: &str) -> Result<String> {
+fn spawn(bin_dir: &Path, logs: &Path, s: &Svc, common: &[(String, String)]) -> Result<Running> {
+    let log = std::fs::File::create(logs.join(format!("{}.log", s.name)))?;
+    let mut cmd = Command::new(bin_dir.join(s.name));
+    cmd.envs(common.iter().cloned())
+        .envs(s.env.iter().cloned())
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .process_group(0) // Ctrl-C reaches devstack only; it stops the services in order.
+        .kill_on_drop(true);
+    Ok(Running { name: s.name, child: cmd.spawn().with_context(|| format!("starting {}", s.name))? })
+}
+
+async fn wait_ready(s: &Svc, running: &mut [Running], logs: &Path, deadline: Instant) -> Result<()> {
+    loop {
+        if http_status(s.ready_port, "/readyz").await == Some(200) {
+            return Ok(());
+        }
+        if let Some(r) = running.iter_mut().find(|r| r.name == s.name)
+            && let Ok(Some(status)) = r.child.try_wait()
+        {
+            bail!("{} exited ({status}) before it was ready; see {}", s.name, logs.join(format!("{}.log", s.name)).display());
+        }
+        if Instant::now() > deadline {
+            bail!("{} was not ready in time; see {}", s.name, logs.join(format!("{}.log", s.name)).display());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// One JSON request to a loopback service: status and decoded body.
+async fn http_json(
+    port: u16,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<serde_json::Value>,
+) -> Result<(u16, serde_json::Value)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let delivery =
-        format!("devstack-{}-{}", std::process::id(), std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis());
-    let body = serde_json::json!({
-        "action": "labeled",
-        "label": {"name": "run:dev"},
-        "issue": {"id": 1, "number": 1, "title": "Say hello", "state": "open", "html_url": format!("http://127.0.0.1/{DEMO_REPO}/issues/1"),
-                  "user": {"login": DEMO_OWNER_LOGIN}, "labels": [{"name": "run:dev"}]},
-        "repository": {"id": DEMO_REPO_ID, "name": "hello-codex", "full_name": DEMO_REPO, "private": false, "fork": false, "default_branch": "main"},
-        "sender": {"id": 1, "login": DEMO_OWNER_LOGIN, "type": "User"},
-    })
-    .to_string();
-    let sig = ck8s_crypto::github_signature(&secrecy::SecretString::from(secret.to_string()), body.as_bytes());
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
     let req = format!(
-        "POST /api/v1/webhooks/github HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Type: application/json\r\n\
-         X-GitHub-Delivery: {delivery}\r\nX-GitHub-Event: issues\r\nX-Hub-Signature-256: {sig}\r\nContent-Length: {}\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Type: application/json\r\n{auth}Content-Length: {}\r\n\r\n{body}",
         body.len()
     );
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", gateway_port)).await?;
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.with_context(|| format!("connecting to 127.0.0.1:{port}"))?;
     s.write_all(req.as_bytes()).await?;
     let mut buf = Vec::new();
     tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf)).await??;
     let text = String::from_utf8_lossy(&buf);
-    let status = text.split_whitespace().nth(1).unwrap_or("?");
+    let status = text.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
     let answer = text.split_once("\r\n\r\n").map(|(_, b)| b.trim()).unwrap_or_default();
-    if status != "202" {
-        bail!("gateway answered {status}: {answer}");
+    Ok((status, serde_json::from_str(answer).unwrap_or(serde_json::Value::Null)))
+}
+
+/// What devstack created on forge-sim.
+struct Seed {
+    repo_id: i64,
+    bot_token: String,
+    owner_token: String,
+    issue: i64,
+}
+
+/// Creates the demo bot (owner of the repository, whose token the platform uses), the demo owner
+/// (a human), the repository with a webhook to the gateway, and an issue.
+async fn seed_forge(fs: u16, gw: u16, webhook_secret: &str) -> Result<Seed> {
+    let mut tokens = Vec::new();
+    for (login, kind) in [(DEMO_BOT, "Bot"), (DEMO_OWNER_LOGIN, "User")] {
+        let (s, v) = http_json(
+            fs,
+            "POST",
+            "/_sim/users",
+            None,
+            Some(serde_json::json!({"login": login, "email": format!("{login}@codex-k8s.local"), "kind": kind})),
+        )
+        .await?;
+        if s != 201 {
+            bail!("forge-sim refused the user {login}: {s} {v}");
+        }
+        tokens.push(v["token"].as_str().unwrap_or_default().to_string());
     }
-    Ok(format!("202 {answer}"))
+    let (bot_token, owner_token) = (tokens[0].clone(), tokens[1].clone());
+    let name = DEMO_REPO.split('/').nth(1).unwrap_or("hello-codex");
+    let (s, repo) = http_json(fs, "POST", "/_sim/repos", Some(&bot_token), Some(serde_json::json!({"name": name}))).await?;
+    if s != 201 {
+        bail!("forge-sim refused the repository: {s} {repo}");
+    }
+    let hook = serde_json::json!({
+        "config": {"url": format!("http://127.0.0.1:{gw}/api/v1/webhooks/github"), "secret": webhook_secret, "content_type": "json"},
+        "events": ["issues", "issue_comment", "pull_request", "pull_request_review", "push"],
+    });
+    let (s, v) = http_json(fs, "POST", &format!("/repos/{DEMO_REPO}/hooks"), Some(&bot_token), Some(hook)).await?;
+    if s != 201 {
+        bail!("forge-sim refused the webhook: {s} {v}");
+    }
+    let issue = serde_json::json!({"title": "Say hello", "body": "Add a `hello` command that prints a greeting."});
+    let (s, v) = http_json(fs, "POST", &format!("/repos/{DEMO_REPO}/issues"), Some(&owner_token), Some(issue)).await?;
+    if s != 201 {
+        bail!("forge-sim refused the issue: {s} {v}");
+    }
+    Ok(Seed { repo_id: repo["id"].as_i64().unwrap_or(0), bot_token, owner_token, issue: v["number"].as_i64().unwrap_or(1) })
+}
+
+/// The demo owner labels the issue `run:dev` on forge-sim; forge-sim delivers the signed webhook
+/// to the gateway; the platform records the run and writes its status comment back. Returns what
+/// a newcomer should see: the delivery's answer and the status comment.
+async fn demo_label(fs: u16, seed: &Seed) -> Result<String> {
+    let path = format!("/repos/{DEMO_REPO}/issues/{}/labels", seed.issue);
+    let (s, v) = http_json(fs, "POST", &path, Some(&seed.owner_token), Some(serde_json::json!({"labels": ["run:dev"]}))).await?;
+    if s != 200 {
+        bail!("forge-sim refused the label: {s} {v}");
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, deliveries) = http_json(fs, "GET", "/_sim/deliveries", None, None).await?;
+        let (_, comments) =
+            http_json(fs, "GET", &format!("/repos/{DEMO_REPO}/issues/{}/comments", seed.issue), Some(&seed.owner_token), None).await?;
+        let status =
+            comments.as_array().into_iter().flatten().find(|c| c["body"].as_str().is_some_and(|b| b.contains("codex-k8s:run-status")));
+        if let Some(c) = status {
+            let d = &deliveries[0];
+            let body = c["body"].as_str().unwrap_or_default();
+            let visible: Vec<&str> = body.lines().filter(|l| !l.starts_with("<!--")).collect();
+            return Ok(format!(
+                "  delivery {} ({} {}) -> gateway answered {}\n  status comment by {} on {DEMO_REPO}#{}:\n    {}",
+                d["guid"].as_str().unwrap_or("?"),
+                d["event"].as_str().unwrap_or("?"),
+                d["action"].as_str().unwrap_or("?"),
+                d["status_code"],
+                c["user"]["login"].as_str().unwrap_or("?"),
+                seed.issue,
+                visible.join("\n    ")
+            ));
+        }
+        if Instant::now() > deadline {
+            bail!("no status comment within 30 s; deliveries: {deliveries}; see .cache/devstack/logs/control-plane.log");
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
 }
 
 async fn wait_for_stop(running: &mut [Running]) -> Result<()> {
