@@ -179,7 +179,10 @@ pub async fn create_pull(State(s): State<Shared>, h: HeaderMap, Path((o, r)): Pa
     };
     repo.issues.push(issue.clone());
     let repo = repo.clone();
-    (StatusCode::CREATED, Json(f.pull_json(&repo, &issue, true))).into_response()
+    let body = f.pull_json(&repo, &issue, true);
+    let payload = json!({"action": "opened", "number": number, "pull_request": body, "repository": f.repo_json(&repo), "sender": f.user_json(&issue.user)});
+    crate::hooks::dispatch(s.clone(), f.hooks_of(&o, &r), "pull_request", payload);
+    (StatusCode::CREATED, Json(body)).into_response()
 }
 
 #[derive(Debug, Deserialize)]
@@ -236,7 +239,7 @@ pub async fn update_pull(
     Path((o, r, n)): Path<(String, String, i64)>,
     Json(b): Json<PullPatch>,
 ) -> Response {
-    let (mut f, _) = respond!(session(&s, &h));
+    let (mut f, user) = respond!(session(&s, &h));
     if b.state.as_ref().is_some_and(|st| st != "open" && st != "closed") {
         return validation("PullRequest", "state", "invalid");
     }
@@ -249,12 +252,20 @@ pub async fn update_pull(
     if b.body.is_some() {
         issue.body = b.body;
     }
-    if let Some(st) = b.state {
-        issue.state = st;
-    }
+    let action = match b.state {
+        Some(st) if st != issue.state => {
+            issue.state = st.clone();
+            if st == "closed" { "closed" } else { "reopened" }
+        }
+        _ => "edited",
+    };
     issue.updated_at = now();
     let repo = repo.clone();
-    Json(f.pull_json(&repo, &repo.issues[i], true)).into_response()
+    let body = f.pull_json(&repo, &repo.issues[i], true);
+    let payload =
+        json!({"action": action, "number": n, "pull_request": body, "repository": f.repo_json(&repo), "sender": f.user_json(&user.login)});
+    crate::hooks::dispatch(s.clone(), f.hooks_of(&o, &r), "pull_request", payload);
+    Json(body).into_response()
 }
 
 pub async fn list_reviews(
@@ -345,5 +356,16 @@ pub async fn create_review(
     }
     let sha = pull.head_sha.clone();
     let repo = repo.clone();
-    Json(f.review_json(&repo, n, &rv, &sha)).into_response()
+    let body = f.review_json(&repo, n, &rv, &sha);
+    if rv.state != "PENDING" {
+        let mut review = body.clone();
+        // Webhooks carry the state in lower case (`changes_requested`), the REST API in upper case.
+        review["state"] = json!(rv.state.to_lowercase());
+        let payload = json!({
+            "action": "submitted", "review": review, "pull_request": f.pull_json(&repo, &repo.issues[i], false),
+            "repository": f.repo_json(&repo), "sender": f.user_json(&user.login),
+        });
+        crate::hooks::dispatch(s.clone(), f.hooks_of(&o, &r), "pull_request_review", payload);
+    }
+    Json(body).into_response()
 }

@@ -486,7 +486,10 @@ pub async fn create_issue(
     };
     repo.issues.push(issue.clone());
     let repo = repo.clone();
-    (StatusCode::CREATED, Json(f.issue_json(&repo, &issue))).into_response()
+    let body = f.issue_json(&repo, &issue);
+    let payload = json!({"action": "opened", "issue": body, "repository": f.repo_json(&repo), "sender": f.user_json(&issue.user)});
+    crate::hooks::dispatch(s.clone(), f.hooks_of(&o, &r), "issues", payload);
+    (StatusCode::CREATED, Json(body)).into_response()
 }
 
 pub(crate) fn issue_index(repo: &Repo, n: i64) -> Option<usize> {
@@ -624,7 +627,13 @@ pub async fn create_comment(
     let c = Comment { id, body: b.body, user: user.login, created_at: t.clone(), updated_at: t, born: std::time::Instant::now() };
     repo.issues[i].comments.push(c.clone());
     let repo = repo.clone();
-    (StatusCode::CREATED, Json(f.comment_json(&repo, n, &c))).into_response()
+    let body = f.comment_json(&repo, n, &c);
+    let payload = json!({
+        "action": "created", "issue": f.issue_json(&repo, &repo.issues[i]), "comment": body,
+        "repository": f.repo_json(&repo), "sender": f.user_json(&c.user),
+    });
+    crate::hooks::dispatch(s.clone(), f.hooks_of(&o, &r), "issue_comment", payload);
+    (StatusCode::CREATED, Json(body)).into_response()
 }
 
 pub async fn update_comment(

@@ -187,6 +187,8 @@ fn labelling_an_issue_delivers_a_signed_github_shaped_webhook() {
     let addr = sim.addr("http");
     let alice = user(addr, "alice");
     alice.call("POST", "/_sim/repos", Some(json!({"name": "app"})));
+    // The issue exists before the hook, so the first delivery is the label's.
+    alice.call("POST", "/repos/alice/app/issues", Some(json!({"title": "Say hello"})));
     let receiver = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}/api/v1/webhooks/github", receiver.local_addr().unwrap());
     let (s, _, hook) = alice.call(
@@ -196,7 +198,6 @@ fn labelling_an_issue_delivers_a_signed_github_shaped_webhook() {
     );
     assert_eq!(s, 201, "{hook}");
     assert_eq!(alice.call("POST", "/repos/alice/app/hooks", Some(json!({"config": {"url": "ftp://x"}}))).0, 422);
-    alice.call("POST", "/repos/alice/app/issues", Some(json!({"title": "Say hello"})));
     alice.call("POST", "/repos/alice/app/issues/1/labels", Some(json!({"labels": ["run:dev"]})));
 
     receiver.set_nonblocking(false).unwrap();
@@ -315,4 +316,134 @@ fn new_endpoints_refuse_unauthenticated_unauthorised_and_malformed_requests() {
     assert_eq!(bob.call("GET", "/repos/bob/app/collaborators/nobody/permission", None).0, 404);
     assert_eq!(bob.call("POST", "/repos/bob/app/hooks/999/deliveries/1/attempts", None).0, 404);
     assert_eq!(bob.call("POST", "/_sim/faults", Some(json!({"outage": "many"}))).0, 422);
+}
+
+/// The union of two payload shapes: every key of either object, recursively (arrays by their first
+/// element; a null gives way to a typed value).
+fn merge_shapes(a: &Value, b: &Value) -> Value {
+    match (a, b) {
+        (Value::Object(x), Value::Object(y)) => {
+            let mut out = x.clone();
+            for (k, v) in y {
+                let merged = match x.get(k) {
+                    Some(w) => merge_shapes(w, v),
+                    None => v.clone(),
+                };
+                out.insert(k.clone(), merged);
+            }
+            Value::Object(out)
+        }
+        (Value::Array(x), Value::Array(y)) => match (x.first(), y.first()) {
+            (Some(p), Some(q)) => Value::Array(vec![merge_shapes(p, q)]),
+            (Some(p), None) => Value::Array(vec![p.clone()]),
+            (None, _) => Value::Array(y.iter().take(1).cloned().collect()),
+        },
+        (Value::Null, v) => v.clone(),
+        (v, _) => v.clone(),
+    }
+}
+
+/// Accepts `n` webhook deliveries on a loopback port, answering 202; returns (headers, body) each.
+fn collect_deliveries(receiver: std::net::TcpListener, n: usize) -> std::thread::JoinHandle<Vec<(String, String)>> {
+    use std::io::{Read, Write};
+    std::thread::spawn(move || {
+        let mut out = Vec::new();
+        for _ in 0..n {
+            let (mut conn, _) = receiver.accept().unwrap();
+            conn.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+            let mut raw = Vec::new();
+            let mut buf = [0u8; 65536];
+            let (head, body) = loop {
+                let k = conn.read(&mut buf).unwrap();
+                raw.extend_from_slice(&buf[..k]);
+                if let Some(pos) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+                    let head = String::from_utf8_lossy(&raw[..pos]).to_string();
+                    let len: usize = head.lines().find_map(|l| l.strip_prefix("Content-Length: ")).unwrap().trim().parse().unwrap();
+                    if raw.len() - pos - 4 >= len || k == 0 {
+                        break (head, String::from_utf8_lossy(&raw[pos + 4..]).to_string());
+                    }
+                }
+            };
+            conn.write_all(b"HTTP/1.1 202 Accepted\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").unwrap();
+            out.push((head, body));
+        }
+        out
+    })
+}
+
+#[test]
+fn issue_comment_pull_request_and_review_webhooks_have_githubs_shape_and_signature() {
+    let sim = start();
+    let addr = sim.addr("http");
+    let alice = user(addr, "alice");
+    let bob = user(addr, "bob");
+    alice.call("POST", "/_sim/repos", Some(json!({"name": "app"})));
+    let receiver = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/hook", receiver.local_addr().unwrap());
+    let events = json!(["issues", "issue_comment", "pull_request", "pull_request_review"]);
+    let (s, _, _) = alice.call(
+        "POST",
+        "/repos/alice/app/hooks",
+        Some(json!({"config": {"url": url, "secret": "s", "content_type": "json"}, "events": events})),
+    );
+    assert_eq!(s, 201);
+    let collected = collect_deliveries(receiver, 5);
+    // Deliveries are sent in the background; pause between actions so they arrive in order.
+    let pause = || std::thread::sleep(std::time::Duration::from_millis(150));
+    alice.call("POST", "/repos/alice/app/issues", Some(json!({"title": "Say hello"})));
+    pause();
+    bob.call("POST", "/repos/alice/app/issues/1/comments", Some(json!({"body": "Sounds good"})));
+    pause();
+    alice.call("POST", "/repos/alice/app/pulls", Some(json!({"title": "Hello", "head": "codex/issue-1", "base": "main"})));
+    pause();
+    bob.call("POST", "/repos/alice/app/pulls/2/reviews", Some(json!({"event": "REQUEST_CHANGES", "body": "rename it"})));
+    pause();
+    alice.call("PATCH", "/repos/alice/app/pulls/2", Some(json!({"state": "closed"})));
+    let got = collected.join().unwrap();
+
+    let secret = secrecy::SecretString::from("s".to_string());
+    let want = [
+        ("issues", "opened"),
+        ("issue_comment", "created"),
+        ("pull_request", "opened"),
+        ("pull_request_review", "submitted"),
+        ("pull_request", "closed"),
+    ];
+    for ((head, body), (event, action)) in got.iter().zip(want) {
+        let header = |name: &str| head.lines().find_map(|l| l.strip_prefix(&format!("{name}: "))).map(str::to_string).unwrap_or_default();
+        assert_eq!(header("X-GitHub-Event"), event, "{head}");
+        assert!(ck8s_crypto::verify_github_signature(&secret, body.as_bytes(), &header("X-Hub-Signature-256")), "{event} signed");
+        let ours: Value = serde_json::from_str(body).unwrap();
+        assert_eq!(ours["action"], action);
+        let github = ck8s_testkit::github::example(event, Some(action));
+        // `installation`, `organization` and `enterprise` only come with GitHub App and organisation
+        // deliveries, never on a user's repository webhook.
+        for k in github.as_object().unwrap().keys().filter(|k| !["installation", "organization", "enterprise"].contains(&k.as_str())) {
+            assert!(ours.get(k).is_some(), "{event}.{action}: GitHub's payload has `{k}`, ours does not");
+        }
+        // The published examples were captured at different times (older ones lack newer fields such
+        // as `repository.visibility`), so ours is compared with the union of every example's shape:
+        // this event's examples, plus every example's `repository` and `sender`.
+        let mut known = Value::Null;
+        for group in ck8s_testkit::github::examples() {
+            for ex in group["examples"].as_array().into_iter().flatten() {
+                if group["name"] == event {
+                    known = merge_shapes(&known, ex);
+                } else {
+                    let shared: serde_json::Map<String, Value> = ["repository", "sender"]
+                        .iter()
+                        .filter_map(|k| ex.get(*k).filter(|v| v.is_object()).map(|v| (k.to_string(), v.clone())))
+                        .collect();
+                    known = merge_shapes(&known, &Value::Object(shared));
+                }
+            }
+        }
+        let mut mismatches = Vec::new();
+        shape_mismatches(&ours, &known, "", &mut mismatches);
+        assert!(mismatches.is_empty(), "{event}.{action} differs from GitHub's shape: {mismatches:#?}");
+    }
+    let review: Value = serde_json::from_str(&got[3].1).unwrap();
+    assert_eq!((review["review"]["state"].as_str(), review["sender"]["login"].as_str()), (Some("changes_requested"), Some("bob")));
+    let comment: Value = serde_json::from_str(&got[1].1).unwrap();
+    assert_eq!(comment["comment"]["body"], "Sounds good");
 }
