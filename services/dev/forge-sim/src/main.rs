@@ -4,9 +4,8 @@
 //! their deliveries and redelivery) with GitHub's shapes (validated against GitHub's OpenAPI
 //! description by the tests), errors, token authentication and `Link` pagination; signed webhook
 //! delivery; and a scripting API (`/_sim/*`) to create users, repositories and files, inject
-//! faults (outages, rate limits, comment-list lag) and read back every API answer. The OAuth flow
-//! and git hosting arrive with the rest of the repository-provider work. Never deployed to
-//! production.
+//! faults (outages, rate limits, comment-list lag) and read back every API answer; and git hosting
+//! over smart HTTP (`git http-backend`) with `push` webhooks. Never deployed to production.
 
 // GitHub's pull-request objects are large `json!` literals.
 #![recursion_limit = "256"]
@@ -21,6 +20,7 @@ macro_rules! respond {
     };
 }
 
+mod git;
 mod hooks;
 mod pulls;
 mod rest;
@@ -39,6 +39,8 @@ use std::time::Duration;
 struct Config {
     http_addr: SocketAddr,
     shutdown_timeout: Duration,
+    /// Where bare git repositories live; a fresh directory per process unless set.
+    git_root: Option<std::path::PathBuf>,
 }
 
 impl Config {
@@ -47,6 +49,7 @@ impl Config {
         let cfg = Self {
             http_addr: r.socket_addr("FORGE_SIM_HTTP_ADDR", "127.0.0.1:8090"),
             shutdown_timeout: r.duration("SHUTDOWN_TIMEOUT", Duration::from_secs(10)),
+            git_root: r.opt_string("FORGE_SIM_GIT_ROOT").map(Into::into),
         };
         r.finish()?;
         Ok(cfg)
@@ -59,7 +62,16 @@ async fn run(cfg: Config) -> Result<(), String> {
     let mut shutdown = Shutdown::on_signals();
     let metrics = MetricsBuilder::new("forge-sim").build();
     let base_url = format!("http://{}", http.local_addr().map_err(|e| e.to_string())?);
-    let forge: rest::Shared = std::sync::Arc::new(std::sync::Mutex::new(rest::Forge::new(base_url)));
+    let (git_root, temporary) = match cfg.git_root.clone() {
+        Some(d) => (d, false),
+        None => (std::env::temp_dir().join(format!("forge-sim-git-{}", std::process::id())), true),
+    };
+    if temporary {
+        let _ = std::fs::remove_dir_all(&git_root);
+    }
+    std::fs::create_dir_all(&git_root)
+        .map_err(|e| format!("cannot create the git root {}: {e}; set CODEXK8S_FORGE_SIM_GIT_ROOT", git_root.display()))?;
+    let forge: rest::Shared = std::sync::Arc::new(std::sync::Mutex::new(rest::Forge::new(base_url, git_root.clone())));
     let api = Router::new()
         .route("/repos/{owner}/{repo}", get(rest::get_repo))
         .route("/repos/{owner}/{repo}/labels", get(rest::list_labels).post(rest::create_label))
@@ -86,6 +98,10 @@ async fn run(cfg: Config) -> Result<(), String> {
         .route("/repos/{owner}/{repo}/hooks/{hook_id}/deliveries", get(hooks::hook_deliveries))
         .route("/repos/{owner}/{repo}/hooks/{hook_id}/deliveries/{delivery_id}/attempts", post(hooks::redeliver))
         .route_layer(axum::middleware::from_fn_with_state(forge.clone(), sim::layer))
+        .route(
+            "/git/{owner}/{repo}/{*rest}",
+            get(git::smart_http).post(git::smart_http).layer(axum::extract::DefaultBodyLimit::max(256 << 20)),
+        )
         .route("/_sim/deliveries", get(hooks::list_deliveries))
         .route("/_sim/users", post(rest::sim_create_user))
         .route("/_sim/repos", post(rest::sim_create_repo))
@@ -97,7 +113,11 @@ async fn run(cfg: Config) -> Result<(), String> {
         .with_state(forge);
     let router = with_request_metrics(health_router("forge-sim", vec![], metrics.clone(), shutdown.token()).merge(api), metrics);
     shutdown.spawn("http", server::serve(http, router, shutdown.token()));
-    shutdown.run_until_stopped(cfg.shutdown_timeout).await
+    let result = shutdown.run_until_stopped(cfg.shutdown_timeout).await;
+    if temporary {
+        let _ = std::fs::remove_dir_all(&git_root);
+    }
+    result
 }
 
 fn main() -> ExitCode {

@@ -144,6 +144,10 @@ pub async fn create_pull(State(s): State<Shared>, h: HeaderMap, Path((o, r)): Pa
         return validation("PullRequest", "head", "invalid");
     }
     let id = f.id();
+    // The branch's commit when it was pushed to the forge's git repository.
+    let pushed_sha = crate::git::git_out(&f.git_dir(&o, &r), &["rev-parse", "--verify", "--quiet", &format!("refs/heads/{head}")])
+        .map(|out| String::from_utf8_lossy(&out).trim().to_string())
+        .filter(|sha| sha.len() == 40);
     let Some(repo) = f.repos.get_mut(&key(&o, &r)) else { return error(StatusCode::NOT_FOUND, "Not Found") };
     if repo.issues.iter().any(|i| i.state == "open" && i.pull.as_ref().is_some_and(|p| p.head == head && p.base == b.base)) {
         return (
@@ -168,7 +172,7 @@ pub async fn create_pull(State(s): State<Shared>, h: HeaderMap, Path((o, r)): Pa
         created_at: t.clone(),
         updated_at: t,
         pull: Some(Pull {
-            head_sha: fake_sha(&format!("{head}-{id}")),
+            head_sha: pushed_sha.unwrap_or_else(|| fake_sha(&format!("{head}-{id}"))),
             head,
             base: b.base,
             draft: b.draft,

@@ -87,6 +87,8 @@ pub struct Forge {
     pub(crate) faults: crate::sim::Faults,
     pub(crate) exchanges: Vec<crate::sim::Exchange>,
     pub base_url: String,
+    /// Where the bare git repositories live.
+    pub git_root: std::path::PathBuf,
 }
 
 /// Shared state of the handlers.
@@ -114,9 +116,14 @@ pub(crate) fn key(owner: &str, name: &str) -> String {
 }
 
 impl Forge {
-    /// An empty forge whose URLs start with `base_url`.
-    pub fn new(base_url: String) -> Self {
-        Self { base_url, ..Default::default() }
+    /// An empty forge whose URLs start with `base_url`, with git repositories under `git_root`.
+    pub fn new(base_url: String, git_root: std::path::PathBuf) -> Self {
+        Self { base_url, git_root, ..Default::default() }
+    }
+
+    /// The user of an API token.
+    pub(crate) fn user_of_token(&self, token: &str) -> Option<User> {
+        self.tokens.get(token).and_then(|l| self.users.get(l)).cloned()
     }
 
     /// Whether `owner/name` exists.
@@ -176,6 +183,7 @@ impl Forge {
         if self.repos.contains_key(&k) {
             return Err(format!("repository {owner}/{name} exists"));
         }
+        self.init_git(owner, name)?;
         let id = self.id();
         let repo = Repo {
             id,
@@ -218,7 +226,7 @@ impl Forge {
             "id": r.id, "node_id": format!("R_{}", r.id), "name": r.name, "full_name": full, "private": r.private,
             "owner": self.user_json(&r.owner), "html_url": format!("{}/{full}", self.base_url), "description": null, "fork": false,
             "url": api, "default_branch": r.default_branch,
-            "clone_url": format!("{}/{full}.git", self.base_url), "git_url": format!("{}/{full}.git", self.base_url),
+            "clone_url": format!("{}/git/{full}.git", self.base_url), "git_url": format!("{}/git/{full}.git", self.base_url),
             "ssh_url": format!("git@forge-sim:{full}.git"), "svn_url": format!("{}/{full}", self.base_url),
             "mirror_url": null, "homepage": null, "language": null, "license": null,
             "visibility": if r.private { "private" } else { "public" },
@@ -828,7 +836,15 @@ pub async fn get_contents(
     let (f, _) = respond!(session(&s, &h));
     let repo = repo_or_404!(f, o, r);
     let git_ref = q.git_ref.unwrap_or_else(|| repo.default_branch.clone());
-    let Some(bytes) = repo.files.get(&git_ref).and_then(|files| files.get(&path)) else { return error(StatusCode::NOT_FOUND, "Not Found") };
+    // The git repository first (what was pushed), then files set through /_sim.
+    let from_git = if git_ref.starts_with('-') || path.contains("..") {
+        None
+    } else {
+        crate::git::git_out(&f.git_dir(&repo.owner, &repo.name), &["cat-file", "blob", &format!("{git_ref}:{path}")])
+    };
+    let Some(bytes) = from_git.as_ref().or_else(|| repo.files.get(&git_ref).and_then(|files| files.get(&path))) else {
+        return error(StatusCode::NOT_FOUND, "Not Found");
+    };
     let full = format!("{}/{}", repo.owner, repo.name);
     let sha = blob_sha(bytes);
     let api = format!("{}/repos/{full}/contents/{path}?ref={git_ref}", f.base_url);

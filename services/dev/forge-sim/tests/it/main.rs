@@ -447,3 +447,91 @@ fn issue_comment_pull_request_and_review_webhooks_have_githubs_shape_and_signatu
     let comment: Value = serde_json::from_str(&got[1].1).unwrap();
     assert_eq!(comment["comment"]["body"], "Sounds good");
 }
+
+fn git(dir: &std::path::Path, args: &[&str]) -> (bool, String) {
+    let out = std::process::Command::new("git")
+        .args(["-c", "user.name=Alice", "-c", "user.email=alice@example.com", "-c", "init.defaultBranch=main"])
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .env_remove("GIT_ASKPASS")
+        .output()
+        .unwrap();
+    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+}
+
+#[test]
+fn git_over_smart_http_clones_and_pushes_for_real_and_a_push_sends_a_github_shaped_webhook() {
+    use base64::Engine;
+    let sim = start();
+    let addr = sim.addr("http");
+    let alice = user(addr, "alice");
+    let eve = user(addr, "eve");
+    let (_, _, repo) = alice.call("POST", "/_sim/repos", Some(json!({"name": "app"})));
+    let clone_url = repo["clone_url"].as_str().unwrap().to_string();
+    assert_eq!(clone_url, format!("http://{addr}/git/alice/app.git"));
+    let receiver = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/hook", receiver.local_addr().unwrap());
+    alice.call(
+        "POST",
+        "/repos/alice/app/hooks",
+        Some(json!({"config": {"url": url, "secret": "s", "content_type": "json"}, "events": ["push"]})),
+    );
+    let collected = collect_deliveries(receiver, 1);
+
+    let work = std::env::temp_dir().join(format!("forge-sim-git-test-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&work);
+    std::fs::create_dir_all(&work).unwrap();
+    let (ok, out) = git(&work, &["clone", "-q", &clone_url, "app"]);
+    assert!(ok, "anonymous clone of a public repository: {out}");
+    let app = work.join("app");
+    std::fs::write(app.join("README.md"), "hello from a real push\n").unwrap();
+    assert!(git(&app, &["add", "README.md"]).0);
+    assert!(git(&app, &["commit", "-q", "-m", "Add a README"]).0);
+
+    let (ok, out) = git(&app, &["push", "-q", "origin", "HEAD:main"]);
+    assert!(!ok, "a push without credentials is refused: {out}");
+    let basic = |t: &str| {
+        format!("http.extraHeader=Authorization: Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("x-access-token:{t}")))
+    };
+    let eve_token = eve.auth.trim_start_matches("Bearer ").to_string();
+    let (ok, out) = git(&app, &["-c", &basic(&eve_token), "push", "-q", "origin", "HEAD:main"]);
+    assert!(!ok && out.contains("403"), "a user without write access cannot push: {out}");
+    let alice_token = alice.auth.trim_start_matches("Bearer ").to_string();
+    let (ok, out) = git(&app, &["-c", &basic(&alice_token), "push", "-q", "origin", "HEAD:main"]);
+    assert!(ok, "the owner pushes: {out}");
+    let (_, head) = git(&app, &["rev-parse", "HEAD"]);
+
+    // The pushed file is served by the contents API, and a fresh clone has the commit.
+    let (s, _, file) = alice.call("GET", "/repos/alice/app/contents/README.md?ref=main", None);
+    assert_eq!(s, 200);
+    let content = base64::engine::general_purpose::STANDARD.decode(file["content"].as_str().unwrap()).unwrap();
+    assert_eq!(content, b"hello from a real push\n");
+    let (ok, out) = git(&work, &["clone", "-q", &clone_url, "again"]);
+    assert!(ok, "{out}");
+    assert_eq!(git(&work.join("again"), &["rev-parse", "HEAD"]).1, head);
+
+    let got = collected.join().unwrap();
+    let (h, body) = &got[0];
+    assert!(h.contains("X-GitHub-Event: push"), "{h}");
+    let ours: Value = serde_json::from_str(body).unwrap();
+    assert_eq!(
+        (ours["ref"].as_str(), ours["after"].as_str(), ours["created"].as_bool()),
+        (Some("refs/heads/main"), Some(head.trim()), Some(true))
+    );
+    assert_eq!(ours["head_commit"]["message"], "Add a README");
+    let github = ck8s_testkit::github::example("push", None);
+    for k in github.as_object().unwrap().keys().filter(|k| !["installation", "organization", "enterprise"].contains(&k.as_str())) {
+        assert!(ours.get(k).is_some(), "push: GitHub's payload has `{k}`, ours does not");
+    }
+    let mut known = Value::Null;
+    for group in ck8s_testkit::github::examples().iter().filter(|g| g["name"] == "push") {
+        for ex in group["examples"].as_array().into_iter().flatten() {
+            known = merge_shapes(&known, ex);
+        }
+    }
+    let mut mismatches = Vec::new();
+    shape_mismatches(&ours, &known, "", &mut mismatches);
+    assert!(mismatches.is_empty(), "push differs from GitHub's shape: {mismatches:#?}");
+    let _ = std::fs::remove_dir_all(&work);
+}
