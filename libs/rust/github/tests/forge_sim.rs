@@ -206,17 +206,8 @@ async fn every_operation_works_against_forge_sim_and_its_answers_match_githubs_o
     // Every answer forge-sim gave, against GitHub's published schemas.
     let (_, _, text) = http_request(sim.addr, "GET", "/_sim/exchanges", &[], None);
     let exchanges: Value = serde_json::from_str(&text).unwrap();
-    let file = std::env::temp_dir().join(format!("ck8s-exchanges-{}.json", std::process::id()));
-    std::fs::write(&file, serde_json::to_vec(&exchanges).unwrap()).unwrap();
-    let out = std::process::Command::new("node")
-        .arg(ck8s_testkit::repo_root().join("tools/fixtures/validate-openapi.mjs"))
-        .arg(&file)
-        .output()
-        .expect("node runs the OpenAPI validator (run scripts/test.sh once to install tools/fixtures)");
-    let _ = std::fs::remove_file(&file);
-    let report: Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|_| panic!("validator output: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)));
-    assert!(out.status.success() && report["failures"].as_array().is_some_and(|f| f.is_empty()), "{report:#}");
+    let report = ck8s_testkit::github::validate_against_openapi(&exchanges);
+    assert!(report["failures"].as_array().is_some_and(|f| f.is_empty()), "{report:#}");
     let ops: Vec<String> = report["operations"].as_array().unwrap().iter().map(|o| o.as_str().unwrap().to_string()).collect();
     for op in [
         "GET /repos/{owner}/{repo}",

@@ -84,3 +84,28 @@ pub fn with_number(mut v: Value, on: &str, number: i64) -> Value {
     }
     v
 }
+
+/// Validates recorded API answers (`[{method, route, status, body}]`, as forge-sim's
+/// `/_sim/exchanges` gives them) against GitHub's OpenAPI description (npm `@octokit/openapi`)
+/// with `tools/fixtures/validate-openapi.mjs`; returns the validator's report
+/// `{validated, operations, failures}`.
+///
+/// # Panics
+/// If node cannot run the validator or its output is not a report.
+pub fn validate_against_openapi(exchanges: &Value) -> Value {
+    let _ = examples(); // installs tools/fixtures if needed
+    let file = std::env::temp_dir().join(format!(
+        "ck8s-exchanges-{}-{}.json",
+        std::process::id(),
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)
+    ));
+    std::fs::write(&file, serde_json::to_vec(exchanges).unwrap()).unwrap();
+    let out = std::process::Command::new("node")
+        .arg(crate::repo_root().join("tools/fixtures/validate-openapi.mjs"))
+        .arg(&file)
+        .output()
+        .expect("node runs the OpenAPI validator");
+    let _ = std::fs::remove_file(&file);
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|_| panic!("validator output: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+}

@@ -5,7 +5,8 @@
 //! description by the tests), errors, token authentication and `Link` pagination; signed webhook
 //! delivery; and a scripting API (`/_sim/*`) to create users, repositories and files, inject
 //! faults (outages, rate limits, comment-list lag) and read back every API answer; and git hosting
-//! over smart HTTP (`git http-backend`) with `push` webhooks. Never deployed to production.
+//! over smart HTTP (`git http-backend`) with `push` webhooks; and GitHub's OAuth web flow with
+//! `/user` and `/user/emails`. Never deployed to production.
 
 // GitHub's pull-request objects are large `json!` literals.
 #![recursion_limit = "256"]
@@ -22,6 +23,7 @@ macro_rules! respond {
 
 mod git;
 mod hooks;
+mod oauth;
 mod pulls;
 mod rest;
 mod sim;
@@ -97,7 +99,12 @@ async fn run(cfg: Config) -> Result<(), String> {
         .route("/repos/{owner}/{repo}/hooks/{hook_id}", patch(hooks::update_hook).delete(hooks::delete_hook))
         .route("/repos/{owner}/{repo}/hooks/{hook_id}/deliveries", get(hooks::hook_deliveries))
         .route("/repos/{owner}/{repo}/hooks/{hook_id}/deliveries/{delivery_id}/attempts", post(hooks::redeliver))
+        .route("/user", get(oauth::current_user))
+        .route("/user/emails", get(oauth::emails))
         .route_layer(axum::middleware::from_fn_with_state(forge.clone(), sim::layer))
+        .route("/login/oauth/authorize", get(oauth::authorize))
+        .route("/login/oauth/access_token", post(oauth::access_token))
+        .route("/_sim/oauth-apps", post(oauth::register_app))
         .route(
             "/git/{owner}/{repo}/{*rest}",
             get(git::smart_http).post(git::smart_http).layer(axum::extract::DefaultBodyLimit::max(256 << 20)),

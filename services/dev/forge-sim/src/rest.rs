@@ -89,6 +89,10 @@ pub struct Forge {
     pub base_url: String,
     /// Where the bare git repositories live.
     pub git_root: std::path::PathBuf,
+    pub(crate) oauth_apps: BTreeMap<String, crate::oauth::App>,
+    pub(crate) oauth_grants: BTreeMap<String, crate::oauth::Grant>,
+    /// When the forge started (users' `created_at`).
+    pub(crate) created_at: Option<String>,
 }
 
 /// Shared state of the handlers.
@@ -118,7 +122,14 @@ pub(crate) fn key(owner: &str, name: &str) -> String {
 impl Forge {
     /// An empty forge whose URLs start with `base_url`, with git repositories under `git_root`.
     pub fn new(base_url: String, git_root: std::path::PathBuf) -> Self {
-        Self { base_url, git_root, ..Default::default() }
+        Self { base_url, git_root, created_at: Some(now()), ..Default::default() }
+    }
+
+    /// A new API token of `login` (an OAuth grant).
+    pub(crate) fn issue_token(&mut self, login: &str) -> String {
+        let token = format!("fsim_oauth_{login}_{:016x}", rand_u64());
+        self.tokens.insert(token.clone(), login.to_lowercase());
+        token
     }
 
     /// The user of an API token.
@@ -327,7 +338,7 @@ impl Forge {
     }
 }
 
-fn rand_u64() -> u64 {
+pub(crate) fn rand_u64() -> u64 {
     let mut b = [0u8; 8];
     if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
         let _ = std::io::Read::read_exact(&mut f, &mut b);

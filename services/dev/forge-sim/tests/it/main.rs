@@ -535,3 +535,79 @@ fn git_over_smart_http_clones_and_pushes_for_real_and_a_push_sends_a_github_shap
     assert!(mismatches.is_empty(), "push differs from GitHub's shape: {mismatches:#?}");
     let _ = std::fs::remove_dir_all(&work);
 }
+
+fn location(headers: &[(String, String)]) -> String {
+    headers.iter().find(|(k, _)| k.eq_ignore_ascii_case("location")).map(|(_, v)| v.clone()).unwrap_or_default()
+}
+
+#[test]
+fn the_oauth_web_flow_gives_a_token_for_user_and_emails_once_per_code() {
+    let sim = start();
+    let addr = sim.addr("http");
+    user(addr, "alice");
+    let app = json!({"client_id": "Iv1.console", "client_secret": "console-secret", "redirect_uri": "http://console.local/callback"});
+    let (s, _, _) = http_request(addr, "POST", "/_sim/oauth-apps", &[], Some(&serde_json::to_vec(&app).unwrap()));
+    assert_eq!(s, 204);
+    let short = json!({"client_id": "x", "client_secret": "short", "redirect_uri": "http://x"});
+    assert_eq!(http_request(addr, "POST", "/_sim/oauth-apps", &[], Some(&serde_json::to_vec(&short).unwrap())).0, 422);
+
+    // Unknown app, wrong callback, the sign-in page.
+    assert_eq!(http_request(addr, "GET", "/login/oauth/authorize?client_id=nope", &[], None).0, 404);
+    let (s, h, _) =
+        http_request(addr, "GET", "/login/oauth/authorize?client_id=Iv1.console&redirect_uri=http://evil.local/cb&state=xyz", &[], None);
+    assert_eq!(s, 302);
+    assert!(location(&h).starts_with("http://console.local/callback?error=redirect_uri_mismatch"), "{}", location(&h));
+    let (s, _, page) = http_request(addr, "GET", "/login/oauth/authorize?client_id=Iv1.console&state=xyz", &[], None);
+    assert_eq!(s, 200);
+    assert!(page.contains("login=alice"), "{page}");
+
+    // Sign in as alice: a code comes back with the state.
+    let (s, h, _) = http_request(
+        addr,
+        "GET",
+        "/login/oauth/authorize?client_id=Iv1.console&redirect_uri=http://console.local/callback&state=st-1&scope=read:user%20user:email&login=alice",
+        &[],
+        None,
+    );
+    assert_eq!(s, 302);
+    let loc = location(&h);
+    assert!(loc.starts_with("http://console.local/callback?code=") && loc.ends_with("&state=st-1"), "{loc}");
+    let code = loc.split("code=").nth(1).unwrap().split('&').next().unwrap().to_string();
+
+    let form = |secret: &str, code: &str| format!("client_id=Iv1.console&client_secret={secret}&code={code}");
+    let json_accept = [("Accept", "application/json"), ("Content-Type", "application/x-www-form-urlencoded")];
+    let (s, _, body) = http_request(addr, "POST", "/login/oauth/access_token", &json_accept, Some(form("wrong-secret", &code).as_bytes()));
+    assert_eq!(s, 200);
+    assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["error"], "incorrect_client_credentials");
+    let (s, _, body) =
+        http_request(addr, "POST", "/login/oauth/access_token", &json_accept, Some(form("console-secret", &code).as_bytes()));
+    assert_eq!(s, 200);
+    let token = serde_json::from_str::<Value>(&body).unwrap();
+    assert_eq!((token["token_type"].as_str(), token["scope"].as_str()), (Some("bearer"), Some("read:user user:email")));
+    let access = token["access_token"].as_str().unwrap().to_string();
+    let (_, _, again) =
+        http_request(addr, "POST", "/login/oauth/access_token", &json_accept, Some(form("console-secret", &code).as_bytes()));
+    assert_eq!(serde_json::from_str::<Value>(&again).unwrap()["error"], "bad_verification_code", "a code works once");
+    let (_, h, form_body) = http_request(
+        addr,
+        "POST",
+        "/login/oauth/access_token",
+        &[("Content-Type", "application/json")],
+        Some(br#"{"client_id":"Iv1.console","client_secret":"console-secret","code":"nope"}"#),
+    );
+    assert!(form_body.starts_with("error=bad_verification_code"), "GitHub answers form-encoded by default: {form_body} {h:?}");
+
+    let me = Client { addr, auth: format!("Bearer {access}") };
+    let (s, _, u) = me.call("GET", "/user", None);
+    assert_eq!((s, u["login"].as_str(), u["email"].as_str()), (200, Some("alice"), Some("alice@example.com")));
+    let (s, _, emails) = me.call("GET", "/user/emails", None);
+    assert_eq!((s, emails[0]["primary"].as_bool()), (200, Some(true)));
+    assert_eq!(http_request(addr, "GET", "/user", &[], None).0, 401);
+
+    let (_, _, text) = http_request(addr, "GET", "/_sim/exchanges", &[], None);
+    let exchanges: Value = serde_json::from_str(&text).unwrap();
+    let report = ck8s_testkit::github::validate_against_openapi(&exchanges);
+    assert!(report["failures"].as_array().is_some_and(|f| f.is_empty()), "{report:#}");
+    let ops = report["operations"].to_string();
+    assert!(ops.contains("GET /user\"") && ops.contains("GET /user/emails"), "{ops}");
+}
