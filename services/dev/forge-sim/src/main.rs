@@ -111,6 +111,7 @@ async fn run(cfg: Config) -> Result<(), String> {
         )
         .route("/_sim/deliveries", get(hooks::list_deliveries))
         .route("/_sim/users", post(rest::sim_create_user))
+        .route("/_sim/users/{login}/tokens", post(rest::sim_user_token))
         .route("/_sim/repos", post(rest::sim_create_repo))
         .route("/_sim/repos/{owner}/{repo}/files", post(rest::sim_put_files))
         .route("/_sim/repos/{owner}/{repo}/collaborators", post(rest::sim_add_collaborator))

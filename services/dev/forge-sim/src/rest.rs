@@ -760,6 +760,15 @@ pub async fn sim_create_user(State(s): State<Shared>, Json(b): Json<SimUser>) ->
     }
 }
 
+/// Scripting API: `POST /_sim/users/{login}/tokens` → `{login, token}`, a new token to act as an
+/// existing user (forge-sim is a local stand-in: whoever reaches it may act as anyone).
+pub async fn sim_user_token(State(s): State<Shared>, Path(login): Path<String>) -> Response {
+    let Ok(mut f) = s.lock() else { return error(StatusCode::INTERNAL_SERVER_ERROR, "state poisoned") };
+    let Some(user) = f.users.get(&login.to_lowercase()).cloned() else { return error(StatusCode::NOT_FOUND, "Not Found") };
+    let token = f.issue_token(&user.login);
+    (StatusCode::CREATED, Json(json!({"login": user.login, "token": token}))).into_response()
+}
+
 #[derive(Debug, Deserialize)]
 pub struct SimRepo {
     name: String,

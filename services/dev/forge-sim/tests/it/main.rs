@@ -611,3 +611,58 @@ fn the_oauth_web_flow_gives_a_token_for_user_and_emails_once_per_code() {
     let ops = report["operations"].to_string();
     assert!(ops.contains("GET /user\"") && ops.contains("GET /user/emails"), "{ops}");
 }
+
+#[test]
+fn the_cli_acts_as_named_users_through_a_whole_scenario() {
+    let sim = start();
+    let url = format!("http://{}", sim.addr("http"));
+    let cli = |args: &[&str]| {
+        let mut all = vec!["--url", url.as_str()];
+        all.extend_from_slice(args);
+        let env = vec![
+            ("PATH".to_string(), std::env::var("PATH").unwrap_or_default()),
+            ("HOME".to_string(), std::env::temp_dir().display().to_string()),
+        ];
+        let (code, out) = ck8s_testkit::process::run_to_exit(env!("CARGO_BIN_EXE_forge-sim-cli"), &env, &all);
+        (code, out)
+    };
+    let json_of = |out: &str| -> Value { serde_json::from_str(out.trim()).unwrap_or_else(|_| panic!("not JSON: {out}")) };
+
+    assert_eq!(cli(&["user", "alice"]).0, Some(0));
+    assert_eq!(cli(&["user", "bob"]).0, Some(0));
+    let (code, out) = cli(&["--as", "alice", "repo", "app"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert_eq!(json_of(&out)["full_name"], "alice/app");
+    let (code, out) = cli(&["--as", "bob", "issue", "alice/app", "Say hello", "Please add a greeting"]);
+    assert_eq!((code, json_of(&out)["number"].as_i64()), (Some(0), Some(1)), "{out}");
+    let (code, out) = cli(&["--as", "alice", "label", "alice/app", "1", "run:dev"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert_eq!(json_of(&out)[0]["name"], "run:dev");
+
+    let dir = std::env::temp_dir().join(format!("forge-sim-cli-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("hello.txt"), "hello\n").unwrap();
+    let d = dir.display().to_string();
+    let (code, out) = cli(&["--as", "alice", "push", "alice/app", &d, "codex/issue-1"]);
+    assert_eq!(code, Some(0), "{out}");
+    let (code, out) = cli(&["--as", "alice", "pr", "alice/app", "codex/issue-1", "main", "Hello"]);
+    assert_eq!(code, Some(0), "{out}");
+    let pr = json_of(&out);
+    assert_eq!(pr["head"]["sha"], json_of(&cli(&["--as", "alice", "push", "alice/app", &d, "codex/issue-1"]).1)["pushed"]);
+    let (code, out) = cli(&["--as", "bob", "review", "alice/app", "2", "request-changes", "Rename it", "hello.txt:1:say hi instead"]);
+    assert_eq!((code, json_of(&out)["state"].as_str()), (Some(0), Some("CHANGES_REQUESTED")), "{out}");
+
+    // Mistakes get a clear message and a failing exit code.
+    let (code, out) = cli(&["--as", "nobody", "repo", "x"]);
+    assert_eq!(code, Some(1));
+    assert!(out.contains("no user nobody"), "{out}");
+    let (code, out) = cli(&["--as", "bob", "review", "alice/app", "2", "bless", "x"]);
+    assert!(code == Some(1) && out.contains("unknown verdict"), "{out}");
+    let (code, out) = cli(&["repo", "x"]);
+    assert!(code == Some(1) && out.contains("--as LOGIN"), "{out}");
+    let (code, out) = cli(&["--as", "bob", "push", "alice/app", &d]);
+    assert!(code == Some(1) && out.contains("403"), "bob may not push to alice's repository: {out}");
+    assert_eq!(cli(&[]).0, Some(2));
+    let _ = std::fs::remove_dir_all(&dir);
+}
