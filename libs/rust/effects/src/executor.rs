@@ -44,6 +44,8 @@ pub struct ExecutorSettings {
     pub backoff: Duration,
     pub max_backoff: Duration,
     pub lag: LagPolicy,
+    /// The staff console's base URL: status comments link to `<console>/runs/<run id>`.
+    pub console_url: Option<String>,
 }
 
 impl Default for ExecutorSettings {
@@ -56,6 +58,7 @@ impl Default for ExecutorSettings {
             backoff: Duration::from_secs(2),
             max_backoff: Duration::from_secs(300),
             lag: LagPolicy::default(),
+            console_url: None,
         }
     }
 }
@@ -158,8 +161,10 @@ impl Executor {
             "status_comment" => {
                 let target =
                     Target { correlation_id: o.correlation_id.clone(), repository_id: o.repository_id, repo: repo.clone(), number: n };
+                let run_id = o.run_id.map(|r| r.to_string()).unwrap_or_else(|| o.correlation_id.clone());
                 let report = StatusState {
-                    run_id: o.run_id.map(|r| r.to_string()).unwrap_or_else(|| o.correlation_id.clone()),
+                    console_url: self.settings.console_url.as_ref().map(|c| format!("{}/runs/{run_id}", c.trim_end_matches('/'))),
+                    run_id,
                     phase: serde_json::from_value(o.payload["phase"].clone()).ok().or(Some(Phase::Created)),
                     repository: Some(repo.full_name()),
                     issue_number: Some(n),

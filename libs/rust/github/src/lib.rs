@@ -351,6 +351,24 @@ mod tests {
     }
 
     #[test]
+    fn malformed_answers_are_typed_errors_naming_the_request_not_panics() {
+        #[derive(Debug, serde::Deserialize)]
+        struct Repo {
+            #[allow(dead_code)]
+            id: i64,
+        }
+        for body in ["", "not json", "{\"id\": \"seven\"}", "[1, 2]"] {
+            match decode::<Repo>(body, &Method::GET, "http://h/repos/a/b?token=x") {
+                Err(ProviderError::Unexpected(m)) => {
+                    assert!(m.starts_with("GET /repos/a/b: cannot read the answer") && !m.contains("token=x"), "{m}")
+                }
+                other => panic!("{body:?}: {other:?}"),
+            }
+        }
+        assert_eq!(message_of(&"x".repeat(10_000)).len(), 200, "a huge non-JSON error body is cut");
+    }
+
+    #[test]
     fn settings_never_print_the_token() {
         let s = GithubSettings::new("http://x", SecretString::from("ghp_canary_token".to_string()));
         assert!(!format!("{s:?}").contains("canary"));

@@ -29,6 +29,8 @@ pub struct Config {
     /// Whether this instance carries out owed GitHub side effects.
     pub side_effects: bool,
     pub side_effects_interval: Duration,
+    /// The staff console's public address, for links in status comments.
+    pub console_url: Option<String>,
 }
 
 /// Setting names that rename labels, with no prefix.
@@ -167,10 +169,15 @@ impl Config {
         if !(github_api_url.starts_with("https://") || github_api_url.starts_with("http://")) {
             r.issue("GITHUB_API_URL", "must be an http(s) URL such as https://api.github.com");
         }
+        let console_url = r.opt_string("CONSOLE_URL").map(|u| u.trim_end_matches('/').to_string());
+        if console_url.as_ref().is_some_and(|u| !(u.starts_with("https://") || u.starts_with("http://"))) {
+            r.issue("CONSOLE_URL", "must be an http(s) URL such as https://codex.example.com");
+        }
         let cfg = Self {
             github_api_url: github_api_url.trim_end_matches('/').to_string(),
             side_effects: r.bool("SIDE_EFFECTS_ENABLED", true),
             side_effects_interval: r.duration("SIDE_EFFECTS_POLL_INTERVAL", Duration::from_secs(2)),
+            console_url,
             db: DbConfig::read(&mut r),
             grpc_addr: r.socket_addr("GRPC_ADDR", "0.0.0.0:9090"),
             http_addr: r.socket_addr("HTTP_ADDR", "0.0.0.0:8081"),

@@ -43,7 +43,7 @@ pub async fn run(executor: Executor, interval: Duration, token: CancellationToke
     }
 }
 
-/// Default settings with the worker id as lease owner.
-pub fn settings(owner: String) -> ExecutorSettings {
-    ExecutorSettings { owner, ..Default::default() }
+/// Default settings with this instance as lease owner and the console's address for links.
+pub fn settings(owner: String, console_url: Option<String>) -> ExecutorSettings {
+    ExecutorSettings { owner, console_url, ..Default::default() }
 }

@@ -42,8 +42,11 @@ pub async fn run(cfg: Config) -> Result<(), String> {
     if cfg.side_effects {
         let providers = crate::effects::SealedProviders { sealer: sealer.clone(), base_url: cfg.github_api_url.clone() };
         let owner = format!("control-plane-{}", std::process::id());
-        let executor =
-            ck8s_effects::Executor { pool: pool.clone(), providers: Arc::new(providers), settings: crate::effects::settings(owner) };
+        let executor = ck8s_effects::Executor {
+            pool: pool.clone(),
+            providers: Arc::new(providers),
+            settings: crate::effects::settings(owner, cfg.console_url.clone()),
+        };
         tracing::info!(github_api_url = %cfg.github_api_url, "carrying out owed GitHub side effects");
         shutdown.spawn("side-effects", crate::effects::run(executor, cfg.side_effects_interval, shutdown.token()));
     }

@@ -50,6 +50,7 @@ async fn a_label_on_forge_sim_becomes_a_pending_run_and_a_status_comment_on_the_
             ("CODEXK8S_SIDE_EFFECTS_ENABLED", "true"),
             ("CODEXK8S_GITHUB_API_URL", &forge_url),
             ("CODEXK8S_SIDE_EFFECTS_POLL_INTERVAL", "200ms"),
+            ("CODEXK8S_CONSOLE_URL", "https://console.example.com/"),
         ],
     );
     let (cp, gw) = tokio::task::spawn_blocking(move || {
@@ -99,6 +100,11 @@ async fn a_label_on_forge_sim_becomes_a_pending_run_and_a_status_comment_on_the_
         sqlx::query_as("SELECT id, status FROM agent_runs WHERE issue_number = $1").bind(n as i32).fetch_one(&db.pool).await.unwrap();
     assert_eq!(status, "pending");
     assert_eq!(status_comment.run_id, run_id.to_string());
+    assert_eq!(
+        status_comment.console_url,
+        Some(format!("https://console.example.com/runs/{run_id}")),
+        "the comment links to the run's page"
+    );
 
     // Every owed effect (the status comment and the :eyes: reaction) is done, and audited.
     let started = Instant::now();

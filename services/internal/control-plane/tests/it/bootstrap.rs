@@ -58,6 +58,7 @@ fn malformed_bootstrap_settings_are_named() {
         ("CODEXK8S_SERVICES_CONFIG_PATH".to_string(), "/nonexistent/services.yaml".to_string()),
         ("CODEXK8S_GITHUB_API_URL".to_string(), "api.github.com".to_string()),
         ("CODEXK8S_SIDE_EFFECTS_POLL_INTERVAL".to_string(), "soon".to_string()),
+        ("CODEXK8S_CONSOLE_URL".to_string(), "console.example.com".to_string()),
     ];
     let (code, out) = run_to_exit(env!("CARGO_BIN_EXE_control-plane"), &e, &[]);
     assert_eq!(code, Some(2), "{out}");
@@ -68,6 +69,7 @@ fn malformed_bootstrap_settings_are_named() {
         "CODEXK8S_SERVICES_CONFIG_PATH",
         "CODEXK8S_GITHUB_API_URL",
         "CODEXK8S_SIDE_EFFECTS_POLL_INTERVAL",
+        "CODEXK8S_CONSOLE_URL",
     ] {
         assert!(out.contains(var), "{var} not named:\n{out}");
     }
