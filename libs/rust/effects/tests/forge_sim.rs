@@ -9,46 +9,35 @@ use ck8s_domain::forge::{RepoRef, RepositoryProvider};
 use ck8s_effects::executor::effect_marker;
 use ck8s_effects::{Executor, ExecutorSettings, LagPolicy, Providers, RepositoryRow, Target, upsert};
 use ck8s_github::{Github, GithubProvider, GithubSettings};
-use ck8s_testkit::process::{ServiceProcess, bin_path, http_request};
+use ck8s_testkit::forge::ForgeSim;
 use secrecy::SecretString;
 use serde_json::{Value, json};
 use sqlx::PgPool;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 
 struct Sim {
-    _proc: ServiceProcess,
-    addr: SocketAddr,
+    forge: ForgeSim,
     token: String,
-}
-
-fn post(addr: SocketAddr, path: &str, token: Option<&str>, body: Value) -> (u16, Value) {
-    let auth = token.map(|t| format!("Bearer {t}"));
-    let headers: Vec<(&str, &str)> = auth.as_deref().map(|a| vec![("Authorization", a)]).unwrap_or_default();
-    let (s, _, text) = http_request(addr, "POST", path, &headers, Some(&serde_json::to_vec(&body).unwrap()));
-    (s, serde_json::from_str(&text).unwrap_or(Value::Null))
 }
 
 /// forge-sim with the bot `codex-bot`, its repository `codex-bot/app` and issue #1.
 fn sim() -> Sim {
-    let proc = ServiceProcess::start(&bin_path("forge-sim"), &[("CODEXK8S_FORGE_SIM_HTTP_ADDR".into(), "127.0.0.1:0".into())], &["http"]);
-    let addr = proc.addr("http");
-    let (_, u) = post(addr, "/_sim/users", None, json!({"login": "codex-bot", "email": "bot@example.com", "kind": "Bot"}));
-    let token = u["token"].as_str().unwrap().to_string();
-    assert_eq!(post(addr, "/_sim/repos", Some(&token), json!({"name": "app"})).0, 201);
-    assert_eq!(post(addr, "/repos/codex-bot/app/issues", Some(&token), json!({"title": "Add a greeting"})).0, 201);
-    Sim { _proc: proc, addr, token }
+    let forge = ForgeSim::start();
+    let token = forge.user_of_kind("codex-bot", "Bot");
+    assert_eq!(forge.call("POST", "/_sim/repos", Some(&token), Some(json!({"name": "app"}))).0, 201);
+    assert_eq!(forge.call("POST", "/repos/codex-bot/app/issues", Some(&token), Some(json!({"title": "Add a greeting"}))).0, 201);
+    Sim { forge, token }
 }
 
 impl Sim {
     fn faults(&self, f: Value) {
-        assert_eq!(post(self.addr, "/_sim/faults", None, f).0, 204);
+        self.forge.faults(f);
     }
 
     fn provider(&self) -> GithubProvider {
-        let mut s = GithubSettings::new(format!("http://{}", self.addr), SecretString::from(self.token.clone()));
+        let mut s = GithubSettings::new(self.forge.url(), SecretString::from(self.token.clone()));
         s.backoff = Duration::from_millis(20);
         s.max_attempts = 2;
         GithubProvider::new(Github::new(s).unwrap())
@@ -56,9 +45,10 @@ impl Sim {
 
     /// Bodies written to issue #1's comments (creates and edits), in order.
     fn written_bodies(&self) -> Vec<String> {
-        let (_, _, text) = http_request(self.addr, "GET", "/_sim/exchanges", &[], None);
-        let all: Vec<Value> = serde_json::from_str(&text).unwrap();
-        all.iter()
+        let all = self.forge.exchanges();
+        all.as_array()
+            .into_iter()
+            .flatten()
             .filter(|x| {
                 (x["method"] == "POST" && x["route"] == "/repos/{owner}/{repo}/issues/{issue_number}/comments")
                     || (x["method"] == "PATCH" && x["route"] == "/repos/{owner}/{repo}/issues/comments/{comment_id}")

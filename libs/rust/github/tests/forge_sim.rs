@@ -9,44 +9,31 @@ use ck8s_domain::forge::{
     RepositoryProvider, ReviewEvent,
 };
 use ck8s_github::{Github, GithubProvider, GithubSettings};
-use ck8s_testkit::process::{ServiceProcess, bin_path, http_request};
+use ck8s_testkit::forge::ForgeSim;
 use secrecy::SecretString;
 use serde_json::{Value, json};
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-struct Sim {
-    proc: ServiceProcess,
-    addr: SocketAddr,
+struct Sim(ForgeSim);
+
+impl std::ops::Deref for Sim {
+    type Target = ForgeSim;
+    fn deref(&self) -> &ForgeSim {
+        &self.0
+    }
 }
 
 impl Sim {
     fn start() -> Self {
-        let proc =
-            ServiceProcess::start(&bin_path("forge-sim"), &[("CODEXK8S_FORGE_SIM_HTTP_ADDR".into(), "127.0.0.1:0".into())], &["http"]);
-        let addr = proc.addr("http");
-        Sim { proc, addr }
+        Sim(ForgeSim::start())
     }
 
     fn post(&self, path: &str, token: Option<&str>, body: Value) -> (u16, Value) {
-        let auth = token.map(|t| format!("Bearer {t}"));
-        let headers: Vec<(&str, &str)> = auth.as_deref().map(|a| vec![("Authorization", a)]).unwrap_or_default();
-        let (s, _, text) = http_request(self.addr, "POST", path, &headers, Some(&serde_json::to_vec(&body).unwrap()));
-        (s, serde_json::from_str(&text).unwrap_or(Value::Null))
-    }
-
-    fn user(&self, login: &str) -> String {
-        let (s, v) = self.post("/_sim/users", None, json!({"login": login, "email": format!("{login}@example.com")}));
-        assert_eq!(s, 201, "{v}");
-        v["token"].as_str().unwrap().to_string()
-    }
-
-    fn faults(&self, f: Value) {
-        assert_eq!(self.post("/_sim/faults", None, f).0, 204);
+        self.call("POST", path, token, Some(body))
     }
 
     fn provider(&self, token: &str, tune: impl FnOnce(&mut GithubSettings)) -> GithubProvider {
-        let mut s = GithubSettings::new(format!("http://{}", self.addr), SecretString::from(token.to_string()));
+        let mut s = GithubSettings::new(self.url(), SecretString::from(token.to_string()));
         s.backoff = Duration::from_millis(50);
         tune(&mut s);
         GithubProvider::new(Github::new(s).unwrap())
@@ -204,8 +191,7 @@ async fn every_operation_works_against_forge_sim_and_its_answers_match_githubs_o
     gh.delete_webhook(&repo, hook.id).await.unwrap();
 
     // Every answer forge-sim gave, against GitHub's published schemas.
-    let (_, _, text) = http_request(sim.addr, "GET", "/_sim/exchanges", &[], None);
-    let exchanges: Value = serde_json::from_str(&text).unwrap();
+    let exchanges = sim.exchanges();
     let report = ck8s_testkit::github::validate_against_openapi(&exchanges);
     assert!(report["failures"].as_array().is_some_and(|f| f.is_empty()), "{report:#}");
     let ops: Vec<String> = report["operations"].as_array().unwrap().iter().map(|o| o.as_str().unwrap().to_string()).collect();
@@ -243,7 +229,7 @@ async fn every_operation_works_against_forge_sim_and_its_answers_match_githubs_o
     ] {
         assert!(ops.contains(&op.to_string()), "{op} was not exercised: {ops:?}");
     }
-    drop(sim.proc);
+    drop(sim);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -278,7 +264,7 @@ async fn rate_limits_are_waited_out_within_bounds_and_otherwise_reported() {
     sim.faults(json!({"rate_limit": 5, "retry_after": 1}));
     assert!(matches!(few.repository(&repo).await.unwrap_err(), ProviderError::RateLimited { .. }));
     sim.faults(json!({}));
-    drop(sim.proc);
+    drop(sim);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -313,5 +299,5 @@ async fn outages_are_retried_for_reads_and_reported_for_writes_and_errors_are_ty
     s.backoff = Duration::from_millis(10);
     let e = GithubProvider::new(Github::new(s).unwrap()).repository(&repo).await.unwrap_err();
     assert!(matches!(e, ProviderError::Transient(ref m) if m.contains("/repos/codex-bot/app")), "{e:?}");
-    drop(sim.proc);
+    drop(sim);
 }

@@ -11,6 +11,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod cluster;
+pub mod forge;
 pub mod process;
 
 use ck8s_store::{DbConfig, MIGRATOR};

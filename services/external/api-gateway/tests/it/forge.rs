@@ -4,43 +4,24 @@
 //! adapter.
 
 use ck8s_domain::comments::{Phase, StatusState};
-use ck8s_testkit::process::{INTERNAL_TOKEN, ServiceProcess, bin_path, control_plane_env, http_request};
-use serde_json::{Value, json};
-use std::net::SocketAddr;
+use ck8s_testkit::forge::ForgeSim;
+use ck8s_testkit::process::{INTERNAL_TOKEN, ServiceProcess, bin_path, control_plane_env};
+use serde_json::json;
 use std::time::{Duration, Instant};
 
 const SECRET: &str = "forge-loop-secret";
 
-fn call(addr: SocketAddr, method: &str, path: &str, token: Option<&str>, body: Option<Value>) -> (u16, Value) {
-    let auth = token.map(|t| format!("Bearer {t}"));
-    let headers: Vec<(&str, &str)> = auth.as_deref().map(|a| vec![("Authorization", a)]).unwrap_or_default();
-    let b = body.map(|b| serde_json::to_vec(&b).unwrap());
-    let (s, _, text) = http_request(addr, method, path, &headers, b.as_deref());
-    (s, serde_json::from_str(&text).unwrap_or(Value::Null))
-}
-
-fn user(addr: SocketAddr, login: &str) -> String {
-    let (s, v) = call(addr, "POST", "/_sim/users", None, Some(json!({"login": login, "email": format!("{login}@example.com")})));
-    assert_eq!(s, 201, "{v}");
-    v["token"].as_str().unwrap().to_string()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_label_on_forge_sim_becomes_a_pending_run_and_a_status_comment_on_the_issue() {
     let db = ck8s_testkit::fresh_db().await;
-    let fs = tokio::task::spawn_blocking(|| {
-        ServiceProcess::start(&bin_path("forge-sim"), &[("CODEXK8S_FORGE_SIM_HTTP_ADDR".into(), "127.0.0.1:0".into())], &["http"])
-    })
-    .await
-    .unwrap();
-    let forge = fs.addr("http");
-    let acme = user(forge, "acme");
-    let alice = user(forge, "alice");
-    let (s, repo) = call(forge, "POST", "/_sim/repos", Some(&acme), Some(json!({"name": "app"})));
+    let fs = tokio::task::spawn_blocking(ForgeSim::start).await.unwrap();
+    let acme = fs.user("acme");
+    let alice = fs.user("alice");
+    let (s, repo) = fs.call("POST", "/_sim/repos", Some(&acme), Some(json!({"name": "app"})));
     assert_eq!(s, 201);
     let repo_id = repo["id"].as_i64().unwrap().to_string();
 
-    let forge_url = format!("http://{forge}");
+    let forge_url = fs.url();
     let cp_env = control_plane_env(
         &db,
         &[
@@ -71,18 +52,15 @@ async fn a_label_on_forge_sim_becomes_a_pending_run_and_a_status_comment_on_the_
 
     let hook = json!({"config": {"url": format!("http://{}/api/v1/webhooks/github", gw.addr("http")), "secret": SECRET, "content_type": "json"},
                       "events": ["issues"]});
-    assert_eq!(call(forge, "POST", "/repos/acme/app/hooks", Some(&acme), Some(hook)).0, 201);
-    let (s, issue) = call(forge, "POST", "/repos/acme/app/issues", Some(&alice), Some(json!({"title": "Say hello"})));
+    assert_eq!(fs.call("POST", "/repos/acme/app/hooks", Some(&acme), Some(hook)).0, 201);
+    let (s, issue) = fs.call("POST", "/repos/acme/app/issues", Some(&alice), Some(json!({"title": "Say hello"})));
     assert_eq!(s, 201);
     let n = issue["number"].as_i64().unwrap();
-    assert_eq!(
-        call(forge, "POST", &format!("/repos/acme/app/issues/{n}/labels"), Some(&alice), Some(json!({"labels": ["run:dev"]}))).0,
-        200
-    );
+    assert_eq!(fs.call("POST", &format!("/repos/acme/app/issues/{n}/labels"), Some(&alice), Some(json!({"labels": ["run:dev"]}))).0, 200);
 
     let started = Instant::now();
     let status_comment = loop {
-        let (_, comments) = call(forge, "GET", &format!("/repos/acme/app/issues/{n}/comments"), Some(&alice), None);
+        let (_, comments) = fs.call("GET", &format!("/repos/acme/app/issues/{n}/comments"), Some(&alice), None);
         let found = comments.as_array().into_iter().flatten().find_map(|c| StatusState::from_comment(c["body"].as_str().unwrap_or("")));
         if let Some(s) = found {
             break s;
@@ -90,7 +68,7 @@ async fn a_label_on_forge_sim_becomes_a_pending_run_and_a_status_comment_on_the_
         assert!(
             started.elapsed() < Duration::from_secs(30),
             "no status comment appeared; deliveries: {:?}\ncontrol-plane: {}",
-            call(forge, "GET", "/_sim/deliveries", None, None).1,
+            fs.call("GET", "/_sim/deliveries", None, None).1,
             cp.output()
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -122,7 +100,7 @@ async fn a_label_on_forge_sim_becomes_a_pending_run_and_a_status_comment_on_the_
         .await
         .unwrap();
     assert!(done >= 2, "{done}");
-    let deliveries = call(forge, "GET", "/_sim/deliveries", None, None).1;
+    let deliveries = fs.call("GET", "/_sim/deliveries", None, None).1;
     assert_eq!(deliveries[0]["status_code"], 202, "{deliveries}");
     drop((cp, gw, fs));
 }

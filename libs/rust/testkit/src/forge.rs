@@ -1,0 +1,62 @@
+//! forge-sim for tests: starts the binary on a free port and speaks its API and scripting API.
+
+use crate::process::{ServiceProcess, bin_path, http_request};
+use serde_json::{Value, json};
+use std::net::SocketAddr;
+
+/// A running forge-sim (stopped when dropped).
+pub struct ForgeSim {
+    pub proc: ServiceProcess,
+    pub addr: SocketAddr,
+}
+
+impl ForgeSim {
+    /// Starts forge-sim on a free loopback port.
+    pub fn start() -> Self {
+        let proc =
+            ServiceProcess::start(&bin_path("forge-sim"), &[("CODEXK8S_FORGE_SIM_HTTP_ADDR".into(), "127.0.0.1:0".into())], &["http"]);
+        let addr = proc.addr("http");
+        Self { proc, addr }
+    }
+
+    /// `http://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// One request, as `token`'s user when given; returns the status and the decoded body.
+    pub fn call(&self, method: &str, path: &str, token: Option<&str>, body: Option<Value>) -> (u16, Value) {
+        let auth = token.map(|t| format!("Bearer {t}"));
+        let headers: Vec<(&str, &str)> = auth.as_deref().map(|a| vec![("Authorization", a)]).unwrap_or_default();
+        let b = body.map(|b| serde_json::to_vec(&b).unwrap());
+        let (s, _, text) = http_request(self.addr, method, path, &headers, b.as_deref());
+        (s, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    /// Creates a user (`kind` `User` or `Bot`) and returns its API token.
+    ///
+    /// # Panics
+    /// If forge-sim refuses the user.
+    pub fn user_of_kind(&self, login: &str, kind: &str) -> String {
+        let (s, v) =
+            self.call("POST", "/_sim/users", None, Some(json!({"login": login, "email": format!("{login}@example.com"), "kind": kind})));
+        assert_eq!(s, 201, "forge-sim refused the user {login}: {v}");
+        v["token"].as_str().unwrap_or_default().to_string()
+    }
+
+    /// Creates a user and returns its API token.
+    pub fn user(&self, login: &str) -> String {
+        self.user_of_kind(login, "User")
+    }
+
+    /// Replaces the injected faults (`{"outage": n}`, `{"rate_limit": n, "retry_after": s}`, ...).
+    pub fn faults(&self, faults: Value) {
+        let (s, v) = self.call("POST", "/_sim/faults", None, Some(faults));
+        assert_eq!(s, 204, "{v}");
+    }
+
+    /// Every API answer so far.
+    pub fn exchanges(&self) -> Value {
+        self.call("GET", "/_sim/exchanges", None, None).1
+    }
+}
