@@ -11,6 +11,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod cluster;
+pub mod codex;
 pub mod forge;
 pub mod process;
 
