@@ -7,6 +7,7 @@
 //! if it ever does.
 
 pub mod agent;
+pub mod agent_run;
 pub mod clock;
 pub mod comments;
 pub mod duration;

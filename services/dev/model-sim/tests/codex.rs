@@ -75,6 +75,15 @@ fn the_codex_cli_runs_a_scripted_scenario_that_changes_files_and_resumes_its_ses
     let usage = &events.iter().find(|e| kind(e) == "turn.completed").expect("turn.completed")["usage"];
     assert!(usage["input_tokens"].as_u64().unwrap() >= 1800 && usage["output_tokens"].as_u64().unwrap() >= 240, "{usage}");
 
+    // The agent runner's reading of the same stream (the domain's parser, on real output).
+    let stdout: String = events.iter().map(|e| format!("{e}\n")).collect();
+    let t = ck8s_domain::agent_run::read_codex_events(&stdout, &[KEY]);
+    assert_eq!(t.session_id.as_deref(), Some(thread.as_str()));
+    assert_eq!(t.commands.len(), 2);
+    assert!(t.final_message.as_deref().is_some_and(|m| m.contains("hello.sh")));
+    assert_eq!(t.turns.len(), 1);
+    assert_eq!(t.turns[0].input_tokens, usage["input_tokens"].as_u64().unwrap());
+
     let (_, text) = http_get(sim.addr("http"), "/_sim/requests");
     let requests: Vec<Value> = serde_json::from_str(&text).unwrap();
     let turns: Vec<u64> = requests.iter().map(|r| r["turn"].as_u64().unwrap()).collect();

@@ -1,0 +1,348 @@
+//! What the agent runner decides before and after it runs the Codex CLI (product spec §3.2, §3.5,
+//! §6.1, §6.4), as pure functions: the run's target branch, the prompt seed lookup chain, the
+//! write-scope policy checked before any push, and the reading of `codex exec --json` events into
+//! a session id, commands, the final message and per-turn token usage — with secrets redacted and
+//! captured output capped.
+
+/// Stages that have their own prompt seeds; any other trigger kind falls back to `dev`.
+const SEED_STAGES: [&str; 15] = [
+    "intake",
+    "vision",
+    "prd",
+    "arch",
+    "design",
+    "plan",
+    "dev",
+    "qa",
+    "release",
+    "postdeploy",
+    "ops",
+    "doc-audit",
+    "self-improve",
+    "rethink",
+    "ai-repair",
+];
+
+/// The stage of a trigger kind (`dev_revise` → `dev`, `doc_audit` → `doc-audit`); unknown → `dev`.
+pub fn stage_of_kind(kind: &str) -> String {
+    let base = kind.strip_suffix("_revise").unwrap_or(kind).replace('_', "-");
+    if SEED_STAGES.contains(&base.as_str()) { base } else { "dev".into() }
+}
+
+/// Prompt kind of a run: `work`, `revise` or `discussion`.
+pub fn prompt_kind(trigger_kind: &str, discussion: bool) -> &'static str {
+    if discussion {
+        "discussion"
+    } else if trigger_kind.ends_with("_revise") {
+        "revise"
+    } else {
+        "work"
+    }
+}
+
+/// The seed files to look for, first hit wins (§3.5); the caller falls back to the built-in
+/// `prompt_<kind>.tmpl` when none exists.
+pub fn seed_candidates(stage: &str, role: &str, kind: &str, locale: &str) -> Vec<String> {
+    vec![
+        format!("{stage}-{role}-{kind}_{locale}.md"),
+        format!("{stage}-{role}-{kind}.md"),
+        format!("role-{role}-{kind}_{locale}.md"),
+        format!("role-{role}-{kind}.md"),
+        format!("{stage}-{kind}_{locale}.md"),
+        format!("{stage}-{kind}.md"),
+        format!("dev-{kind}_{locale}.md"),
+        format!("dev-{kind}.md"),
+        format!("default-{kind}_{locale}.md"),
+        format!("default-{kind}.md"),
+    ]
+}
+
+/// The branch a run works on (§6.1 step 2): explicit → ai-repair on the base branch → the issue's
+/// `codex/issue-<n>` → `codex/run-<first 12 of the run id>`.
+pub fn target_branch(explicit: Option<&str>, trigger_kind: &str, base_branch: &str, issue: Option<i64>, run_id: &str) -> String {
+    if let Some(b) = explicit.map(str::trim).filter(|b| !b.is_empty()) {
+        return b.to_string();
+    }
+    if trigger_kind == "ai_repair" {
+        return base_branch.to_string();
+    }
+    match issue {
+        Some(n) => format!("codex/issue-{n}"),
+        None => format!("codex/run-{}", run_id.chars().filter(|c| *c != '-').take(12).collect::<String>()),
+    }
+}
+
+/// What a run may change (§3.2).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WriteScope {
+    /// Anything (dev, dev revise, ai-repair).
+    Unrestricted,
+    /// Markdown files only (document stages).
+    MarkdownOnly,
+    /// Markdown plus the agent runner's prompt seeds, templates and Dockerfile (self-improve).
+    SelfImprove,
+    /// Nothing at all (reviewer, discussion).
+    Nothing,
+}
+
+/// The write scope of a run.
+pub fn write_scope(trigger_kind: &str, agent_key: &str, discussion: bool) -> WriteScope {
+    if discussion || agent_key == "reviewer" {
+        return WriteScope::Nothing;
+    }
+    match trigger_kind.replace('-', "_").as_str() {
+        "dev" | "dev_revise" | "ai_repair" => WriteScope::Unrestricted,
+        "self_improve" | "self_improve_revise" => WriteScope::SelfImprove,
+        // Every other stage writes documents; an unknown kind gets the narrow scope too.
+        _ => WriteScope::MarkdownOnly,
+    }
+}
+
+/// A change outside the run's write scope.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("failed_precondition: {scope:?} scope forbids changing {paths:?}")]
+pub struct ScopeViolation {
+    pub scope: WriteScope,
+    pub paths: Vec<String>,
+}
+
+const RUNNER: &str = "services/jobs/agent-runner/";
+
+fn allowed(scope: &WriteScope, path: &str) -> bool {
+    let md = path.ends_with(".md");
+    match scope {
+        WriteScope::Unrestricted => true,
+        WriteScope::Nothing => false,
+        WriteScope::MarkdownOnly => md,
+        WriteScope::SelfImprove => {
+            md || path == format!("{RUNNER}Dockerfile")
+                || path.starts_with(&format!("{RUNNER}internal/runner/promptseeds/"))
+                || path == format!("{RUNNER}internal/runner/templates/prompt_envelope.tmpl")
+                || (path.starts_with(&format!("{RUNNER}internal/runner/templates/prompt_blocks/"))
+                    && path.ends_with(".tmpl")
+                    && !path[format!("{RUNNER}internal/runner/templates/prompt_blocks/").len()..].contains('/'))
+        }
+    }
+}
+
+/// Checks the paths changed since the run's baseline (commits and work tree) against the scope.
+pub fn check_write_scope(scope: &WriteScope, changed: &[String]) -> Result<(), ScopeViolation> {
+    let bad: Vec<String> = changed.iter().filter(|p| !allowed(scope, p)).cloned().collect();
+    if bad.is_empty() { Ok(()) } else { Err(ScopeViolation { scope: scope.clone(), paths: bad }) }
+}
+
+/// Token usage of one Codex turn (`turn.completed.usage`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TurnUsage {
+    pub input_tokens: u64,
+    pub cached_input_tokens: u64,
+    pub output_tokens: u64,
+    pub reasoning_output_tokens: u64,
+}
+
+impl TurnUsage {
+    pub fn total(&self) -> u64 {
+        self.input_tokens + self.output_tokens
+    }
+}
+
+/// One command the agent ran.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandRun {
+    pub command: String,
+    pub exit_code: Option<i64>,
+    /// Output, redacted and capped.
+    pub output: String,
+}
+
+/// What a `codex exec --json` stream said.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CodexTranscript {
+    /// `thread.started.thread_id`: the session to resume.
+    pub session_id: Option<String>,
+    pub commands: Vec<CommandRun>,
+    /// The last `agent_message`.
+    pub final_message: Option<String>,
+    pub turns: Vec<TurnUsage>,
+    pub errors: Vec<String>,
+    /// Lines that were not JSON events (kept out of the transcript, counted).
+    pub unparsed_lines: usize,
+}
+
+/// Captured output kept per command and message, in bytes.
+pub const OUTPUT_CAP: usize = 256 * 1024;
+
+/// Replaces every secret (non-empty, at least 6 characters) with `[REDACTED]`.
+pub fn redact(text: &str, secrets: &[&str]) -> String {
+    let mut out = text.to_string();
+    for s in secrets.iter().filter(|s| s.len() >= 6) {
+        out = out.replace(s, "[REDACTED]");
+    }
+    out
+}
+
+fn cap(mut s: String) -> String {
+    if s.len() > OUTPUT_CAP {
+        let mut end = OUTPUT_CAP;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+        s.push_str("\n[output truncated]");
+    }
+    s
+}
+
+/// Reads a `codex exec --json` stream; secrets are redacted from every kept text.
+pub fn read_codex_events(stream: &str, secrets: &[&str]) -> CodexTranscript {
+    let mut t = CodexTranscript::default();
+    let text = |v: &serde_json::Value| cap(redact(v.as_str().unwrap_or_default(), secrets));
+    for line in stream.lines().filter(|l| !l.trim().is_empty()) {
+        let Ok(e) = serde_json::from_str::<serde_json::Value>(line) else {
+            t.unparsed_lines += 1;
+            continue;
+        };
+        match e["type"].as_str().unwrap_or_default() {
+            "thread.started" => t.session_id = e["thread_id"].as_str().map(String::from),
+            "item.completed" => {
+                let item = &e["item"];
+                match item["type"].as_str().unwrap_or_default() {
+                    "command_execution" => t.commands.push(CommandRun {
+                        command: text(&item["command"]),
+                        exit_code: item["exit_code"].as_i64(),
+                        output: text(&item["aggregated_output"]),
+                    }),
+                    "agent_message" => t.final_message = Some(text(&item["text"])),
+                    "error" => t.errors.push(text(&item["message"])),
+                    _ => {}
+                }
+            }
+            "turn.completed" => {
+                let u = &e["usage"];
+                let n = |k: &str| u[k].as_u64().unwrap_or(0);
+                t.turns.push(TurnUsage {
+                    input_tokens: n("input_tokens"),
+                    cached_input_tokens: n("cached_input_tokens"),
+                    output_tokens: n("output_tokens"),
+                    reasoning_output_tokens: n("reasoning_output_tokens"),
+                });
+            }
+            "turn.failed" | "error" => {
+                t.errors.push(text(if e["error"]["message"].is_string() { &e["error"]["message"] } else { &e["message"] }))
+            }
+            _ => {}
+        }
+    }
+    t
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stages_and_prompt_kinds_follow_the_trigger_kind() {
+        assert_eq!(stage_of_kind("dev_revise"), "dev");
+        assert_eq!(stage_of_kind("doc_audit"), "doc-audit");
+        assert_eq!(stage_of_kind("self_improve_revise"), "self-improve");
+        assert_eq!(stage_of_kind("deploy"), "dev", "unknown kinds fall back to dev");
+        assert_eq!(prompt_kind("qa_revise", false), "revise");
+        assert_eq!(prompt_kind("qa", false), "work");
+        assert_eq!(prompt_kind("dev", true), "discussion");
+    }
+
+    #[test]
+    fn seed_lookup_goes_from_the_most_to_the_least_specific() {
+        let c = seed_candidates("qa", "qa", "work", "ru");
+        assert_eq!(c.first().map(String::as_str), Some("qa-qa-work_ru.md"));
+        assert_eq!(c[2], "role-qa-work_ru.md");
+        assert_eq!(c[4], "qa-work_ru.md");
+        assert_eq!(c.last().map(String::as_str), Some("default-work.md"));
+        assert_eq!(c.len(), 10);
+    }
+
+    #[test]
+    fn target_branches_follow_the_rule_order() {
+        assert_eq!(target_branch(Some("feature/x"), "dev", "main", Some(7), "r"), "feature/x");
+        assert_eq!(target_branch(Some("  "), "ai_repair", "main", Some(7), "r"), "main");
+        assert_eq!(target_branch(None, "dev", "main", Some(7), "r"), "codex/issue-7");
+        assert_eq!(target_branch(None, "dev", "main", None, "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0"), "codex/run-0f1e2d3c4b5a");
+    }
+
+    #[test]
+    fn write_scopes_allow_only_what_the_stage_may_touch() {
+        let changed = |p: &[&str]| p.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(write_scope("dev", "dev", false), WriteScope::Unrestricted);
+        assert_eq!(write_scope("ai_repair", "sre", false), WriteScope::Unrestricted);
+        assert_eq!(write_scope("prd", "pm", false), WriteScope::MarkdownOnly);
+        assert_eq!(write_scope("qa_revise", "qa", false), WriteScope::MarkdownOnly);
+        assert_eq!(write_scope("something_new", "dev", false), WriteScope::MarkdownOnly);
+        assert_eq!(write_scope("dev", "reviewer", false), WriteScope::Nothing);
+        assert_eq!(write_scope("dev", "dev", true), WriteScope::Nothing);
+        assert!(check_write_scope(&WriteScope::Unrestricted, &changed(&["src/main.rs"])).is_ok());
+        let v = check_write_scope(&WriteScope::MarkdownOnly, &changed(&["docs/prd.md", "src/lib.rs"])).unwrap_err();
+        assert_eq!(v.paths, vec!["src/lib.rs"]);
+        assert!(v.to_string().starts_with("failed_precondition"));
+        assert!(check_write_scope(&WriteScope::Nothing, &changed(&["README.md"])).is_err());
+        assert!(check_write_scope(&WriteScope::Nothing, &[]).is_ok());
+        let si = write_scope("self_improve", "km", false);
+        assert!(
+            check_write_scope(
+                &si,
+                &changed(&[
+                    "services/jobs/agent-runner/internal/runner/promptseeds/dev-work.md",
+                    "services/jobs/agent-runner/internal/runner/promptseeds/x/y.txt",
+                    "services/jobs/agent-runner/internal/runner/templates/prompt_blocks/pr_en.tmpl",
+                    "services/jobs/agent-runner/Dockerfile",
+                    "docs/notes.md",
+                ])
+            )
+            .is_ok()
+        );
+        let v = check_write_scope(
+            &si,
+            &changed(&[
+                "services/jobs/agent-runner/src/main.rs",
+                "services/jobs/agent-runner/internal/runner/templates/prompt_blocks/a/b.tmpl",
+            ]),
+        )
+        .unwrap_err();
+        assert_eq!(v.paths.len(), 2);
+    }
+
+    #[test]
+    fn codex_event_streams_give_the_session_commands_message_and_usage_without_secrets() {
+        let stream = [
+            r#"{"type":"thread.started","thread_id":"0199-abc"}"#,
+            r#"{"type":"turn.started"}"#,
+            "WARNING: not an event",
+            r#"{"type":"item.completed","item":{"id":"i1","type":"command_execution","command":"echo ghp_SECRETTOKEN123","aggregated_output":"ghp_SECRETTOKEN123\n","exit_code":0,"status":"completed"}}"#,
+            r#"{"type":"item.completed","item":{"id":"i2","type":"error","message":"model metadata not found"}}"#,
+            r#"{"type":"item.completed","item":{"id":"i3","type":"agent_message","text":"Done."}}"#,
+            r#"{"type":"turn.completed","usage":{"input_tokens":5400,"cached_input_tokens":1800,"output_tokens":720,"reasoning_output_tokens":192}}"#,
+        ]
+        .join("\n");
+        let t = read_codex_events(&stream, &["ghp_SECRETTOKEN123", "x"]);
+        assert_eq!(t.session_id.as_deref(), Some("0199-abc"));
+        assert_eq!(t.commands.len(), 1);
+        assert_eq!(t.commands[0].command, "echo [REDACTED]");
+        assert_eq!(t.commands[0].output, "[REDACTED]\n");
+        assert_eq!(t.final_message.as_deref(), Some("Done."));
+        assert_eq!(t.errors, vec!["model metadata not found"]);
+        assert_eq!(
+            t.turns,
+            vec![TurnUsage { input_tokens: 5400, cached_input_tokens: 1800, output_tokens: 720, reasoning_output_tokens: 192 }]
+        );
+        assert_eq!(t.turns[0].total(), 6120);
+        assert_eq!(t.unparsed_lines, 1);
+    }
+
+    #[test]
+    fn captured_output_is_capped_on_a_character_boundary() {
+        let big = "é".repeat(OUTPUT_CAP);
+        let line = serde_json::json!({"type": "item.completed", "item": {"type": "agent_message", "text": big}}).to_string();
+        let t = read_codex_events(&line, &[]);
+        let m = t.final_message.unwrap();
+        assert!(m.len() <= OUTPUT_CAP + 32 && m.ends_with("[output truncated]"));
+    }
+}
