@@ -1,5 +1,10 @@
 //! agent-runner's library: the pieces of a run that the binary composes and the tests drive on
-//! real git and real services. `workspace` prepares the run's git work tree with the bot token
-//! kept out of URLs, arguments and files, checks what changed, commits and pushes.
+//! real git, the real Codex CLI and real services. `workspace` prepares the run's git work tree
+//! with the bot token kept out of URLs, arguments and files; `prompt` renders the run's prompt
+//! from seeds; `codex` writes Codex's configuration and runs it; `pipeline` takes a run from the
+//! work tree to a pull request with its labels moved.
 
+pub mod codex;
+pub mod pipeline;
+pub mod prompt;
 pub mod workspace;

@@ -1,0 +1,208 @@
+//! A labelled issue becomes a pull request: forge-sim (GitHub), model-sim (the model) and the real
+//! Codex CLI, driven by the agent runner's pipeline. Then a revise run resumes the session and
+//! updates the same pull request; scope violations push nothing; a revise without a branch exits 42.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // helpers of tests: a panic is a failed test
+
+mod common;
+
+use agent_runner::codex::{Codex, Provider};
+use agent_runner::pipeline::{RunError, RunInput, run};
+use agent_runner::prompt::PromptContext;
+use agent_runner::workspace::Identity;
+use ck8s_domain::agent_run::WriteScope;
+use ck8s_domain::forge::{RepoRef, RepositoryProvider};
+use ck8s_github::{Github, GithubProvider, GithubSettings};
+use ck8s_testkit::forge::ForgeSim;
+use ck8s_testkit::process::{ServiceProcess, bin_path};
+use secrecy::SecretString;
+use serde_json::{Value, json};
+use std::path::Path;
+
+const MODEL_KEY: &str = "model-key-canary-5d1e";
+
+struct World {
+    forge: ForgeSim,
+    _model: ServiceProcess,
+    model_url: String,
+    bot: String,
+    root: std::path::PathBuf,
+}
+
+fn world(name: &str) -> World {
+    let forge = ForgeSim::start();
+    let model = ServiceProcess::start(
+        &bin_path("model-sim"),
+        &[("CODEXK8S_MODEL_SIM_HTTP_ADDR".into(), "127.0.0.1:0".into()), ("CODEXK8S_MODEL_SIM_API_KEY".into(), MODEL_KEY.into())],
+        &["http"],
+    );
+    let model_url = format!("http://{}/v1", model.addr("http"));
+    let bot = forge.user_of_kind("acme", "Bot");
+    forge.user("alice");
+    assert_eq!(forge.call("POST", "/_sim/repos", Some(&bot), Some(json!({"name": "app"}))).0, 201);
+    let root = std::env::temp_dir().join(format!("ck8s-pipeline-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    std::fs::create_dir_all(&root).unwrap();
+    common::seed(&forge, &bot, "acme/app", &root);
+    World { forge, _model: model, model_url, bot, root }
+}
+
+impl World {
+    fn provider(&self) -> GithubProvider {
+        GithubProvider::new(Github::new(GithubSettings::new(self.forge.url(), SecretString::from(self.bot.clone()))).unwrap())
+    }
+
+    fn codex(&self, home: &str) -> Codex {
+        Codex {
+            binary: ck8s_testkit::codex::binary().clone(),
+            home: self.root.join(home),
+            model: "gpt-5.4".into(),
+            reasoning_effort: "high".into(),
+            provider: Some(Provider { base_url: self.model_url.clone() }),
+            mcp: None,
+            api_key: SecretString::from(MODEL_KEY.to_string()),
+            mcp_token: None,
+        }
+    }
+
+    fn input(&self, dir: &str, issue: i64, title: &str, scope: WriteScope, revise: bool) -> RunInput {
+        RunInput {
+            repo: RepoRef::new("acme", "app"),
+            clone_url: format!("{}/git/acme/app.git", self.forge.url()),
+            bot_token: SecretString::from(self.bot.clone()),
+            identity: Identity { name: "AI Developer".into(), email: "acme@example.com".into() },
+            workdir: self.root.join(dir),
+            prompt: PromptContext {
+                repository: "acme/app".into(),
+                run_id: format!("run-{dir}"),
+                issue_number: Some(issue),
+                issue_title: title.into(),
+                issue_body: "Please add a greeting script.".into(),
+                agent_name: "AI Developer".into(),
+                stage: "dev".into(),
+                role: "dev".into(),
+                kind: if revise { "revise".into() } else { "work".into() },
+                trigger_label: if revise { "run:dev:revise".into() } else { "run:dev".into() },
+                base_branch: "main".into(),
+                target_branch: format!("codex/issue-{issue}"),
+                locale: "en".into(),
+                existing_pr: None,
+                learning_mode: false,
+                review_notes: vec![],
+            },
+            scope,
+            wants_pr: true,
+            revise,
+            resume_session: None,
+            in_review_label: "state:in-review".into(),
+        }
+    }
+
+    fn issue(&self, title: &str) -> i64 {
+        let (s, v) = self.forge.call("POST", "/repos/acme/app/issues", Some(&self.bot), Some(json!({"title": title})));
+        assert_eq!(s, 201);
+        let n = v["number"].as_i64().unwrap();
+        assert_eq!(
+            self.forge.call("POST", &format!("/repos/acme/app/issues/{n}/labels"), Some(&self.bot), Some(json!({"labels": ["run:dev"]}))).0,
+            200
+        );
+        n
+    }
+}
+
+fn labels(v: &Value) -> Vec<String> {
+    v["labels"].as_array().into_iter().flatten().map(|l| l["name"].as_str().unwrap().to_string()).collect()
+}
+
+fn no_canary(root: &Path, secrets: &[&str]) {
+    // Nothing the run left on disk outside Codex's own home holds a secret in clear.
+    for entry in walk(root) {
+        if entry.components().any(|c| c.as_os_str() == "codex-home" || c.as_os_str() == "codex-home-2") {
+            continue;
+        }
+        if let Ok(text) = std::fs::read_to_string(&entry) {
+            for s in secrets {
+                assert!(!text.contains(s), "{} contains a secret", entry.display());
+            }
+        }
+    }
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() { out.extend(walk(&p)) } else { out.push(p) }
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_run_dev_issue_becomes_a_pull_request_and_a_revise_resumes_and_updates_it() {
+    let w = tokio::task::spawn_blocking(|| world("e2e")).await.unwrap();
+    let gh = w.provider();
+    let n = w.issue("Say hello");
+
+    let out = run(w.input("r1", n, "Say hello", WriteScope::Unrestricted, false), &w.codex("codex-home"), &gh).await.unwrap();
+    assert!(out.pr_created);
+    let pr = out.pr_number.unwrap();
+    assert_eq!(out.changed_paths, vec!["hello.sh"]);
+    let session = out.transcript.session_id.clone().expect("a Codex session");
+    assert!(out.transcript.turns.iter().any(|t| t.input_tokens > 0), "token usage for token_usage rows");
+    let (_, pull) = w.forge.call("GET", &format!("/repos/acme/app/pulls/{pr}"), Some(&w.bot), None);
+    assert_eq!((pull["head"]["ref"].as_str(), pull["base"]["ref"].as_str()), (Some("codex/issue-1"), Some("main")));
+    assert!(pull["body"].as_str().unwrap().contains(&format!("Closes #{n}")));
+    let (s, file) = w.forge.call("GET", "/repos/acme/app/contents/hello.sh?ref=codex/issue-1", Some(&w.bot), None);
+    assert_eq!(s, 200, "the scripted change is on the PR's branch: {file}");
+    let (_, issue) = w.forge.call("GET", &format!("/repos/acme/app/issues/{n}"), Some(&w.bot), None);
+    assert_eq!(labels(&issue), vec!["state:in-review"], "trigger label off, in-review on");
+    let (_, pr_issue) = w.forge.call("GET", &format!("/repos/acme/app/issues/{pr}"), Some(&w.bot), None);
+    assert_eq!(labels(&pr_issue), vec!["state:in-review"]);
+
+    // A review asks for changes; the revise run resumes the session and updates the same PR.
+    let (s, _) = w.forge.call(
+        "POST",
+        &format!("/repos/acme/app/pulls/{pr}/reviews"),
+        Some(&w.forge.user("reviewer-bob")),
+        Some(json!({"event": "REQUEST_CHANGES", "body": "Say hello louder"})),
+    );
+    assert_eq!(s, 200);
+    let mut revise = w.input("r2", n, "Say hello", WriteScope::Unrestricted, true);
+    revise.resume_session = Some(session);
+    let out2 = run(revise, &w.codex("codex-home"), &gh).await.unwrap();
+    assert!(!out2.pr_created);
+    assert_eq!(out2.pr_number, Some(pr), "the same pull request");
+    let (_, pull) = w.forge.call("GET", &format!("/repos/acme/app/pulls/{pr}"), Some(&w.bot), None);
+    assert!(pull["body"].as_str().unwrap().contains("### Revision"), "{pull}");
+    let pulls = gh.list_reviews(&RepoRef::new("acme", "app"), pr).await.unwrap();
+    assert_eq!(pulls.len(), 1);
+    no_canary(&w.root, &[&w.bot, MODEL_KEY]);
+    let _ = std::fs::remove_dir_all(&w.root);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn scope_violations_push_nothing_and_a_revise_without_a_branch_exits_42() {
+    let w = tokio::task::spawn_blocking(|| world("scope")).await.unwrap();
+    let gh = w.provider();
+    let n = w.issue("Say hello");
+
+    // A document stage may not add a script: the run fails before any push.
+    let err = run(w.input("s1", n, "Say hello", WriteScope::MarkdownOnly, false), &w.codex("codex-home"), &gh).await.unwrap_err();
+    assert!(matches!(err, RunError::Scope(ref v) if v.paths == vec!["hello.sh".to_string()]), "{err}");
+    assert_eq!(err.exit_code(), 3);
+    assert!(err.to_string().starts_with("failed_precondition"));
+    let (s, _) = w.forge.call("GET", "/repos/acme/app/contents/hello.sh?ref=codex/issue-1", Some(&w.bot), None);
+    assert_eq!(s, 404, "nothing was pushed");
+    assert_eq!(gh.find_pull_by_head(&RepoRef::new("acme", "app"), "codex/issue-1").await.unwrap(), None);
+
+    // The reviewer changes nothing: its changes fail the run too.
+    let err = run(w.input("s2", n, "Say hello", WriteScope::Nothing, false), &w.codex("codex-home-2"), &gh).await.unwrap_err();
+    assert!(matches!(err, RunError::Scope(_)), "{err}");
+
+    // A revise run for an issue whose branch never existed.
+    let err = run(w.input("s3", 99, "Say hello", WriteScope::Unrestricted, true), &w.codex("codex-home"), &gh).await.unwrap_err();
+    assert_eq!(err.exit_code(), 42, "{err}");
+    let _ = std::fs::remove_dir_all(&w.root);
+}
