@@ -33,6 +33,29 @@ fn hostname() -> String {
         .unwrap_or_else(|| format!("worker-{}", std::process::id()))
 }
 
+/// Platform settings passed on to every job (the agent runner reads them under the same names).
+fn job_env(r: &mut ck8s_config::Reader<'_>) -> std::collections::BTreeMap<String, String> {
+    let mut env = std::collections::BTreeMap::new();
+    for (key, default) in [
+        ("GITHUB_API_URL", Some("https://api.github.com")),
+        ("GIT_BASE_URL", Some("https://github.com")),
+        ("GIT_BOT_USERNAME", Some("codex-bot")),
+        ("GIT_BOT_MAIL", Some("codex-bot@users.noreply.github.com")),
+        ("CODEX_BIN", Some("codex")),
+        ("MODEL_BASE_URL", None),
+        ("LEARNING_MODE_DEFAULT", None),
+    ] {
+        let v = match default {
+            Some(d) => Some(r.string(key, d)),
+            None => r.opt_string(key),
+        };
+        if let Some(v) = v {
+            env.insert(format!("CODEXK8S_{key}"), v);
+        }
+    }
+    env
+}
+
 impl Config {
     pub fn load(layers: &Layers) -> Result<Self, ConfigError> {
         let mut r = layers.reader();
@@ -73,6 +96,11 @@ impl Config {
             namespace_prefix: r.string("WORKER_RUN_NAMESPACE_PREFIX", "codex-issue"),
             job_command: r.string("WORKER_JOB_COMMAND", "/usr/local/bin/codex-k8s-agent-runner"),
             job_image: r.string("WORKER_JOB_IMAGE", "codex-k8s/agent-runner:latest"),
+            job_env: job_env(&mut r),
+            job_secret_env: [("CODEXK8S_GIT_BOT_TOKEN", "GIT_BOT_TOKEN"), ("CODEXK8S_OPENAI_API_KEY", "OPENAI_API_KEY")]
+                .into_iter()
+                .filter_map(|(name, key)| r.opt_secret(key).map(|v| (name.to_string(), v)))
+                .collect(),
             default_model: r.string("AGENT_DEFAULT_MODEL", "gpt-5.4"),
             default_reasoning: r.string("AGENT_DEFAULT_REASONING_EFFORT", "high"),
             locale: if r.string("AGENT_DEFAULT_LOCALE", "ru").to_lowercase().starts_with("ru") { "ru".into() } else { "en".into() },

@@ -28,6 +28,11 @@ pub struct LifecycleSettings {
     /// Shell command of the job (the agent-runner), run with `sh -c`.
     pub job_command: String,
     pub job_image: String,
+    /// Platform settings every job gets (GitHub API and git URLs, model endpoint, Codex binary).
+    pub job_env: BTreeMap<String, String>,
+    /// Platform credentials every job gets through the runtime's secret channel (bot token, model
+    /// key); never plain environment values of a pod.
+    pub job_secret_env: BTreeMap<String, secrecy::SecretString>,
     pub default_model: String,
     pub default_reasoning: String,
     /// `ru` or `en`: language of prompts, PR text and comments.
@@ -282,7 +287,10 @@ impl Lifecycle {
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
+        .chain(self.settings.job_env.clone())
         .collect();
+        let secret_env: BTreeMap<String, String> =
+            self.settings.job_secret_env.iter().map(|(k, v)| (k.clone(), secrecy::ExposeSecret::expose_secret(v).to_string())).collect();
         let spec = JobSpec {
             run_id: run.id.to_string(),
             correlation_id: run.correlation_id.clone(),
@@ -292,7 +300,7 @@ impl Lifecycle {
             image: self.settings.job_image.clone(),
             command: vec!["sh".into(), "-c".into(), self.settings.job_command.clone()],
             env,
-            secret_env: BTreeMap::new(),
+            secret_env,
             active_deadline: self.settings.run_timeout,
             service_account: match p["runtime"]["access_profile"].as_str() {
                 Some("candidate") => Some("codex-runner".into()),
