@@ -73,12 +73,28 @@ async fn versions(client: &Client, ns: &str, profile_objects: &str, job: &str) -
     out.push(("serviceaccount".into(), get::<ServiceAccount>(client, Some(ns), profile_objects).await.resource_version().unwrap()));
     out.push(("role".into(), get::<Role>(client, Some(ns), profile_objects).await.resource_version().unwrap()));
     out.push(("rolebinding".into(), get::<RoleBinding>(client, Some(ns), profile_objects).await.resource_version().unwrap()));
-    out.push(("quota".into(), get::<ResourceQuota>(client, Some(ns), "codex-run-quota").await.resource_version().unwrap()));
+    // The quota controller writes the quota's status as pods come and go, so its spec and the time
+    // of our last apply stand for it.
+    let quota: ResourceQuota = get(client, Some(ns), "codex-run-quota").await;
+    out.push(("quota spec".into(), format!("{:?}", quota.spec)));
+    out.push(("quota applied at".into(), applied_at(&quota)));
     out.push(("netpol".into(), get::<NetworkPolicy>(client, Some(ns), "codex-run-default-deny").await.resource_version().unwrap()));
     out.push(("secret".into(), get::<Secret>(client, Some(ns), &format!("{job}-credentials")).await.resource_version().unwrap()));
     // The Job's status moves with its pod, so its spec generation stands for it.
     out.push(("job generation".into(), get::<Job>(client, Some(ns), job).await.metadata.generation.unwrap_or_default().to_string()));
     out
+}
+
+/// When our field manager last applied the object.
+fn applied_at<K: Resource>(obj: &K) -> String {
+    obj.meta()
+        .managed_fields
+        .iter()
+        .flatten()
+        .find(|m| m.manager.as_deref() == Some(FIELD_MANAGER) && m.operation.as_deref() == Some("Apply"))
+        .and_then(|m| m.time.as_ref())
+        .map(|t| format!("{:?}", t.0))
+        .unwrap_or_default()
 }
 
 async fn wait_state(rt: &KubernetesRuntime, job: &JobRef, done: impl Fn(&JobState) -> bool, within: Duration) -> JobState {
