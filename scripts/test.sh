@@ -36,7 +36,7 @@ cargo clippy --workspace --all-targets --locked --quiet -- -D warnings
 
 step "4/5 cargo test --workspace (a fresh clone compiles first: about 10 minutes on 2 cores)"
 log=$(mktemp)
-cargo test --workspace --locked --lib --bins --tests 2>&1 | tee "$log"
+cargo test --workspace --locked --no-fail-fast --lib --bins --tests 2>&1 | tee "$log"
 passed=$(grep -E '^test result:' "$log" | sed -E 's/.* ([0-9]+) passed.*/\1/' | awk '{s+=$1} END {print s+0}')
 failed=$(grep -E '^test result:' "$log" | sed -E 's/.* ([0-9]+) failed.*/\1/' | awk '{s+=$1} END {print s+0}')
 rm -f "$log"
