@@ -219,7 +219,7 @@ async fn main() -> Result<()> {
         wait_ready(&forge_svc, &mut running, &logs, Instant::now() + Duration::from_secs(30)).await?;
         wait_ready(&model_svc, &mut running, &logs, Instant::now() + Duration::from_secs(30)).await?;
         let seed = seed_forge(fs, gw, &webhook_secret).await?;
-        seed_readme(&root, fs, &seed.bot_token, &state).await?;
+        seed_readme(fs, &seed.bot_token, &state).await?;
         Ok::<_, anyhow::Error>(seed)
     }
     .await;
@@ -477,7 +477,7 @@ async fn seed_forge(fs: u16, gw: u16, webhook_secret: &str) -> Result<Seed> {
 
 /// Pushes the demo repository's first commit (a README) to forge-sim as the bot, so runs branch
 /// from `main` as they would on GitHub.
-async fn seed_readme(root: &Path, fs: u16, bot_token: &str, state: &Path) -> Result<()> {
+async fn seed_readme(fs: u16, bot_token: &str, state: &Path) -> Result<()> {
     use base64::Engine;
     let dir = state.join("seed-repo");
     let _ = std::fs::remove_dir_all(&dir);
@@ -513,7 +513,6 @@ async fn seed_readme(root: &Path, fs: u16, bot_token: &str, state: &Path) -> Res
         }
     }
     let _ = std::fs::remove_dir_all(&dir);
-    let _ = root;
     Ok(())
 }
 
