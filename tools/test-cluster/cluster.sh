@@ -44,7 +44,7 @@ build() {
   binaries_present && return 0
   command -v go >/dev/null || die "Go is required to build the test cluster (etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kwok)"
   say "building etcd $ETCD_VERSION, Kubernetes $K8S_VERSION (kube-apiserver, kube-controller-manager, kube-scheduler) and kwok $KWOK_VERSION"
-  say "from their Go modules into $BIN: this happens once per version and takes about 10 minutes on 2 cores"
+  say "from their Go modules into $BIN: this happens once per version and takes about 7 minutes on 2 cores"
   local started tmp
   started=$(date +%s)
   tmp="$BIN.tmp.$$"
