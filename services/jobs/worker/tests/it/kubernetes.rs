@@ -2,6 +2,7 @@
 //! API server with the Job, namespace and service-account controllers, a scheduler, and kwok
 //! playing the node (it runs nothing; a Job's pod is marked Running, then Succeeded).
 
+use crate::{project, wait_status};
 use ck8s_domain::runtime::{JobRuntime, RunEnvironment};
 use ck8s_runtime::{KubernetesRuntime, KubernetesSettings};
 use ck8s_testkit::cluster;
@@ -35,10 +36,6 @@ fn k8s_worker(db_env: Vec<(String, String)>, id: &str, prefix: &str) -> ServiceP
     ServiceProcess::start(BIN, &e, &["http"])
 }
 
-async fn project(pool: &PgPool) -> Uuid {
-    sqlx::query_scalar("INSERT INTO projects (slug, name) VALUES ('acme', 'acme') RETURNING id").fetch_one(pool).await.unwrap()
-}
-
 async fn run_with_status(pool: &PgPool, project: Uuid, corr: &str, status: &str) -> Uuid {
     let payload = serde_json::json!({
         "issue": {"number": 7, "labels": ["run:dev"]},
@@ -60,17 +57,6 @@ async fn run_with_status(pool: &PgPool, project: Uuid, corr: &str, status: &str)
     .fetch_one(pool)
     .await
     .unwrap()
-}
-
-async fn wait_status(pool: &PgPool, id: Uuid, want: &str, within: Duration) -> String {
-    let started = Instant::now();
-    loop {
-        let s: String = sqlx::query_scalar("SELECT status FROM agent_runs WHERE id = $1").bind(id).fetch_one(pool).await.unwrap();
-        if s == want || started.elapsed() > within {
-            return s;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -1,15 +1,12 @@
 //! The run lifecycle with real worker processes, the local runtime and a real database.
 
+use crate::{project, wait_status};
 use ck8s_testkit::process::ServiceProcess;
 use sqlx::PgPool;
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 
 const BIN: &str = env!("CARGO_BIN_EXE_worker");
-
-async fn project(pool: &PgPool) -> Uuid {
-    sqlx::query_scalar("INSERT INTO projects (slug, name) VALUES ('acme', 'acme') RETURNING id").fetch_one(pool).await.unwrap()
-}
 
 async fn pending(pool: &PgPool, project: Uuid, corr: &str, issue: i64, issue_labels: &[&str]) -> Uuid {
     let payload = serde_json::json!({
@@ -43,17 +40,6 @@ fn worker(mut e: Vec<(String, String)>, id: &str, runs_dir: &std::path::Path, co
         .map(|(k, v)| (k.to_string(), v)),
     );
     ServiceProcess::start(BIN, &e, &["http"])
-}
-
-async fn wait_status(pool: &PgPool, id: Uuid, want: &str, within: Duration) -> String {
-    let started = Instant::now();
-    loop {
-        let s: String = sqlx::query_scalar("SELECT status FROM agent_runs WHERE id = $1").bind(id).fetch_one(pool).await.unwrap();
-        if s == want || started.elapsed() > within {
-            return s;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 async fn events(pool: &PgPool, id: Uuid) -> Vec<(String, String)> {

@@ -10,6 +10,23 @@ use std::time::Duration;
 
 const BIN: &str = env!("CARGO_BIN_EXE_worker");
 
+/// A project `acme`.
+async fn project(pool: &sqlx::PgPool) -> uuid::Uuid {
+    sqlx::query_scalar("INSERT INTO projects (slug, name) VALUES ('acme', 'acme') RETURNING id").fetch_one(pool).await.unwrap()
+}
+
+/// Polls a run's status until it is `want` or `within` has passed; returns the last status.
+async fn wait_status(pool: &sqlx::PgPool, id: uuid::Uuid, want: &str, within: Duration) -> String {
+    let started = std::time::Instant::now();
+    loop {
+        let s: String = sqlx::query_scalar("SELECT status FROM agent_runs WHERE id = $1").bind(id).fetch_one(pool).await.unwrap();
+        if s == want || started.elapsed() > within {
+            return s;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 #[test]
 fn a_heartbeat_ttl_shorter_than_the_interval_is_rejected() {
     let e = vec![
