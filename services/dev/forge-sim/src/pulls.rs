@@ -217,6 +217,11 @@ pub async fn list_pulls(
     paginate(&f.base_url, &format!("/repos/{o}/{r}/pulls"), items, &Page { per_page: q.per_page, page: q.page })
 }
 
+/// The pull-request part of issue `n`, if it is a pull request.
+fn pull_of(repo: &Repo, n: i64) -> Option<&Pull> {
+    issue_index(repo, n).and_then(|i| repo.issues[i].pull.as_ref())
+}
+
 fn pull_index(repo: &Repo, n: i64) -> Option<usize> {
     issue_index(repo, n).filter(|i| repo.issues[*i].pull.is_some())
 }
@@ -280,8 +285,7 @@ pub async fn list_reviews(
 ) -> Response {
     let (f, _) = respond!(session(&s, &h));
     let repo = crate::repo_or_404!(f, o, r);
-    let Some(i) = pull_index(&repo, n) else { return error(StatusCode::NOT_FOUND, "Not Found") };
-    let Some(pull) = &repo.issues[i].pull else { return error(StatusCode::NOT_FOUND, "Not Found") };
+    let Some(pull) = pull_of(&repo, n) else { return error(StatusCode::NOT_FOUND, "Not Found") };
     let items = pull.reviews.iter().map(|rv| f.review_json(&repo, n, rv, &pull.head_sha)).collect();
     paginate(&f.base_url, &format!("/repos/{o}/{r}/pulls/{n}/reviews"), items, &p)
 }
@@ -294,8 +298,7 @@ pub async fn list_review_comments(
 ) -> Response {
     let (f, _) = respond!(session(&s, &h));
     let repo = crate::repo_or_404!(f, o, r);
-    let Some(i) = pull_index(&repo, n) else { return error(StatusCode::NOT_FOUND, "Not Found") };
-    let Some(pull) = &repo.issues[i].pull else { return error(StatusCode::NOT_FOUND, "Not Found") };
+    let Some(pull) = pull_of(&repo, n) else { return error(StatusCode::NOT_FOUND, "Not Found") };
     let items = pull.review_comments.iter().map(|c| f.review_comment_json(&repo, n, c, &pull.head_sha)).collect();
     paginate(&f.base_url, &format!("/repos/{o}/{r}/pulls/{n}/comments"), items, &p)
 }
