@@ -84,6 +84,25 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && bool::from(a.ct_eq(b))
 }
 
+/// SHA-256 of `data` (for storing bearer tokens by digest and for snapshot checksums).
+pub fn sha256(data: &[u8]) -> [u8; 32] {
+    use sha2::Digest;
+    Sha256::digest(data).into()
+}
+
+/// Lowercase hex SHA-256 of `data`.
+pub fn sha256_hex(data: &[u8]) -> String {
+    hex::encode(sha256(data))
+}
+
+/// A fresh random bearer token: 32 bytes from the OS generator, hex encoded, with a prefix that
+/// says what it is (so a leaked value is recognisable in scans).
+pub fn random_token(prefix: &str) -> SecretString {
+    let mut b = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut b);
+    SecretString::from(format!("{prefix}{}", hex::encode(b)))
+}
+
 /// Verifies `X-Hub-Signature-256` (`sha256=<hex>`) over the raw body in constant time.
 /// Any malformed header is simply a mismatch.
 pub fn verify_github_signature(secret: &SecretString, body: &[u8], header: &str) -> bool {

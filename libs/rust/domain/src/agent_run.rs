@@ -236,6 +236,102 @@ pub fn read_codex_events(stream: &str, secrets: &[&str]) -> CodexTranscript {
     t
 }
 
+/// Flow-event families the agent runner may append (spec Appendix A, agent events).
+const AGENT_EVENT_PREFIXES: [&str; 8] =
+    ["run.agent.", "run.pr.", "run.codex.", "run.revise.", "run.learning.", "run.review.", "run.toolchain.", "run.self_improve."];
+
+/// Whether the agent runner may append an event of this type (well-formed and in an agent family).
+pub fn is_agent_event_type(t: &str) -> bool {
+    let well_formed = !t.is_empty()
+        && t.len() <= 100
+        && t.split('.').all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'));
+    well_formed && AGENT_EVENT_PREFIXES.iter().any(|p| t.starts_with(p) && t.len() > p.len())
+}
+
+/// Statuses of a session snapshot.
+pub const SESSION_STATUSES: [&str; 5] = ["running", "succeeded", "failed", "cancelled", "failed_precondition"];
+
+/// JSON with object keys sorted at every level and no insignificant whitespace: the input of
+/// snapshot checksums, so equal content always hashes equally.
+pub fn canonical_json(v: &serde_json::Value) -> String {
+    use serde_json::Value;
+    match v {
+        Value::Object(m) => {
+            let mut keys: Vec<&String> = m.keys().collect();
+            keys.sort();
+            let body: Vec<String> =
+                keys.iter().map(|k| format!("{}:{}", Value::String((*k).clone()), canonical_json(&m[k.as_str()]))).collect();
+            format!("{{{}}}", body.join(","))
+        }
+        Value::Array(a) => format!("[{}]", a.iter().map(canonical_json).collect::<Vec<_>>().join(",")),
+        other => other.to_string(),
+    }
+}
+
+/// A reply to one review comment, from the agent's final report.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+pub struct ReviewReply {
+    pub comment_id: i64,
+    pub body: String,
+}
+
+/// A note on one line of the change (learning explanation or reviewer finding).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+pub struct LineNote {
+    pub path: String,
+    pub line: i64,
+    pub body: String,
+}
+
+/// The agent's final report: the last message of the run, JSON by the output schema the runner
+/// gives Codex. A final message that is not such JSON is taken whole as the summary.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+pub struct AgentReport {
+    pub summary: String,
+    #[serde(default)]
+    pub review_replies: Vec<ReviewReply>,
+    /// Learning mode: why the change, what it gains, which alternatives were rejected.
+    #[serde(default)]
+    pub explanation: Option<String>,
+    /// Learning notes (author runs) or findings (reviewer runs) on changed lines.
+    #[serde(default)]
+    pub line_notes: Vec<LineNote>,
+    /// Reviewer runs: `APPROVE`, `REQUEST_CHANGES` or `COMMENT`.
+    #[serde(default)]
+    pub verdict: Option<String>,
+}
+
+impl AgentReport {
+    /// Reads the final message (tolerating a fenced ```json block).
+    pub fn from_final_message(message: &str) -> AgentReport {
+        let t = message.trim();
+        let inner = t.strip_prefix("```json").or_else(|| t.strip_prefix("```")).and_then(|r| r.strip_suffix("```")).unwrap_or(t).trim();
+        match serde_json::from_str::<AgentReport>(inner) {
+            Ok(r) if !r.summary.trim().is_empty() => r,
+            _ => AgentReport { summary: t.to_string(), ..Default::default() },
+        }
+    }
+}
+
+/// The JSON schema of [`AgentReport`] given to `codex exec --output-schema` (strict mode needs
+/// every property required; optional ones are nullable).
+pub fn report_schema() -> serde_json::Value {
+    let note = serde_json::json!({"type": "object", "additionalProperties": false, "required": ["path", "line", "body"],
+        "properties": {"path": {"type": "string"}, "line": {"type": "integer"}, "body": {"type": "string"}}});
+    serde_json::json!({
+        "type": "object", "additionalProperties": false,
+        "required": ["summary", "review_replies", "explanation", "line_notes", "verdict"],
+        "properties": {
+            "summary": {"type": "string"},
+            "review_replies": {"type": "array", "items": {"type": "object", "additionalProperties": false, "required": ["comment_id", "body"],
+                "properties": {"comment_id": {"type": "integer"}, "body": {"type": "string"}}}},
+            "explanation": {"type": ["string", "null"]},
+            "line_notes": {"type": "array", "items": note},
+            "verdict": {"type": ["string", "null"], "enum": ["APPROVE", "REQUEST_CHANGES", "COMMENT", null]}
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -344,5 +440,44 @@ mod tests {
         let t = read_codex_events(&line, &[]);
         let m = t.final_message.unwrap();
         assert!(m.len() <= OUTPUT_CAP + 32 && m.ends_with("[output truncated]"));
+    }
+
+    #[test]
+    fn only_well_formed_agent_families_are_accepted() {
+        for t in
+            ["run.agent.started", "run.pr.created", "run.revise.pr_not_found", "run.learning.feedback_posted", "run.codex.auth.required"]
+        {
+            assert!(is_agent_event_type(t), "{t}");
+        }
+        for t in
+            ["run.succeeded", "webhook.received", "run.agent.", "run.agent..x", "Run.agent.started", "run.agent.started;drop", "", "run.pr"]
+        {
+            assert!(!is_agent_event_type(t), "{t}");
+        }
+        assert!(!is_agent_event_type(&format!("run.agent.{}", "x".repeat(100))));
+    }
+
+    #[test]
+    fn canonical_json_sorts_keys_at_every_level() {
+        let a: serde_json::Value = serde_json::from_str(r#"{"b":1,"a":{"d":[{"z":1,"y":2}],"c":"x"}}"#).unwrap();
+        let b: serde_json::Value = serde_json::from_str(r#"{"a":{"c":"x","d":[{"y":2,"z":1}]},"b":1}"#).unwrap();
+        assert_eq!(canonical_json(&a), canonical_json(&b));
+        assert_eq!(canonical_json(&a), r#"{"a":{"c":"x","d":[{"y":2,"z":1}]},"b":1}"#);
+        assert_ne!(canonical_json(&a), canonical_json(&serde_json::json!({"a": 1, "b": 1})));
+    }
+
+    #[test]
+    fn the_final_report_is_json_by_schema_or_the_whole_message() {
+        let r = AgentReport::from_final_message(
+            "```json\n{\"summary\":\"Added hello.sh\",\"review_replies\":[{\"comment_id\":7,\"body\":\"Done\"}],\"explanation\":null,\"line_notes\":[],\"verdict\":null}\n```",
+        );
+        assert_eq!(r.summary, "Added hello.sh");
+        assert_eq!(r.review_replies, vec![ReviewReply { comment_id: 7, body: "Done".into() }]);
+        let plain = AgentReport::from_final_message("Just text, no JSON");
+        assert_eq!(plain.summary, "Just text, no JSON");
+        assert!(plain.review_replies.is_empty());
+        assert_eq!(AgentReport::from_final_message("{\"summary\":\"\"}").summary, "{\"summary\":\"\"}");
+        let schema = report_schema();
+        assert_eq!(schema["required"].as_array().unwrap().len(), schema["properties"].as_object().unwrap().len());
     }
 }

@@ -190,6 +190,142 @@ pub fn render_status(state: &StatusState, locale: Locale) -> String {
     out
 }
 
+/// The main path of stages (spec §3.1).
+const MAIN_PATH: [&str; 11] = ["intake", "vision", "prd", "arch", "design", "plan", "dev", "qa", "release", "postdeploy", "ops"];
+
+/// Launch profiles and the flow variant each stands for (spec §3.1, §7.2).
+const PROFILES: [(&str, &[&str]); 3] = [
+    ("full", &MAIN_PATH),
+    ("shortened", &["intake", "prd", "design", "plan", "dev", "qa", "release", "postdeploy", "ops"]),
+    ("very_short", &["intake", "plan", "dev", "qa", "release", "postdeploy", "ops"]),
+];
+
+fn label_of(stage: &str) -> String {
+    format!("run:{}", stage.replace('_', "-"))
+}
+
+fn variant_of(flows: &[&str]) -> &'static str {
+    match flows {
+        ["full"] => "full_flow",
+        ["shortened"] => "shortened_flow",
+        ["very_short"] => "very_short_flow",
+        ["full", "shortened"] => "full_or_shortened_flow",
+        ["full", "very_short"] => "full_or_very_short_flow",
+        ["shortened", "very_short"] => "shortened_or_very_short_flow",
+        _ => "all_flows",
+    }
+}
+
+fn variant_text(variant: &str, l: Locale) -> &'static str {
+    match variant {
+        "revise" => l.pick("доработать по замечаниям", "revise after review"),
+        "full_flow" => l.pick("полный поток", "full flow"),
+        "shortened_flow" => l.pick("сокращённый поток", "shortened flow"),
+        "very_short_flow" => l.pick("короткий поток", "very short flow"),
+        "full_or_shortened_flow" | "full_or_very_short_flow" | "shortened_or_very_short_flow" | "all_flows" => {
+            l.pick("следующий этап", "next stage")
+        }
+        "go_to_dev" => l.pick("перейти к разработке", "go to development"),
+        "go_to_qa" => l.pick("перейти к тестированию", "go to QA"),
+        "prepare_plan" => l.pick("подготовить план", "prepare the plan"),
+        "reviewer" => l.pick("запросить ревью агента", "ask the reviewer agent"),
+        "rethink" => l.pick("переосмыслить", "rethink"),
+        "doc_audit" => l.pick("аудит документации", "documentation audit"),
+        "self_improve" => l.pick("самоулучшение", "self-improve"),
+        "restart_full" => l.pick("заново: полный поток", "restart: full flow"),
+        "restart_shortened" => l.pick("заново: сокращённый поток", "restart: shortened flow"),
+        "restart_very_short" => l.pick("заново: короткий поток", "restart: very short flow"),
+        _ => l.pick("следующий шаг", "next step"),
+    }
+}
+
+fn encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// Where a finished run can go next (spec §7.2): typed deep links into the console's next-step
+/// dialog, never raw commands. `console` is the console's base URL.
+pub fn next_steps(trigger_kind: &str, repository: &str, issue: Option<i64>, pr: Option<i64>, console: &str, l: Locale) -> Vec<NextStep> {
+    let stage = trigger_kind.strip_suffix("_revise").unwrap_or(trigger_kind);
+    let mut items: Vec<(&'static str, String, String)> = Vec::new(); // (action kind, target label, variant)
+    let mut push = |action: &'static str, label: String, variant: &str| {
+        if !items.iter().any(|(a, t, _)| *a == action && *t == label) {
+            items.push((action, label, variant.to_string()));
+        }
+    };
+    let stage_idx = MAIN_PATH.iter().position(|s| *s == stage);
+    match stage {
+        "doc_audit" => {
+            push("issue_stage_transition", label_of("plan"), "prepare_plan");
+            push("issue_stage_transition", label_of("dev"), "go_to_dev");
+            push("issue_stage_transition", label_of("qa"), "go_to_qa");
+        }
+        "self_improve" => push("issue_stage_transition", label_of("qa"), "go_to_qa"),
+        "rethink" => {
+            push("issue_stage_transition", label_of("intake"), "restart_full");
+            push("issue_stage_transition", label_of("prd"), "restart_shortened");
+            push("issue_stage_transition", label_of("plan"), "restart_very_short");
+        }
+        _ => {}
+    }
+    if crate::stage::REVISABLE_STAGES.contains(&stage) {
+        push("issue_stage_transition", format!("{}:revise", label_of(stage)), "revise");
+    }
+    if stage_idx.is_some() {
+        let mut forward: Vec<(String, Vec<&str>)> = Vec::new();
+        for (flow, path) in PROFILES {
+            if let Some(i) = path.iter().position(|s| *s == stage)
+                && let Some(next) = path.get(i + 1)
+            {
+                match forward.iter_mut().find(|(t, _)| *t == label_of(next)) {
+                    Some((_, flows)) => flows.push(flow),
+                    None => forward.push((label_of(next), vec![flow])),
+                }
+            }
+        }
+        for (target, flows) in forward {
+            push("issue_stage_transition", target, variant_of(&flows));
+        }
+    }
+    if stage == "design" {
+        push("issue_stage_transition", label_of("dev"), "go_to_dev");
+    }
+    if pr.is_some() {
+        push("pull_request_label_add", "need:reviewer".into(), "reviewer");
+    }
+    if let Some(i) = stage_idx {
+        if i >= 1 {
+            push("issue_stage_transition", label_of("rethink"), "rethink");
+        }
+        if i >= 6 {
+            push("issue_stage_transition", label_of("doc_audit"), "doc_audit");
+        }
+        if i >= 9 {
+            push("issue_stage_transition", label_of("self_improve"), "self_improve");
+        }
+    }
+    let base = console.trim_end_matches('/');
+    items
+        .into_iter()
+        .map(|(action, target, variant)| {
+            let mut url = format!("{base}/?modal=next-step&repository_full_name={}", encode(repository));
+            if let Some(i) = issue {
+                url.push_str(&format!("&issue_number={i}"));
+            }
+            if let Some(p) = pr {
+                url.push_str(&format!("&pull_request_number={p}"));
+            }
+            url.push_str(&format!("&action_kind={action}&target_label={}&display_variant={variant}", encode(&target)));
+            NextStep { label: format!("{target} — {}", variant_text(&variant, l)), url }
+        })
+        .collect()
+}
+
 /// "Trigger label conflict": keep one `run:*` label and add it again.
 pub fn render_conflict(labels: &[String], locale: Locale) -> String {
     let list = labels.iter().map(|l| format!("`{}`", cell(l))).collect::<Vec<_>>().join(", ");

@@ -9,7 +9,7 @@
 //! through [`crate::status::upsert`].
 
 use crate::status::{self, LagPolicy, Target};
-use ck8s_domain::comments::{Locale, Phase, StatusState, render_conflict, render_warning};
+use ck8s_domain::comments::{Locale, Phase, StatusState, next_steps, render_conflict, render_warning};
 use ck8s_domain::forge::{ProviderError, ReactionTarget, RepoRef, RepositoryProvider};
 use serde_json::{Value, json};
 use sqlx::PgPool;
@@ -162,14 +162,24 @@ impl Executor {
                 let target =
                     Target { correlation_id: o.correlation_id.clone(), repository_id: o.repository_id, repo: repo.clone(), number: n };
                 let run_id = o.run_id.map(|r| r.to_string()).unwrap_or_else(|| o.correlation_id.clone());
-                let report = StatusState {
+                // Reports after the first carry a partial state (phase and facts) to merge in.
+                let partial: StatusState = serde_json::from_value(o.payload["state"].clone()).unwrap_or_default();
+                let mut report = StatusState {
                     console_url: self.settings.console_url.as_ref().map(|c| format!("{}/runs/{run_id}", c.trim_end_matches('/'))),
                     run_id,
                     phase: serde_json::from_value(o.payload["phase"].clone()).ok().or(Some(Phase::Created)),
                     repository: Some(repo.full_name()),
-                    issue_number: Some(n),
+                    issue_number: partial.issue_number.or(Some(n)),
                     ..Default::default()
                 };
+                report = report.merge(&StatusState { run_id: String::new(), console_url: None, repository: None, ..partial });
+                if report.phase == Some(Phase::Finished)
+                    && report.run_status.as_deref() == Some("succeeded")
+                    && report.next_steps.is_empty()
+                    && let (Some(console), Some(kind)) = (&self.settings.console_url, &report.trigger_kind)
+                {
+                    report.next_steps = next_steps(kind, &repo.full_name(), report.issue_number, report.pr_number, console, locale);
+                }
                 match status::upsert(&self.pool, provider.as_ref(), &target, &report, locale, self.settings.lag).await {
                     Ok(u) => Ok(json!({"comment_id": u.comment_id, "created": u.created})),
                     Err(e) if e.is_retryable() => Err(Outcome::Retry(e.to_string())),

@@ -3,6 +3,7 @@
 //! repositories the use-cases call. Repository functions take an executor or a transaction so
 //! the use-case owns the transaction boundary. All SQL of the platform lives in this crate.
 
+pub mod agent;
 pub mod bootstrap;
 pub mod db;
 pub mod error;

@@ -237,6 +237,7 @@ pub async fn finish(
     .await?;
     let Some(corr) = corr else { return Err(LeaseLost(run).into()) };
     release_slot(&mut tx, run).await?;
+    crate::agent::revoke_run_token(&mut tx, run).await?;
     crate::ingest::flow_event(&mut tx, &corr, Some(run), "system", worker, event_type, event_payload).await?;
     tx.commit().await?;
     Ok(())

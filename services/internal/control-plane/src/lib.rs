@@ -6,6 +6,7 @@
 //! The library holds the use-cases so tests can drive them on a real database; `main.rs` only
 //! wires them into a process.
 
+pub mod agent;
 pub mod bootstrap;
 pub mod config;
 pub mod effects;

@@ -3,6 +3,7 @@
 use crate::config::Config;
 use crate::grpc::ControlPlaneApi;
 use crate::ingest::Ingestor;
+use ck8s_proto::controlplane::v1::agent_callbacks_server::AgentCallbacksServer;
 use ck8s_proto::controlplane::v1::control_plane_server::ControlPlaneServer;
 use ck8s_service::health::{ReadinessCheck, health_router, with_request_metrics};
 use ck8s_service::metrics::MetricsBuilder;
@@ -96,9 +97,13 @@ pub async fn run(cfg: Config) -> Result<(), String> {
     let token = shutdown.token();
     let auth = ck8s_proto::auth::RequireToken::new(secrecy::ExposeSecret::expose_secret(&cfg.internal_api_token));
     let api = ControlPlaneServer::with_interceptor(ControlPlaneApi { pool: pool.clone(), ingestor }, auth);
+    // The agent runner's callbacks authenticate per run (run token), not with the internal token.
+    let agent =
+        AgentCallbacksServer::new(crate::agent::AgentApi { pool: pool.clone() }).max_decoding_message_size(crate::agent::MAX_MESSAGE_BYTES);
     shutdown.spawn("grpc", async move {
         tonic::transport::Server::builder()
             .add_service(api)
+            .add_service(agent)
             .serve_with_incoming_shutdown(TcpListenerStream::new(grpc), token.cancelled())
             .await
             .map_err(|e| format!("grpc server failed: {e}"))

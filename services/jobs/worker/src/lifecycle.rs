@@ -134,6 +134,17 @@ impl Lifecycle {
         }
     }
 
+    /// Owes a report to the run's status comment (carried out by control-plane's side-effect executor).
+    async fn status_report(&self, run: &LeasedRun, state: Value) {
+        let result = match self.pool.acquire().await {
+            Ok(mut conn) => ck8s_store::agent::owe_status_report(&mut conn, run.id, &run.correlation_id, &state).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = result {
+            tracing::warn!(run_id = %run.id, error = %e, phase = %state["phase"], "cannot owe the status report");
+        }
+    }
+
     /// Runs ticks until cancelled.
     pub async fn run(self, token: CancellationToken) -> Result<(), String> {
         let mut listener = match sqlx::postgres::PgListener::connect_with(&self.pool).await {
@@ -222,6 +233,19 @@ impl Lifecycle {
         match runs::finish(&self.pool, run.id, self.worker(), status, reason, message, event, &payload).await {
             Ok(()) => {
                 tracing::info!(run_id = %run.id, status, reason, "run finished");
+                let pr: Option<(Option<i32>, Option<String>)> =
+                    sqlx::query_as("SELECT pr_number, pr_url FROM agent_sessions WHERE run_id = $1")
+                        .bind(run.id)
+                        .fetch_optional(&self.pool)
+                        .await
+                        .ok()
+                        .flatten();
+                let (pr_number, pr_url) = pr.unwrap_or_default();
+                self.status_report(run, json!({
+                    "phase": "finished", "run_status": status, "failure_reason": reason,
+                    "trigger_kind": run.payload["trigger"]["kind"].as_str().filter(|s| !s.is_empty()),
+                    "pr_number": pr_number.or_else(|| run.payload["pull_request"]["number"].as_i64().map(|n| n as i32)), "pr_url": pr_url,
+                })).await;
                 Ok(())
             }
             Err(LeaseError::Lost(l)) => Err(l.to_string()),
@@ -284,13 +308,25 @@ impl Lifecycle {
             ("CODEXK8S_AGENT_MODEL", model.value.clone()),
             ("CODEXK8S_AGENT_REASONING_EFFORT", reasoning.value.clone()),
             ("CODEXK8S_PROMPT_TEMPLATE_LOCALE", self.settings.locale.clone()),
+            ("CODEXK8S_LEARNING_MODE", p["learning_mode"].as_bool().unwrap_or(false).to_string()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
         .chain(self.settings.job_env.clone())
         .collect();
-        let secret_env: BTreeMap<String, String> =
+        let mut secret_env: BTreeMap<String, String> =
             self.settings.job_secret_env.iter().map(|(k, v)| (k.clone(), secrecy::ExposeSecret::expose_secret(v).to_string())).collect();
+        // The run's own bearer token for its callbacks; only its digest is stored.
+        let run_token = ck8s_crypto::random_token("ck8srun_");
+        let token = secrecy::ExposeSecret::expose_secret(&run_token).to_string();
+        let ttl = (self.settings.run_timeout + Duration::from_secs(3600))
+            .clamp(Duration::from_secs(24 * 3600), Duration::from_secs(7 * 24 * 3600));
+        match ck8s_store::agent::issue_run_token(&self.pool, run.id, &ck8s_crypto::sha256(token.as_bytes()), ttl, self.worker()).await {
+            Ok(true) => {}
+            Ok(false) => return Err("the run is no longer pending or running; not launching it".into()),
+            Err(e) => return Err(format!("cannot issue the run token: {e}")),
+        }
+        secret_env.insert("CODEXK8S_RUN_TOKEN".into(), token);
         let spec = JobSpec {
             run_id: run.id.to_string(),
             correlation_id: run.correlation_id.clone(),
@@ -341,6 +377,18 @@ impl Lifecycle {
         match self.runtime.launch(&spec).await {
             Ok(job) => {
                 self.event(run, "run.started", json!({"namespace": job.namespace, "job_name": job.job_name, "slot_no": run.slot_no, "model": model.value, "reasoning_effort": reasoning.value, "agent_key": p["agent"]["key"], "trigger_kind": p["trigger"]["kind"]})).await;
+                let nonempty = |v: &Value| v.as_str().filter(|s| !s.is_empty()).map(String::from);
+                self.status_report(
+                    run,
+                    json!({
+                        "phase": "started", "namespace": job.namespace, "job": format!("{}/{}", job.namespace, job.job_name),
+                        "model": model.value, "reasoning_effort": reasoning.value, "trigger_label": nonempty(&p["trigger"]["label"]),
+                        "trigger_kind": nonempty(&p["trigger"]["kind"]), "runtime_mode": nonempty(&p["runtime"]["mode"]),
+                        "target_env": nonempty(&p["runtime"]["target_env"]), "build_ref": nonempty(&p["runtime"]["build_ref"]),
+                        "access_profile": nonempty(&p["runtime"]["access_profile"]),
+                    }),
+                )
+                .await;
                 Ok(())
             }
             Err(e) => self.finish(run, "failed", Some("launch_error"), Some(&e.to_string()), "run.failed.launch_error").await,
@@ -522,6 +570,14 @@ impl Lifecycle {
         }
         match state {
             JobState::Succeeded => self.finish(run, "succeeded", None, None, "run.succeeded").await,
+            JobState::Failed { exit_code: Some(42), .. } => {
+                let m = "a revise run found no pull request or branch to continue; start the stage with its work label first";
+                self.finish(run, "failed", Some("failed_precondition"), Some(m), "run.failed.precondition").await
+            }
+            JobState::Failed { exit_code: Some(3), .. } => {
+                let m = "the agent changed files outside its stage's write scope; nothing was pushed (see the run's log)";
+                self.finish(run, "failed", Some("write_scope_violation"), Some(m), "run.failed").await
+            }
             JobState::Failed { reason, .. } => self.finish(run, "failed", Some("kubernetes_job_failed"), Some(&reason), "run.failed").await,
             // The previous holder died between recording the job and creating it: create it now.
             JobState::NotFound if run.stale_reclaim_pending => self.launch(run).await,

@@ -109,3 +109,36 @@ fn every_ignore_reason_with_a_warning_has_its_own_text_in_both_locales() {
     assert_eq!(Locale::parse("ru-RU"), Locale::Ru);
     assert_eq!(Locale::parse("de"), Locale::En);
 }
+
+fn targets(steps: &[NextStep]) -> Vec<String> {
+    steps.iter().map(|s| s.url.split("target_label=").nth(1).unwrap().split('&').next().unwrap().replace("%3A", ":")).collect()
+}
+
+#[test]
+fn next_steps_follow_the_stage_matrix() {
+    let dev = next_steps("dev", "acme/app", Some(7), Some(9), "https://c.example/", Locale::En);
+    assert_eq!(targets(&dev), ["run:dev:revise", "run:qa", "need:reviewer", "run:rethink", "run:doc-audit"]);
+    let u = &dev[1].url;
+    assert!(
+        u.starts_with("https://c.example/?modal=next-step&repository_full_name=acme%2Fapp&issue_number=7&pull_request_number=9"),
+        "{u}"
+    );
+    assert!(u.ends_with("&action_kind=issue_stage_transition&target_label=run%3Aqa&display_variant=all_flows"), "{u}");
+    assert!(dev[2].url.contains("action_kind=pull_request_label_add"));
+    // A revise run offers the same as its stage; no PR, no reviewer.
+    let revise = next_steps("dev_revise", "acme/app", Some(7), None, "https://c.example", Locale::Ru);
+    assert_eq!(targets(&revise), ["run:dev:revise", "run:qa", "run:rethink", "run:doc-audit"]);
+    assert!(revise[0].label.contains("доработать"), "{}", revise[0].label);
+    // Forward targets merge across profiles into one variant.
+    let intake = next_steps("intake", "a/b", Some(1), None, "https://c", Locale::En);
+    let variants: Vec<&str> = intake.iter().map(|s| s.url.rsplit("display_variant=").next().unwrap()).collect();
+    assert_eq!(targets(&intake), ["run:intake:revise", "run:vision", "run:prd", "run:plan"]);
+    assert_eq!(variants, ["revise", "full_flow", "shortened_flow", "very_short_flow"]);
+    let design = next_steps("design", "a/b", Some(1), None, "https://c", Locale::En);
+    assert_eq!(targets(&design), ["run:design:revise", "run:plan", "run:dev", "run:rethink"]);
+    assert_eq!(
+        targets(&next_steps("ops", "a/b", Some(1), None, "https://c", Locale::En)),
+        ["run:ops:revise", "run:rethink", "run:doc-audit", "run:self-improve"]
+    );
+    assert_eq!(targets(&next_steps("rethink", "a/b", Some(1), None, "https://c", Locale::En)), ["run:intake", "run:prd", "run:plan"]);
+}

@@ -1,0 +1,221 @@
+//! The agent runner's callbacks over real gRPC to the control-plane binary: authorisation by the
+//! per-run token (missing, malformed, unknown, another run's, a finished run's), bad and oversized
+//! input, snapshot compare-and-swap, usage, learning feedback and status reports.
+
+use super::{BIN, env};
+use crate::ingest::{issue_labeled, setup};
+use ck8s_proto::auth::SendToken;
+use ck8s_proto::controlplane::v1::agent_callbacks_client::AgentCallbacksClient;
+use ck8s_proto::controlplane::v1::*;
+use ck8s_testkit::process::ServiceProcess;
+use secrecy::ExposeSecret;
+use serde_json::{Value, json};
+use std::time::Duration;
+use tonic::Code;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
+
+type Client = AgentCallbacksClient<InterceptedService<Channel, SendToken>>;
+
+async fn run_with_token(
+    pool: &sqlx::PgPool,
+    i: &control_plane::ingest::Ingestor,
+    delivery: &str,
+    issue_label: &str,
+) -> (uuid::Uuid, String) {
+    let v = issue_labeled(issue_label, &[issue_label], "alice");
+    let r = i.ingest(delivery, "issues", &serde_json::to_vec(&v).unwrap()).await.unwrap();
+    let run = r.run_id.unwrap();
+    let token = ck8s_crypto::random_token("ck8srun_").expose_secret().to_string();
+    let issued =
+        ck8s_store::agent::issue_run_token(pool, run, &ck8s_crypto::sha256(token.as_bytes()), Duration::from_secs(3600), "test").await;
+    assert!(issued.unwrap());
+    (run, token)
+}
+
+fn client(channel: &Channel, token: &str) -> Client {
+    AgentCallbacksClient::with_interceptor(channel.clone(), SendToken::new(token).unwrap())
+}
+
+fn session(expected: i32, status: &str, session_json: Value, codex: Option<Value>) -> UpsertAgentSessionRequest {
+    UpsertAgentSessionRequest {
+        expected_version: expected,
+        status: status.into(),
+        branch_name: Some("codex/issue-12".into()),
+        session_id: Some("thread-1".into()),
+        session_json: session_json.to_string(),
+        codex_cli_session_json: codex.map(|c| c.to_string()),
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn agent_callbacks_act_only_for_the_live_run_of_their_token_and_check_every_input() {
+    let (db, i) = setup().await;
+    let (run, token) = run_with_token(&db.pool, &i, "d-agent-1", "run:dev").await;
+    let (other_run, other_token) = run_with_token(&db.pool, &i, "d-agent-2", "run:plan").await;
+    let e = env(&db);
+    let svc = tokio::task::spawn_blocking(move || ServiceProcess::start(BIN, &e, &["http", "grpc"])).await.unwrap();
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", svc.addr("grpc"))).unwrap().connect().await.unwrap();
+    let event = |t: &str, p: &str| InsertRunFlowEventRequest { event_type: t.into(), payload_json: p.into() };
+
+    // Unauthenticated: no header, a malformed one, an unknown token, the internal API token.
+    let mut none = AgentCallbacksClient::new(channel.clone());
+    assert_eq!(none.insert_run_flow_event(event("run.agent.started", "{}")).await.unwrap_err().code(), Code::Unauthenticated);
+    for bad in ["ck8srun_unknown", super::INTERNAL_TOKEN] {
+        let err = client(&channel, bad).insert_run_flow_event(event("run.agent.started", "{}")).await.unwrap_err();
+        assert_eq!(err.code(), Code::Unauthenticated, "{bad}");
+        assert!(!err.message().contains(bad), "the token is echoed: {}", err.message());
+    }
+
+    let mut c = client(&channel, &token);
+    c.insert_run_flow_event(event("run.agent.started", r#"{"branch":"codex/issue-12"}"#)).await.unwrap();
+    // Unauthorised event families, malformed and oversized payloads, and the token itself.
+    for (t, p, code) in [
+        ("run.succeeded", "{}", Code::InvalidArgument),
+        ("webhook.received", "{}", Code::InvalidArgument),
+        ("run.agent.ready", "[1]", Code::InvalidArgument),
+        ("run.agent.ready", "{not json", Code::InvalidArgument),
+    ] {
+        assert_eq!(c.insert_run_flow_event(event(t, p)).await.unwrap_err().code(), code, "{t} {p}");
+    }
+    let big = json!({"x": "a".repeat(70 * 1024)}).to_string();
+    assert_eq!(c.insert_run_flow_event(event("run.agent.ready", &big)).await.unwrap_err().code(), Code::InvalidArgument);
+    let leak = json!({"env": format!("TOKEN={token}")}).to_string();
+    let err = c.insert_run_flow_event(event("run.agent.ready", &leak)).await.unwrap_err();
+    assert!(err.message().contains("contains the run token") && !err.message().contains(&token), "{}", err.message());
+
+    // Snapshots: insert at version 0, idempotent replay, CAS conflict, version moves on change.
+    let codex = json!({"file": "rollout-1.jsonl", "lines": [{"type": "session_meta", "id": "thread-1"}]});
+    let s1 = session(0, "running", json!({"version": "v1", "status": "running"}), Some(codex.clone()));
+    let a = c.upsert_agent_session(s1.clone()).await.unwrap().into_inner();
+    assert_eq!((a.version, a.changed), (1, true));
+    let replay = c.upsert_agent_session(s1.clone()).await.unwrap().into_inner();
+    assert_eq!((replay.version, replay.changed, replay.checksum.clone()), (1, false, a.checksum.clone()));
+    let s2 = session(1, "succeeded", json!({"version": "v1", "status": "succeeded"}), Some(codex.clone()));
+    let conflict = c.upsert_agent_session(UpsertAgentSessionRequest { expected_version: 0, ..s2.clone() }).await.unwrap_err();
+    assert_eq!(conflict.code(), Code::Aborted);
+    assert!(conflict.message().contains("expected 0, stored 1"), "{}", conflict.message());
+    let b = c.upsert_agent_session(s2.clone()).await.unwrap().into_inner();
+    assert_eq!((b.version, b.changed), (2, true));
+    assert_ne!(b.checksum, a.checksum);
+    // The checksum does not depend on key order.
+    let reordered = UpsertAgentSessionRequest { session_json: r#"{"status":"succeeded","version":"v1"}"#.into(), ..s2.clone() };
+    assert_eq!(c.upsert_agent_session(reordered).await.unwrap().into_inner().version, 2);
+    for bad in [
+        UpsertAgentSessionRequest { status: "done".into(), ..s2.clone() },
+        UpsertAgentSessionRequest { expected_version: -1, ..s2.clone() },
+        UpsertAgentSessionRequest { session_json: "[]".into(), ..s2.clone() },
+        UpsertAgentSessionRequest { codex_cli_session_json: Some("{broken".into()), ..s2.clone() },
+        UpsertAgentSessionRequest { codex_cli_session_json: Some(json!({"s": "a".repeat(9 << 20)}).to_string()), ..s2.clone() },
+        UpsertAgentSessionRequest { branch_name: Some("b".repeat(2000)), ..s2.clone() },
+        UpsertAgentSessionRequest { pr_number: Some(-4), ..s2.clone() },
+        UpsertAgentSessionRequest { session_json: json!({"leak": token}).to_string(), ..s2.clone() },
+    ] {
+        assert_eq!(c.upsert_agent_session(bad).await.unwrap_err().code(), Code::InvalidArgument);
+    }
+    let (version, mirrored): (i32, Value) = sqlx::query_as(
+        "SELECT s.snapshot_version, r.agent_logs_json FROM agent_sessions s JOIN agent_runs r ON r.id = s.run_id WHERE s.run_id = $1",
+    )
+    .bind(run)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!((version, mirrored["status"].as_str()), (2, Some("succeeded")));
+
+    // Resume lookup: the other run (same repository, agent differs by stage) sees nothing of dev's
+    // branch for its own agent; a later dev run on the branch would.
+    let mut o = client(&channel, &other_token);
+    let none = o.get_latest_agent_session(GetLatestAgentSessionRequest { branch_name: "codex/issue-12".into() }).await.unwrap();
+    assert!(!none.into_inner().found, "another agent's session must not be offered");
+    assert_eq!(
+        o.get_latest_agent_session(GetLatestAgentSessionRequest { branch_name: String::new() }).await.unwrap_err().code(),
+        Code::InvalidArgument
+    );
+
+    // Usage needs a session; counts are checked.
+    let turn = TokenUsage {
+        model: "gpt-5.4".into(),
+        prompt_tokens: 120,
+        cached_prompt_tokens: 20,
+        completion_tokens: 30,
+        reasoning_tokens: 5,
+        total_tokens: 150,
+    };
+    let err = o.append_token_usage(AppendTokenUsageRequest { turns: vec![turn.clone()] }).await.unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert_eq!(
+        c.append_token_usage(AppendTokenUsageRequest { turns: vec![turn.clone(), turn.clone()] }).await.unwrap().into_inner().stored,
+        2
+    );
+    for bad in [vec![], vec![TokenUsage { prompt_tokens: -1, ..turn.clone() }], vec![TokenUsage { model: String::new(), ..turn.clone() }]] {
+        assert_eq!(c.append_token_usage(AppendTokenUsageRequest { turns: bad }).await.unwrap_err().code(), Code::InvalidArgument);
+    }
+
+    // Learning feedback.
+    let item = LearningFeedback {
+        kind: "post_pr".into(),
+        pr_number: Some(3),
+        file_path: Some("hello.sh".into()),
+        line: Some(2),
+        explanation: "Why: ...".into(),
+    };
+    assert_eq!(
+        c.record_learning_feedback(RecordLearningFeedbackRequest { items: vec![item.clone()] }).await.unwrap().into_inner().stored,
+        1
+    );
+    for bad in [
+        LearningFeedback { kind: "lecture".into(), ..item.clone() },
+        LearningFeedback { explanation: " ".into(), ..item.clone() },
+        LearningFeedback { line: Some(0), ..item.clone() },
+        LearningFeedback { explanation: format!("uses {token}"), ..item.clone() },
+    ] {
+        assert_eq!(
+            c.record_learning_feedback(RecordLearningFeedbackRequest { items: vec![bad] }).await.unwrap_err().code(),
+            Code::InvalidArgument
+        );
+    }
+
+    // Status reports become owed effects of the run's status comment; finished is the worker's.
+    let ready = UpsertRunStatusCommentRequest { phase: "ready".into(), model: Some("gpt-5.4".into()), ..Default::default() };
+    assert!(c.upsert_run_status_comment(ready.clone()).await.unwrap().into_inner().owed);
+    for bad in [
+        UpsertRunStatusCommentRequest { phase: "finished".into(), ..ready.clone() },
+        UpsertRunStatusCommentRequest { pr_url: Some("javascript:alert(1)".into()), ..ready.clone() },
+        UpsertRunStatusCommentRequest { pr_number: Some(0), ..ready.clone() },
+    ] {
+        assert_eq!(c.upsert_run_status_comment(bad).await.unwrap_err().code(), Code::InvalidArgument);
+    }
+    let owed: Vec<Value> =
+        sqlx::query_scalar("SELECT payload FROM github_side_effects WHERE run_id = $1 AND kind = 'status_comment' ORDER BY id")
+            .bind(run)
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(owed.len(), 2, "the ingest's created report and the agent's ready report");
+    assert_eq!(owed[1]["state"]["phase"], "ready");
+
+    // Events are the agent's, on its own run only.
+    let actors: Vec<(String, String, Option<uuid::Uuid>)> =
+        sqlx::query_as("SELECT actor_type, actor_id, run_id FROM flow_events WHERE event_type = 'run.agent.started'")
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(actors, vec![("agent".to_string(), "agent-runner:dev".to_string(), Some(run))]);
+    let leaked: i64 = sqlx::query_scalar("SELECT count(*) FROM flow_events WHERE payload::text LIKE '%' || $1 || '%'")
+        .bind(&token)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(leaked, 0);
+
+    // A finished run's token no longer authorises anything.
+    sqlx::query("UPDATE agent_runs SET status = 'canceled', finished_at = now() WHERE id = $1")
+        .bind(other_run)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let err = o.insert_run_flow_event(event("run.agent.ready", "{}")).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated);
+    assert!(err.message().contains("finished"), "{}", err.message());
+}
