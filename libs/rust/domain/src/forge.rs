@@ -309,6 +309,14 @@ pub trait RepositoryProvider: Send + Sync {
     fn list_reviews<'a>(&'a self, repo: &'a RepoRef, number: i64) -> BoxFuture<'a, ProviderResult<Vec<Review>>>;
     fn list_review_comments<'a>(&'a self, repo: &'a RepoRef, number: i64) -> BoxFuture<'a, ProviderResult<Vec<ReviewComment>>>;
     fn create_review<'a>(&'a self, repo: &'a RepoRef, number: i64, review: &'a NewReview) -> BoxFuture<'a, ProviderResult<Review>>;
+    /// Answers a top-level review comment in its thread.
+    fn reply_to_review_comment<'a>(
+        &'a self,
+        repo: &'a RepoRef,
+        number: i64,
+        comment_id: i64,
+        body: &'a str,
+    ) -> BoxFuture<'a, ProviderResult<ReviewComment>>;
 
     /// A file's bytes at a ref (branch, tag or commit); `None` when the path does not exist.
     fn file<'a>(&'a self, repo: &'a RepoRef, path: &'a str, git_ref: &'a str) -> BoxFuture<'a, ProviderResult<Option<Vec<u8>>>>;

@@ -211,6 +211,19 @@ fn decode_base64(s: &str) -> Result<Vec<u8>, ProviderError> {
 
 type NoBody = Option<&'static Value>;
 
+impl From<RawReviewComment> for ReviewComment {
+    fn from(c: RawReviewComment) -> Self {
+        ReviewComment {
+            id: c.id,
+            author: c.user.map(|u| u.login).unwrap_or_default(),
+            body: c.body,
+            path: c.path,
+            line: c.line,
+            in_reply_to: c.in_reply_to_id,
+        }
+    }
+}
+
 impl RepositoryProvider for GithubProvider {
     fn repository<'a>(&'a self, repo: &'a RepoRef) -> BoxFuture<'a, ProviderResult<Repository>> {
         Box::pin(async move {
@@ -403,17 +416,7 @@ impl RepositoryProvider for GithubProvider {
     fn list_review_comments<'a>(&'a self, repo: &'a RepoRef, number: i64) -> BoxFuture<'a, ProviderResult<Vec<ReviewComment>>> {
         Box::pin(async move {
             let raw: Vec<RawReviewComment> = self.gh.all(&format!("{}/pulls/{number}/comments", repo_path(repo)), MAX_PAGES).await?;
-            Ok(raw
-                .into_iter()
-                .map(|c| ReviewComment {
-                    id: c.id,
-                    author: c.user.map(|u| u.login).unwrap_or_default(),
-                    body: c.body,
-                    path: c.path,
-                    line: c.line,
-                    in_reply_to: c.in_reply_to_id,
-                })
-                .collect())
+            Ok(raw.into_iter().map(ReviewComment::from).collect())
         })
     }
 
@@ -424,6 +427,20 @@ impl RepositoryProvider for GithubProvider {
             let body = json!({"body": review.body, "event": review.event.as_str(), "comments": comments});
             let r: RawReview = self.gh.json(Method::POST, &format!("{}/pulls/{number}/reviews", repo_path(repo)), Some(&body)).await?;
             Ok(r.into())
+        })
+    }
+
+    fn reply_to_review_comment<'a>(
+        &'a self,
+        repo: &'a RepoRef,
+        number: i64,
+        comment_id: i64,
+        body: &'a str,
+    ) -> BoxFuture<'a, ProviderResult<ReviewComment>> {
+        Box::pin(async move {
+            let uri = format!("{}/pulls/{number}/comments/{comment_id}/replies", repo_path(repo));
+            let c: RawReviewComment = self.gh.json(Method::POST, &uri, Some(&json!({"body": body}))).await?;
+            Ok(c.into())
         })
     }
 

@@ -145,6 +145,12 @@ async fn every_operation_works_against_forge_sim_and_its_answers_match_githubs_o
     assert_eq!((reviews.len(), reviews[0].author.as_str()), (1, "alice"));
     let rc = gh.list_review_comments(&repo, pr.number).await.unwrap();
     assert_eq!((rc[0].path.as_str(), rc[0].line, rc[0].body.as_str()), ("src/main.rs", Some(3), "call it greet"));
+    let reply = gh.reply_to_review_comment(&repo, pr.number, rc[0].id, "Renamed to greet").await.unwrap();
+    assert_eq!((reply.in_reply_to, reply.path.as_str(), reply.line), (Some(rc[0].id), "src/main.rs", Some(3)));
+    assert!(matches!(gh.reply_to_review_comment(&repo, pr.number, reply.id, "nested").await, Err(ProviderError::Validation(_))));
+    assert!(matches!(gh.reply_to_review_comment(&repo, pr.number, 999_999, "x").await, Err(ProviderError::NotFound(_))));
+    assert!(matches!(gh.reply_to_review_comment(&repo, pr.number, rc[0].id, " ").await, Err(ProviderError::Validation(_))));
+    assert_eq!(gh.list_review_comments(&repo, pr.number).await.unwrap().len(), 2);
 
     // Files at a ref.
     let files = json!({"ref": "main", "files": {"docs/prompts/dev_work_en.md": "Implement the issue.\n", "README.md": "hello"}});

@@ -93,6 +93,7 @@ async fn run(cfg: Config) -> Result<(), String> {
         .route("/repos/{owner}/{repo}/pulls/{pull_number}", get(pulls::get_pull).patch(pulls::update_pull))
         .route("/repos/{owner}/{repo}/pulls/{pull_number}/reviews", get(pulls::list_reviews).post(pulls::create_review))
         .route("/repos/{owner}/{repo}/pulls/{pull_number}/comments", get(pulls::list_review_comments))
+        .route("/repos/{owner}/{repo}/pulls/{pull_number}/comments/{comment_id}/replies", post(pulls::reply_review_comment))
         .route("/repos/{owner}/{repo}/contents/{*path}", get(rest::get_contents))
         .route("/repos/{owner}/{repo}/collaborators/{username}/permission", get(rest::get_permission))
         .route("/repos/{owner}/{repo}/hooks", get(hooks::list_hooks).post(hooks::create_hook))

@@ -39,6 +39,8 @@ pub struct ReviewCommentRec {
     pub path: String,
     pub line: i64,
     pub created_at: String,
+    /// The comment this one answers (a reply in the same thread).
+    pub in_reply_to: Option<i64>,
 }
 
 fn fake_sha(seed: &str) -> String {
@@ -113,13 +115,17 @@ impl Forge {
         let api = format!("{}/repos/{full}/pulls/comments/{}", self.base_url, c.id);
         let html = format!("{}/{full}/pull/{number}#discussion_r{}", self.base_url, c.id);
         let pr = format!("{}/repos/{full}/pulls/{number}", self.base_url);
-        json!({
+        let mut v = json!({
             "url": api, "id": c.id, "node_id": format!("PRRC_{}", c.id), "pull_request_review_id": c.review_id,
             "diff_hunk": format!("@@ -{0},1 +{0},1 @@", c.line), "path": c.path, "commit_id": head_sha, "original_commit_id": head_sha,
             "user": self.user_json(&c.user), "body": c.body, "created_at": c.created_at, "updated_at": c.created_at, "html_url": html,
             "pull_request_url": pr, "author_association": "OWNER", "line": c.line, "side": "RIGHT",
             "_links": {"self": {"href": api}, "html": {"href": html}, "pull_request": {"href": pr}},
-        })
+        });
+        if let Some(parent) = c.in_reply_to {
+            v["in_reply_to_id"] = json!(parent);
+        }
+        v
     }
 }
 
@@ -359,6 +365,7 @@ pub async fn create_review(
             path: c.path,
             line: c.line,
             created_at: t.clone(),
+            in_reply_to: None,
         });
     }
     let sha = pull.head_sha.clone();
@@ -375,4 +382,48 @@ pub async fn create_review(
         crate::hooks::dispatch(s.clone(), f.hooks_of(&o, &r), "pull_request_review", payload);
     }
     Json(body).into_response()
+}
+
+#[derive(Debug, Deserialize)]
+pub struct NewReply {
+    #[serde(default)]
+    body: String,
+}
+
+/// `POST /repos/{owner}/{repo}/pulls/{pull_number}/comments/{comment_id}/replies`: a reply in the
+/// thread of a top-level review comment (GitHub refuses replies to replies).
+pub async fn reply_review_comment(
+    State(s): State<Shared>,
+    h: HeaderMap,
+    Path((o, r, n, comment_id)): Path<(String, String, i64, i64)>,
+    Json(b): Json<NewReply>,
+) -> Response {
+    let (mut f, user) = respond!(session(&s, &h));
+    if b.body.trim().is_empty() {
+        return validation("PullRequestReviewComment", "body", "missing_field");
+    }
+    let id = f.id();
+    let Some(repo) = f.repos.get_mut(&key(&o, &r)) else { return error(StatusCode::NOT_FOUND, "Not Found") };
+    let Some(i) = pull_index(repo, n) else { return error(StatusCode::NOT_FOUND, "Not Found") };
+    let Some(pull) = repo.issues[i].pull.as_mut() else { return error(StatusCode::NOT_FOUND, "Not Found") };
+    let Some(parent) = pull.review_comments.iter().find(|c| c.id == comment_id).cloned() else {
+        return error(StatusCode::NOT_FOUND, "Not Found");
+    };
+    if parent.in_reply_to.is_some() {
+        return validation("PullRequestReviewComment", "in_reply_to", "invalid");
+    }
+    let c = ReviewCommentRec {
+        id,
+        review_id: parent.review_id,
+        user: user.login.clone(),
+        body: b.body,
+        path: parent.path,
+        line: parent.line,
+        created_at: now(),
+        in_reply_to: Some(comment_id),
+    };
+    pull.review_comments.push(c.clone());
+    let sha = pull.head_sha.clone();
+    let repo = repo.clone();
+    (StatusCode::CREATED, Json(f.review_comment_json(&repo, n, &c, &sha))).into_response()
 }
