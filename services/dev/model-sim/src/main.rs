@@ -6,9 +6,9 @@
 //! Scenarios are JSON data files (`scenarios/*.json`, built in, plus any in
 //! `CODEXK8S_MODEL_SIM_SCENARIOS_DIR`): `{name, match: [substrings], turns: [{tool, arguments} |
 //! {message}], usage}`. A request plays the first scenario whose `match` text occurs in its
-//! instructions or input (else `default`); the turn is the number of tool results already in the
-//! request's input, so a conversation advances one scripted turn per request, and a resumed
-//! session continues where it stopped. Streaming answers follow the Responses API's Server-Sent
+//! current prompt (the last user messages; else anywhere in the request; else `default`); the
+//! turn is the number of tool results since that prompt, so a conversation advances one scripted
+//! turn per request, and a resumed session with a new prompt plays its own scenario from the start. Streaming answers follow the Responses API's Server-Sent
 //! Events (`response.created`, `response.output_item.added|done`, `response.output_text.delta`,
 //! `response.completed` with `usage`); `stream: false` answers the response object.
 
@@ -32,7 +32,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// The built-in scenarios.
-const BUILT_IN: [&str; 2] = [include_str!("../scenarios/dev-hello.json"), include_str!("../scenarios/default.json")];
+/// Built-in scenarios, in matching order (more specific first).
+const BUILT_IN: [&str; 4] = [
+    include_str!("../scenarios/review-hello.json"),
+    include_str!("../scenarios/dev-hello-louder.json"),
+    include_str!("../scenarios/dev-hello.json"),
+    include_str!("../scenarios/default.json"),
+];
 /// Requests larger than this are refused (413).
 const MAX_BODY: usize = 8 << 20;
 
@@ -148,12 +154,34 @@ fn request_text(req: &Value) -> String {
     text
 }
 
+/// The current prompt: the text of the last run of user messages in the input (a resumed session
+/// carries its earlier prompts before it), and the index after which this turn's items start.
+fn current_prompt(req: &Value) -> (String, usize) {
+    let Some(items) = req["input"].as_array() else { return (req["input"].as_str().unwrap_or_default().to_string(), 0) };
+    let is_user = |i: &Value| i["role"] == "user";
+    let Some(last) = items.iter().rposition(is_user) else { return (String::new(), 0) };
+    let mut first = last;
+    while first > 0 && is_user(&items[first - 1]) {
+        first -= 1;
+    }
+    let mut text = String::new();
+    for item in &items[first..=last] {
+        text.push_str(&request_text(&json!({"input": item})));
+    }
+    (text, last + 1)
+}
+
+/// The scenario of a request: the first whose `match` text is in the current prompt, else the
+/// first whose text is anywhere in the request, else `default`.
 fn pick<'a>(scenarios: &'a [Scenario], req: &Value) -> Option<&'a Scenario> {
-    let text = request_text(req);
-    scenarios
-        .iter()
-        .find(|s| s.matches.iter().any(|m| !m.is_empty() && text.contains(m.as_str())))
-        .or_else(|| scenarios.iter().find(|s| s.name == "default"))
+    let hit = |text: &str| scenarios.iter().find(|s| s.matches.iter().any(|m| !m.is_empty() && text.contains(m.as_str())));
+    hit(&current_prompt(req).0).or_else(|| hit(&request_text(req))).or_else(|| scenarios.iter().find(|s| s.name == "default"))
+}
+
+/// The scripted turn a request is at: the tool results since the current prompt.
+fn turn_of(req: &Value) -> usize {
+    let start = current_prompt(req).1;
+    req["input"].as_array().map(|a| a.iter().skip(start).filter(|i| i["type"] == "function_call_output").count()).unwrap_or(0)
 }
 
 fn sse(event: &Value) -> String {
@@ -193,8 +221,7 @@ async fn responses(State(sim): State<Shared>, headers: HeaderMap, body: Bytes) -
     let Some(scenario) = pick(&sim.scenarios, &req) else {
         return api_error(StatusCode::BAD_REQUEST, "invalid_request_error", "no_scenario", "model-sim has no scenario for this request.");
     };
-    let done = req["input"].as_array().map(|a| a.iter().filter(|i| i["type"] == "function_call_output").count()).unwrap_or(0);
-    let turn_index = done.min(scenario.turns.len() - 1);
+    let turn_index = turn_of(&req).min(scenario.turns.len() - 1);
     let turn = &scenario.turns[turn_index];
     if let Ok(mut r) = sim.requests.lock() {
         r.push(json!({"scenario": scenario.name, "turn": turn_index, "model": model, "request": req}));
@@ -300,5 +327,14 @@ mod tests {
         assert_eq!(pick(&all, &hello).unwrap().name, "dev-hello");
         let other = json!({"model": "m", "instructions": "be brief", "input": "Fix the bug"});
         assert_eq!(pick(&all, &other).unwrap().name, "default");
+        // A resumed session: the earlier prompt and its tool calls come first; the new prompt wins
+        // and its scenario starts at its first turn.
+        let user = |t: &str| json!({"type": "message", "role": "user", "content": [{"type": "input_text", "text": t}]});
+        let out = |id: &str| json!({"type": "function_call_output", "call_id": id, "output": "ok"});
+        let resumed = json!({"model": "m", "input": [user("Say hello"), out("c1"), out("c2"), user("<environment_context/>"), user("Review comments: say hello louder"), out("c3")]});
+        assert_eq!(pick(&all, &resumed).unwrap().name, "dev-hello-louder");
+        assert_eq!(turn_of(&resumed), 1);
+        let first = json!({"model": "m", "input": [user("Say hello"), out("c1"), out("c2")]});
+        assert_eq!((pick(&all, &first).unwrap().name.as_str(), turn_of(&first)), ("dev-hello", 2));
     }
 }
