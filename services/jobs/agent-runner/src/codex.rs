@@ -33,6 +33,8 @@ pub struct Codex {
     pub api_key: SecretString,
     /// The run's MCP bearer token (`CODEXK8S_MCP_BEARER_TOKEN` in Codex's environment).
     pub mcp_token: Option<SecretString>,
+    /// Ask for the final message as the JSON report (`--output-schema`, the domain's report schema).
+    pub output_schema: bool,
 }
 
 /// Running Codex failed.
@@ -93,6 +95,11 @@ impl Codex {
         self.write_config()?;
         let mut cmd = std::process::Command::new(&self.binary);
         cmd.arg("exec").args(["--json", "--skip-git-repo-check", "--cd"]).arg(workdir);
+        if self.output_schema {
+            let schema = self.home.join("report-schema.json");
+            std::fs::write(&schema, ck8s_domain::agent_run::report_schema().to_string())?;
+            cmd.arg("--output-schema").arg(schema);
+        }
         if let Some(s) = session {
             cmd.args(["resume", s]);
         }
@@ -137,6 +144,7 @@ mod tests {
             mcp: Some(Mcp { url: "http://control-plane:8081/mcp".into() }),
             api_key: SecretString::from("sk-canary-123456".to_string()),
             mcp_token: Some(SecretString::from("run-token-canary".to_string())),
+            output_schema: true,
         };
         let t = c.config_toml();
         assert!(t.starts_with("model_provider = \"codexk8s\"\nmodel = \"gpt-5.4\"\nmodel_reasoning_effort = \"high\""), "{t}");

@@ -2,9 +2,13 @@
 //! real git, the real Codex CLI and real services. `workspace` prepares the run's git work tree
 //! with the bot token kept out of URLs, arguments and files; `prompt` renders the run's prompt
 //! from seeds; `codex` writes Codex's configuration and runs it; `pipeline` takes a run from the
-//! work tree to a pull request with its labels moved.
+//! work tree to a pull request with its labels moved, review comments answered, the reviewer's
+//! review or the learning-mode explanations posted; `session` carries Codex sessions in and out of
+//! snapshots; `callbacks` reports to control-plane with the run's token.
 
+pub mod callbacks;
 pub mod codex;
 pub mod pipeline;
 pub mod prompt;
+pub mod session;
 pub mod workspace;

@@ -8,8 +8,10 @@
 use crate::codex::{Codex, CodexError};
 use crate::prompt::{PromptContext, render};
 use crate::workspace::{Identity, Workspace, WorkspaceError};
-use ck8s_domain::agent_run::{CodexTranscript, ScopeViolation, WriteScope, check_write_scope};
-use ck8s_domain::forge::{NewPullRequest, ProviderError, PullRequestUpdate, RepoRef, RepositoryProvider};
+use ck8s_domain::agent_run::{AgentReport, CodexTranscript, ScopeViolation, WriteScope, check_write_scope, redact};
+use ck8s_domain::forge::{
+    LineComment, NewPullRequest, NewReview, ProviderError, PullRequestUpdate, RepoRef, RepositoryProvider, ReviewComment, ReviewEvent,
+};
 use secrecy::{ExposeSecret, SecretString};
 use std::path::PathBuf;
 
@@ -28,6 +30,22 @@ pub struct RunInput {
     /// The Codex session to resume, if a snapshot exists.
     pub resume_session: Option<String>,
     pub in_review_label: String,
+    /// Revise: the pull request's review comments (the top-level ones not by the bot get answers).
+    pub review_comments: Vec<ReviewComment>,
+    /// Reviewer: the pull request to review.
+    pub review_pr: Option<i64>,
+    /// The bot's login (its own comments are never answered).
+    pub bot_login: String,
+    /// Every secret of the run, redacted from all text the run posts.
+    pub secrets: Vec<SecretString>,
+}
+
+/// A learning-mode explanation posted on the pull request (spec §8).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LearningItem {
+    pub file_path: Option<String>,
+    pub line: Option<i64>,
+    pub explanation: String,
 }
 
 /// What a run produced.
@@ -40,6 +58,14 @@ pub struct RunOutcome {
     pub pr_created: bool,
     pub changed_paths: Vec<String>,
     pub prompt_source: String,
+    /// The agent's final report.
+    pub report: AgentReport,
+    /// Review comments answered (revise).
+    pub replies: usize,
+    /// The review posted (reviewer).
+    pub review_id: Option<i64>,
+    /// Learning-mode explanations posted on the pull request.
+    pub learning: Vec<LearningItem>,
 }
 
 /// A run failed.
@@ -84,6 +110,9 @@ pub async fn run(input: RunInput, codex: &Codex, provider: &dyn RepositoryProvid
 
     let changed = ws.changed_paths()?;
     check_write_scope(&input.scope, &changed)?;
+    let secrets: Vec<&str> = input.secrets.iter().map(|s| s.expose_secret()).chain([token.as_str()]).collect();
+    let clean = |t: &str| redact(t, &secrets);
+    let report = AgentReport::from_final_message(transcript.final_message.as_deref().unwrap_or_default());
     let mut outcome = RunOutcome {
         transcript,
         commit: None,
@@ -92,8 +121,16 @@ pub async fn run(input: RunInput, codex: &Codex, provider: &dyn RepositoryProvid
         pr_created: false,
         changed_paths: changed,
         prompt_source: prompt.source,
+        report,
+        replies: 0,
+        review_id: None,
+        learning: vec![],
     };
     if input.scope == WriteScope::Nothing {
+        if let Some(pr) = input.review_pr {
+            outcome.review_id = Some(post_review(provider, &input.repo, pr, &outcome.report, &clean).await?);
+            outcome.pr_number = Some(pr);
+        }
         return Ok(outcome);
     }
     let subject = format!("{}: {}", p.agent_name, p.issue_title);
@@ -104,7 +141,7 @@ pub async fn run(input: RunInput, codex: &Codex, provider: &dyn RepositoryProvid
     if !input.wants_pr || outcome.commit.is_none() && !input.revise {
         return Ok(outcome);
     }
-    let summary = outcome.transcript.final_message.clone().unwrap_or_default();
+    let summary = clean(&outcome.report.summary);
     let closes = p.issue_number.map(|n| format!("\n\nCloses #{n}")).unwrap_or_default();
     let pr = match provider.find_pull_by_head(&input.repo, &p.target_branch).await? {
         Some(existing) => {
@@ -135,5 +172,114 @@ pub async fn run(input: RunInput, codex: &Codex, provider: &dyn RepositoryProvid
     }
     outcome.pr_number = Some(pr.number);
     outcome.pr_url = Some(pr.html_url);
+    if input.revise {
+        outcome.replies = answer_review(provider, &input, pr.number, &outcome, &clean).await?;
+    }
+    if p.learning_mode {
+        outcome.learning = explain(provider, &input, pr.number, &outcome, &clean).await?;
+    }
     Ok(outcome)
+}
+
+/// The reviewer's review: always a `COMMENT` (a bot may not approve or block its own pull
+/// requests), its verdict stated in the body; findings become line comments, or — when the forge
+/// refuses a line outside the diff — a list in the body.
+async fn post_review(
+    provider: &dyn RepositoryProvider,
+    repo: &RepoRef,
+    pr: i64,
+    report: &AgentReport,
+    clean: &dyn Fn(&str) -> String,
+) -> Result<i64, RunError> {
+    let verdict = report.verdict.as_deref().map(|v| format!("\n\n**Verdict:** `{v}`")).unwrap_or_default();
+    let body = format!("{}{verdict}", clean(&report.summary));
+    let comments: Vec<LineComment> = report
+        .line_notes
+        .iter()
+        .filter(|n| n.line >= 1 && !n.path.is_empty())
+        .map(|n| LineComment { path: n.path.clone(), line: n.line, body: clean(&n.body) })
+        .collect();
+    let review = NewReview { body: body.clone(), event: ReviewEvent::Comment, comments: comments.clone() };
+    match provider.create_review(repo, pr, &review).await {
+        Ok(r) => Ok(r.id),
+        Err(ProviderError::Validation(_)) if !comments.is_empty() => {
+            let listed: String = comments.iter().map(|c| format!("\n- `{}:{}` — {}", c.path, c.line, c.body)).collect();
+            let flat = NewReview { body: format!("{body}\n{listed}"), event: ReviewEvent::Comment, comments: vec![] };
+            Ok(provider.create_review(repo, pr, &flat).await?.id)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Answers every top-level review comment not written by the bot and not answered yet: with the
+/// agent's reply for that comment when it gave one, otherwise with what the revision did.
+async fn answer_review(
+    provider: &dyn RepositoryProvider,
+    input: &RunInput,
+    pr: i64,
+    outcome: &RunOutcome,
+    clean: &dyn Fn(&str) -> String,
+) -> Result<usize, RunError> {
+    let answered: Vec<i64> = input.review_comments.iter().filter(|c| c.author == input.bot_login).filter_map(|c| c.in_reply_to).collect();
+    let commit = outcome.commit.as_deref().map(|c| c.chars().take(7).collect::<String>());
+    let mut n = 0;
+    for c in input.review_comments.iter().filter(|c| c.in_reply_to.is_none() && c.author != input.bot_login && !answered.contains(&c.id)) {
+        let reply = match outcome.report.review_replies.iter().find(|r| r.comment_id == c.id) {
+            Some(r) => clean(&r.body),
+            None => match &commit {
+                Some(sha) => format!(
+                    "{} {sha}: {}",
+                    if input.prompt.locale == "ru" { "Исправлено в" } else { "Addressed in" },
+                    clean(&outcome.report.summary)
+                ),
+                None => clean(&outcome.report.summary),
+            },
+        };
+        provider.reply_to_review_comment(&input.repo, pr, c.id, &reply).await?;
+        n += 1;
+    }
+    Ok(n)
+}
+
+/// Learning mode's post-PR pass: one summary comment (why, what it gains, alternatives rejected)
+/// and line comments on the key changed lines, as a `COMMENT` review. Comments carry a marker of
+/// the run so a relaunched run does not post them twice.
+async fn explain(
+    provider: &dyn RepositoryProvider,
+    input: &RunInput,
+    pr: i64,
+    outcome: &RunOutcome,
+    clean: &dyn Fn(&str) -> String,
+) -> Result<Vec<LearningItem>, RunError> {
+    let marker = format!("<!-- codex-k8s:learning {} -->", input.prompt.run_id.replace("--", "- -").replace('>', ""));
+    if provider.list_comments(&input.repo, pr).await?.iter().any(|c| c.body.contains(&marker)) {
+        return Ok(vec![]);
+    }
+    let ru = input.prompt.locale == "ru";
+    let explanation = clean(outcome.report.explanation.as_deref().filter(|e| !e.trim().is_empty()).unwrap_or(&outcome.report.summary));
+    let title = if ru { "🎓 Режим обучения: почему так" } else { "🎓 Learning mode: why this change" };
+    provider.create_comment(&input.repo, pr, &format!("### {title}\n\n{explanation}\n\n{marker}")).await?;
+    let mut items = vec![LearningItem { file_path: None, line: None, explanation: explanation.clone() }];
+    let notes: Vec<LineComment> = outcome
+        .report
+        .line_notes
+        .iter()
+        .filter(|n| n.line >= 1 && outcome.changed_paths.contains(&n.path))
+        .take(10)
+        .map(|n| LineComment { path: n.path.clone(), line: n.line, body: clean(&n.body) })
+        .collect();
+    if !notes.is_empty() {
+        let head = if ru { "Пояснения к ключевым строкам." } else { "Notes on the key lines." };
+        let review = NewReview { body: format!("{head}\n\n{marker}"), event: ReviewEvent::Comment, comments: notes.clone() };
+        match provider.create_review(&input.repo, pr, &review).await {
+            Ok(_) => {
+                items.extend(notes.into_iter().map(|n| LearningItem { file_path: Some(n.path), line: Some(n.line), explanation: n.body }))
+            }
+            Err(ProviderError::Validation(e)) => {
+                tracing::warn!(error = %e, "the forge refused the learning line comments; the summary stands")
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(items)
 }

@@ -7,7 +7,11 @@ use ck8s_domain::agent_run::seed_candidates;
 use std::path::Path;
 
 /// Built-in seeds (the end of the chain).
-const BUILT_IN: [(&str, &str); 2] = [
+const BUILT_IN: [(&str, &str); 3] = [
+    (
+        "role-reviewer-work.md",
+        "Review the pull request on this branch against the task (base: {{BaseBranch}}). Do not change, commit or push anything: read the code and run what helps you judge it. Report your findings as line notes on the changed lines and give a verdict.",
+    ),
     (
         "default-work.md",
         "Implement what the issue asks in this repository, on the current branch (base: {{BaseBranch}}). Keep the change small and focused; add or update tests when the project has them.",
@@ -62,7 +66,7 @@ fn seed(repo_dir: &Path, ctx: &PromptContext) -> (String, String) {
             return (text.to_string(), format!("builtin:{name}"));
         }
     }
-    let fallback = if ctx.kind == "revise" { BUILT_IN[1].1 } else { BUILT_IN[0].1 };
+    let fallback = if ctx.kind == "revise" { BUILT_IN[2].1 } else { BUILT_IN[1].1 };
     (fallback.to_string(), format!("builtin:prompt_{}.tmpl", ctx.kind))
 }
 
@@ -109,13 +113,27 @@ pub fn render(repo_dir: &Path, ctx: &PromptContext) -> Prompt {
         l("Никогда не выводите токены и секреты.", "Never print tokens or secrets."),
         l("Отвечайте на русском языке.", "Answer in English."),
     ));
+    out.push_str(&format!(
+        "\n## {}\n\n{}\n",
+        l("Итоговый отчёт", "Final report"),
+        l(
+            "Закончите JSON-отчётом: summary — что сделано; review_replies — ответы на замечания ревью по их id; line_notes — пояснения к ключевым строкам; explanation и verdict — если просят ниже.",
+            "End with the JSON report: summary — what you did; review_replies — answers to review comments by their id; line_notes — notes on the key lines; explanation and verdict — when asked below."
+        )
+    ));
+    if ctx.role == "reviewer" {
+        out.push_str(&format!(
+            "\n{}\n",
+            l("verdict: APPROVE, REQUEST_CHANGES или COMMENT.", "verdict: APPROVE, REQUEST_CHANGES or COMMENT.")
+        ));
+    }
     if ctx.learning_mode {
         out.push_str(&format!(
             "\n## {}\n\n{}\n",
             l("Режим обучения", "Learning mode"),
             l(
-                "В итоговом сообщении объясните: почему вы сделали именно так, что даёт изменение и какие альтернативы вы отвергли и почему.",
-                "In your final message explain why you made the change this way, what it gains, and which alternatives you rejected and why."
+                "В explanation объясните: почему вы сделали именно так, что даёт изменение и какие альтернативы вы отвергли и почему; в line_notes поясните ключевые строки.",
+                "In explanation, say why you made the change this way, what it gains, and which alternatives you rejected and why; in line_notes, explain the key lines."
             )
         ));
     }

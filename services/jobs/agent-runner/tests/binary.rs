@@ -1,5 +1,7 @@
 //! The agent-runner binary as the worker starts it: settings from the environment, a clear exit
-//! code 2 for bad settings, and a whole run against forge-sim and model-sim.
+//! code 2 for bad settings, and a run that fails closed when control-plane is unreachable or
+//! refuses its token. (A whole run through the binary is in api-gateway's end-to-end test, where
+//! the worker launches it.)
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // helpers of tests: a panic is a failed test
 
@@ -23,64 +25,70 @@ fn bad_or_missing_settings_exit_2_naming_each_setting_without_echoing_secrets() 
         &[],
     );
     assert_eq!(code, Some(2), "{out}");
-    for var in
-        ["CODEXK8S_RUN_ID", "CODEXK8S_ISSUE_NUMBER", "CODEXK8S_REPOSITORY_FULL_NAME", "CODEXK8S_GIT_BOT_TOKEN", "CODEXK8S_OPENAI_API_KEY"]
-    {
+    for var in [
+        "CODEXK8S_RUN_ID",
+        "CODEXK8S_ISSUE_NUMBER",
+        "CODEXK8S_REPOSITORY_FULL_NAME",
+        "CODEXK8S_GIT_BOT_TOKEN",
+        "CODEXK8S_OPENAI_API_KEY",
+        "CODEXK8S_CONTROL_PLANE_GRPC_TARGET",
+        "CODEXK8S_RUN_TOKEN",
+    ] {
         assert!(out.contains(var), "{var} not named:\n{out}");
     }
 }
 
-#[test]
-fn a_whole_run_from_the_environment_opens_a_pull_request() {
-    let forge = ForgeSim::start();
-    let model = ServiceProcess::start(
-        &bin_path("model-sim"),
-        &env(&[("CODEXK8S_MODEL_SIM_HTTP_ADDR", "127.0.0.1:0"), ("CODEXK8S_MODEL_SIM_API_KEY", "model-key-canary-91")]),
-        &["http"],
-    );
-    let bot = forge.user_of_kind("acme", "Bot");
-    assert_eq!(forge.call("POST", "/_sim/repos", Some(&bot), Some(json!({"name": "app"}))).0, 201);
-    let root = std::env::temp_dir().join(format!("ck8s-runner-bin-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&root);
-    std::fs::create_dir_all(&root).unwrap();
-    common::seed(&forge, &bot, "acme/app", &root);
-    assert_eq!(
-        forge.call("POST", "/repos/acme/app/issues", Some(&bot), Some(json!({"title": "Say hello", "body": "A greeting, please."}))).0,
-        201
-    );
+fn base(extra: &[(&str, &str)]) -> Vec<(String, String)> {
+    let mut e = env(&[
+        ("CODEXK8S_RUN_ID", "0b1c2d3e-4f50-6172-8394-a5b6c7d8e9f0"),
+        ("CODEXK8S_REPOSITORY_FULL_NAME", "acme/app"),
+        ("CODEXK8S_ISSUE_NUMBER", "1"),
+        ("CODEXK8S_GITHUB_API_URL", "http://127.0.0.1:9"),
+        ("CODEXK8S_GIT_BOT_TOKEN", "bot-token-canary-77"),
+        ("CODEXK8S_OPENAI_API_KEY", "model-key-canary-91"),
+        ("CODEXK8S_RUN_TOKEN", "ck8srun_canary_0123456789"),
+    ]);
+    e.extend(env(extra));
+    e
+}
 
-    let run_id = "0b1c2d3e-4f50-6172-8394-a5b6c7d8e9f0";
-    let codex = ck8s_testkit::codex::binary().display().to_string();
-    let model_url = format!("http://{}/v1", model.addr("http"));
-    let git_base = format!("{}/git", forge.url());
-    let workdir = root.join("run").display().to_string();
-    let forge_url = forge.url();
-    let (code, out) = run_to_exit(
-        BIN,
-        &env(&[
-            ("CODEXK8S_RUN_ID", run_id),
-            ("CODEXK8S_REPOSITORY_FULL_NAME", "acme/app"),
-            ("CODEXK8S_ISSUE_NUMBER", "1"),
-            ("CODEXK8S_RUN_TRIGGER_KIND", "dev"),
-            ("CODEXK8S_PROMPT_TEMPLATE_LOCALE", "en"),
-            ("CODEXK8S_GITHUB_API_URL", &forge_url),
-            ("CODEXK8S_GIT_BASE_URL", &git_base),
-            ("CODEXK8S_MODEL_BASE_URL", &model_url),
-            ("CODEXK8S_CODEX_BIN", &codex),
-            ("CODEXK8S_GIT_BOT_TOKEN", &bot),
-            ("CODEXK8S_OPENAI_API_KEY", "model-key-canary-91"),
-            ("CODEXK8S_RUN_WORKDIR", &workdir),
-            ("HOME", &workdir),
-        ]),
-        &[],
-    );
-    assert_eq!(code, Some(0), "{out}");
-    let result: Value =
-        out.lines().find_map(|l| serde_json::from_str::<Value>(l).ok().filter(|v| v["event"] == "run.agent.finished")).expect(&out);
-    assert_eq!((result["pr_number"].as_i64(), result["pr_created"].as_bool()), (Some(2), Some(true)), "{result}");
-    assert_eq!(result["changed_paths"], json!(["hello.sh"]));
-    assert!(!out.contains(&bot) && !out.contains("model-key-canary-91"), "no secret in the runner's output:\n{out}");
-    let (_, pr) = forge.call("GET", "/repos/acme/app/pulls/2", Some(&bot), None);
-    assert_eq!(pr["head"]["ref"], "codex/issue-1");
-    let _ = std::fs::remove_dir_all(&root);
+fn assert_no_secret(out: &str) {
+    for s in ["bot-token-canary-77", "model-key-canary-91", "ck8srun_canary_0123456789"] {
+        assert!(!out.contains(s), "{s} in the output:\n{out}");
+    }
+}
+
+#[test]
+fn an_unreachable_control_plane_fails_the_run_saying_which_setting_to_check() {
+    let port = ck8s_testkit::process::free_port();
+    let target = format!("http://127.0.0.1:{port}");
+    let (code, out) = run_to_exit(BIN, &base(&[("CODEXK8S_CONTROL_PLANE_GRPC_TARGET", &target)]), &[]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("cannot reach control-plane") && out.contains("CODEXK8S_CONTROL_PLANE_GRPC_TARGET"), "{out}");
+    let failed: Value =
+        out.lines().find_map(|l| serde_json::from_str::<Value>(l).ok().filter(|v| v["event"] == "run.agent.failed")).expect(&out);
+    assert_eq!(failed["exit_code"], 1);
+    assert_no_secret(&out);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refused_run_token_stops_the_run_before_it_touches_the_repository() {
+    let db = ck8s_testkit::fresh_db().await;
+    let cp_env = ck8s_testkit::process::control_plane_env(&db, &[]);
+    let forge = tokio::task::spawn_blocking(ForgeSim::start).await.unwrap();
+    let (cp, out, exchanges) = tokio::task::spawn_blocking(move || {
+        let cp = ServiceProcess::start(&bin_path("control-plane"), &cp_env, &["http", "grpc"]);
+        let target = format!("http://{}", cp.addr("grpc"));
+        let api = forge.url();
+        let out = run_to_exit(BIN, &base(&[("CODEXK8S_CONTROL_PLANE_GRPC_TARGET", &target), ("CODEXK8S_GITHUB_API_URL", &api)]), &[]);
+        (cp, out, forge.exchanges())
+    })
+    .await
+    .unwrap();
+    let (code, out) = out;
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("refused the run token"), "{out}");
+    assert_eq!(exchanges.as_array().map(Vec::len), Some(0), "the forge was not called: {exchanges}");
+    assert_no_secret(&out);
+    assert_no_secret(&cp.output());
 }

@@ -1,6 +1,8 @@
 //! A labelled issue becomes a pull request: forge-sim (GitHub), model-sim (the model) and the real
-//! Codex CLI, driven by the agent runner's pipeline. Then a revise run resumes the session and
-//! updates the same pull request; scope violations push nothing; a revise without a branch exits 42.
+//! Codex CLI, driven by the agent runner's pipeline, with learning-mode explanations. Then a revise
+//! run resumes the session, changes the code, updates the same pull request and answers the review
+//! comment; the reviewer comments without committing; scope violations push nothing; a revise
+//! without a branch exits 42.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // helpers of tests: a panic is a failed test
 
@@ -62,6 +64,7 @@ impl World {
             mcp: None,
             api_key: SecretString::from(MODEL_KEY.to_string()),
             mcp_token: None,
+            output_schema: true,
         }
     }
 
@@ -95,6 +98,10 @@ impl World {
             revise,
             resume_session: None,
             in_review_label: "state:in-review".into(),
+            review_comments: vec![],
+            review_pr: None,
+            bot_login: "acme".into(),
+            secrets: vec![SecretString::from(MODEL_KEY.to_string())],
         }
     }
 
@@ -108,6 +115,11 @@ impl World {
         );
         n
     }
+}
+
+fn base64_decode(s: &str) -> Vec<u8> {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.decode(s.replace('\n', "")).unwrap()
 }
 
 fn labels(v: &Value) -> Vec<String> {
@@ -145,9 +157,20 @@ async fn a_run_dev_issue_becomes_a_pull_request_and_a_revise_resumes_and_updates
     let gh = w.provider();
     let n = w.issue("Say hello");
 
-    let out = run(w.input("r1", n, "Say hello", WriteScope::Unrestricted, false), &w.codex("codex-home"), &gh).await.unwrap();
+    let mut first = w.input("r1", n, "Say hello", WriteScope::Unrestricted, false);
+    first.prompt.learning_mode = true;
+    let out = run(first, &w.codex("codex-home"), &gh).await.unwrap();
     assert!(out.pr_created);
     let pr = out.pr_number.unwrap();
+    assert!(out.report.summary.starts_with("Added `hello.sh`"), "the JSON report is read: {:?}", out.report);
+    // Learning mode: one explanation comment and a line comment on the changed script.
+    assert_eq!(out.learning.len(), 2, "{:?}", out.learning);
+    assert_eq!((out.learning[1].file_path.as_deref(), out.learning[1].line), (Some("hello.sh"), Some(2)));
+    let (_, comments) = w.forge.call("GET", &format!("/repos/acme/app/issues/{pr}/comments"), Some(&w.bot), None);
+    let explained: Vec<&str> =
+        comments.as_array().unwrap().iter().filter_map(|c| c["body"].as_str()).filter(|b| b.contains("Learning mode")).collect();
+    assert_eq!(explained.len(), 1);
+    assert!(explained[0].contains("Alternatives rejected"), "{}", explained[0]);
     assert_eq!(out.changed_paths, vec!["hello.sh"]);
     let session = out.transcript.session_id.clone().expect("a Codex session");
     assert!(out.transcript.turns.iter().any(|t| t.input_tokens > 0), "token usage for token_usage rows");
@@ -166,18 +189,44 @@ async fn a_run_dev_issue_becomes_a_pull_request_and_a_revise_resumes_and_updates
         "POST",
         &format!("/repos/acme/app/pulls/{pr}/reviews"),
         Some(&w.forge.user("reviewer-bob")),
-        Some(json!({"event": "REQUEST_CHANGES", "body": "Say hello louder"})),
+        Some(json!({"event": "REQUEST_CHANGES", "body": "Say hello louder", "comments": [{"path": "hello.sh", "line": 2, "body": "Make it louder"}]})),
     );
     assert_eq!(s, 200);
+    let repo = RepoRef::new("acme", "app");
     let mut revise = w.input("r2", n, "Say hello", WriteScope::Unrestricted, true);
     revise.resume_session = Some(session);
+    revise.review_comments = gh.list_review_comments(&repo, pr).await.unwrap();
+    revise.prompt.review_notes = vec!["reviewer-bob: Say hello louder".into()];
     let out2 = run(revise, &w.codex("codex-home"), &gh).await.unwrap();
     assert!(!out2.pr_created);
     assert_eq!(out2.pr_number, Some(pr), "the same pull request");
+    assert!(out2.commit.is_some(), "the revision changed the script");
     let (_, pull) = w.forge.call("GET", &format!("/repos/acme/app/pulls/{pr}"), Some(&w.bot), None);
     assert!(pull["body"].as_str().unwrap().contains("### Revision"), "{pull}");
-    let pulls = gh.list_reviews(&RepoRef::new("acme", "app"), pr).await.unwrap();
-    assert_eq!(pulls.len(), 1);
+    let (_, file) = w.forge.call("GET", "/repos/acme/app/contents/hello.sh?ref=codex/issue-1", Some(&w.bot), None);
+    let content = String::from_utf8(base64_decode(file["content"].as_str().unwrap())).unwrap();
+    assert!(content.contains("HELLO FROM CODEX-K8S!"), "{content}");
+    // The review comment is answered once, in its thread.
+    assert_eq!(out2.replies, 1);
+    let thread = gh.list_review_comments(&repo, pr).await.unwrap();
+    let reply = thread.iter().find(|c| c.in_reply_to.is_some()).expect("a reply");
+    assert!(reply.author == "acme" && reply.body.starts_with("Addressed in "), "{reply:?}");
+
+    // The reviewer reads the pull request and comments without committing anything.
+    let head_before = gh.pull(&repo, pr).await.unwrap().head_sha;
+    let mut review = w.input("r3", n, "Say hello", WriteScope::Nothing, true);
+    review.prompt.role = "reviewer".into();
+    review.prompt.kind = "work".into();
+    review.wants_pr = false;
+    review.review_pr = Some(pr);
+    let out3 = run(review, &w.codex("codex-home-2"), &gh).await.unwrap();
+    assert!(out3.commit.is_none() && out3.changed_paths.is_empty());
+    assert_eq!(out3.prompt_source, "builtin:role-reviewer-work.md");
+    let reviews = gh.list_reviews(&repo, pr).await.unwrap();
+    let posted = reviews.iter().find(|r| Some(r.id) == out3.review_id).expect("the reviewer's review");
+    assert_eq!((posted.author.as_str(), posted.state.as_str()), ("acme", "COMMENTED"));
+    assert!(posted.body.as_deref().unwrap().contains("Verdict"), "{posted:?}");
+    assert_eq!(gh.pull(&repo, pr).await.unwrap().head_sha, head_before, "nothing was pushed");
     no_canary(&w.root, &[&w.bot, MODEL_KEY]);
     let _ = std::fs::remove_dir_all(&w.root);
 }

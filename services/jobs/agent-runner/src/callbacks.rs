@@ -1,0 +1,155 @@
+//! Reporting to control-plane (product spec §6.2) over gRPC with the run's bearer token: flow
+//! events, status phases, session snapshots, token usage and learning feedback. Every text sent is
+//! redacted of the run's secrets first. Events and phases are best effort (a failure is logged and
+//! the run goes on); the snapshot and the resume lookup return their errors.
+
+use ck8s_domain::agent_run::{TurnUsage, redact};
+use ck8s_proto::auth::SendToken;
+use ck8s_proto::controlplane::v1::agent_callbacks_client::AgentCallbacksClient;
+use ck8s_proto::controlplane::v1::{
+    AppendTokenUsageRequest, GetLatestAgentSessionRequest, GetLatestAgentSessionResponse, InsertRunFlowEventRequest, LearningFeedback,
+    RecordLearningFeedbackRequest, TokenUsage, UpsertAgentSessionRequest, UpsertRunStatusCommentRequest,
+};
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::Value;
+use std::time::Duration;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Channel, Endpoint};
+
+type Client = AgentCallbacksClient<InterceptedService<Channel, SendToken>>;
+
+/// The connection to control-plane's agent callbacks.
+#[derive(Clone)]
+pub struct Callbacks {
+    client: Client,
+    secrets: Vec<SecretString>,
+}
+
+impl std::fmt::Debug for Callbacks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Callbacks")
+    }
+}
+
+impl Callbacks {
+    /// Dials `target` (30 s) with the run token on every call; `secrets` are redacted from all text sent.
+    pub async fn connect(target: &str, run_token: &SecretString, secrets: Vec<SecretString>) -> Result<Self, String> {
+        let endpoint = Endpoint::from_shared(target.to_string())
+            .map_err(|e| format!("invalid control-plane address {target:?}: {e}; check CODEXK8S_CONTROL_PLANE_GRPC_TARGET"))?
+            .connect_timeout(Duration::from_secs(30))
+            .timeout(Duration::from_secs(60));
+        let channel = endpoint.connect().await.map_err(|e| {
+            format!("cannot reach control-plane at {target}: {e}; check CODEXK8S_CONTROL_PLANE_GRPC_TARGET and that control-plane runs")
+        })?;
+        let auth = SendToken::new(run_token.expose_secret()).map_err(|e| format!("CODEXK8S_RUN_TOKEN: {e}"))?;
+        let mut all = secrets;
+        all.push(run_token.clone());
+        Ok(Self { client: AgentCallbacksClient::with_interceptor(channel, auth).max_decoding_message_size(16 << 20), secrets: all })
+    }
+
+    /// `text` without any of the run's secrets.
+    pub fn clean(&self, text: &str) -> String {
+        let s: Vec<&str> = self.secrets.iter().map(|s| s.expose_secret()).collect();
+        redact(text, &s)
+    }
+
+    fn clean_json(&self, v: &Value) -> String {
+        self.clean(&v.to_string())
+    }
+
+    /// Appends the run's first event; unlike later events it must succeed, so a refused token or an
+    /// unreachable control-plane stops the run before it touches the repository (fail closed).
+    pub async fn started(&self, payload: Value) -> Result<(), String> {
+        let req = InsertRunFlowEventRequest { event_type: "run.agent.started".into(), payload_json: self.clean_json(&payload) };
+        match self.client.clone().insert_run_flow_event(req).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.code() == tonic::Code::Unauthenticated => Err(format!(
+                "control-plane refused the run token ({}); the run may have finished or been canceled — the worker issues a new token when it launches a run",
+                e.message()
+            )),
+            Err(e) => {
+                Err(format!("control-plane did not accept the start of the run: {}; check that control-plane is healthy", e.message()))
+            }
+        }
+    }
+
+    /// Appends a flow event (best effort).
+    pub async fn event(&self, event_type: &str, payload: Value) {
+        let req = InsertRunFlowEventRequest { event_type: event_type.into(), payload_json: self.clean_json(&payload) };
+        if let Err(e) = self.client.clone().insert_run_flow_event(req).await {
+            tracing::warn!(event_type, code = ?e.code(), error = %e.message(), "cannot report a flow event");
+        }
+    }
+
+    /// Reports a status-comment phase (best effort).
+    pub async fn phase(&self, phase: &str, pr: Option<(i64, String)>, model: Option<&str>, reasoning: Option<&str>) {
+        let req = UpsertRunStatusCommentRequest {
+            phase: phase.into(),
+            pr_number: pr.as_ref().map(|p| p.0),
+            pr_url: pr.map(|p| p.1),
+            model: model.map(String::from),
+            reasoning_effort: reasoning.map(String::from),
+        };
+        if let Err(e) = self.client.clone().upsert_run_status_comment(req).await {
+            tracing::warn!(phase, code = ?e.code(), error = %e.message(), "cannot report the status phase");
+        }
+    }
+
+    /// The newest earlier session of this run's repository and agent on `branch`.
+    pub async fn latest_session(&self, branch: &str) -> Result<Option<GetLatestAgentSessionResponse>, String> {
+        let r = self
+            .client
+            .clone()
+            .get_latest_agent_session(GetLatestAgentSessionRequest { branch_name: branch.into() })
+            .await
+            .map_err(|e| format!("session lookup failed: {}", e.message()))?
+            .into_inner();
+        Ok(r.found.then_some(r))
+    }
+
+    /// Uploads the snapshot (text fields redacted); returns the stored version.
+    pub async fn save_snapshot(&self, mut req: UpsertAgentSessionRequest) -> Result<i32, String> {
+        req.session_json = self.clean(&req.session_json);
+        req.codex_cli_session_json = req.codex_cli_session_json.map(|t| self.clean(&t));
+        req.pr_url = req.pr_url.map(|t| self.clean(&t));
+        let r = self.client.clone().upsert_agent_session(req).await.map_err(|e| format!("snapshot upload failed: {}", e.message()))?;
+        Ok(r.into_inner().version)
+    }
+
+    /// Appends token usage of the run's turns (best effort; needs the snapshot first).
+    pub async fn usage(&self, model: &str, turns: &[TurnUsage]) -> usize {
+        if turns.is_empty() {
+            return 0;
+        }
+        let as_i64 = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        let turns = turns
+            .iter()
+            .map(|t| TokenUsage {
+                model: model.into(),
+                prompt_tokens: as_i64(t.input_tokens),
+                cached_prompt_tokens: as_i64(t.cached_input_tokens),
+                completion_tokens: as_i64(t.output_tokens),
+                reasoning_tokens: as_i64(t.reasoning_output_tokens),
+                total_tokens: as_i64(t.total()),
+            })
+            .collect();
+        match self.client.clone().append_token_usage(AppendTokenUsageRequest { turns }).await {
+            Ok(r) => r.into_inner().stored as usize,
+            Err(e) => {
+                tracing::warn!(code = ?e.code(), error = %e.message(), "cannot report token usage");
+                0
+            }
+        }
+    }
+
+    /// Stores learning-mode explanations (best effort).
+    pub async fn feedback(&self, items: Vec<LearningFeedback>) {
+        if items.is_empty() {
+            return;
+        }
+        let items = items.into_iter().map(|f| LearningFeedback { explanation: self.clean(&f.explanation), ..f }).collect();
+        if let Err(e) = self.client.clone().record_learning_feedback(RecordLearningFeedbackRequest { items }).await {
+            tracing::warn!(code = ?e.code(), error = %e.message(), "cannot store learning feedback");
+        }
+    }
+}
