@@ -262,6 +262,10 @@ async fn main() -> Result<()> {
                 ("CODEXK8S_GITHUB_PAT".into(), seed.bot_token.clone()),
                 ("CODEXK8S_GITHUB_API_URL".into(), format!("http://127.0.0.1:{fs}")),
                 ("CODEXK8S_SIDE_EFFECTS_POLL_INTERVAL".into(), "500ms".into()),
+                // Status comments link to the run page and the next-step dialog of the console.
+                ("CODEXK8S_CONSOLE_URL".into(), format!("http://127.0.0.1:{gw}")),
+                // The demo shows learning mode: the agent explains its change on the pull request.
+                ("CODEXK8S_LEARNING_MODE_DEFAULT".into(), "true".into()),
             ],
             ready_port: cp_http,
         },
@@ -283,6 +287,8 @@ async fn main() -> Result<()> {
                 ("CODEXK8S_GIT_BOT_MAIL".into(), format!("{DEMO_BOT}@codex-k8s.local")),
                 ("CODEXK8S_OPENAI_API_KEY".into(), model_key.clone()),
                 ("CODEXK8S_WORKER_LOCAL_RUNTIME_DIR".into(), state.join("runs").display().to_string()),
+                ("CODEXK8S_CONTROL_PLANE_GRPC_TARGET".into(), format!("http://127.0.0.1:{cp_grpc}")),
+                ("CODEXK8S_GIT_BOT_USERNAME".into(), DEMO_BOT.into()),
             ],
             ready_port: wk,
         },
@@ -486,6 +492,16 @@ async fn seed_readme(fs: u16, bot_token: &str, state: &Path) -> Result<()> {
         dir.join("README.md"),
         "# hello-codex\n\nThe codex-k8s demo repository: label an issue `run:dev` and an agent opens a pull request.\n",
     )?;
+    // Prompt templates kept in the repository win over the runner's built-in seeds (spec §3.5).
+    std::fs::create_dir_all(dir.join(".codex-k8s/prompts"))?;
+    std::fs::write(
+        dir.join(".codex-k8s/prompts/dev-work.md"),
+        "Implement the issue in this repository on the current branch (base: {{BaseBranch}}). Keep the change small, run what you add, and answer in {{PromptLocale}}.\n",
+    )?;
+    std::fs::write(
+        dir.join(".codex-k8s/prompts/dev-revise.md"),
+        "Address every review comment on the pull request, on the same branch (base: {{BaseBranch}}); change only what the review asks for.\n",
+    )?;
     let header = format!(
         "http.extraHeader=Authorization: Basic {}",
         base64::engine::general_purpose::STANDARD.encode(format!("x-access-token:{bot_token}"))
@@ -548,6 +564,7 @@ async fn demo_label(fs: u16, seed: &Seed) -> Result<String> {
                 visible.join("\n    ")
             );
             shown.push_str(&format!("\n{}", wait_for_pull_request(fs, seed).await?));
+            shown.push_str(&format!("\n{}", wait_for_final_status(fs, seed).await?));
             return Ok(shown);
         }
         if Instant::now() > deadline {
@@ -585,6 +602,37 @@ async fn wait_for_pull_request(fs: u16, seed: &Seed) -> Result<String> {
         }
         if Instant::now() > deadline {
             bail!("no pull request within 180 s; see .cache/devstack/logs/worker.log and the run's job.log under .cache/devstack/runs");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Waits for the run's status comment to reach its final phase and shows it, with the learning
+/// comments on the pull request.
+async fn wait_for_final_status(fs: u16, seed: &Seed) -> Result<String> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, comments) =
+            http_json(fs, "GET", &format!("/repos/{DEMO_REPO}/issues/{}/comments", seed.issue), Some(&seed.owner_token), None).await?;
+        let status = comments.as_array().into_iter().flatten().filter_map(|c| c["body"].as_str()).find(|b| b.contains("codex-k8s:run-status"));
+        if let Some(body) = status.filter(|b| b.contains("\"phase\":\"finished\"")) {
+            let visible: Vec<&str> = body.lines().filter(|l| !l.starts_with("<!--") && !l.trim().is_empty()).collect();
+            let (_, pulls) = http_json(fs, "GET", &format!("/repos/{DEMO_REPO}/pulls?state=all"), Some(&seed.owner_token), None).await?;
+            let pr = pulls.as_array().into_iter().flatten().map(|p| p["number"].as_i64().unwrap_or(0)).max().unwrap_or(0);
+            let (_, pr_comments) =
+                http_json(fs, "GET", &format!("/repos/{DEMO_REPO}/issues/{pr}/comments"), Some(&seed.owner_token), None).await?;
+            let (_, line_comments) =
+                http_json(fs, "GET", &format!("/repos/{DEMO_REPO}/pulls/{pr}/comments"), Some(&seed.owner_token), None).await?;
+            let learning = pr_comments.as_array().into_iter().flatten().filter(|c| c["body"].as_str().is_some_and(|b| b.contains("codex-k8s:learning"))).count();
+            return Ok(format!(
+                "  final status comment on {DEMO_REPO}#{}:\n    {}\n  learning mode on PR #{pr}: {learning} explanation comment(s), {} line comment(s)",
+                seed.issue,
+                visible.join("\n    "),
+                line_comments.as_array().map(Vec::len).unwrap_or(0)
+            ));
+        }
+        if Instant::now() > deadline {
+            bail!("the status comment did not reach its final phase within 60 s; see .cache/devstack/logs/worker.log and control-plane.log");
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }

@@ -47,8 +47,10 @@ pub struct NextStep {
     pub url: String,
 }
 
-/// Everything the status comment shows; also stored, as JSON, in its hidden marker.
+/// Everything the status comment shows; also stored, as JSON, in its hidden marker. Every field
+/// may be absent (reports carry only what they know).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct StatusState {
     pub run_id: String,
     pub phase: Option<Phase>,

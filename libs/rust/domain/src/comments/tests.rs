@@ -142,3 +142,11 @@ fn next_steps_follow_the_stage_matrix() {
     );
     assert_eq!(targets(&next_steps("rethink", "a/b", Some(1), None, "https://c", Locale::En)), ["run:intake", "run:prd", "run:plan"]);
 }
+
+#[test]
+fn a_partial_report_parses_with_only_the_fields_it_carries() {
+    let partial: StatusState =
+        serde_json::from_value(serde_json::json!({"phase": "finished", "run_status": "succeeded", "pr_number": 2, "pr_url": null})).unwrap();
+    assert_eq!((partial.phase, partial.run_status.as_deref(), partial.pr_number), (Some(Phase::Finished), Some("succeeded"), Some(2)));
+    assert!(partial.run_id.is_empty());
+}
