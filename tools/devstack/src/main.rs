@@ -614,7 +614,8 @@ async fn wait_for_final_status(fs: u16, seed: &Seed) -> Result<String> {
     loop {
         let (_, comments) =
             http_json(fs, "GET", &format!("/repos/{DEMO_REPO}/issues/{}/comments", seed.issue), Some(&seed.owner_token), None).await?;
-        let status = comments.as_array().into_iter().flatten().filter_map(|c| c["body"].as_str()).find(|b| b.contains("codex-k8s:run-status"));
+        let status =
+            comments.as_array().into_iter().flatten().filter_map(|c| c["body"].as_str()).find(|b| b.contains("codex-k8s:run-status"));
         if let Some(body) = status.filter(|b| b.contains("\"phase\":\"finished\"")) {
             let visible: Vec<&str> = body.lines().filter(|l| !l.starts_with("<!--") && !l.trim().is_empty()).collect();
             let (_, pulls) = http_json(fs, "GET", &format!("/repos/{DEMO_REPO}/pulls?state=all"), Some(&seed.owner_token), None).await?;
@@ -623,7 +624,12 @@ async fn wait_for_final_status(fs: u16, seed: &Seed) -> Result<String> {
                 http_json(fs, "GET", &format!("/repos/{DEMO_REPO}/issues/{pr}/comments"), Some(&seed.owner_token), None).await?;
             let (_, line_comments) =
                 http_json(fs, "GET", &format!("/repos/{DEMO_REPO}/pulls/{pr}/comments"), Some(&seed.owner_token), None).await?;
-            let learning = pr_comments.as_array().into_iter().flatten().filter(|c| c["body"].as_str().is_some_and(|b| b.contains("codex-k8s:learning"))).count();
+            let learning = pr_comments
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|c| c["body"].as_str().is_some_and(|b| b.contains("codex-k8s:learning")))
+                .count();
             return Ok(format!(
                 "  final status comment on {DEMO_REPO}#{}:\n    {}\n  learning mode on PR #{pr}: {learning} explanation comment(s), {} line comment(s)",
                 seed.issue,
@@ -632,7 +638,9 @@ async fn wait_for_final_status(fs: u16, seed: &Seed) -> Result<String> {
             ));
         }
         if Instant::now() > deadline {
-            bail!("the status comment did not reach its final phase within 60 s; see .cache/devstack/logs/worker.log and control-plane.log");
+            bail!(
+                "the status comment did not reach its final phase within 60 s; see .cache/devstack/logs/worker.log and control-plane.log"
+            );
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }

@@ -101,7 +101,7 @@ pub enum SnapshotWrite {
 /// Compare-and-swap of the run's snapshot (spec §6.3): expected version 0 inserts when absent;
 /// otherwise the row is updated only at the expected version, and the version moves only when the
 /// checksum changes. An identical replay is a no-op at any version. Also mirrors `session_json`
-/// into `agent_runs.agent_logs_json` for the staff log view.
+/// into `agent_runs.agent_logs_json.session` for the staff log view.
 pub async fn upsert_snapshot(pool: &PgPool, auth: &RunAuth, expected: i32, s: &Snapshot) -> Result<SnapshotWrite, sqlx::Error> {
     let mut tx = pool.begin().await?;
     let current: Option<(Uuid, i32, Option<String>)> =
@@ -193,11 +193,18 @@ pub async fn upsert_snapshot(pool: &PgPool, auth: &RunAuth, expected: i32, s: &S
             (id, next, content_changed)
         }
     };
-    sqlx::query("UPDATE agent_runs SET agent_logs_json = $2 WHERE id = $1")
-        .bind(auth.run_id)
-        .bind(&s.session_json)
-        .execute(&mut *tx)
-        .await?;
+    // The run's pull request, once known, is denormalised onto the run: review webhooks find the
+    // stage and the issue of a pull request through it.
+    sqlx::query(
+        "UPDATE agent_runs SET agent_logs_json = COALESCE(agent_logs_json, '{}'::jsonb) || jsonb_build_object('session', $2::jsonb),
+                pr_number = COALESCE(pr_number, $3)
+          WHERE id = $1",
+    )
+    .bind(auth.run_id)
+    .bind(&s.session_json)
+    .bind(s.pr_number)
+    .execute(&mut *tx)
+    .await?;
     tx.commit().await?;
     Ok(SnapshotWrite::Stored { version, changed, session_row: row })
 }

@@ -408,9 +408,10 @@ pub async fn recently_canceled_jobs(pool: &PgPool, limit: i64) -> Result<Vec<(St
 }
 
 /// Stores the captured tail of a run's job log (lease-checked), e.g.
-/// `{"tail": "...", "lines": 200, "captured_at": "..."}`.
+/// `{"tail": "...", "lines": 200, "captured_at": "..."}`, merged with what is there (the agent's
+/// session JSON under `session`).
 pub async fn record_logs(pool: &PgPool, run: Uuid, worker: &str, logs: &Value) -> Result<(), LeaseError> {
-    let n = sqlx::query("UPDATE agent_runs SET agent_logs_json = $3 WHERE id = $1 AND lease_owner = $2 AND lease_until > now()")
+    let n = sqlx::query("UPDATE agent_runs SET agent_logs_json = COALESCE(agent_logs_json, '{}'::jsonb) || $3 WHERE id = $1 AND lease_owner = $2 AND lease_until > now()")
         .bind(run)
         .bind(worker)
         .bind(logs)

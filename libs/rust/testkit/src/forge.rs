@@ -59,4 +59,28 @@ impl ForgeSim {
     pub fn exchanges(&self) -> Value {
         self.call("GET", "/_sim/exchanges", None, None).1
     }
+
+    /// Pushes one commit with `files` (path, content) to `main` of `repo` over git smart HTTP as
+    /// `token`'s user, using `root` as scratch space.
+    pub fn push_main(&self, token: &str, repo: &str, files: &[(&str, &str)], root: &std::path::Path) {
+        use base64::Engine;
+        let dir = root.join("seed");
+        let _ = std::fs::remove_dir_all(&dir);
+        for (path, content) in files {
+            let p = dir.join(path);
+            std::fs::create_dir_all(p.parent().expect("a file path")).expect("seed directory");
+            std::fs::write(p, content).expect("seed file");
+        }
+        let header =
+            format!("http.extraHeader=Authorization: Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("x:{token}")));
+        for args in [
+            vec!["init", "-q", "--initial-branch=main"],
+            vec!["add", "-A"],
+            vec!["-c", "user.name=o", "-c", "user.email=o@x", "commit", "-q", "-m", "init"],
+            vec!["-c", &header, "push", "-q", &format!("{}/git/{repo}.git", self.url()), "HEAD:refs/heads/main"],
+        ] {
+            let ok = std::process::Command::new("git").args(&args).current_dir(&dir).status().expect("git runs").success();
+            assert!(ok, "git {}", args[0]);
+        }
+    }
 }

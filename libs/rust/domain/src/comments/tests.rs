@@ -146,7 +146,8 @@ fn next_steps_follow_the_stage_matrix() {
 #[test]
 fn a_partial_report_parses_with_only_the_fields_it_carries() {
     let partial: StatusState =
-        serde_json::from_value(serde_json::json!({"phase": "finished", "run_status": "succeeded", "pr_number": 2, "pr_url": null})).unwrap();
+        serde_json::from_value(serde_json::json!({"phase": "finished", "run_status": "succeeded", "pr_number": 2, "pr_url": null}))
+            .unwrap();
     assert_eq!((partial.phase, partial.run_status.as_deref(), partial.pr_number), (Some(Phase::Finished), Some("succeeded"), Some(2)));
     assert!(partial.run_id.is_empty());
 }

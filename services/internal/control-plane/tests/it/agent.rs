@@ -121,7 +121,7 @@ async fn agent_callbacks_act_only_for_the_live_run_of_their_token_and_check_ever
     .fetch_one(&db.pool)
     .await
     .unwrap();
-    assert_eq!((version, mirrored["status"].as_str()), (2, Some("succeeded")));
+    assert_eq!((version, mirrored["session"]["status"].as_str()), (2, Some("succeeded")));
 
     // Resume lookup: the other run (same repository, agent differs by stage) sees nothing of dev's
     // branch for its own agent; a later dev run on the branch would.
