@@ -9,7 +9,7 @@ mod common;
 
 use ck8s_testkit::forge::ForgeSim;
 use ck8s_testkit::process::{ServiceProcess, bin_path, run_to_exit};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_agent-runner");
 
