@@ -83,7 +83,14 @@ async fn the_worker_takes_a_run_from_pending_to_succeeded_on_the_cluster() {
         sqlx::query_scalar("SELECT event_type FROM flow_events WHERE run_id = $1 ORDER BY id").bind(run).fetch_all(&db.pool).await.unwrap();
     assert_eq!(
         kinds,
-        vec!["run.profile.resolved", "run.namespace.prepared", "run.namespace.ttl_scheduled", "run.started", "run.succeeded"]
+        vec![
+            "run.profile.resolved",
+            "run.mcp.token.issued",
+            "run.namespace.prepared",
+            "run.namespace.ttl_scheduled",
+            "run.started",
+            "run.succeeded"
+        ]
     );
     drop(w);
     KubernetesRuntime::new(client, KubernetesSettings { ttl_seconds_after_finished: 60, quota_pods: 4, mcp_port: 8081 })

@@ -59,14 +59,20 @@ async fn pending_runs_are_launched_and_finished_with_their_outcome() {
     let ok = pending(&db.pool, p, "ok", 12, &["run:dev", "[ai-model-gpt-5.2]"]).await;
     let bad = pending(&db.pool, p, "bad", 13, &["run:dev"]).await;
     let dup = pending(&db.pool, p, "dup", 14, &["run:dev", "[ai-model-gpt-5.2]", "[ai-model-gpt-5.4]"]).await;
+    let no_pr = pending(&db.pool, p, "no-pr", 15, &["run:dev"]).await;
     let dir = runs_dir("outcome");
-    let cmd = "echo \"agent for issue $CODEXK8S_ISSUE_NUMBER with $CODEXK8S_AGENT_MODEL in $CODEXK8S_PROMPT_TEMPLATE_LOCALE\"; test \"$CODEXK8S_ISSUE_NUMBER\" != 13";
+    // Every job gets its own run token through the secret channel; exit 42 is the runner's
+    // "revise without a pull request".
+    let cmd = "case \"$CODEXK8S_RUN_TOKEN\" in ck8srun_*) ;; *) exit 9 ;; esac; \
+               echo \"agent for issue $CODEXK8S_ISSUE_NUMBER with $CODEXK8S_AGENT_MODEL in $CODEXK8S_PROMPT_TEMPLATE_LOCALE\"; \
+               test \"$CODEXK8S_ISSUE_NUMBER\" != 15 || exit 42; test \"$CODEXK8S_ISSUE_NUMBER\" != 13";
     let (env, d) = (db.env(), dir.clone());
     let svc = tokio::task::spawn_blocking(move || worker(env, "w-outcome", &d, cmd)).await.unwrap();
 
     assert_eq!(wait_status(&db.pool, ok, "succeeded", Duration::from_secs(20)).await, "succeeded");
     assert_eq!(wait_status(&db.pool, bad, "failed", Duration::from_secs(20)).await, "failed");
     assert_eq!(wait_status(&db.pool, dup, "failed", Duration::from_secs(20)).await, "failed");
+    assert_eq!(wait_status(&db.pool, no_pr, "failed", Duration::from_secs(20)).await, "failed");
 
     let (model, ns, job): (Option<String>, Option<String>, Option<String>) =
         sqlx::query_as("SELECT model, namespace, job_name FROM agent_runs WHERE id = $1").bind(ok).fetch_one(&db.pool).await.unwrap();
@@ -79,8 +85,28 @@ async fn pending_runs_are_launched_and_finished_with_their_outcome() {
     let kinds: Vec<String> = events(&db.pool, ok).await.into_iter().map(|e| e.0).collect();
     assert_eq!(
         kinds,
-        vec!["run.profile.resolved", "run.namespace.prepared", "run.namespace.ttl_scheduled", "run.started", "run.succeeded"]
+        vec![
+            "run.profile.resolved",
+            "run.mcp.token.issued",
+            "run.namespace.prepared",
+            "run.namespace.ttl_scheduled",
+            "run.started",
+            "run.succeeded"
+        ]
     );
+    let tokens: i64 = sqlx::query_scalar("SELECT count(*) FROM run_tokens WHERE run_id = $1").bind(ok).fetch_one(&db.pool).await.unwrap();
+    assert_eq!(tokens, 0, "a finished run's token is revoked");
+    assert!(!log.contains("ck8srun_"), "the run token is not in the job log");
+
+    let (reason, message): (Option<String>, Option<String>) =
+        sqlx::query_as("SELECT failure_reason, failure_message FROM agent_runs WHERE id = $1")
+            .bind(no_pr)
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(reason.as_deref(), Some("failed_precondition"));
+    assert!(message.unwrap().contains("no pull request"));
+    assert!(events(&db.pool, no_pr).await.iter().any(|e| e.0 == "run.failed.precondition"));
 
     let (reason, message): (Option<String>, Option<String>) =
         sqlx::query_as("SELECT failure_reason, failure_message FROM agent_runs WHERE id = $1").bind(bad).fetch_one(&db.pool).await.unwrap();
