@@ -316,6 +316,13 @@ pub async fn record_feedback(pool: &PgPool, auth: &RunAuth, rows: &[Feedback]) -
     Ok(rows.len())
 }
 
+/// The pull request the run's snapshot recorded, if any.
+pub async fn run_pull_request(pool: &PgPool, run: Uuid) -> Result<(Option<i32>, Option<String>), sqlx::Error> {
+    let row: Option<(Option<i32>, Option<String>)> =
+        sqlx::query_as("SELECT pr_number, pr_url FROM agent_sessions WHERE run_id = $1").bind(run).fetch_optional(pool).await?;
+    Ok(row.unwrap_or_default())
+}
+
 /// Where the run's status comment lives (the target its first report was owed on), if it has one.
 pub async fn status_target(db: &mut PgConnection, run: Uuid) -> Result<Option<(Uuid, i32, String)>, sqlx::Error> {
     sqlx::query_as(

@@ -214,3 +214,21 @@ async fn sweep_leftovers(admin: &mut PgConnection) {
 }
 
 pub mod github;
+
+/// Every file under `dir`, recursively (missing directories give none).
+pub fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() { out.extend(files_under(&p)) } else { out.push(p) }
+        }
+    }
+    out
+}
+
+/// Decodes GitHub's base64 file content (which wraps lines).
+pub fn decode_base64(s: &str) -> Vec<u8> {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.decode(s.replace('\n', "")).expect("base64 content")
+}

@@ -117,18 +117,13 @@ impl World {
     }
 }
 
-fn base64_decode(s: &str) -> Vec<u8> {
-    use base64::Engine;
-    base64::engine::general_purpose::STANDARD.decode(s.replace('\n', "")).unwrap()
-}
-
 fn labels(v: &Value) -> Vec<String> {
     v["labels"].as_array().into_iter().flatten().map(|l| l["name"].as_str().unwrap().to_string()).collect()
 }
 
 fn no_canary(root: &Path, secrets: &[&str]) {
     // Nothing the run left on disk outside Codex's own home holds a secret in clear.
-    for entry in walk(root) {
+    for entry in ck8s_testkit::files_under(root) {
         if entry.components().any(|c| c.as_os_str() == "codex-home" || c.as_os_str() == "codex-home-2") {
             continue;
         }
@@ -138,17 +133,6 @@ fn no_canary(root: &Path, secrets: &[&str]) {
             }
         }
     }
-}
-
-fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    if let Ok(rd) = std::fs::read_dir(dir) {
-        for e in rd.flatten() {
-            let p = e.path();
-            if p.is_dir() { out.extend(walk(&p)) } else { out.push(p) }
-        }
-    }
-    out
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -204,7 +188,7 @@ async fn a_run_dev_issue_becomes_a_pull_request_and_a_revise_resumes_and_updates
     let (_, pull) = w.forge.call("GET", &format!("/repos/acme/app/pulls/{pr}"), Some(&w.bot), None);
     assert!(pull["body"].as_str().unwrap().contains("### Revision"), "{pull}");
     let (_, file) = w.forge.call("GET", "/repos/acme/app/contents/hello.sh?ref=codex/issue-1", Some(&w.bot), None);
-    let content = String::from_utf8(base64_decode(file["content"].as_str().unwrap())).unwrap();
+    let content = String::from_utf8(ck8s_testkit::decode_base64(file["content"].as_str().unwrap())).unwrap();
     assert!(content.contains("HELLO FROM CODEX-K8S!"), "{content}");
     // The review comment is answered once, in its thread.
     assert_eq!(out2.replies, 1);

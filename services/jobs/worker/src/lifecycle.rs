@@ -233,14 +233,7 @@ impl Lifecycle {
         match runs::finish(&self.pool, run.id, self.worker(), status, reason, message, event, &payload).await {
             Ok(()) => {
                 tracing::info!(run_id = %run.id, status, reason, "run finished");
-                let pr: Option<(Option<i32>, Option<String>)> =
-                    sqlx::query_as("SELECT pr_number, pr_url FROM agent_sessions WHERE run_id = $1")
-                        .bind(run.id)
-                        .fetch_optional(&self.pool)
-                        .await
-                        .ok()
-                        .flatten();
-                let (pr_number, pr_url) = pr.unwrap_or_default();
+                let (pr_number, pr_url) = ck8s_store::agent::run_pull_request(&self.pool, run.id).await.unwrap_or_default();
                 self.status_report(run, json!({
                     "phase": "finished", "run_status": status, "failure_reason": reason,
                     "trigger_kind": run.payload["trigger"]["kind"].as_str().filter(|s| !s.is_empty()),

@@ -268,7 +268,7 @@ async fn a_labelled_issue_becomes_a_pull_request_and_a_review_becomes_its_revisi
     let (_, pulls) = fs.call("GET", "/repos/acme/app/pulls?state=all", Some(&alice), None);
     assert_eq!(pulls.as_array().unwrap().len(), 1, "the same pull request, no second one");
     let (_, file) = fs.call("GET", "/repos/acme/app/contents/hello.sh?ref=codex/issue-1", Some(&alice), None);
-    let content = String::from_utf8(base64_decode(file["content"].as_str().unwrap())).unwrap();
+    let content = String::from_utf8(ck8s_testkit::decode_base64(file["content"].as_str().unwrap())).unwrap();
     assert!(content.contains("HELLO FROM CODEX-K8S!"), "{content}");
     let (_, thread) = fs.call("GET", &format!("/repos/acme/app/pulls/{pr}/comments"), Some(&alice), None);
     let replies: Vec<&Value> = thread.as_array().unwrap().iter().filter(|c| c["in_reply_to_id"].is_i64()).collect();
@@ -310,7 +310,7 @@ async fn a_labelled_issue_becomes_a_pull_request_and_a_review_becomes_its_revisi
         captured.push(fs.call("GET", path, Some(&alice), None).1.to_string());
     }
     captured.extend(
-        walk(&runs_dir)
+        ck8s_testkit::files_under(&runs_dir)
             .into_iter()
             .filter(|p| !p.components().any(|c| c.as_os_str() == "codex-home"))
             .filter_map(|p| std::fs::read_to_string(p).ok()),
@@ -327,20 +327,4 @@ async fn a_labelled_issue_becomes_a_pull_request_and_a_review_becomes_its_revisi
     assert_eq!(run_token, None, "a run token leaked into captured output");
     drop((gw, worker, cp, model));
     let _ = std::fs::remove_dir_all(&root);
-}
-
-fn base64_decode(s: &str) -> Vec<u8> {
-    use base64::Engine;
-    base64::engine::general_purpose::STANDARD.decode(s.replace('\n', "")).unwrap()
-}
-
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    if let Ok(rd) = std::fs::read_dir(dir) {
-        for e in rd.flatten() {
-            let p = e.path();
-            if p.is_dir() { out.extend(walk(&p)) } else { out.push(p) }
-        }
-    }
-    out
 }
