@@ -207,6 +207,22 @@ pub struct HookDelivery {
     pub redelivery: bool,
 }
 
+/// Which deliveries of a webhook to list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeliveryFilter {
+    All,
+    /// Those the receiver did not accept with a 2xx (GitHub's `status=failure`).
+    Failed,
+}
+
+/// One delivery with the request the forge sent: the event's payload as it was delivered.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeliveredRequest {
+    pub delivery: HookDelivery,
+    /// The webhook payload (GitHub returns it as a JSON object).
+    pub payload: serde_json::Value,
+}
+
 /// A user's permission on a repository, from most to least.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Permission {
@@ -326,7 +342,15 @@ pub trait RepositoryProvider: Send + Sync {
     /// Deletes a webhook; a missing one is not an error.
     fn delete_webhook<'a>(&'a self, repo: &'a RepoRef, hook_id: i64) -> BoxFuture<'a, ProviderResult<()>>;
     /// The most recent deliveries of a webhook, newest first, at most `limit`.
-    fn list_deliveries<'a>(&'a self, repo: &'a RepoRef, hook_id: i64, limit: usize) -> BoxFuture<'a, ProviderResult<Vec<HookDelivery>>>;
+    fn list_deliveries<'a>(
+        &'a self,
+        repo: &'a RepoRef,
+        hook_id: i64,
+        filter: DeliveryFilter,
+        limit: usize,
+    ) -> BoxFuture<'a, ProviderResult<Vec<HookDelivery>>>;
+    /// One delivery of a webhook with its payload.
+    fn delivery<'a>(&'a self, repo: &'a RepoRef, hook_id: i64, delivery_id: i64) -> BoxFuture<'a, ProviderResult<DeliveredRequest>>;
     /// Asks the provider to deliver a past delivery again.
     fn redeliver<'a>(&'a self, repo: &'a RepoRef, hook_id: i64, delivery_id: i64) -> BoxFuture<'a, ProviderResult<()>>;
 

@@ -3,7 +3,7 @@
 
 use crate::{Github, seg};
 use ck8s_domain::forge::{
-    Comment, Hook, HookDelivery, HookSpec, Issue, Label, NewPullRequest, NewReview, Permission, ProviderError, ProviderResult, PullRequest,
+    Comment, DeliveredRequest, DeliveryFilter, Hook, HookDelivery, HookSpec, Issue, Label, NewPullRequest, NewReview, Permission, ProviderError, ProviderResult, PullRequest,
     PullRequestUpdate, ReactionTarget, RepoRef, Repository, RepositoryProvider, Review, ReviewComment,
 };
 use ck8s_domain::runtime::BoxFuture;
@@ -194,6 +194,25 @@ struct RawDelivery {
     status_code: i64,
     #[serde(default)]
     redelivery: bool,
+}
+
+impl From<RawDelivery> for HookDelivery {
+    fn from(d: RawDelivery) -> Self {
+        HookDelivery { id: d.id, guid: d.guid, event: d.event, action: d.action, status_code: d.status_code, redelivery: d.redelivery }
+    }
+}
+
+#[derive(Deserialize)]
+struct RawDeliveryRequest {
+    #[serde(default)]
+    payload: Value,
+}
+
+#[derive(Deserialize)]
+struct RawDeliveryWithRequest {
+    #[serde(flatten)]
+    delivery: RawDelivery,
+    request: RawDeliveryRequest,
 }
 
 #[derive(Deserialize)]
@@ -492,23 +511,33 @@ impl RepositoryProvider for GithubProvider {
         })
     }
 
-    fn list_deliveries<'a>(&'a self, repo: &'a RepoRef, hook_id: i64, limit: usize) -> BoxFuture<'a, ProviderResult<Vec<HookDelivery>>> {
+    fn list_deliveries<'a>(
+        &'a self,
+        repo: &'a RepoRef,
+        hook_id: i64,
+        filter: DeliveryFilter,
+        limit: usize,
+    ) -> BoxFuture<'a, ProviderResult<Vec<HookDelivery>>> {
         Box::pin(async move {
             let per = limit.clamp(1, 100);
-            let raw: Vec<RawDelivery> =
-                self.gh.json(Method::GET, &format!("{}/hooks/{hook_id}/deliveries?per_page={per}", repo_path(repo)), NoBody::None).await?;
-            Ok(raw
-                .into_iter()
-                .take(limit)
-                .map(|d| HookDelivery {
-                    id: d.id,
-                    guid: d.guid,
-                    event: d.event,
-                    action: d.action,
-                    status_code: d.status_code,
-                    redelivery: d.redelivery,
-                })
-                .collect())
+            let status = match filter {
+                DeliveryFilter::All => "",
+                DeliveryFilter::Failed => "&status=failure",
+            };
+            let uri = format!("{}/hooks/{hook_id}/deliveries?per_page={per}{status}", repo_path(repo));
+            let raw: Vec<RawDelivery> = self.gh.json(Method::GET, &uri, NoBody::None).await?;
+            Ok(raw.into_iter().take(limit).map(HookDelivery::from).collect())
+        })
+    }
+
+    fn delivery<'a>(&'a self, repo: &'a RepoRef, hook_id: i64, delivery_id: i64) -> BoxFuture<'a, ProviderResult<DeliveredRequest>> {
+        Box::pin(async move {
+            let uri = format!("{}/hooks/{hook_id}/deliveries/{delivery_id}", repo_path(repo));
+            let raw: RawDeliveryWithRequest = self.gh.json(Method::GET, &uri, NoBody::None).await?;
+            if !raw.request.payload.is_object() {
+                return Err(ProviderError::Unexpected(format!("delivery {delivery_id} of hook {hook_id} carries no payload")));
+            }
+            Ok(DeliveredRequest { delivery: raw.delivery.into(), payload: raw.request.payload })
         })
     }
 

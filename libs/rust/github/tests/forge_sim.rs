@@ -5,7 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // helpers of tests: a panic is a failed test
 
 use ck8s_domain::forge::{
-    HookSpec, Label, LineComment, NewPullRequest, NewReview, Permission, ProviderError, PullRequestUpdate, ReactionTarget, RepoRef,
+    DeliveryFilter, HookSpec, Label, LineComment, NewPullRequest, NewReview, Permission, ProviderError, PullRequestUpdate, ReactionTarget, RepoRef,
     RepositoryProvider, ReviewEvent,
 };
 use ck8s_github::{Github, GithubProvider, GithubSettings};
@@ -170,17 +170,26 @@ async fn every_operation_works_against_forge_sim_and_its_answers_match_githubs_o
     gh.add_labels(&repo, n, &["need:input".to_string()]).await.unwrap(); // triggers an issues.labeled delivery
     let started = Instant::now();
     let deliveries = loop {
-        let d = gh.list_deliveries(&repo, hook.id, 10).await.unwrap();
+        let d = gh.list_deliveries(&repo, hook.id, DeliveryFilter::All, 10).await.unwrap();
         if !d.is_empty() || started.elapsed() > Duration::from_secs(10) {
             break d;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert_eq!((deliveries[0].event.as_str(), deliveries[0].action.as_deref()), ("issues", Some("labeled")));
+    // The delivery carries the payload that was sent; only failed deliveries are listed as failed.
+    let full = gh.delivery(&repo, hook.id, deliveries[0].id).await.unwrap();
+    assert_eq!(full.delivery, deliveries[0]);
+    assert_eq!((full.payload["action"].as_str(), full.payload["label"]["name"].as_str()), (Some("labeled"), Some("need:input")));
+    assert_eq!(full.payload["issue"]["number"].as_i64(), Some(n));
+    let failed = gh.list_deliveries(&repo, hook.id, DeliveryFilter::Failed, 10).await.unwrap();
+    assert_eq!(deliveries[0].status_code, 0, "nothing listens at the hook's URL");
+    assert!(failed.iter().any(|d| d.id == deliveries[0].id), "{failed:?}");
+    assert!(matches!(gh.delivery(&repo, hook.id, 999_999).await.unwrap_err(), ProviderError::NotFound(_)));
     gh.redeliver(&repo, hook.id, deliveries[0].id).await.unwrap();
     let started = Instant::now();
     loop {
-        let d = gh.list_deliveries(&repo, hook.id, 10).await.unwrap();
+        let d = gh.list_deliveries(&repo, hook.id, DeliveryFilter::All, 10).await.unwrap();
         if d.iter().any(|x| x.redelivery && x.guid == deliveries[0].guid) {
             break;
         }
@@ -230,6 +239,7 @@ async fn every_operation_works_against_forge_sim_and_its_answers_match_githubs_o
         "PATCH /repos/{owner}/{repo}/hooks/{hook_id}",
         "DELETE /repos/{owner}/{repo}/hooks/{hook_id}",
         "GET /repos/{owner}/{repo}/hooks/{hook_id}/deliveries",
+        "GET /repos/{owner}/{repo}/hooks/{hook_id}/deliveries/{delivery_id}",
         "POST /repos/{owner}/{repo}/hooks/{hook_id}/deliveries/{delivery_id}/attempts",
         "GET /repos/{owner}/{repo}/collaborators/{username}/permission",
     ] {

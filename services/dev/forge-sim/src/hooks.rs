@@ -1,6 +1,9 @@
 //! Repository webhooks: registration (`/repos/{o}/{r}/hooks`) and delivery of events to them,
 //! signed with `X-Hub-Signature-256` exactly as GitHub signs, with `X-GitHub-Event`,
-//! `X-GitHub-Delivery` and `X-GitHub-Hook-ID`. Deliveries are recorded for `/_sim/deliveries`.
+//! `X-GitHub-Delivery` and `X-GitHub-Hook-ID`. Deliveries are recorded, listed and shown with
+//! their request (`/repos/{o}/{r}/hooks/{id}/deliveries[/{delivery_id}]`, as GitHub does) and
+//! redelivered on request. Like GitHub, a hook may point anywhere: forge-sim only reaches `http://`
+//! URLs, and records every other delivery as failed to connect (status code 0).
 
 use crate::rest::{Shared, error, session};
 use axum::Json;
@@ -31,6 +34,8 @@ pub struct Delivery {
     /// `X-GitHub-Delivery` (a redelivery keeps the original's).
     pub guid: String,
     pub hook_id: i64,
+    /// The hook's URL when it was delivered.
+    pub url: String,
     pub event: String,
     pub action: Option<String>,
     pub status: u16,
@@ -58,24 +63,37 @@ pub struct NewHook {
     active: Option<bool>,
 }
 
+/// Like GitHub, only the repository's owner and its admins see and change its hooks (others get 404).
+fn administers(f: &crate::rest::Forge, user: &crate::rest::User, o: &str, r: &str) -> bool {
+    f.repos.get(&crate::rest::key(o, r)).is_some_and(|repo| {
+        repo.owner.eq_ignore_ascii_case(&user.login) || repo.collaborators.get(&user.login.to_lowercase()).is_some_and(|p| p == "admin")
+    })
+}
+
 fn default_events() -> Vec<String> {
     vec!["push".into()]
 }
 
 pub async fn create_hook(State(s): State<Shared>, h: HeaderMap, Path((o, r)): Path<(String, String)>, Json(b): Json<NewHook>) -> Response {
-    let (mut f, _) = respond!(session(&s, &h));
+    let (mut f, user) = respond!(session(&s, &h));
+    if !administers(&f, &user, &o, &r) {
+        return error(StatusCode::NOT_FOUND, "Not Found");
+    }
     if !f.has_repo(&o, &r) {
         return error(StatusCode::NOT_FOUND, "Not Found");
     }
     if !valid_config(&b.config) {
-        return error(StatusCode::UNPROCESSABLE_ENTITY, "Validation Failed: config.url must be an http:// URL and content_type json");
+        return error(StatusCode::UNPROCESSABLE_ENTITY, INVALID_CONFIG);
     }
     let hook = f.add_hook(&o, &r, b.config.url, b.config.secret, b.events);
     (StatusCode::CREATED, Json(hook_json(&f.base_url, &o, &r, &hook))).into_response()
 }
 
+const INVALID_CONFIG: &str = "Validation Failed: config.url must be an http:// or https:// URL and content_type json";
+
 fn valid_config(c: &HookConfig) -> bool {
-    c.url.starts_with("http://") && c.content_type.as_deref().is_none_or(|c| c == "json")
+    let host = c.url.strip_prefix("http://").or_else(|| c.url.strip_prefix("https://")).map(|r| r.split('/').next().unwrap_or(""));
+    host.is_some_and(|h| !h.is_empty()) && c.content_type.as_deref().is_none_or(|c| c == "json")
 }
 
 fn hook_json(base: &str, o: &str, r: &str, h: &Hook) -> Value {
@@ -94,9 +112,12 @@ pub async fn update_hook(
     Path((o, r, id)): Path<(String, String, i64)>,
     Json(b): Json<NewHook>,
 ) -> Response {
-    let (mut f, _) = respond!(session(&s, &h));
+    let (mut f, user) = respond!(session(&s, &h));
+    if !administers(&f, &user, &o, &r) {
+        return error(StatusCode::NOT_FOUND, "Not Found");
+    }
     if !valid_config(&b.config) {
-        return error(StatusCode::UNPROCESSABLE_ENTITY, "Validation Failed: config.url must be an http:// URL and content_type json");
+        return error(StatusCode::UNPROCESSABLE_ENTITY, INVALID_CONFIG);
     }
     let k = crate::rest::key(&o, &r);
     let Some(hook) = f.hooks.iter_mut().find(|x| x.id == id && x.repo_key == k) else { return error(StatusCode::NOT_FOUND, "Not Found") };
@@ -112,41 +133,100 @@ pub async fn update_hook(
 
 /// `DELETE /repos/{o}/{r}/hooks/{hook_id}`.
 pub async fn delete_hook(State(s): State<Shared>, h: HeaderMap, Path((o, r, id)): Path<(String, String, i64)>) -> Response {
-    let (mut f, _) = respond!(session(&s, &h));
+    let (mut f, user) = respond!(session(&s, &h));
+    if !administers(&f, &user, &o, &r) {
+        return error(StatusCode::NOT_FOUND, "Not Found");
+    }
     let k = crate::rest::key(&o, &r);
     let before = f.hooks.len();
     f.hooks.retain(|x| !(x.id == id && x.repo_key == k));
     if f.hooks.len() == before { error(StatusCode::NOT_FOUND, "Not Found") } else { StatusCode::NO_CONTENT.into_response() }
 }
 
-fn delivery_json(d: &Delivery, repo_id: i64) -> Value {
-    json!({"id": d.id, "guid": d.guid, "delivered_at": d.delivered_at, "redelivery": d.redelivery, "duration": d.duration,
-           "status": if (200..300).contains(&d.status) { "OK".to_string() } else { format!("failed ({})", d.status) },
-           "status_code": d.status, "event": d.event, "action": d.action, "installation_id": null, "repository_id": repo_id,
-           "throttled_at": null})
+fn succeeded(d: &Delivery) -> bool {
+    (200..300).contains(&d.status)
 }
 
-/// `GET /repos/{o}/{r}/hooks/{hook_id}/deliveries`: newest first, `per_page` at most 100.
+fn delivery_json(d: &Delivery, repo_id: i64) -> Value {
+    let status = match d.status {
+        _ if succeeded(d) => "OK".to_string(),
+        0 => "failed to connect".to_string(),
+        s => format!("Invalid HTTP Response: {s}"),
+    };
+    json!({"id": d.id, "guid": d.guid, "delivered_at": d.delivered_at, "redelivery": d.redelivery, "duration": d.duration,
+           "status": status, "status_code": d.status, "event": d.event, "action": d.action, "installation_id": null,
+           "repository_id": repo_id, "throttled_at": null})
+}
+
+#[derive(Debug, Deserialize)]
+pub struct DeliveryQuery {
+    per_page: Option<usize>,
+    /// `success` or `failure` (GitHub's `webhook-delivery-status` parameter).
+    status: Option<String>,
+}
+
+/// `GET /repos/{o}/{r}/hooks/{hook_id}/deliveries`: newest first, `per_page` at most 100,
+/// optionally only the successful or the failed ones.
 pub async fn hook_deliveries(
     State(s): State<Shared>,
     h: HeaderMap,
     Path((o, r, id)): Path<(String, String, i64)>,
-    axum::extract::Query(p): axum::extract::Query<crate::rest::Page>,
+    axum::extract::Query(q): axum::extract::Query<DeliveryQuery>,
 ) -> Response {
-    let (f, _) = respond!(session(&s, &h));
+    let (f, user) = respond!(session(&s, &h));
+    if !administers(&f, &user, &o, &r) {
+        return error(StatusCode::NOT_FOUND, "Not Found");
+    }
     let k = crate::rest::key(&o, &r);
     if !f.hooks.iter().any(|x| x.id == id && x.repo_key == k) {
         return error(StatusCode::NOT_FOUND, "Not Found");
     }
+    let wanted: fn(&Delivery) -> bool = match q.status.as_deref() {
+        None => |_| true,
+        Some("success") => succeeded,
+        Some("failure") => |d| !succeeded(d),
+        Some(_) => return error(StatusCode::UNPROCESSABLE_ENTITY, "Validation Failed: status must be success or failure"),
+    };
     let repo_id = f.repos.get(&k).map(|r| r.id).unwrap_or(0);
-    let per = p.per_page.unwrap_or(30).clamp(1, 100);
-    let v: Vec<Value> = f.deliveries().iter().rev().filter(|d| d.hook_id == id).take(per).map(|d| delivery_json(d, repo_id)).collect();
+    let per = q.per_page.unwrap_or(30).clamp(1, 100);
+    let v: Vec<Value> =
+        f.deliveries().iter().rev().filter(|d| d.hook_id == id && wanted(d)).take(per).map(|d| delivery_json(d, repo_id)).collect();
     Json(Value::Array(v)).into_response()
+}
+
+/// `GET /repos/{o}/{r}/hooks/{hook_id}/deliveries/{delivery_id}`: one delivery with the request
+/// that was sent (headers and payload) and the receiver's answer.
+pub async fn hook_delivery(State(s): State<Shared>, h: HeaderMap, Path((o, r, id, delivery)): Path<(String, String, i64, i64)>) -> Response {
+    let (f, user) = respond!(session(&s, &h));
+    if !administers(&f, &user, &o, &r) {
+        return error(StatusCode::NOT_FOUND, "Not Found");
+    }
+    let k = crate::rest::key(&o, &r);
+    if !f.hooks.iter().any(|x| x.id == id && x.repo_key == k) {
+        return error(StatusCode::NOT_FOUND, "Not Found");
+    }
+    let Some(d) = f.deliveries().iter().find(|d| d.id == delivery && d.hook_id == id) else {
+        return error(StatusCode::NOT_FOUND, "Not Found");
+    };
+    let mut v = delivery_json(d, f.repos.get(&k).map(|r| r.id).unwrap_or(0));
+    let payload: Value = serde_json::from_slice(&d.body).unwrap_or(Value::Null);
+    v["url"] = json!(d.url);
+    v["request"] = json!({
+        "headers": {"Accept": "*/*", "Content-Type": "application/json", "User-Agent": "GitHub-Hookshot/forge-sim",
+                    "X-GitHub-Delivery": d.guid, "X-GitHub-Event": d.event, "X-GitHub-Hook-ID": d.hook_id.to_string(),
+                    "X-Hub-Signature-256": "sha256=********"},
+        "payload": payload,
+    });
+    v["response"] = json!({"headers": {}, "payload": if d.status == 0 { Value::Null } else { json!("") }});
+    Json(v).into_response()
 }
 
 /// `POST /repos/{o}/{r}/hooks/{hook_id}/deliveries/{delivery_id}/attempts`: delivers again (202).
 pub async fn redeliver(State(s): State<Shared>, h: HeaderMap, Path((o, r, id, delivery)): Path<(String, String, i64, i64)>) -> Response {
-    let (f, _) = respond!(session(&s, &h));
+    let (f, user) = respond!(session(&s, &h));
+    if !administers(&f, &user, &o, &r) {
+        return error(StatusCode::NOT_FOUND, "Not Found");
+    }
     let k = crate::rest::key(&o, &r);
     let Some(hook) = f.hooks.iter().find(|x| x.id == id && x.repo_key == k).cloned() else {
         return error(StatusCode::NOT_FOUND, "Not Found");
@@ -163,7 +243,10 @@ pub async fn redeliver(State(s): State<Shared>, h: HeaderMap, Path((o, r, id, de
 }
 
 pub async fn list_hooks(State(s): State<Shared>, h: HeaderMap, Path((o, r)): Path<(String, String)>) -> Response {
-    let (f, _) = respond!(session(&s, &h));
+    let (f, user) = respond!(session(&s, &h));
+    if !administers(&f, &user, &o, &r) {
+        return error(StatusCode::NOT_FOUND, "Not Found");
+    }
     if !f.has_repo(&o, &r) {
         return error(StatusCode::NOT_FOUND, "Not Found");
     }
@@ -224,6 +307,7 @@ async fn send_and_record(state: Shared, hook: Hook, event: String, action: Optio
             id,
             guid,
             hook_id: hook.id,
+            url: hook.url.clone(),
             event,
             action,
             status,

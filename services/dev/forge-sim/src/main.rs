@@ -99,6 +99,7 @@ async fn run(cfg: Config) -> Result<(), String> {
         .route("/repos/{owner}/{repo}/hooks", get(hooks::list_hooks).post(hooks::create_hook))
         .route("/repos/{owner}/{repo}/hooks/{hook_id}", patch(hooks::update_hook).delete(hooks::delete_hook))
         .route("/repos/{owner}/{repo}/hooks/{hook_id}/deliveries", get(hooks::hook_deliveries))
+        .route("/repos/{owner}/{repo}/hooks/{hook_id}/deliveries/{delivery_id}", get(hooks::hook_delivery))
         .route("/repos/{owner}/{repo}/hooks/{hook_id}/deliveries/{delivery_id}/attempts", post(hooks::redeliver))
         .route("/user", get(oauth::current_user))
         .route("/user/emails", get(oauth::emails))

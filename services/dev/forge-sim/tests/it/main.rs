@@ -277,6 +277,7 @@ fn new_endpoints_refuse_unauthenticated_unauthorised_and_malformed_requests() {
         ("GET", "/repos/bob/app/contents/README.md"),
         ("GET", "/repos/bob/app/collaborators/bob/permission"),
         ("GET", "/repos/bob/app/hooks/1/deliveries"),
+        ("GET", "/repos/bob/app/hooks/1/deliveries/1"),
         ("PATCH", "/repos/bob/app/labels/x"),
     ] {
         let (s, _, b) = http_request(addr, method, path, &[("Content-Type", "application/json")], Some(b"{}"));
@@ -315,6 +316,20 @@ fn new_endpoints_refuse_unauthenticated_unauthorised_and_malformed_requests() {
     assert_eq!((s, file["content"].as_str(), file["encoding"].as_str()), (200, Some("eA=="), Some("base64")));
     assert_eq!(bob.call("GET", "/repos/bob/app/collaborators/nobody/permission", None).0, 404);
     assert_eq!(bob.call("POST", "/repos/bob/app/hooks/999/deliveries/1/attempts", None).0, 404);
+    // Hooks may point anywhere GitHub could (https included), but only at a URL.
+    for url in ["ftp://example.com/hook", "https://", "not a url"] {
+        assert_eq!(bob.call("POST", "/repos/bob/app/hooks", Some(json!({"config": {"url": url}}))).0, 422, "{url}");
+    }
+    let (s, _, hook) = bob.call("POST", "/repos/bob/app/hooks", Some(json!({"config": {"url": "https://relay.invalid/hook"}, "events": ["issues"]})));
+    assert_eq!(s, 201);
+    let id = hook["id"].as_i64().unwrap();
+    assert_eq!(bob.call("GET", &format!("/repos/bob/app/hooks/{id}/deliveries?status=bogus"), None).0, 422);
+    assert_eq!(bob.call("GET", &format!("/repos/bob/app/hooks/{id}/deliveries/999999"), None).0, 404);
+    assert_eq!(eve.call("GET", &format!("/repos/bob/app/hooks/{id}/deliveries/999999"), None).0, 404);
+    // Only the owner and admins see or change hooks: to anyone else they do not exist.
+    assert_eq!(eve.call("GET", "/repos/bob/app/hooks", None).0, 404);
+    assert_eq!(eve.call("POST", "/repos/bob/app/hooks", Some(json!({"config": {"url": "http://eve.example/steal"}}))).0, 404);
+    assert_eq!(eve.call("GET", &format!("/repos/bob/app/hooks/{id}/deliveries"), None).0, 404);
     assert_eq!(bob.call("POST", "/_sim/faults", Some(json!({"outage": "many"}))).0, 422);
 }
 
