@@ -14,6 +14,9 @@ use agent_runner::pipeline::{RunError, RunInput, RunOutcome, run};
 use agent_runner::prompt::PromptContext;
 use agent_runner::session;
 use agent_runner::workspace::Identity;
+
+/// OpenAI's Responses API root (`POST {base}/responses`).
+const OPENAI_BASE_URL: &str = "https://api.openai.com/v1";
 use ck8s_config::{ConfigError, Layers};
 use ck8s_domain::agent_run::{prompt_kind, stage_of_kind, target_branch, write_scope};
 use ck8s_domain::forge::{RepoRef, RepositoryProvider};
@@ -39,7 +42,7 @@ struct Config {
     learning_mode: bool,
     github_api_url: String,
     git_base_url: String,
-    model_base_url: Option<String>,
+    model_base_url: String,
     codex_bin: PathBuf,
     bot_token: SecretString,
     bot_mail: String,
@@ -91,7 +94,11 @@ impl Config {
             },
             github_api_url: r.string("GITHUB_API_URL", "https://api.github.com"),
             git_base_url: r.string("GIT_BASE_URL", "https://github.com"),
-            model_base_url: r.opt_string("MODEL_BASE_URL"),
+            // OpenAI itself unless another Responses API endpoint (model-sim) is named. Either way it
+            // is an explicit provider (Responses API over HTTP, key from OPENAI_API_KEY): the set-up
+            // verified with the pinned Codex CLI (spec/codex-cli.md), where the built-in provider
+            // would switch to WebSockets and take its key from a login instead.
+            model_base_url: r.string("MODEL_BASE_URL", OPENAI_BASE_URL),
             codex_bin: r.string("CODEX_BIN", "codex").into(),
             bot_token: r.required_secret("GIT_BOT_TOKEN", "the bot's GitHub token (the worker passes it as a secret)"),
             bot_mail: r.string("GIT_BOT_MAIL", "codex-bot@users.noreply.github.com"),
@@ -225,7 +232,7 @@ async fn prepare(cfg: &Config, provider: &GithubProvider, cb: &Callbacks) -> Res
         home,
         model: cfg.model.clone(),
         reasoning_effort: cfg.reasoning.clone(),
-        provider: cfg.model_base_url.clone().map(|base_url| Provider { base_url }),
+        provider: Some(Provider { base_url: cfg.model_base_url.clone() }),
         mcp: cfg.mcp_url.clone().map(|url| Mcp { url }),
         api_key: cfg.model_key.clone(),
         mcp_token: Some(cfg.run_token.clone()),
@@ -427,5 +434,32 @@ fn main() -> ExitCode {
             eprintln!("agent-runner: {message}");
             ExitCode::from(code)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(extra: &[(&str, &str)]) -> Config {
+        let mut env: Vec<(String, String)> = [
+            ("CODEXK8S_RUN_ID", "7f0c8a52-2c1a-4a8e-9d3e-2b6f4f0f7a10"),
+            ("CODEXK8S_REPOSITORY_FULL_NAME", "acme/app"),
+            ("CODEXK8S_GIT_BOT_TOKEN", "t"),
+            ("CODEXK8S_OPENAI_API_KEY", "k"),
+            ("CODEXK8S_CONTROL_PLANE_GRPC_TARGET", "http://127.0.0.1:9090"),
+            ("CODEXK8S_RUN_TOKEN", "r"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        Config::load(&Layers::from_parts(env, Vec::<String>::new()).expect("layers")).expect("config")
+    }
+
+    #[test]
+    fn the_model_is_openai_unless_another_endpoint_is_named() {
+        assert_eq!(config(&[]).model_base_url, "https://api.openai.com/v1");
+        assert_eq!(config(&[("CODEXK8S_MODEL_BASE_URL", "http://127.0.0.1:8091/v1")]).model_base_url, "http://127.0.0.1:8091/v1");
     }
 }
