@@ -1,22 +1,36 @@
-//! devstack: starts the local codex-k8s stack on its embedded defaults — PostgreSQL 18 + pgvector
-//! from `scripts/pg.sh`, forge-sim as GitHub (seeded with the demo repository, its bot and owner,
-//! and a webhook to the gateway), then control-plane (after `control-plane migrate`), worker and
-//! api-gateway as child processes — waits until every `/readyz` answers, prints where each
-//! listens, then shows the main loop: the demo owner labels an issue `run:dev` on forge-sim,
-//! forge-sim delivers the signed webhook, and the run's status comment appears on the issue. On
-//! Ctrl-C (or SIGTERM) it stops them all, waits for them, and stops PostgreSQL if it started it.
-//! `--smoke` does the same on free ports and stops at once: the test suite runs it to prove the
-//! README's first command works.
+//! devstack: starts the local codex-k8s stack — PostgreSQL 18 + pgvector from `scripts/pg.sh`,
+//! then control-plane (after `control-plane migrate`), worker and api-gateway as child processes —
+//! waits until every `/readyz` answers, prints where each listens, then shows the main job: the
+//! owner opens an issue and labels it `run:dev`, the signed webhook comes in, the worker runs the
+//! agent (the real Codex CLI), and the pull request, the final status comment and the learning
+//! comments are printed. On Ctrl-C (or SIGTERM) it stops them all, waits for them, and stops
+//! PostgreSQL if it started it. `--smoke` does the same on free ports and stops at once: the test
+//! suite runs it to prove the README's first command works.
+//!
+//! On its embedded defaults forge-sim plays GitHub (seeded with the demo repository, its bot and
+//! owner, and a webhook to the gateway) and model-sim plays the model. With real credentials
+//! (`CODEXK8S_FIRST_PROJECT_GITHUB_REPO` + `CODEXK8S_GITHUB_PAT`, and `CODEXK8S_OPENAI_API_KEY`) the
+//! same command serves a GitHub repository and OpenAI instead: it ensures the repository's webhook
+//! and labels, and — unless `CODEXK8S_GITHUB_WEBHOOK_URL` names a public address that reaches the
+//! gateway — brings GitHub's deliveries in through the relay (`relay.rs`, ADR-0013).
 //!
 //! Binaries are taken from the directory of this executable (`cargo build --bins` puts them
 //! there); service logs go to `.cache/devstack/logs/<service>.log`.
 
+mod demo;
+mod relay;
+mod target;
+
 use anyhow::{Context, Result, bail};
+use relay::Relay;
+use secrecy::{ExposeSecret, SecretString};
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use target::{Model, RealGithub, Settings, Target};
 use tokio::process::{Child, Command};
 
 struct Svc {
@@ -51,7 +65,7 @@ fn port_free(port: u16) -> bool {
     std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() && std::net::TcpListener::bind(("0.0.0.0", port)).is_ok()
 }
 
-fn say(msg: impl AsRef<str>) {
+pub(crate) fn say(msg: impl AsRef<str>) {
     println!("devstack: {}", msg.as_ref());
     let _ = std::io::stdout().flush();
 }
@@ -133,16 +147,60 @@ async fn terminate(running: &mut [Running], grace: Duration) {
     }
 }
 
+const USAGE: &str = "usage: devstack [--smoke] [--no-demo] [--env-file PATH]
+  --smoke           free ports, a throw-away database; show the main job once and stop (the tests run this)
+  --no-demo         start the stack without opening and labelling the demo issue
+  --env-file PATH   CODEXK8S_* settings as KEY=VALUE lines (the environment wins over the file)
+Real credentials instead of forge-sim and model-sim (see README, \"With real credentials\"):
+  CODEXK8S_FIRST_PROJECT_GITHUB_REPO=you/scratch CODEXK8S_GITHUB_PAT=…   GitHub
+  CODEXK8S_OPENAI_API_KEY=…                                              OpenAI";
+
+struct Args {
+    smoke: bool,
+    demo: bool,
+    env_file: Option<PathBuf>,
+}
+
+fn parse_args(args: impl Iterator<Item = String>) -> Result<Option<Args>> {
+    let mut out = Args { smoke: false, demo: true, env_file: None };
+    let mut args = args;
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--smoke" => out.smoke = true,
+            "--no-demo" => out.demo = false,
+            "--env-file" => out.env_file = Some(args.next().context("--env-file needs a path")?.into()),
+            "-h" | "--help" => return Ok(None),
+            other => bail!("unknown argument {other:?}\n{USAGE}"),
+        }
+    }
+    Ok(Some(out))
+}
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<()> {
-    let smoke = std::env::args().any(|a| a == "--smoke");
+    let Some(args) = parse_args(std::env::args().skip(1))? else {
+        println!("{USAGE}");
+        return Ok(());
+    };
+    let smoke = args.smoke;
+    let settings = Settings::load(args.env_file.as_deref(), std::env::vars())?;
+    let real_github = RealGithub::from(&settings)?;
+    let model = Model::from(&settings);
     let root = repo_root()?;
     let bin_dir = std::env::current_exe()?.parent().map(Path::to_path_buf).context("locating binaries")?;
-    let state = root.join(".cache/devstack");
+    // Logs, run directories and generated secrets (`CODEXK8S_DEVSTACK_DIR` keeps a second stack apart).
+    let state = settings.get("CODEXK8S_DEVSTACK_DIR").map(PathBuf::from).unwrap_or_else(|| root.join(".cache/devstack"));
     let logs = state.join("logs");
     std::fs::create_dir_all(&logs)?;
 
-    for b in ["control-plane", "worker", "api-gateway", "forge-sim", "model-sim", "agent-runner"] {
+    let mut needed = vec!["control-plane", "worker", "api-gateway", "agent-runner"];
+    if real_github.is_none() {
+        needed.push("forge-sim");
+    }
+    if model == Model::Sim {
+        needed.push("model-sim");
+    }
+    for b in needed {
         if !bin_dir.join(b).exists() {
             bail!(
                 "{} is missing: build the binaries first with `cargo build --bins` (scripts/dev.sh does this)",
@@ -169,41 +227,41 @@ async fn main() -> Result<()> {
         say(format!("created database {db_name}"));
     }
 
-    let secrets = local_secrets(&state)?;
     let port = |default: u16| if smoke { free_port() } else { default };
     let (gw, cp_http, cp_grpc, wk, fs, ms) = (port(8080), port(8081), port(9090), port(8082), port(8090), port(8091));
-    for (name, p) in [
-        ("api-gateway", gw),
-        ("control-plane http", cp_http),
-        ("control-plane grpc", cp_grpc),
-        ("worker", wk),
-        ("forge-sim", fs),
-        ("model-sim", ms),
-    ] {
+    let mut ports = vec![("api-gateway", gw), ("control-plane http", cp_http), ("control-plane grpc", cp_grpc), ("worker", wk)];
+    if real_github.is_none() {
+        ports.push(("forge-sim", fs));
+    }
+    if model == Model::Sim {
+        ports.push(("model-sim", ms));
+    }
+    for (name, p) in ports {
         if !port_free(p) {
             bail!("port {p} for {name} is in use: stop what holds it (perhaps another devstack) and try again");
         }
     }
 
-    let mut common: Vec<(String, String)> = vec![
-        ("CODEXK8S_DB_HOST".into(), "127.0.0.1".into()),
-        ("CODEXK8S_DB_PORT".into(), pg_port.to_string()),
-        ("CODEXK8S_DB_NAME".into(), db_name.clone()),
-        ("CODEXK8S_DB_USER".into(), "postgres".into()),
-        ("CODEXK8S_DB_SSLMODE".into(), "disable".into()),
-    ];
-    common.extend(secrets.into_iter());
+    // Generated local secrets, then the operator's settings over them, then the database.
+    let mut merged: BTreeMap<String, String> = local_secrets(&state)?;
+    merged.extend(settings.all());
+    merged.extend([
+        ("CODEXK8S_DB_HOST".to_string(), "127.0.0.1".to_string()),
+        ("CODEXK8S_DB_PORT".to_string(), pg_port.to_string()),
+        ("CODEXK8S_DB_NAME".to_string(), db_name.clone()),
+        ("CODEXK8S_DB_USER".to_string(), "postgres".to_string()),
+        ("CODEXK8S_DB_SSLMODE".to_string(), "disable".to_string()),
+    ]);
+    let webhook_secret = merged.get("CODEXK8S_GITHUB_WEBHOOK_SECRET").cloned().unwrap_or_default();
+    let model_key = merged.get("CODEXK8S_OPENAI_API_KEY").cloned().unwrap_or_default();
+    let common: Vec<(String, String)> = merged.into_iter().collect();
 
-    // forge-sim first: it plays GitHub, and the bootstrap needs its repository id and bot token.
     let forge_svc = Svc {
         name: "forge-sim",
         ports: vec![("http", fs)],
         env: vec![("CODEXK8S_FORGE_SIM_HTTP_ADDR".into(), format!("127.0.0.1:{fs}"))],
         ready_port: fs,
     };
-    let mut running: Vec<Running> = Vec::new();
-    let webhook_secret = common.iter().find(|(k, _)| k == "CODEXK8S_GITHUB_WEBHOOK_SECRET").map(|(_, v)| v.clone()).unwrap_or_default();
-    let model_key = common.iter().find(|(k, _)| k == "CODEXK8S_OPENAI_API_KEY").map(|(_, v)| v.clone()).unwrap_or_default();
     let model_svc = Svc {
         name: "model-sim",
         ports: vec![("http", ms)],
@@ -213,32 +271,61 @@ async fn main() -> Result<()> {
         ],
         ready_port: ms,
     };
-    let seeded = async {
-        running.push(spawn(&bin_dir, &logs, &forge_svc, &common)?);
-        running.push(spawn(&bin_dir, &logs, &model_svc, &common)?);
-        wait_ready(&forge_svc, &mut running, &logs, Instant::now() + Duration::from_secs(30)).await?;
-        wait_ready(&model_svc, &mut running, &logs, Instant::now() + Duration::from_secs(30)).await?;
-        let seed = seed_forge(fs, gw, &webhook_secret).await?;
-        seed_readme(fs, &seed.bot_token, &state).await?;
-        Ok::<_, anyhow::Error>(seed)
+    let mut running: Vec<Running> = Vec::new();
+    let mut sims: Vec<&Svc> = Vec::new();
+    let prepared = async {
+        if model == Model::Sim {
+            running.push(spawn(&bin_dir, &logs, &model_svc, &common)?);
+            wait_ready(&model_svc, &mut running, &logs, Instant::now() + Duration::from_secs(30)).await?;
+            sims.push(&model_svc);
+        }
+        match &real_github {
+            Some(gh) => {
+                say(format!("real GitHub: preparing {} at {} (webhook and labels)", gh.repo.full_name(), gh.api_url));
+                target::prepare_real(gh, &webhook_secret).await
+            }
+            None => {
+                running.push(spawn(&bin_dir, &logs, &forge_svc, &common)?);
+                wait_ready(&forge_svc, &mut running, &logs, Instant::now() + Duration::from_secs(30)).await?;
+                sims.push(&forge_svc);
+                let seed = seed_forge(fs, gw, &webhook_secret).await?;
+                seed_readme(fs, &seed.bot_token, &state).await?;
+                let tokens = state.join("forge-tokens.env");
+                std::fs::write(
+                    &tokens,
+                    format!(
+                        "FORGE_SIM_URL=http://127.0.0.1:{fs}\nDEMO_BOT_TOKEN={}\nDEMO_OWNER_TOKEN={}\n",
+                        seed.bot_token, seed.owner_token
+                    ),
+                )?;
+                {
+                    use std::os::unix::fs::PermissionsExt;
+                    std::fs::set_permissions(&tokens, std::fs::Permissions::from_mode(0o600))?;
+                }
+                sim_target(fs, seed)
+            }
+        }
     }
     .await;
-    let seed = match seeded {
-        Ok(s) => s,
+    let target = match prepared {
+        Ok(t) => t,
         Err(e) => {
             terminate(&mut running, Duration::from_secs(5)).await;
-            return Err(e.context("setting up forge-sim"));
+            return Err(e.context(if real_github.is_some() { "setting up the GitHub repository" } else { "setting up forge-sim" }));
         }
     };
-    say(format!("forge-sim plays GitHub: repository {DEMO_REPO} (id {}), bot `{DEMO_BOT}`, owner `{DEMO_OWNER_LOGIN}`", seed.repo_id));
-    let tokens = state.join("forge-tokens.env");
-    std::fs::write(
-        &tokens,
-        format!("FORGE_SIM_URL=http://127.0.0.1:{fs}\nDEMO_BOT_TOKEN={}\nDEMO_OWNER_TOKEN={}\n", seed.bot_token, seed.owner_token),
-    )?;
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&tokens, std::fs::Permissions::from_mode(0o600))?;
+    let full = target.repo.full_name();
+    say(format!(
+        "{} plays GitHub: repository {full} (id {}), bot `{}`, owner `{}`",
+        if target.real { target.api_url.as_str() } else { "forge-sim" },
+        target.repo_id,
+        target.bot_login,
+        target.owner_login
+    ));
+    match &model {
+        Model::Sim => say("model-sim plays the model (scripted turns; set CODEXK8S_OPENAI_API_KEY for OpenAI)"),
+        Model::External { base_url: None } => say("the model is OpenAI (CODEXK8S_OPENAI_API_KEY)"),
+        Model::External { base_url: Some(u) } => say(format!("the model is the Responses API at {u}")),
     }
 
     say("applying migrations");
@@ -246,6 +333,29 @@ async fn main() -> Result<()> {
     migrate.arg("migrate").envs(common.iter().cloned());
     run_checked(&mut migrate, "control-plane migrate").await?;
 
+    let bot_token = target.bot_token.expose_secret().to_string();
+    let bot_mail = settings.get("CODEXK8S_GIT_BOT_MAIL").map(String::from).unwrap_or_else(|| {
+        if target.real { format!("{}@users.noreply.github.com", target.bot_login) } else { format!("{}@codex-k8s.local", target.bot_login) }
+    });
+    let mut worker_env: Vec<(String, String)> = vec![
+        ("CODEXK8S_HTTP_ADDR".into(), format!("127.0.0.1:{wk}")),
+        ("CODEXK8S_WORKER_ID".into(), "devstack-worker-1".into()),
+        ("CODEXK8S_WORKER_POLL_INTERVAL".into(), "1s".into()),
+        // Each run executes the agent runner as a local process, with the real Codex CLI.
+        ("CODEXK8S_WORKER_JOB_COMMAND".into(), bin_dir.join("agent-runner").display().to_string()),
+        ("CODEXK8S_GITHUB_API_URL".into(), target.api_url.clone()),
+        ("CODEXK8S_GIT_BASE_URL".into(), target.git_url.clone()),
+        ("CODEXK8S_CODEX_BIN".into(), root.join("tools/codex/node_modules/.bin/codex").display().to_string()),
+        ("CODEXK8S_GIT_BOT_TOKEN".into(), bot_token.clone()),
+        ("CODEXK8S_GIT_BOT_MAIL".into(), bot_mail),
+        ("CODEXK8S_OPENAI_API_KEY".into(), model_key.clone()),
+        ("CODEXK8S_WORKER_LOCAL_RUNTIME_DIR".into(), state.join("runs").display().to_string()),
+        ("CODEXK8S_CONTROL_PLANE_GRPC_TARGET".into(), format!("http://127.0.0.1:{cp_grpc}")),
+        ("CODEXK8S_GIT_BOT_USERNAME".into(), target.bot_login.clone()),
+    ];
+    if model == Model::Sim {
+        worker_env.push(("CODEXK8S_MODEL_BASE_URL".into(), format!("http://127.0.0.1:{ms}/v1")));
+    }
     let svcs = vec![
         Svc {
             name: "control-plane",
@@ -254,13 +364,17 @@ async fn main() -> Result<()> {
                 ("CODEXK8S_HTTP_ADDR".into(), format!("127.0.0.1:{cp_http}")),
                 ("CODEXK8S_GRPC_ADDR".into(), format!("127.0.0.1:{cp_grpc}")),
                 ("CODEXK8S_SERVICES_CONFIG_PATH".into(), root.join("services.yaml").display().to_string()),
-                ("CODEXK8S_BOOTSTRAP_OWNER_EMAIL".into(), DEMO_OWNER_EMAIL.into()),
-                ("CODEXK8S_BOOTSTRAP_OWNER_GITHUB_LOGIN".into(), DEMO_OWNER_LOGIN.into()),
+                (
+                    "CODEXK8S_BOOTSTRAP_OWNER_EMAIL".into(),
+                    settings.get("CODEXK8S_BOOTSTRAP_OWNER_EMAIL").unwrap_or(DEMO_OWNER_EMAIL).to_string(),
+                ),
+                ("CODEXK8S_BOOTSTRAP_OWNER_GITHUB_LOGIN".into(), target.owner_login.clone()),
                 ("CODEXK8S_BOOTSTRAP_PROJECT_SLUG".into(), "demo".into()),
                 ("CODEXK8S_BOOTSTRAP_PROJECT_NAME".into(), "Demo project".into()),
-                ("CODEXK8S_BOOTSTRAP_REPOSITORIES".into(), format!("{DEMO_REPO}={}", seed.repo_id)),
-                ("CODEXK8S_GITHUB_PAT".into(), seed.bot_token.clone()),
-                ("CODEXK8S_GITHUB_API_URL".into(), format!("http://127.0.0.1:{fs}")),
+                ("CODEXK8S_BOOTSTRAP_REPOSITORIES".into(), format!("{full}={}", target.repo_id)),
+                // The platform writes comments and labels as the bot.
+                ("CODEXK8S_GITHUB_PAT".into(), bot_token),
+                ("CODEXK8S_GITHUB_API_URL".into(), target.api_url.clone()),
                 ("CODEXK8S_SIDE_EFFECTS_POLL_INTERVAL".into(), "500ms".into()),
                 // Status comments link to the run page and the next-step dialog of the console.
                 ("CODEXK8S_CONSOLE_URL".into(), format!("http://127.0.0.1:{gw}")),
@@ -269,29 +383,7 @@ async fn main() -> Result<()> {
             ],
             ready_port: cp_http,
         },
-        Svc {
-            name: "worker",
-            ports: vec![("http", wk)],
-            env: vec![
-                ("CODEXK8S_HTTP_ADDR".into(), format!("127.0.0.1:{wk}")),
-                ("CODEXK8S_WORKER_ID".into(), "devstack-worker-1".into()),
-                ("CODEXK8S_WORKER_POLL_INTERVAL".into(), "1s".into()),
-                // Each run executes the agent runner as a local process, with the real Codex CLI
-                // talking to model-sim and git and the API talking to forge-sim.
-                ("CODEXK8S_WORKER_JOB_COMMAND".into(), bin_dir.join("agent-runner").display().to_string()),
-                ("CODEXK8S_GITHUB_API_URL".into(), format!("http://127.0.0.1:{fs}")),
-                ("CODEXK8S_GIT_BASE_URL".into(), format!("http://127.0.0.1:{fs}/git")),
-                ("CODEXK8S_MODEL_BASE_URL".into(), format!("http://127.0.0.1:{ms}/v1")),
-                ("CODEXK8S_CODEX_BIN".into(), root.join("tools/codex/node_modules/.bin/codex").display().to_string()),
-                ("CODEXK8S_GIT_BOT_TOKEN".into(), seed.bot_token.clone()),
-                ("CODEXK8S_GIT_BOT_MAIL".into(), format!("{DEMO_BOT}@codex-k8s.local")),
-                ("CODEXK8S_OPENAI_API_KEY".into(), model_key.clone()),
-                ("CODEXK8S_WORKER_LOCAL_RUNTIME_DIR".into(), state.join("runs").display().to_string()),
-                ("CODEXK8S_CONTROL_PLANE_GRPC_TARGET".into(), format!("http://127.0.0.1:{cp_grpc}")),
-                ("CODEXK8S_GIT_BOT_USERNAME".into(), DEMO_BOT.into()),
-            ],
-            ready_port: wk,
-        },
+        Svc { name: "worker", ports: vec![("http", wk)], env: worker_env, ready_port: wk },
         Svc {
             name: "api-gateway",
             ports: vec![("http", gw)],
@@ -327,38 +419,42 @@ async fn main() -> Result<()> {
     println!("  {:<15} {:<28} health", "service", "listens on");
     let pg_addr = format!("127.0.0.1:{pg_port}");
     println!("  {:<15} {pg_addr:<28} database {db_name}", "postgres");
-    for s in [&forge_svc, &model_svc].into_iter().chain(svcs.iter()) {
+    for s in sims.iter().copied().chain(svcs.iter()) {
         let addrs: Vec<String> = s.ports.iter().map(|(n, p)| format!("{n} 127.0.0.1:{p}")).collect();
         println!("  {:<15} {:<28} http://127.0.0.1:{}/readyz", s.name, addrs.join(", "), s.ready_port);
     }
     println!("  logs: {}", logs.display());
 
-    let check = demo_label(fs, &seed).await;
-    match &check {
-        Ok(shown) => {
-            say(format!(
-                "{DEMO_OWNER_LOGIN} labelled {DEMO_REPO}#{} `run:dev` on forge-sim; the signed webhook came in and the worker ran the agent (the real Codex CLI against model-sim):",
-                seed.issue
-            ));
-            println!("{shown}");
-            say(format!(
-                "look next: http://127.0.0.1:{fs}/repos/{DEMO_REPO}/pulls and …/issues/{}/comments (tokens in .cache/devstack/forge-tokens.env), \
-                 the run in PostgreSQL (agent_runs, flow_events), logs in {} and the agent's log under .cache/devstack/runs",
-                seed.issue,
-                logs.display()
-            ));
-        }
-        Err(e) => say(format!("the demo check failed: {e}")),
+    let relayed = Arc::new(Mutex::new(Vec::new()));
+    if target.relayed {
+        let relay = Relay::new(
+            target.owner.clone(),
+            target.repo.clone(),
+            target.hook_id,
+            std::net::SocketAddr::from(([127, 0, 0, 1], gw)),
+            SecretString::from(webhook_secret.clone()),
+        );
+        start_relay(relay, relayed.clone()).await;
+    }
+
+    let check = if args.demo {
+        demo(&target, &relayed, &model, &state).await
+    } else {
+        say(format!("--no-demo: label an issue `run:dev` in {full} to start a run"));
+        Ok(())
+    };
+    if let Err(e) = &check {
+        say(format!("the demo check failed: {e:#}"));
     }
 
     let outcome = if let Err(e) = check {
-        Err(anyhow::anyhow!("the demo check failed: {e}"))
+        Err(anyhow::anyhow!("the demo check failed: {e:#}"))
     } else if smoke {
         say("--smoke: every service answered /readyz; stopping");
         Ok(())
     } else {
         say("press Ctrl-C to stop everything");
-        wait_for_stop(&mut running).await
+        wait_for_stop(&mut running, &logs).await
     };
 
     terminate(&mut running, Duration::from_secs(15)).await;
@@ -372,6 +468,88 @@ async fn main() -> Result<()> {
     say("stopped cleanly");
     outcome
 }
+
+/// Opens and labels the demo issue, waits for the main job and shows it.
+async fn demo(target: &Target, relayed: &Arc<Mutex<Vec<relay::Forwarded>>>, model: &Model, state: &Path) -> Result<()> {
+    let full = target.repo.full_name();
+    let n = demo::open_and_label(target).await?;
+    say(format!(
+        "{} opened {full}#{n} \"{}\" and labelled it `run:dev`; waiting for the webhook, the agent and its pull request{}",
+        target.owner_login,
+        demo::ISSUE_TITLE,
+        if matches!(model, Model::External { .. }) { " (a real model takes a few minutes)" } else { "" }
+    ));
+    let patience = demo::Patience::for_target(target.real, matches!(model, Model::External { .. }));
+    let shown = demo::watch(target, n, relayed, &patience, state).await?;
+    let engine = match model {
+        Model::Sim => "the real Codex CLI against model-sim",
+        Model::External { .. } => "the real Codex CLI against the configured model",
+    };
+    say(format!("the signed webhook came in and the worker ran the agent ({engine}):"));
+    println!("{shown}");
+    if target.real {
+        say(format!(
+            "look next: {}/{full}/issues/{n} and its pull request; the run in PostgreSQL (agent_runs, flow_events); logs in {} \
+             and the agent's log under {}",
+            target.git_url,
+            state.join("logs").display(),
+            state.join("runs").display()
+        ));
+    } else {
+        say(format!(
+            "look next: {}/repos/{full}/pulls and …/issues/{n}/comments (tokens in {}), \
+             the run in PostgreSQL (agent_runs, flow_events), logs in {} and the agent's log under {}",
+            target.api_url,
+            state.join("forge-tokens.env").display(),
+            state.join("logs").display(),
+            state.join("runs").display()
+        ));
+    }
+    Ok(())
+}
+
+/// Starts the relay in the background: it forwards deliveries GitHub could not make, every 5 s.
+async fn start_relay(mut relay: Relay, forwarded: Arc<Mutex<Vec<relay::Forwarded>>>) {
+    match relay.prime().await {
+        Ok(n) => say(format!(
+            "webhook relay: GitHub cannot reach this machine, so devstack reads the hook's failed deliveries through GitHub's API \
+             and forwards new ones to the gateway ({n} older ones left alone)"
+        )),
+        Err(e) => say(format!("webhook relay: cannot list the hook's deliveries yet ({e}); retrying")),
+    }
+    tokio::spawn(async move {
+        let mut last_error = String::new();
+        loop {
+            tokio::time::sleep(RELAY_INTERVAL).await;
+            match relay.tick().await {
+                Ok(done) => {
+                    last_error.clear();
+                    for f in done {
+                        say(format!(
+                            "webhook relay: {} {} (delivery {}) -> gateway answered {}",
+                            f.event,
+                            f.action.as_deref().unwrap_or("-"),
+                            f.guid,
+                            if f.status == 0 { "nothing (will retry)".to_string() } else { f.status.to_string() }
+                        ));
+                        if let Ok(mut v) = forwarded.lock() {
+                            v.push(f);
+                        }
+                    }
+                }
+                Err(e) => {
+                    let msg = e.to_string();
+                    if msg != last_error {
+                        say(format!("webhook relay: {msg}; retrying every {} s", RELAY_INTERVAL.as_secs()));
+                        last_error = msg;
+                    }
+                }
+            }
+        }
+    });
+}
+
+const RELAY_INTERVAL: Duration = Duration::from_secs(5);
 
 const DEMO_OWNER_EMAIL: &str = "owner@codex-k8s.local";
 const DEMO_OWNER_LOGIN: &str = "demo-owner";
@@ -436,13 +614,13 @@ async fn http_json(
 /// What devstack created on forge-sim.
 struct Seed {
     repo_id: i64,
+    hook_id: i64,
     bot_token: String,
     owner_token: String,
-    issue: i64,
 }
 
 /// Creates the demo bot (owner of the repository, whose token the platform uses), the demo owner
-/// (a human), the repository with a webhook to the gateway, and an issue.
+/// (a human), and the repository with a webhook to the gateway.
 async fn seed_forge(fs: u16, gw: u16, webhook_secret: &str) -> Result<Seed> {
     let mut tokens = Vec::new();
     for (login, kind) in [(DEMO_BOT, "Bot"), (DEMO_OWNER_LOGIN, "User")] {
@@ -465,20 +643,41 @@ async fn seed_forge(fs: u16, gw: u16, webhook_secret: &str) -> Result<Seed> {
     if s != 201 {
         bail!("forge-sim refused the repository: {s} {repo}");
     }
+    // The owner administers the repository too (on GitHub, the person who set the platform up).
+    let admin = serde_json::json!({"login": DEMO_OWNER_LOGIN, "permission": "admin"});
+    let (s, v) = http_json(fs, "POST", &format!("/_sim/repos/{DEMO_REPO}/collaborators"), Some(&bot_token), Some(admin)).await?;
+    if s != 204 && s != 201 && s != 200 {
+        bail!("forge-sim refused the owner as a collaborator: {s} {v}");
+    }
     let hook = serde_json::json!({
         "config": {"url": format!("http://127.0.0.1:{gw}/api/v1/webhooks/github"), "secret": webhook_secret, "content_type": "json"},
-        "events": ["issues", "issue_comment", "pull_request", "pull_request_review", "push"],
+        "events": target::HOOK_EVENTS,
     });
     let (s, v) = http_json(fs, "POST", &format!("/repos/{DEMO_REPO}/hooks"), Some(&bot_token), Some(hook)).await?;
     if s != 201 {
         bail!("forge-sim refused the webhook: {s} {v}");
     }
-    let issue = serde_json::json!({"title": "Say hello", "body": "Add a `hello` command that prints a greeting."});
-    let (s, v) = http_json(fs, "POST", &format!("/repos/{DEMO_REPO}/issues"), Some(&owner_token), Some(issue)).await?;
-    if s != 201 {
-        bail!("forge-sim refused the issue: {s} {v}");
-    }
-    Ok(Seed { repo_id: repo["id"].as_i64().unwrap_or(0), bot_token, owner_token, issue: v["number"].as_i64().unwrap_or(1) })
+    Ok(Seed { repo_id: repo["id"].as_i64().unwrap_or(0), hook_id: v["id"].as_i64().unwrap_or(0), bot_token, owner_token })
+}
+
+/// The demo repository on forge-sim, watched through the GitHub adapter like GitHub itself.
+fn sim_target(fs: u16, seed: Seed) -> Result<Target> {
+    let api_url = format!("http://127.0.0.1:{fs}");
+    let owner_api = target::client(&api_url, &SecretString::from(seed.owner_token))?;
+    Ok(Target {
+        repo: ck8s_domain::forge::RepoRef::new(DEMO_REPO.split('/').next().unwrap_or("demo"), DEMO_REPO.split('/').nth(1).unwrap_or("")),
+        repo_id: seed.repo_id,
+        git_url: format!("{api_url}/git"),
+        api_url,
+        bot_login: DEMO_BOT.into(),
+        bot_token: SecretString::from(seed.bot_token),
+        owner_login: DEMO_OWNER_LOGIN.into(),
+        owner: ck8s_github::GithubProvider::new(owner_api.clone()),
+        owner_api,
+        hook_id: seed.hook_id,
+        relayed: false,
+        real: false,
+    })
 }
 
 /// Pushes the demo repository's first commit (a README) to forge-sim as the bot, so runs branch
@@ -532,121 +731,7 @@ async fn seed_readme(fs: u16, bot_token: &str, state: &Path) -> Result<()> {
     Ok(())
 }
 
-/// The demo owner labels the issue `run:dev` on forge-sim; forge-sim delivers the signed webhook
-/// to the gateway; the platform records the run and writes its status comment back. Returns what
-/// a newcomer should see: the delivery's answer and the status comment.
-async fn demo_label(fs: u16, seed: &Seed) -> Result<String> {
-    let path = format!("/repos/{DEMO_REPO}/issues/{}/labels", seed.issue);
-    let (s, v) = http_json(fs, "POST", &path, Some(&seed.owner_token), Some(serde_json::json!({"labels": ["run:dev"]}))).await?;
-    if s != 200 {
-        bail!("forge-sim refused the label: {s} {v}");
-    }
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let (_, deliveries) = http_json(fs, "GET", "/_sim/deliveries", None, None).await?;
-        let (_, comments) =
-            http_json(fs, "GET", &format!("/repos/{DEMO_REPO}/issues/{}/comments", seed.issue), Some(&seed.owner_token), None).await?;
-        let status =
-            comments.as_array().into_iter().flatten().find(|c| c["body"].as_str().is_some_and(|b| b.contains("codex-k8s:run-status")));
-        if let Some(c) = status {
-            let labelled = deliveries.as_array().into_iter().flatten().find(|d| d["action"] == "labeled");
-            let d = labelled.unwrap_or(&deliveries[0]);
-            let body = c["body"].as_str().unwrap_or_default();
-            let visible: Vec<&str> = body.lines().filter(|l| !l.starts_with("<!--")).collect();
-            let mut shown = format!(
-                "  delivery {} ({} {}) -> gateway answered {}\n  status comment by {} on {DEMO_REPO}#{}:\n    {}",
-                d["guid"].as_str().unwrap_or("?"),
-                d["event"].as_str().unwrap_or("?"),
-                d["action"].as_str().unwrap_or("?"),
-                d["status_code"],
-                c["user"]["login"].as_str().unwrap_or("?"),
-                seed.issue,
-                visible.join("\n    ")
-            );
-            shown.push_str(&format!("\n{}", wait_for_pull_request(fs, seed).await?));
-            shown.push_str(&format!("\n{}", wait_for_final_status(fs, seed).await?));
-            return Ok(shown);
-        }
-        if Instant::now() > deadline {
-            bail!("no status comment within 60 s; deliveries: {deliveries}; see .cache/devstack/logs/control-plane.log");
-        }
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
-}
-
-/// Waits for the agent's pull request on forge-sim and describes it.
-async fn wait_for_pull_request(fs: u16, seed: &Seed) -> Result<String> {
-    let deadline = Instant::now() + Duration::from_secs(180);
-    let branch = format!("codex/issue-{}", seed.issue);
-    loop {
-        let (_, pulls) = http_json(fs, "GET", &format!("/repos/{DEMO_REPO}/pulls?state=open"), Some(&seed.owner_token), None).await?;
-        if let Some(pr) = pulls.as_array().into_iter().flatten().find(|p| p["head"]["ref"] == branch.as_str()) {
-            let n = pr["number"].as_i64().unwrap_or(0);
-            let (_, file) =
-                http_json(fs, "GET", &format!("/repos/{DEMO_REPO}/contents/hello.sh?ref={branch}"), Some(&seed.owner_token), None).await?;
-            let (_, issue) =
-                http_json(fs, "GET", &format!("/repos/{DEMO_REPO}/issues/{}", seed.issue), Some(&seed.owner_token), None).await?;
-            let labels: Vec<&str> = issue["labels"].as_array().into_iter().flatten().filter_map(|l| l["name"].as_str()).collect();
-            return Ok(format!(
-                "  pull request #{n} by {}: {}\n    {} <- {} (head {})\n    body: {}\n    hello.sh on the branch: {}\n  issue #{} labels now: {}",
-                pr["user"]["login"].as_str().unwrap_or("?"),
-                pr["title"].as_str().unwrap_or("?"),
-                pr["base"]["ref"].as_str().unwrap_or("?"),
-                branch,
-                &pr["head"]["sha"].as_str().unwrap_or("?")[..12.min(pr["head"]["sha"].as_str().unwrap_or("?").len())],
-                pr["body"].as_str().unwrap_or_default().replace('\n', " "),
-                if file["sha"].is_string() { "yes" } else { "no" },
-                seed.issue,
-                labels.join(", ")
-            ));
-        }
-        if Instant::now() > deadline {
-            bail!("no pull request within 180 s; see .cache/devstack/logs/worker.log and the run's job.log under .cache/devstack/runs");
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-}
-
-/// Waits for the run's status comment to reach its final phase and shows it, with the learning
-/// comments on the pull request.
-async fn wait_for_final_status(fs: u16, seed: &Seed) -> Result<String> {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let (_, comments) =
-            http_json(fs, "GET", &format!("/repos/{DEMO_REPO}/issues/{}/comments", seed.issue), Some(&seed.owner_token), None).await?;
-        let status =
-            comments.as_array().into_iter().flatten().filter_map(|c| c["body"].as_str()).find(|b| b.contains("codex-k8s:run-status"));
-        if let Some(body) = status.filter(|b| b.contains("\"phase\":\"finished\"")) {
-            let visible: Vec<&str> = body.lines().filter(|l| !l.starts_with("<!--") && !l.trim().is_empty()).collect();
-            let (_, pulls) = http_json(fs, "GET", &format!("/repos/{DEMO_REPO}/pulls?state=all"), Some(&seed.owner_token), None).await?;
-            let pr = pulls.as_array().into_iter().flatten().map(|p| p["number"].as_i64().unwrap_or(0)).max().unwrap_or(0);
-            let (_, pr_comments) =
-                http_json(fs, "GET", &format!("/repos/{DEMO_REPO}/issues/{pr}/comments"), Some(&seed.owner_token), None).await?;
-            let (_, line_comments) =
-                http_json(fs, "GET", &format!("/repos/{DEMO_REPO}/pulls/{pr}/comments"), Some(&seed.owner_token), None).await?;
-            let learning = pr_comments
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter(|c| c["body"].as_str().is_some_and(|b| b.contains("codex-k8s:learning")))
-                .count();
-            return Ok(format!(
-                "  final status comment on {DEMO_REPO}#{}:\n    {}\n  learning mode on PR #{pr}: {learning} explanation comment(s), {} line comment(s)",
-                seed.issue,
-                visible.join("\n    "),
-                line_comments.as_array().map(Vec::len).unwrap_or(0)
-            ));
-        }
-        if Instant::now() > deadline {
-            bail!(
-                "the status comment did not reach its final phase within 60 s; see .cache/devstack/logs/worker.log and control-plane.log"
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-}
-
-async fn wait_for_stop(running: &mut [Running]) -> Result<()> {
+async fn wait_for_stop(running: &mut [Running], logs: &Path) -> Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut int = signal(SignalKind::interrupt())?;
     let mut term = signal(SignalKind::terminate())?;
@@ -657,7 +742,7 @@ async fn wait_for_stop(running: &mut [Running]) -> Result<()> {
             _ = tokio::time::sleep(Duration::from_secs(1)) => {
                 for r in running.iter_mut() {
                     if let Ok(Some(status)) = r.child.try_wait() {
-                        bail!("{} exited unexpectedly ({status}); stopping the rest (see .cache/devstack/logs/{}.log)", r.name, r.name);
+                        bail!("{} exited unexpectedly ({status}); stopping the rest (see {})", r.name, logs.join(format!("{}.log", r.name)).display());
                     }
                 }
             }

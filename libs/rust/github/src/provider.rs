@@ -3,8 +3,9 @@
 
 use crate::{Github, seg};
 use ck8s_domain::forge::{
-    Comment, DeliveredRequest, DeliveryFilter, Hook, HookDelivery, HookSpec, Issue, Label, NewPullRequest, NewReview, Permission, ProviderError, ProviderResult, PullRequest,
-    PullRequestUpdate, ReactionTarget, RepoRef, Repository, RepositoryProvider, Review, ReviewComment,
+    Comment, DeliveredRequest, DeliveryFilter, Hook, HookDelivery, HookSpec, Issue, Label, NewPullRequest, NewReview, Permission,
+    ProviderError, ProviderResult, PullRequest, PullRequestUpdate, ReactionTarget, RepoRef, Repository, RepositoryProvider, Review,
+    ReviewComment,
 };
 use ck8s_domain::runtime::BoxFuture;
 use http::Method;

@@ -5,8 +5,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // helpers of tests: a panic is a failed test
 
 use ck8s_domain::forge::{
-    DeliveryFilter, HookSpec, Label, LineComment, NewPullRequest, NewReview, Permission, ProviderError, PullRequestUpdate, ReactionTarget, RepoRef,
-    RepositoryProvider, ReviewEvent,
+    DeliveryFilter, HookSpec, Label, LineComment, NewPullRequest, NewReview, Permission, ProviderError, PullRequestUpdate, ReactionTarget,
+    RepoRef, RepositoryProvider, ReviewEvent,
 };
 use ck8s_github::{Github, GithubProvider, GithubSettings};
 use ck8s_testkit::forge::ForgeSim;

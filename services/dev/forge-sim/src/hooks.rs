@@ -196,7 +196,11 @@ pub async fn hook_deliveries(
 
 /// `GET /repos/{o}/{r}/hooks/{hook_id}/deliveries/{delivery_id}`: one delivery with the request
 /// that was sent (headers and payload) and the receiver's answer.
-pub async fn hook_delivery(State(s): State<Shared>, h: HeaderMap, Path((o, r, id, delivery)): Path<(String, String, i64, i64)>) -> Response {
+pub async fn hook_delivery(
+    State(s): State<Shared>,
+    h: HeaderMap,
+    Path((o, r, id, delivery)): Path<(String, String, i64, i64)>,
+) -> Response {
     let (f, user) = respond!(session(&s, &h));
     if !administers(&f, &user, &o, &r) {
         return error(StatusCode::NOT_FOUND, "Not Found");

@@ -320,7 +320,8 @@ fn new_endpoints_refuse_unauthenticated_unauthorised_and_malformed_requests() {
     for url in ["ftp://example.com/hook", "https://", "not a url"] {
         assert_eq!(bob.call("POST", "/repos/bob/app/hooks", Some(json!({"config": {"url": url}}))).0, 422, "{url}");
     }
-    let (s, _, hook) = bob.call("POST", "/repos/bob/app/hooks", Some(json!({"config": {"url": "https://relay.invalid/hook"}, "events": ["issues"]})));
+    let (s, _, hook) =
+        bob.call("POST", "/repos/bob/app/hooks", Some(json!({"config": {"url": "https://relay.invalid/hook"}, "events": ["issues"]})));
     assert_eq!(s, 201);
     let id = hook["id"].as_i64().unwrap();
     assert_eq!(bob.call("GET", &format!("/repos/bob/app/hooks/{id}/deliveries?status=bogus"), None).0, 422);
