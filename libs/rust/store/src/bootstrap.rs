@@ -85,10 +85,37 @@ pub struct RepositorySeed<'a> {
 }
 
 /// Binds a repository to a project (by provider and numeric id).
+///
+/// A repository deleted and created again under the same owner/name gets a new numeric id (as
+/// does the demo repository of every fresh forge-sim): the project's binding of that owner/name
+/// is moved to the new id, keeping its runs. The alias is the name, or `owner-name` when another
+/// repository of the project already has that alias.
 pub async fn upsert_repository(db: &mut PgConnection, r: &RepositorySeed<'_>) -> Result<Uuid, sqlx::Error> {
+    sqlx::query(
+        "UPDATE repositories SET external_id = $3
+         WHERE project_id = $1 AND provider = $2 AND lower(owner) = lower($4) AND lower(name) = lower($5) AND external_id <> $3
+           AND NOT EXISTS (SELECT 1 FROM repositories o WHERE o.provider = $2 AND o.external_id = $3)",
+    )
+    .bind(r.project_id)
+    .bind(r.provider)
+    .bind(r.external_id)
+    .bind(r.owner)
+    .bind(r.name)
+    .execute(&mut *db)
+    .await?;
+    let taken: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM repositories WHERE project_id = $1 AND alias = $2 AND NOT (provider = $3 AND external_id = $4))",
+    )
+    .bind(r.project_id)
+    .bind(r.name)
+    .bind(r.provider)
+    .bind(r.external_id)
+    .fetch_one(&mut *db)
+    .await?;
+    let alias = if taken { format!("{}-{}", r.owner, r.name) } else { r.name.to_string() };
     sqlx::query_scalar(
         "INSERT INTO repositories (project_id, provider, external_id, owner, name, alias, default_ref, token_encrypted)
-         VALUES ($1, $2, $3, $4, $5, $5, $6, $7)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
          ON CONFLICT (provider, external_id) DO UPDATE SET project_id = EXCLUDED.project_id, owner = EXCLUDED.owner,
              name = EXCLUDED.name, default_ref = EXCLUDED.default_ref, token_encrypted = EXCLUDED.token_encrypted
          RETURNING id",
@@ -98,6 +125,7 @@ pub async fn upsert_repository(db: &mut PgConnection, r: &RepositorySeed<'_>) ->
     .bind(r.external_id)
     .bind(r.owner)
     .bind(r.name)
+    .bind(alias)
     .bind(r.default_ref)
     .bind(r.token_sealed)
     .fetch_one(db)

@@ -48,6 +48,31 @@ async fn applying_twice_changes_nothing_and_tokens_are_sealed() {
     assert!(old);
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_repository_recreated_under_its_name_is_rebound_and_a_second_one_with_the_same_name_gets_its_own_alias() {
+    let db = ck8s_testkit::fresh_db().await;
+    let sealer = ck8s_crypto::Sealer::from_hex(&SecretString::from(KEY.to_string())).unwrap();
+    bootstrap::apply(&db.pool, &cfg("owner@example.com"), &sealer).await.unwrap();
+    let first: uuid::Uuid = sqlx::query_scalar("SELECT id FROM repositories").fetch_one(&db.pool).await.unwrap();
+    // acme/app deleted and created again on GitHub (or a fresh forge-sim): same name, new id.
+    let mut recreated = cfg("owner@example.com");
+    recreated.repositories = vec![RepoSeed { owner: "acme".into(), name: "app".into(), external_id: 7 }];
+    bootstrap::apply(&db.pool, &recreated, &sealer).await.unwrap();
+    let rows: Vec<(uuid::Uuid, i64, String)> =
+        sqlx::query_as("SELECT id, external_id, alias FROM repositories").fetch_all(&db.pool).await.unwrap();
+    assert_eq!(rows, vec![(first, 7, "app".to_string())], "the binding moved to the new id and kept its row");
+    // Another owner's repository with the same name joins the project under owner-name.
+    let mut fork = cfg("owner@example.com");
+    fork.repositories = vec![
+        RepoSeed { owner: "acme".into(), name: "app".into(), external_id: 7 },
+        RepoSeed { owner: "bob".into(), name: "app".into(), external_id: 9 },
+    ];
+    bootstrap::apply(&db.pool, &fork, &sealer).await.unwrap();
+    let aliases: Vec<(i64, String)> =
+        sqlx::query_as("SELECT external_id, alias FROM repositories ORDER BY external_id").fetch_all(&db.pool).await.unwrap();
+    assert_eq!(aliases, vec![(7, "app".to_string()), (9, "bob-app".to_string())]);
+}
+
 #[test]
 fn malformed_bootstrap_settings_are_named() {
     let e = vec![
