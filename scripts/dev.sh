@@ -3,7 +3,10 @@
 # defaults (PostgreSQL 18 + pgvector from PyPI, forge-sim as GitHub, model-sim as the model, the
 # real Codex CLI from npm, every service as a local process), then labels a demo issue and prints
 # the pull request the agent opened. Stops it all on Ctrl-C. The first run compiles the workspace
-# (about 10 minutes on 2 cores) and installs the Codex CLI (about 400 MB from npm).
+# (about 10 minutes on 2 cores) and installs the Codex CLI (about 400 MB from npm). With real
+# credentials (CODEXK8S_FIRST_PROJECT_GITHUB_REPO + CODEXK8S_GITHUB_PAT, CODEXK8S_OPENAI_API_KEY;
+# in the environment or `--env-file FILE`) it serves that GitHub repository and OpenAI instead
+# (README, "With real credentials"). Arguments go to devstack (`--help`).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 command -v cargo >/dev/null || { echo "dev.sh: cargo is required (https://rustup.rs)" >&2; exit 1; }

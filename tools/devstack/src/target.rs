@@ -2,7 +2,8 @@
 //! credentials are configured — a GitHub repository and OpenAI (or another Responses API).
 //!
 //! Settings come from the environment, over an optional `--env-file` (plain `KEY=VALUE` lines,
-//! `#` comments, an optional `export `, quotes stripped, no `${VAR}` expansion). Only `CODEXK8S_*`
+//! `#` comments on their own line or after an unquoted value, an optional `export `, quotes
+//! stripped, no `${VAR}` expansion). Only `CODEXK8S_*`
 //! keys are read. Secret values are never printed.
 
 use anyhow::{Context, Result, bail};
@@ -32,8 +33,10 @@ impl Settings {
                     bail!("{}:{}: expected KEY=VALUE", file.display(), n + 1);
                 };
                 let v = v.trim();
-                let v = v.strip_prefix('"').and_then(|x| x.strip_suffix('"')).unwrap_or(v);
-                let v = v.strip_prefix('\'').and_then(|x| x.strip_suffix('\'')).unwrap_or(v);
+                let quoted = v.strip_prefix('"').and_then(|x| x.strip_suffix('"'));
+                let quoted = quoted.or_else(|| v.strip_prefix('\'').and_then(|x| x.strip_suffix('\'')));
+                // An unquoted value ends where a ` #` comment starts.
+                let v = quoted.unwrap_or_else(|| v.split_once(" #").map(|(x, _)| x.trim_end()).unwrap_or(v));
                 map.insert(k.trim().to_string(), v.to_string());
             }
         }
@@ -220,7 +223,8 @@ mod tests {
         let file = dir.join("real.env");
         std::fs::write(
             &file,
-            "# comment\nexport CODEXK8S_FIRST_PROJECT_GITHUB_REPO=\"you/scratch\"\nCODEXK8S_GITHUB_PAT='from-file'\nOTHER=x\nCODEXK8S_EMPTY=\n",
+            "# comment\nexport CODEXK8S_FIRST_PROJECT_GITHUB_REPO=\"you/scratch\"\nCODEXK8S_GITHUB_PAT='from-file'\nOTHER=x\nCODEXK8S_EMPTY=\n\
+             CODEXK8S_OPENAI_API_KEY=sk-1   # unset: model-sim\nCODEXK8S_GIT_BOT_MAIL=\"bot #1 <b@x>\"\n",
         )
         .unwrap_or_default();
         let s = Settings::load(Some(&file), [("CODEXK8S_GITHUB_PAT".to_string(), "from-env".to_string())]).ok();
@@ -228,6 +232,7 @@ mod tests {
         assert_eq!(s.get("CODEXK8S_FIRST_PROJECT_GITHUB_REPO"), Some("you/scratch"));
         assert_eq!(s.get("CODEXK8S_GITHUB_PAT"), Some("from-env"));
         assert_eq!((s.get("OTHER"), s.get("CODEXK8S_EMPTY")), (None, None));
+        assert_eq!((s.get("CODEXK8S_OPENAI_API_KEY"), s.get("CODEXK8S_GIT_BOT_MAIL")), (Some("sk-1"), Some("bot #1 <b@x>")));
         std::fs::write(&file, "CODEXK8S_GITHUB_PAT\n").unwrap_or_default();
         let err = Settings::load(Some(&file), []).err().map(|e| e.to_string()).unwrap_or_default();
         assert!(err.contains("real.env:1: expected KEY=VALUE"), "{err}");

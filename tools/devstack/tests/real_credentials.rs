@@ -13,13 +13,15 @@ use serde_json::{Value, json};
 
 const MODEL_KEY: &str = "sk-devstack-real-mode-canary-3f9a";
 
-fn devstack(env: &[(&str, String)], state: &std::path::Path) -> (Option<i32>, String) {
+fn devstack(env: &[(&str, String)], state: &std::path::Path, args: &[&str]) -> (Option<i32>, String) {
     // devstack starts the binaries beside it: `cargo test --workspace` (the test command) builds
     // every one of them first.
     let mut e: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
     e.push(("HOME".into(), std::env::var("HOME").unwrap_or_else(|_| "/root".into())));
     e.push(("CODEXK8S_DEVSTACK_DIR".into(), state.display().to_string()));
-    run_to_exit(&bin_path("devstack"), &e, &["--smoke"])
+    let mut all = vec!["--smoke"];
+    all.extend_from_slice(args);
+    run_to_exit(&bin_path("devstack"), &e, &all)
 }
 
 #[test]
@@ -48,16 +50,16 @@ fn with_real_credentials_the_first_command_serves_the_github_repository_through_
     };
 
     // Refused credentials stop it before anything starts, with what to do next.
-    let (code, out) = devstack(&real("not-a-token"), &state);
+    let (code, out) = devstack(&real("not-a-token"), &state, &[]);
     assert_ne!(code, Some(0), "{out}");
     assert!(out.contains("GitHub refused CODEXK8S_GITHUB_PAT (401)") && !out.contains("not-a-token"), "{out}");
     let mallory = sim.user("mallory");
-    let (code, out) = devstack(&real(&mallory), &state);
+    let (code, out) = devstack(&real(&mallory), &state, &[]);
     assert_ne!(code, Some(0), "{out}");
     assert!(out.contains("CODEXK8S_GITHUB_PAT cannot manage the webhooks of alice/scratch") && out.contains("admin:repo_hook"), "{out}");
     assert!(!out.contains(&mallory), "the token is never printed: {out}");
 
-    let (code, out) = devstack(&real(&alice), &state);
+    let (code, out) = devstack(&real(&alice), &state, &[]);
     println!("{out}"); // shown with --nocapture
     assert_eq!(code, Some(0), "{out}");
     // Nothing of forge-sim or model-sim was started by devstack itself.
@@ -105,8 +107,12 @@ fn with_real_credentials_the_first_command_serves_the_github_repository_through_
     let (_, gone) = sim.call("GET", "/repos/alice/scratch/contents/.codex-k8s/prompts/dev-work.md?ref=main", Some(&alice), None);
     assert!(!gone["sha"].is_string(), "devstack pushes nothing to a real repository: {gone}");
 
-    // A second start reuses the hook (matched by URL), opens a new issue, and does it again.
-    let (code, out) = devstack(&real(&alice), &state);
+    // A second start, configured by an env file written as the README shows, reuses the hook
+    // (matched by URL), opens a new issue, and does it again.
+    let file = state.join("real.env");
+    let lines: String = real(&alice).iter().map(|(k, v)| format!("{k}={v}   # as in the README\n")).collect();
+    std::fs::write(&file, format!("# real credentials\n{lines}")).unwrap();
+    let (code, out) = devstack(&[], &state, &["--env-file", file.to_str().unwrap()]);
     assert_eq!(code, Some(0), "{out}");
     assert!(out.contains("pull request #4 by alice") && out.contains("issue #3 labels now: state:in-review"), "{out}");
     let (_, hooks) = sim.call("GET", "/repos/alice/scratch/hooks", Some(&alice), None);
