@@ -70,6 +70,13 @@ fn administers(f: &crate::rest::Forge, user: &crate::rest::User, o: &str, r: &st
     })
 }
 
+/// The repository key and hook `id` of `o/r` when `user` administers it (else the caller answers 404).
+fn administered_hook(f: &crate::rest::Forge, user: &crate::rest::User, o: &str, r: &str, id: i64) -> Option<(String, Hook)> {
+    let k = crate::rest::key(o, r);
+    let hook = f.hooks.iter().find(|x| x.id == id && x.repo_key == k)?.clone();
+    administers(f, user, o, r).then_some((k, hook))
+}
+
 fn default_events() -> Vec<String> {
     vec!["push".into()]
 }
@@ -174,13 +181,7 @@ pub async fn hook_deliveries(
     axum::extract::Query(q): axum::extract::Query<DeliveryQuery>,
 ) -> Response {
     let (f, user) = respond!(session(&s, &h));
-    if !administers(&f, &user, &o, &r) {
-        return error(StatusCode::NOT_FOUND, "Not Found");
-    }
-    let k = crate::rest::key(&o, &r);
-    if !f.hooks.iter().any(|x| x.id == id && x.repo_key == k) {
-        return error(StatusCode::NOT_FOUND, "Not Found");
-    }
+    let Some((k, _)) = administered_hook(&f, &user, &o, &r, id) else { return error(StatusCode::NOT_FOUND, "Not Found") };
     let wanted: fn(&Delivery) -> bool = match q.status.as_deref() {
         None => |_| true,
         Some("success") => succeeded,
@@ -202,13 +203,7 @@ pub async fn hook_delivery(
     Path((o, r, id, delivery)): Path<(String, String, i64, i64)>,
 ) -> Response {
     let (f, user) = respond!(session(&s, &h));
-    if !administers(&f, &user, &o, &r) {
-        return error(StatusCode::NOT_FOUND, "Not Found");
-    }
-    let k = crate::rest::key(&o, &r);
-    if !f.hooks.iter().any(|x| x.id == id && x.repo_key == k) {
-        return error(StatusCode::NOT_FOUND, "Not Found");
-    }
+    let Some((k, _)) = administered_hook(&f, &user, &o, &r, id) else { return error(StatusCode::NOT_FOUND, "Not Found") };
     let Some(d) = f.deliveries().iter().find(|d| d.id == delivery && d.hook_id == id) else {
         return error(StatusCode::NOT_FOUND, "Not Found");
     };
@@ -228,13 +223,7 @@ pub async fn hook_delivery(
 /// `POST /repos/{o}/{r}/hooks/{hook_id}/deliveries/{delivery_id}/attempts`: delivers again (202).
 pub async fn redeliver(State(s): State<Shared>, h: HeaderMap, Path((o, r, id, delivery)): Path<(String, String, i64, i64)>) -> Response {
     let (f, user) = respond!(session(&s, &h));
-    if !administers(&f, &user, &o, &r) {
-        return error(StatusCode::NOT_FOUND, "Not Found");
-    }
-    let k = crate::rest::key(&o, &r);
-    let Some(hook) = f.hooks.iter().find(|x| x.id == id && x.repo_key == k).cloned() else {
-        return error(StatusCode::NOT_FOUND, "Not Found");
-    };
+    let Some((_, hook)) = administered_hook(&f, &user, &o, &r, id) else { return error(StatusCode::NOT_FOUND, "Not Found") };
     let Some(d) = f.deliveries().iter().find(|d| d.id == delivery && d.hook_id == id).cloned() else {
         return error(StatusCode::NOT_FOUND, "Not Found");
     };
