@@ -118,12 +118,18 @@ fn with_real_credentials_the_first_command_serves_the_github_repository_through_
     let (_, hooks) = sim.call("GET", "/repos/alice/scratch/hooks", Some(&alice), None);
     assert_eq!(hooks.as_array().map(Vec::len), Some(1), "{hooks}");
 
-    // Canary: neither token reaches what devstack printed or any service's log.
-    let logs: String =
-        ck8s_testkit::files_under(&state.join("logs")).iter().map(|p| std::fs::read_to_string(p).unwrap_or_default()).collect();
+    // Canary: neither token reaches what devstack printed, any service's log, or any file the
+    // runs left behind (job logs, workspaces; the agent's first command prints its environment).
+    let read = |dir: &str| -> Vec<(std::path::PathBuf, Vec<u8>)> {
+        ck8s_testkit::files_under(&state.join(dir)).into_iter().map(|p| (p.clone(), std::fs::read(&p).unwrap_or_default())).collect()
+    };
+    let files: Vec<_> = read("logs").into_iter().chain(read("runs")).collect();
+    assert!(files.iter().any(|(p, _)| p.ends_with("job.log")), "the runs left their job logs");
     for (name, secret) in [("the PAT", alice.as_str()), ("the model key", MODEL_KEY)] {
         assert!(!out.contains(secret), "{name} was printed");
-        assert!(!logs.contains(secret), "{name} is in a service log");
+        for (path, bytes) in &files {
+            assert!(!String::from_utf8_lossy(bytes).contains(secret), "{name} is in {}", path.display());
+        }
     }
     drop(model);
     let _ = std::fs::remove_dir_all(&state);
