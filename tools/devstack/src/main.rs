@@ -426,7 +426,9 @@ async fn main() -> Result<()> {
     println!("  logs: {}", logs.display());
 
     let relayed = Arc::new(Mutex::new(Vec::new()));
-    if target.relayed {
+    // On GitHub the relay always runs: it is the only way in when the hook points nowhere, and a
+    // safety net for deliveries GitHub failed to make to a public URL.
+    if target.real {
         let relay = Relay::new(
             target.owner.clone(),
             target.repo.clone(),
@@ -434,7 +436,7 @@ async fn main() -> Result<()> {
             std::net::SocketAddr::from(([127, 0, 0, 1], gw)),
             SecretString::from(webhook_secret.clone()),
         );
-        start_relay(relay, relayed.clone()).await;
+        start_relay(relay, relayed.clone(), target.relayed).await;
     }
 
     let check = if args.demo {
@@ -509,11 +511,15 @@ async fn demo(target: &Target, relayed: &Arc<Mutex<Vec<relay::Forwarded>>>, mode
 }
 
 /// Starts the relay in the background: it forwards deliveries GitHub could not make, every 5 s.
-async fn start_relay(mut relay: Relay, forwarded: Arc<Mutex<Vec<relay::Forwarded>>>) {
+async fn start_relay(mut relay: Relay, forwarded: Arc<Mutex<Vec<relay::Forwarded>>>, only_way_in: bool) {
     match relay.prime().await {
-        Ok(n) => say(format!(
+        Ok(n) if only_way_in => say(format!(
             "webhook relay: GitHub cannot reach this machine, so devstack reads the hook's failed deliveries through GitHub's API \
              and forwards new ones to the gateway ({n} older ones left alone)"
+        )),
+        Ok(n) => say(format!(
+            "webhook relay: GitHub delivers to CODEXK8S_GITHUB_WEBHOOK_URL; deliveries it fails to make are forwarded from its API \
+             ({n} older failures left alone)"
         )),
         Err(e) => say(format!("webhook relay: cannot list the hook's deliveries yet ({e}); retrying")),
     }

@@ -118,6 +118,17 @@ fn with_real_credentials_the_first_command_serves_the_github_repository_through_
     let (_, hooks) = sim.call("GET", "/repos/alice/scratch/hooks", Some(&alice), None);
     assert_eq!(hooks.as_array().map(Vec::len), Some(1), "{hooks}");
 
+    // With a public webhook URL the hook points there; when GitHub fails to deliver to it (nothing
+    // listens here), the relay still brings the event in.
+    let mut public = real(&alice);
+    public.push(("CODEXK8S_GITHUB_WEBHOOK_URL", "http://127.0.0.1:1/api/v1/webhooks/github".to_string()));
+    let (code, out) = devstack(&public, &state, &[]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("GitHub delivers to CODEXK8S_GITHUB_WEBHOOK_URL") && out.contains("pull request #6 by alice"), "{out}");
+    let (_, hooks) = sim.call("GET", "/repos/alice/scratch/hooks", Some(&alice), None);
+    let urls: Vec<&str> = hooks.as_array().unwrap().iter().filter_map(|h| h["config"]["url"].as_str()).collect();
+    assert!(urls.contains(&"http://127.0.0.1:1/api/v1/webhooks/github"), "{urls:?}");
+
     // Canary: neither token reaches what devstack printed, any service's log, or any file the
     // runs left behind (job logs, workspaces; the agent's first command prints its environment).
     let read = |dir: &str| -> Vec<(std::path::PathBuf, Vec<u8>)> {
