@@ -4,7 +4,8 @@
 //! HTTP Basic credentials whose password is a forge-sim token with write access (GitHub's
 //! `x-access-token:<token>` form works). A push sends a `push` webhook per updated branch.
 
-use crate::rest::{Forge, Shared, User, error, key};
+use crate::http::error;
+use crate::rest::{Forge, Shared, User, key};
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};

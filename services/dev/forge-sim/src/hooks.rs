@@ -5,7 +5,8 @@
 //! redelivered on request. Like GitHub, a hook may point anywhere: forge-sim only reaches `http://`
 //! URLs, and records every other delivery as failed to connect (status code 0).
 
-use crate::rest::{Shared, error, session};
+use crate::http::{error, respond};
+use crate::rest::{Shared, session};
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};

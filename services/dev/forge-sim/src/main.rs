@@ -11,18 +11,9 @@
 // GitHub's pull-request objects are large `json!` literals.
 #![recursion_limit = "256"]
 
-/// Returns the error response of a handler step, or its value.
-macro_rules! respond {
-    ($e:expr) => {
-        match $e {
-            Ok(v) => v,
-            Err(response) => return response,
-        }
-    };
-}
-
 mod git;
 mod hooks;
+mod http;
 mod oauth;
 mod pulls;
 mod rest;
@@ -119,7 +110,7 @@ async fn run(cfg: Config) -> Result<(), String> {
         .route("/_sim/repos/{owner}/{repo}/collaborators", post(rest::sim_add_collaborator))
         .route("/_sim/faults", post(sim::set_faults))
         .route("/_sim/exchanges", get(sim::exchanges))
-        .fallback(|| async { rest::error(axum::http::StatusCode::NOT_FOUND, "Not Found") })
+        .fallback(|| async { http::error(axum::http::StatusCode::NOT_FOUND, "Not Found") })
         .with_state(forge);
     let router = with_request_metrics(health_router("forge-sim", vec![], metrics.clone(), shutdown.token()).merge(api), metrics);
     shutdown.spawn("http", server::serve(http, router, shutdown.token()));

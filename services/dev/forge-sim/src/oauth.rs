@@ -10,7 +10,8 @@
 //!
 //! OAuth apps are registered through `POST /_sim/oauth-apps {client_id, client_secret, redirect_uri}`.
 
-use crate::rest::{Shared, error, now, session};
+use crate::http::{error, respond};
+use crate::rest::{Shared, now, session};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Query, State};

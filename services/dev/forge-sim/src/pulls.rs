@@ -1,7 +1,8 @@
 //! Pull requests, their reviews and review comments. A pull request is an issue with a `pull`
 //! part, as on GitHub: it shares the issue numbering, labels and comments.
 
-use crate::rest::{Forge, Issue, Page, Repo, Shared, error, issue_index, key, now, paginate, session, validation};
+use crate::http::{Page, error, paginate, respond, validation};
+use crate::rest::{Forge, Issue, Repo, Shared, issue_index, key, now, session};
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};

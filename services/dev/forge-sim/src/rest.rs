@@ -2,16 +2,15 @@
 //! (`{"message", "documentation_url"}`, 422 with `errors[]`), token authentication, and `Link`
 //! pagination (`per_page` ≤ 100, default 30).
 
+use crate::http::{Page, error, paginate, respond, validation};
 use axum::Json;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
-
-const DOCS: &str = "https://docs.github.com/rest";
 
 /// A user of the simulated forge.
 #[derive(Debug, Clone)]
@@ -100,19 +99,6 @@ pub type Shared = Arc<Mutex<Forge>>;
 
 pub(crate) fn now() -> String {
     chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string()
-}
-
-/// A GitHub-shaped error.
-pub fn error(status: StatusCode, message: &str) -> Response {
-    (status, Json(json!({"message": message, "documentation_url": DOCS}))).into_response()
-}
-
-pub(crate) fn validation(resource: &str, field: &str, code: &str) -> Response {
-    (
-        StatusCode::UNPROCESSABLE_ENTITY,
-        Json(json!({"message": "Validation Failed", "errors": [{"resource": resource, "field": field, "code": code}], "documentation_url": DOCS})),
-    )
-        .into_response()
 }
 
 pub(crate) fn key(owner: &str, name: &str) -> String {
@@ -364,44 +350,12 @@ pub fn session<'a>(s: &'a Shared, headers: &HeaderMap) -> Result<(std::sync::Mut
     Ok((f, user))
 }
 
-/// `per_page` and `page` of list endpoints.
-#[derive(Debug, Deserialize)]
-pub struct Page {
-    pub(crate) per_page: Option<usize>,
-    pub(crate) page: Option<usize>,
-}
-
-/// One page of `items` with GitHub's `Link` header.
-pub(crate) fn paginate(base: &str, path: &str, items: Vec<Value>, p: &Page) -> Response {
-    let per = p.per_page.unwrap_or(30).clamp(1, 100);
-    let page = p.page.unwrap_or(1).max(1);
-    let last = items.len().div_ceil(per).max(1);
-    let slice: Vec<Value> = items.into_iter().skip((page - 1) * per).take(per).collect();
-    let mut links = Vec::new();
-    let url = |n: usize| format!("<{base}{path}?per_page={per}&page={n}>");
-    if page < last {
-        links.push(format!("{}; rel=\"next\"", url(page + 1)));
-        links.push(format!("{}; rel=\"last\"", url(last)));
-    }
-    if page > 1 {
-        links.push(format!("{}; rel=\"first\"", url(1)));
-        links.push(format!("{}; rel=\"prev\"", url(page - 1)));
-    }
-    let mut resp = Json(Value::Array(slice)).into_response();
-    if !links.is_empty()
-        && let Ok(v) = HeaderValue::from_str(&links.join(", "))
-    {
-        resp.headers_mut().insert(header::LINK, v);
-    }
-    resp
-}
-
 #[macro_export]
 macro_rules! repo_or_404 {
     ($forge:expr, $o:expr, $r:expr) => {
         match $forge.repos.get(&$crate::rest::key(&$o, &$r)) {
             Some(r) => r.clone(),
-            None => return $crate::rest::error(axum::http::StatusCode::NOT_FOUND, "Not Found"),
+            None => return $crate::http::error(axum::http::StatusCode::NOT_FOUND, "Not Found"),
         }
     };
 }

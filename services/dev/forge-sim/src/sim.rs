@@ -8,7 +8,8 @@
 //! - **Exchanges** (`GET /_sim/exchanges`): every API answer (method, route template, status,
 //!   JSON body), so tests can validate forge-sim against GitHub's OpenAPI description.
 
-use crate::rest::{Shared, error};
+use crate::http::error;
+use crate::rest::Shared;
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{MatchedPath, Request, State};
