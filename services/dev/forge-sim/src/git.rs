@@ -5,50 +5,17 @@
 //! `x-access-token:<token>` form works). A push sends a `push` webhook per updated branch.
 
 use crate::http::error;
-use crate::rest::{Forge, Shared, User, key};
+use crate::state::bare::git_out;
+use crate::state::{Shared, User, key};
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 
 /// Where `git http-backend` lives on Debian.
 const HTTP_BACKEND: &str = "/usr/lib/git-core/git-http-backend";
-
-impl Forge {
-    /// The bare repository of `owner/name`.
-    pub(crate) fn git_dir(&self, owner: &str, name: &str) -> PathBuf {
-        self.git_root.join(owner.to_lowercase()).join(format!("{}.git", name.to_lowercase()))
-    }
-
-    /// Creates the bare repository with `main` as its default branch.
-    pub(crate) fn init_git(&self, owner: &str, name: &str) -> Result<(), String> {
-        let dir = self.git_dir(owner, name);
-        std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-        let out = std::process::Command::new("git")
-            .args(["init", "--quiet", "--bare", "--initial-branch=main"])
-            .arg(&dir)
-            .output()
-            .map_err(|e| format!("cannot run git (is it installed?): {e}"))?;
-        if !out.status.success() {
-            return Err(format!("git init failed: {}", String::from_utf8_lossy(&out.stderr)));
-        }
-        Ok(())
-    }
-
-    /// A token's user.
-    pub(crate) fn user_for_token(&self, token: &str) -> Option<User> {
-        self.user_of_token(token)
-    }
-}
-
-/// Runs git against a bare repository and returns stdout (None when git fails).
-pub fn git_out(dir: &std::path::Path, args: &[&str]) -> Option<Vec<u8>> {
-    let out = std::process::Command::new("git").arg("--git-dir").arg(dir).args(args).output().ok()?;
-    out.status.success().then_some(out.stdout)
-}
 
 /// `refs/heads/*` and their commits.
 fn branches(dir: &std::path::Path) -> BTreeMap<String, String> {
@@ -88,7 +55,7 @@ pub async fn smart_http(
     let (dir, user, repo_json, hooks, before) = {
         let Ok(f) = s.lock() else { return error(StatusCode::INTERNAL_SERVER_ERROR, "state poisoned") };
         let Some(repo) = f.repos.get(&key(&owner, name)).cloned() else { return error(StatusCode::NOT_FOUND, "Repository not found") };
-        let user = credentials(&headers).and_then(|t| f.user_for_token(&t));
+        let user = credentials(&headers).and_then(|t| f.user_of_token(&t));
         if push {
             let Some(u) = &user else { return challenge(StatusCode::UNAUTHORIZED, "Authentication required to push") };
             let may_write = repo.owner.eq_ignore_ascii_case(&u.login)

@@ -6,7 +6,8 @@
 //! URLs, and records every other delivery as failed to connect (status code 0).
 
 use crate::http::{error, respond};
-use crate::rest::{Shared, session};
+use crate::rest::session;
+use crate::state::{Delivery, Forge, Hook, Shared, User, key, now};
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -14,37 +15,6 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-/// A registered hook.
-#[derive(Debug, Clone)]
-pub struct Hook {
-    pub id: i64,
-    pub repo_key: String,
-    pub url: String,
-    pub secret: String,
-    pub events: Vec<String>,
-    pub active: bool,
-    pub created_at: String,
-}
-
-/// One delivery attempt.
-#[derive(Debug, Clone)]
-pub struct Delivery {
-    /// Numeric id (GitHub's `id`, used to ask for a redelivery).
-    pub id: i64,
-    /// `X-GitHub-Delivery` (a redelivery keeps the original's).
-    pub guid: String,
-    pub hook_id: i64,
-    /// The hook's URL when it was delivered.
-    pub url: String,
-    pub event: String,
-    pub action: Option<String>,
-    pub status: u16,
-    pub redelivery: bool,
-    pub delivered_at: String,
-    pub duration: f64,
-    pub body: Vec<u8>,
-}
 
 #[derive(Debug, Deserialize)]
 pub struct HookConfig {
@@ -65,15 +35,15 @@ pub struct NewHook {
 }
 
 /// Like GitHub, only the repository's owner and its admins see and change its hooks (others get 404).
-fn administers(f: &crate::rest::Forge, user: &crate::rest::User, o: &str, r: &str) -> bool {
-    f.repos.get(&crate::rest::key(o, r)).is_some_and(|repo| {
+fn administers(f: &Forge, user: &User, o: &str, r: &str) -> bool {
+    f.repos.get(&key(o, r)).is_some_and(|repo| {
         repo.owner.eq_ignore_ascii_case(&user.login) || repo.collaborators.get(&user.login.to_lowercase()).is_some_and(|p| p == "admin")
     })
 }
 
 /// The repository key and hook `id` of `o/r` when `user` administers it (else the caller answers 404).
-fn administered_hook(f: &crate::rest::Forge, user: &crate::rest::User, o: &str, r: &str, id: i64) -> Option<(String, Hook)> {
-    let k = crate::rest::key(o, r);
+fn administered_hook(f: &Forge, user: &User, o: &str, r: &str, id: i64) -> Option<(String, Hook)> {
+    let k = key(o, r);
     let hook = f.hooks.iter().find(|x| x.id == id && x.repo_key == k)?.clone();
     administers(f, user, o, r).then_some((k, hook))
 }
@@ -127,7 +97,7 @@ pub async fn update_hook(
     if !valid_config(&b.config) {
         return error(StatusCode::UNPROCESSABLE_ENTITY, INVALID_CONFIG);
     }
-    let k = crate::rest::key(&o, &r);
+    let k = key(&o, &r);
     let Some(hook) = f.hooks.iter_mut().find(|x| x.id == id && x.repo_key == k) else { return error(StatusCode::NOT_FOUND, "Not Found") };
     hook.url = b.config.url;
     if !b.config.secret.is_empty() {
@@ -145,7 +115,7 @@ pub async fn delete_hook(State(s): State<Shared>, h: HeaderMap, Path((o, r, id))
     if !administers(&f, &user, &o, &r) {
         return error(StatusCode::NOT_FOUND, "Not Found");
     }
-    let k = crate::rest::key(&o, &r);
+    let k = key(&o, &r);
     let before = f.hooks.len();
     f.hooks.retain(|x| !(x.id == id && x.repo_key == k));
     if f.hooks.len() == before { error(StatusCode::NOT_FOUND, "Not Found") } else { StatusCode::NO_CONTENT.into_response() }
@@ -306,7 +276,7 @@ async fn send_and_record(state: Shared, hook: Hook, event: String, action: Optio
             action,
             status,
             redelivery,
-            delivered_at: crate::rest::now(),
+            delivered_at: now(),
             duration: started.elapsed().as_secs_f64(),
             body,
         });

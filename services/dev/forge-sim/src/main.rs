@@ -18,6 +18,7 @@ mod oauth;
 mod pulls;
 mod rest;
 mod sim;
+mod state;
 
 use axum::Router;
 use axum::routing::{delete, get, patch, post};
@@ -64,7 +65,7 @@ async fn run(cfg: Config) -> Result<(), String> {
     }
     std::fs::create_dir_all(&git_root)
         .map_err(|e| format!("cannot create the git root {}: {e}; set CODEXK8S_FORGE_SIM_GIT_ROOT", git_root.display()))?;
-    let forge: rest::Shared = std::sync::Arc::new(std::sync::Mutex::new(rest::Forge::new(base_url, git_root.clone())));
+    let forge: state::Shared = std::sync::Arc::new(std::sync::Mutex::new(state::Forge::new(base_url, git_root.clone())));
     let api = Router::new()
         .route("/repos/{owner}/{repo}", get(rest::get_repo))
         .route("/repos/{owner}/{repo}/labels", get(rest::list_labels).post(rest::create_label))

@@ -11,7 +11,8 @@
 //! OAuth apps are registered through `POST /_sim/oauth-apps {client_id, client_secret, redirect_uri}`.
 
 use crate::http::{error, respond};
-use crate::rest::{Shared, now, session};
+use crate::rest::session;
+use crate::state::{App, Grant, Shared, now, rand_u64};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Query, State};
@@ -21,24 +22,6 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
-
-/// A registered OAuth app.
-#[derive(Debug, Clone, Deserialize)]
-pub struct App {
-    pub client_id: String,
-    pub client_secret: String,
-    pub redirect_uri: String,
-}
-
-/// A code waiting to be exchanged.
-#[derive(Debug, Clone)]
-pub struct Grant {
-    pub client_id: String,
-    pub login: String,
-    pub scope: String,
-    pub redirect_uri: String,
-    pub issued: Instant,
-}
 
 const CODE_TTL: Duration = Duration::from_secs(600);
 
@@ -123,7 +106,7 @@ pub async fn authorize(State(s): State<Shared>, Query(q): Query<Authorize>) -> R
     let Some(user) = f.users.get(&login.to_lowercase()).cloned() else {
         return (StatusCode::NOT_FOUND, Html("<p>No such user.</p>")).into_response();
     };
-    let code = format!("{:020x}", crate::rest::rand_u64() as u128 * 7 + 1);
+    let code = format!("{:020x}", rand_u64() as u128 * 7 + 1);
     f.oauth_grants.insert(
         code.clone(),
         Grant {

@@ -2,47 +2,14 @@
 //! part, as on GitHub: it shares the issue numbering, labels and comments.
 
 use crate::http::{Page, error, paginate, respond, validation};
-use crate::rest::{Forge, Issue, Repo, Shared, issue_index, key, now, session};
+use crate::rest::session;
+use crate::state::{Forge, Issue, Pull, Repo, ReviewCommentRec, ReviewRec, Shared, key, now};
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
-
-/// The pull-request part of an issue.
-#[derive(Debug, Clone)]
-pub struct Pull {
-    pub head: String,
-    pub base: String,
-    pub head_sha: String,
-    pub draft: bool,
-    pub merged: bool,
-    pub reviews: Vec<ReviewRec>,
-    pub review_comments: Vec<ReviewCommentRec>,
-}
-
-#[derive(Debug, Clone)]
-pub struct ReviewRec {
-    pub id: i64,
-    pub user: String,
-    pub state: String,
-    pub body: String,
-    pub submitted_at: String,
-}
-
-#[derive(Debug, Clone)]
-pub struct ReviewCommentRec {
-    pub id: i64,
-    pub review_id: i64,
-    pub user: String,
-    pub body: String,
-    pub path: String,
-    pub line: i64,
-    pub created_at: String,
-    /// The comment this one answers (a reply in the same thread).
-    pub in_reply_to: Option<i64>,
-}
 
 fn fake_sha(seed: &str) -> String {
     let mut h = sha1_smol::Sha1::new();
@@ -152,7 +119,7 @@ pub async fn create_pull(State(s): State<Shared>, h: HeaderMap, Path((o, r)): Pa
     }
     let id = f.id();
     // The branch's commit when it was pushed to the forge's git repository.
-    let pushed_sha = crate::git::git_out(&f.git_dir(&o, &r), &["rev-parse", "--verify", "--quiet", &format!("refs/heads/{head}")])
+    let pushed_sha = crate::state::bare::git_out(&f.git_dir(&o, &r), &["rev-parse", "--verify", "--quiet", &format!("refs/heads/{head}")])
         .map(|out| String::from_utf8_lossy(&out).trim().to_string())
         .filter(|sha| sha.len() == 40);
     let Some(repo) = f.repos.get_mut(&key(&o, &r)) else { return error(StatusCode::NOT_FOUND, "Not Found") };
@@ -226,11 +193,11 @@ pub async fn list_pulls(
 
 /// The pull-request part of issue `n`, if it is a pull request.
 fn pull_of(repo: &Repo, n: i64) -> Option<&Pull> {
-    issue_index(repo, n).and_then(|i| repo.issues[i].pull.as_ref())
+    repo.issue_index(n).and_then(|i| repo.issues[i].pull.as_ref())
 }
 
 fn pull_index(repo: &Repo, n: i64) -> Option<usize> {
-    issue_index(repo, n).filter(|i| repo.issues[*i].pull.is_some())
+    repo.issue_index(n).filter(|i| repo.issues[*i].pull.is_some())
 }
 
 pub async fn get_pull(State(s): State<Shared>, h: HeaderMap, Path((o, r, n)): Path<(String, String, i64)>) -> Response {

@@ -3,6 +3,7 @@
 //! pagination (`per_page` ≤ 100, default 30).
 
 use crate::http::{Page, error, paginate, respond, validation};
+use crate::state::{Comment, Forge, Issue, Label, Repo, Shared, User, key, now};
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -10,194 +11,8 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
-
-/// A user of the simulated forge.
-#[derive(Debug, Clone)]
-pub struct User {
-    pub id: i64,
-    pub login: String,
-    pub email: String,
-    pub kind: String,
-}
-
-#[derive(Debug, Clone)]
-pub(crate) struct Label {
-    pub(crate) id: i64,
-    pub(crate) name: String,
-    pub(crate) color: String,
-    pub(crate) description: Option<String>,
-}
-
-#[derive(Debug, Clone)]
-pub(crate) struct Comment {
-    pub(crate) id: i64,
-    pub(crate) body: String,
-    pub(crate) user: String,
-    pub(crate) created_at: String,
-    pub(crate) updated_at: String,
-    /// When it was created, for the simulated list lag.
-    pub(crate) born: std::time::Instant,
-}
-
-#[derive(Debug, Clone)]
-pub(crate) struct Issue {
-    pub(crate) id: i64,
-    pub(crate) number: i64,
-    pub(crate) title: String,
-    pub(crate) body: Option<String>,
-    pub(crate) state: String,
-    pub(crate) user: String,
-    pub(crate) labels: Vec<String>,
-    pub(crate) comments: Vec<Comment>,
-    pub(crate) reactions: Vec<(String, String)>,
-    pub(crate) created_at: String,
-    pub(crate) updated_at: String,
-    /// Set when the issue is a pull request.
-    pub(crate) pull: Option<crate::pulls::Pull>,
-}
-
-#[derive(Debug, Clone)]
-pub(crate) struct Repo {
-    pub(crate) id: i64,
-    pub(crate) owner: String,
-    pub(crate) name: String,
-    pub(crate) default_branch: String,
-    pub(crate) private: bool,
-    pub(crate) labels: BTreeMap<String, Label>,
-    pub(crate) issues: Vec<Issue>,
-    /// Files per ref (branch name or commit sha), set through `/_sim/repos/{o}/{r}/files`.
-    pub(crate) files: BTreeMap<String, BTreeMap<String, Vec<u8>>>,
-    /// Collaborators and their permission (`admin`, `write`, `read`, ...).
-    pub(crate) collaborators: BTreeMap<String, String>,
-    pub(crate) created_at: String,
-}
-
-/// The whole simulated forge, in memory.
-#[derive(Default)]
-pub struct Forge {
-    next_id: i64,
-    pub(crate) users: BTreeMap<String, User>,
-    tokens: BTreeMap<String, String>,
-    pub(crate) repos: BTreeMap<String, Repo>,
-    comment_reactions: Vec<(i64, String, String)>,
-    pub(crate) hooks: Vec<crate::hooks::Hook>,
-    deliveries: Vec<crate::hooks::Delivery>,
-    pub(crate) faults: crate::sim::Faults,
-    pub(crate) exchanges: Vec<crate::sim::Exchange>,
-    pub base_url: String,
-    /// Where the bare git repositories live.
-    pub git_root: std::path::PathBuf,
-    pub(crate) oauth_apps: BTreeMap<String, crate::oauth::App>,
-    pub(crate) oauth_grants: BTreeMap<String, crate::oauth::Grant>,
-    /// When the forge started (users' `created_at`).
-    pub(crate) created_at: Option<String>,
-}
-
-/// Shared state of the handlers.
-pub type Shared = Arc<Mutex<Forge>>;
-
-pub(crate) fn now() -> String {
-    chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string()
-}
-
-pub(crate) fn key(owner: &str, name: &str) -> String {
-    format!("{}/{}", owner.to_lowercase(), name.to_lowercase())
-}
 
 impl Forge {
-    /// An empty forge whose URLs start with `base_url`, with git repositories under `git_root`.
-    pub fn new(base_url: String, git_root: std::path::PathBuf) -> Self {
-        Self { base_url, git_root, created_at: Some(now()), ..Default::default() }
-    }
-
-    /// A new API token of `login` (an OAuth grant).
-    pub(crate) fn issue_token(&mut self, login: &str) -> String {
-        let token = format!("fsim_oauth_{login}_{:016x}", rand_u64());
-        self.tokens.insert(token.clone(), login.to_lowercase());
-        token
-    }
-
-    /// The user of an API token.
-    pub(crate) fn user_of_token(&self, token: &str) -> Option<User> {
-        self.tokens.get(token).and_then(|l| self.users.get(l)).cloned()
-    }
-
-    /// Whether `owner/name` exists.
-    pub fn has_repo(&self, owner: &str, name: &str) -> bool {
-        self.repos.contains_key(&key(owner, name))
-    }
-
-    /// Registers a hook on a repository.
-    pub fn add_hook(&mut self, owner: &str, name: &str, url: String, secret: String, events: Vec<String>) -> crate::hooks::Hook {
-        let hook = crate::hooks::Hook { id: self.id(), repo_key: key(owner, name), url, secret, events, active: true, created_at: now() };
-        self.hooks.push(hook.clone());
-        hook
-    }
-
-    /// Hooks of a repository.
-    pub fn hooks_of(&self, owner: &str, name: &str) -> Vec<crate::hooks::Hook> {
-        let k = key(owner, name);
-        self.hooks.iter().filter(|h| h.repo_key == k).cloned().collect()
-    }
-
-    /// Every delivery so far.
-    pub fn deliveries(&self) -> &[crate::hooks::Delivery] {
-        &self.deliveries
-    }
-
-    /// Records a delivery attempt.
-    pub fn record_delivery(&mut self, d: crate::hooks::Delivery) {
-        self.deliveries.push(d);
-    }
-
-    pub(crate) fn id(&mut self) -> i64 {
-        self.next_id += 1;
-        self.next_id
-    }
-
-    /// Adds a user and returns its API token.
-    pub fn add_user(&mut self, login: &str, email: &str, kind: &str) -> Result<String, String> {
-        if login.is_empty() || !login.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '[' || c == ']') {
-            return Err("login must be letters, digits or '-'".into());
-        }
-        if self.users.contains_key(&login.to_lowercase()) {
-            return Err(format!("user {login} exists"));
-        }
-        let id = self.id();
-        self.users.insert(login.to_lowercase(), User { id, login: login.into(), email: email.into(), kind: kind.into() });
-        let token = format!("fsim_{login}_{:016x}", rand_u64());
-        self.tokens.insert(token.clone(), login.to_lowercase());
-        Ok(token)
-    }
-
-    /// Creates a repository owned by `owner` with a default branch `main`.
-    pub fn add_repo(&mut self, owner: &str, name: &str) -> Result<i64, String> {
-        if !self.users.contains_key(&owner.to_lowercase()) {
-            return Err(format!("unknown owner {owner}"));
-        }
-        let k = key(owner, name);
-        if self.repos.contains_key(&k) {
-            return Err(format!("repository {owner}/{name} exists"));
-        }
-        self.init_git(owner, name)?;
-        let id = self.id();
-        let repo = Repo {
-            id,
-            owner: owner.into(),
-            name: name.into(),
-            default_branch: "main".into(),
-            private: false,
-            labels: BTreeMap::new(),
-            issues: vec![],
-            files: BTreeMap::new(),
-            collaborators: BTreeMap::new(),
-            created_at: now(),
-        };
-        self.repos.insert(k, repo);
-        Ok(id)
-    }
-
     pub(crate) fn user_json(&self, login: &str) -> Value {
         let u = self.users.get(&login.to_lowercase());
         let login = u.map(|u| u.login.clone()).unwrap_or_else(|| login.to_string());
@@ -324,14 +139,6 @@ impl Forge {
     }
 }
 
-pub(crate) fn rand_u64() -> u64 {
-    let mut b = [0u8; 8];
-    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
-        let _ = std::io::Read::read_exact(&mut f, &mut b);
-    }
-    u64::from_le_bytes(b)
-}
-
 /// The authenticated user of a request, or the 401 GitHub answers.
 #[allow(clippy::result_large_err)] // the error is the HTTP response itself, returned at once
 fn auth(forge: &Forge, headers: &HeaderMap) -> Result<User, Response> {
@@ -339,7 +146,7 @@ fn auth(forge: &Forge, headers: &HeaderMap) -> Result<User, Response> {
         return Err(error(StatusCode::UNAUTHORIZED, "Requires authentication"));
     };
     let token = value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("token ")).unwrap_or("").trim();
-    forge.tokens.get(token).and_then(|l| forge.users.get(l)).cloned().ok_or_else(|| error(StatusCode::UNAUTHORIZED, "Bad credentials"))
+    forge.user_of_token(token).ok_or_else(|| error(StatusCode::UNAUTHORIZED, "Bad credentials"))
 }
 
 /// Locks the forge and authenticates the request: the preamble of every API handler.
@@ -353,7 +160,7 @@ pub fn session<'a>(s: &'a Shared, headers: &HeaderMap) -> Result<(std::sync::Mut
 #[macro_export]
 macro_rules! repo_or_404 {
     ($forge:expr, $o:expr, $r:expr) => {
-        match $forge.repos.get(&$crate::rest::key(&$o, &$r)) {
+        match $forge.repos.get(&$crate::state::key(&$o, &$r)) {
             Some(r) => r.clone(),
             None => return $crate::http::error(axum::http::StatusCode::NOT_FOUND, "Not Found"),
         }
@@ -465,14 +272,10 @@ pub async fn create_issue(
     (StatusCode::CREATED, Json(body)).into_response()
 }
 
-pub(crate) fn issue_index(repo: &Repo, n: i64) -> Option<usize> {
-    repo.issues.iter().position(|i| i.number == n)
-}
-
 pub async fn get_issue(State(s): State<Shared>, h: HeaderMap, Path((o, r, n)): Path<(String, String, i64)>) -> Response {
     let (f, _) = respond!(session(&s, &h));
     let repo = repo_or_404!(f, o, r);
-    match issue_index(&repo, n) {
+    match repo.issue_index(n) {
         Some(i) => Json(f.issue_json(&repo, &repo.issues[i])).into_response(),
         None => error(StatusCode::NOT_FOUND, "Not Found"),
     }
@@ -486,7 +289,7 @@ pub async fn list_issue_labels(
 ) -> Response {
     let (f, _) = respond!(session(&s, &h));
     let repo = repo_or_404!(f, o, r);
-    let Some(i) = issue_index(&repo, n) else { return error(StatusCode::NOT_FOUND, "Not Found") };
+    let Some(i) = repo.issue_index(n) else { return error(StatusCode::NOT_FOUND, "Not Found") };
     let items = f.issue_json(&repo, &repo.issues[i])["labels"].as_array().cloned().unwrap_or_default();
     paginate(&f.base_url, &format!("/repos/{o}/{r}/issues/{n}/labels"), items, &p)
 }
@@ -513,7 +316,7 @@ pub async fn add_issue_labels(
         ids.push(f.id());
     }
     let Some(repo) = f.repos.get_mut(&key(&o, &r)) else { return error(StatusCode::NOT_FOUND, "Not Found") };
-    let Some(i) = issue_index(repo, n) else { return error(StatusCode::NOT_FOUND, "Not Found") };
+    let Some(i) = repo.issue_index(n) else { return error(StatusCode::NOT_FOUND, "Not Found") };
     for (name, id) in b.labels.iter().zip(ids) {
         repo.labels.entry(name.to_lowercase()).or_insert(Label { id, name: name.clone(), color: "ededed".into(), description: None });
     }
@@ -551,7 +354,7 @@ pub async fn remove_issue_label(
 ) -> Response {
     let (mut f, _) = respond!(session(&s, &h));
     let Some(repo) = f.repos.get_mut(&key(&o, &r)) else { return error(StatusCode::NOT_FOUND, "Not Found") };
-    let Some(i) = issue_index(repo, n) else { return error(StatusCode::NOT_FOUND, "Not Found") };
+    let Some(i) = repo.issue_index(n) else { return error(StatusCode::NOT_FOUND, "Not Found") };
     let before = repo.issues[i].labels.len();
     repo.issues[i].labels.retain(|l| !l.eq_ignore_ascii_case(&name));
     if repo.issues[i].labels.len() == before {
@@ -569,7 +372,7 @@ pub async fn list_comments(
 ) -> Response {
     let (f, _) = respond!(session(&s, &h));
     let repo = repo_or_404!(f, o, r);
-    let Some(i) = issue_index(&repo, n) else { return error(StatusCode::NOT_FOUND, "Not Found") };
+    let Some(i) = repo.issue_index(n) else { return error(StatusCode::NOT_FOUND, "Not Found") };
     let lag = std::time::Duration::from_millis(f.faults.comment_list_lag_ms);
     let items = repo.issues[i].comments.iter().filter(|c| c.born.elapsed() >= lag).map(|c| f.comment_json(&repo, n, c)).collect();
     paginate(&f.base_url, &format!("/repos/{o}/{r}/issues/{n}/comments"), items, &p)
@@ -595,7 +398,7 @@ pub async fn create_comment(
     }
     let id = f.id();
     let Some(repo) = f.repos.get_mut(&key(&o, &r)) else { return error(StatusCode::NOT_FOUND, "Not Found") };
-    let Some(i) = issue_index(repo, n) else { return error(StatusCode::NOT_FOUND, "Not Found") };
+    let Some(i) = repo.issue_index(n) else { return error(StatusCode::NOT_FOUND, "Not Found") };
     let t = now();
     let c = Comment { id, body: b.body, user: user.login, created_at: t.clone(), updated_at: t, born: std::time::Instant::now() };
     repo.issues[i].comments.push(c.clone());
@@ -657,7 +460,7 @@ pub async fn react_issue(
     let id = f.id();
     let user_json = f.user_json(&user.login);
     let Some(repo) = f.repos.get_mut(&key(&o, &r)) else { return error(StatusCode::NOT_FOUND, "Not Found") };
-    let Some(i) = issue_index(repo, n) else { return error(StatusCode::NOT_FOUND, "Not Found") };
+    let Some(i) = repo.issue_index(n) else { return error(StatusCode::NOT_FOUND, "Not Found") };
     let exists = repo.issues[i].reactions.iter().any(|(u, c)| *u == user.login && *c == b.content);
     if exists {
         return (StatusCode::OK, Json(reaction_json(id, &b.content, &user_json))).into_response();
@@ -710,7 +513,7 @@ pub async fn sim_create_user(State(s): State<Shared>, Json(b): Json<SimUser>) ->
             let (id, email) = f.users.get(&b.login.to_lowercase()).map(|u| (u.id, u.email.clone())).unwrap_or_default();
             (StatusCode::CREATED, Json(json!({"login": b.login, "id": id, "email": email, "token": token}))).into_response()
         }
-        Err(e) => error(StatusCode::UNPROCESSABLE_ENTITY, &e),
+        Err(e) => error(StatusCode::UNPROCESSABLE_ENTITY, &e.to_string()),
     }
 }
 
@@ -739,7 +542,7 @@ pub async fn sim_create_repo(State(s): State<Shared>, h: HeaderMap, Json(b): Jso
                 None => error(StatusCode::INTERNAL_SERVER_ERROR, "repository vanished"),
             }
         }
-        Err(e) => error(StatusCode::UNPROCESSABLE_ENTITY, &e),
+        Err(e) => error(StatusCode::UNPROCESSABLE_ENTITY, &e.to_string()),
     }
 }
 
@@ -814,7 +617,7 @@ pub async fn get_contents(
     let from_git = if git_ref.starts_with('-') || path.contains("..") {
         None
     } else {
-        crate::git::git_out(&f.git_dir(&repo.owner, &repo.name), &["cat-file", "blob", &format!("{git_ref}:{path}")])
+        crate::state::bare::git_out(&f.git_dir(&repo.owner, &repo.name), &["cat-file", "blob", &format!("{git_ref}:{path}")])
     };
     let Some(bytes) = from_git.as_ref().or_else(|| repo.files.get(&git_ref).and_then(|files| files.get(&path))) else {
         return error(StatusCode::NOT_FOUND, "Not Found");

@@ -9,44 +9,19 @@
 //!   JSON body), so tests can validate forge-sim against GitHub's OpenAPI description.
 
 use crate::http::error;
-use crate::rest::Shared;
+use crate::state::{Exchange, Faults, Shared};
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
 use serde_json::{Value, json};
 
 /// Exchanges kept at most (oldest dropped first).
 const MAX_EXCHANGES: usize = 5_000;
 /// Bodies larger than this are recorded as `null`.
 const MAX_RECORDED_BODY: usize = 1 << 20;
-
-/// The injected faults.
-#[derive(Debug, Default, Clone, Deserialize)]
-pub struct Faults {
-    #[serde(default)]
-    pub outage: u32,
-    #[serde(default)]
-    pub rate_limit: u32,
-    #[serde(default)]
-    pub retry_after: Option<u64>,
-    #[serde(default)]
-    pub primary_reset_in: Option<u64>,
-    #[serde(default)]
-    pub comment_list_lag_ms: u64,
-}
-
-/// One recorded API answer.
-#[derive(Debug, Clone)]
-pub struct Exchange {
-    pub method: String,
-    pub route: String,
-    pub status: u16,
-    pub body: Value,
-}
 
 /// `POST /_sim/faults`: replaces the injected faults.
 pub async fn set_faults(State(s): State<Shared>, Json(f): Json<Faults>) -> Response {
