@@ -4,7 +4,7 @@
 //! HTTP Basic credentials whose password is a forge-sim token with write access (GitHub's
 //! `x-access-token:<token>` form works). A push sends a `push` webhook per updated branch.
 
-use crate::http::error;
+use crate::http::{error, lock, respond};
 use crate::state::bare::git_out;
 use crate::state::{Shared, User, key};
 use axum::body::{Body, Bytes};
@@ -53,7 +53,7 @@ pub async fn smart_http(
     let query = query.unwrap_or_default();
     let push = rest.ends_with("git-receive-pack") || query.contains("service=git-receive-pack");
     let (dir, user, repo_json, hooks, before) = {
-        let Ok(f) = s.lock() else { return error(StatusCode::INTERNAL_SERVER_ERROR, "state poisoned") };
+        let f = respond!(lock(&s));
         let Some(repo) = f.repos.get(&key(&owner, name)).cloned() else { return error(StatusCode::NOT_FOUND, "Repository not found") };
         let user = credentials(&headers).and_then(|t| f.user_of_token(&t));
         if push {
@@ -135,7 +135,7 @@ pub async fn smart_http(
                 pushes.push((r.clone(), Some(sha.clone()), None));
             }
         }
-        let Ok(f) = s.lock() else { return error(StatusCode::INTERNAL_SERVER_ERROR, "state poisoned") };
+        let f = respond!(lock(&s));
         let sender = f.user_json(&u.login);
         for (r, old, new) in pushes {
             let payload = push_payload(&dir, &f.base_url, &owner, name, &r, old.as_deref(), new.as_deref(), &repo_json, &sender, u);

@@ -5,12 +5,12 @@
 //! redelivered on request. Like GitHub, a hook may point anywhere: forge-sim only reaches `http://`
 //! URLs, and records every other delivery as failed to connect (status code 0).
 
-use crate::http::{error, respond};
-use crate::rest::session;
+use crate::auth::Authenticated;
+use crate::http::{error, lock, respond};
 use crate::state::{Delivery, Forge, Hook, Shared, User, key, now};
 use axum::Json;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -52,8 +52,13 @@ fn default_events() -> Vec<String> {
     vec!["push".into()]
 }
 
-pub async fn create_hook(State(s): State<Shared>, h: HeaderMap, Path((o, r)): Path<(String, String)>, Json(b): Json<NewHook>) -> Response {
-    let (mut f, user) = respond!(session(&s, &h));
+pub async fn create_hook(
+    State(s): State<Shared>,
+    Authenticated(user): Authenticated,
+    Path((o, r)): Path<(String, String)>,
+    Json(b): Json<NewHook>,
+) -> Response {
+    let mut f = respond!(lock(&s));
     if !administers(&f, &user, &o, &r) {
         return error(StatusCode::NOT_FOUND, "Not Found");
     }
@@ -86,11 +91,11 @@ fn hook_json(base: &str, o: &str, r: &str, h: &Hook) -> Value {
 /// `PATCH /repos/{o}/{r}/hooks/{hook_id}`: replaces the configuration, events and active flag.
 pub async fn update_hook(
     State(s): State<Shared>,
-    h: HeaderMap,
+    Authenticated(user): Authenticated,
     Path((o, r, id)): Path<(String, String, i64)>,
     Json(b): Json<NewHook>,
 ) -> Response {
-    let (mut f, user) = respond!(session(&s, &h));
+    let mut f = respond!(lock(&s));
     if !administers(&f, &user, &o, &r) {
         return error(StatusCode::NOT_FOUND, "Not Found");
     }
@@ -110,8 +115,12 @@ pub async fn update_hook(
 }
 
 /// `DELETE /repos/{o}/{r}/hooks/{hook_id}`.
-pub async fn delete_hook(State(s): State<Shared>, h: HeaderMap, Path((o, r, id)): Path<(String, String, i64)>) -> Response {
-    let (mut f, user) = respond!(session(&s, &h));
+pub async fn delete_hook(
+    State(s): State<Shared>,
+    Authenticated(user): Authenticated,
+    Path((o, r, id)): Path<(String, String, i64)>,
+) -> Response {
+    let mut f = respond!(lock(&s));
     if !administers(&f, &user, &o, &r) {
         return error(StatusCode::NOT_FOUND, "Not Found");
     }
@@ -147,11 +156,11 @@ pub struct DeliveryQuery {
 /// optionally only the successful or the failed ones.
 pub async fn hook_deliveries(
     State(s): State<Shared>,
-    h: HeaderMap,
+    Authenticated(user): Authenticated,
     Path((o, r, id)): Path<(String, String, i64)>,
     axum::extract::Query(q): axum::extract::Query<DeliveryQuery>,
 ) -> Response {
-    let (f, user) = respond!(session(&s, &h));
+    let f = respond!(lock(&s));
     let Some((k, _)) = administered_hook(&f, &user, &o, &r, id) else { return error(StatusCode::NOT_FOUND, "Not Found") };
     let wanted: fn(&Delivery) -> bool = match q.status.as_deref() {
         None => |_| true,
@@ -170,10 +179,10 @@ pub async fn hook_deliveries(
 /// that was sent (headers and payload) and the receiver's answer.
 pub async fn hook_delivery(
     State(s): State<Shared>,
-    h: HeaderMap,
+    Authenticated(user): Authenticated,
     Path((o, r, id, delivery)): Path<(String, String, i64, i64)>,
 ) -> Response {
-    let (f, user) = respond!(session(&s, &h));
+    let f = respond!(lock(&s));
     let Some((k, _)) = administered_hook(&f, &user, &o, &r, id) else { return error(StatusCode::NOT_FOUND, "Not Found") };
     let Some(d) = f.deliveries().iter().find(|d| d.id == delivery && d.hook_id == id) else {
         return error(StatusCode::NOT_FOUND, "Not Found");
@@ -192,8 +201,12 @@ pub async fn hook_delivery(
 }
 
 /// `POST /repos/{o}/{r}/hooks/{hook_id}/deliveries/{delivery_id}/attempts`: delivers again (202).
-pub async fn redeliver(State(s): State<Shared>, h: HeaderMap, Path((o, r, id, delivery)): Path<(String, String, i64, i64)>) -> Response {
-    let (f, user) = respond!(session(&s, &h));
+pub async fn redeliver(
+    State(s): State<Shared>,
+    Authenticated(user): Authenticated,
+    Path((o, r, id, delivery)): Path<(String, String, i64, i64)>,
+) -> Response {
+    let f = respond!(lock(&s));
     let Some((_, hook)) = administered_hook(&f, &user, &o, &r, id) else { return error(StatusCode::NOT_FOUND, "Not Found") };
     let Some(d) = f.deliveries().iter().find(|d| d.id == delivery && d.hook_id == id).cloned() else {
         return error(StatusCode::NOT_FOUND, "Not Found");
@@ -206,8 +219,8 @@ pub async fn redeliver(State(s): State<Shared>, h: HeaderMap, Path((o, r, id, de
     (StatusCode::ACCEPTED, Json(json!({}))).into_response()
 }
 
-pub async fn list_hooks(State(s): State<Shared>, h: HeaderMap, Path((o, r)): Path<(String, String)>) -> Response {
-    let (f, user) = respond!(session(&s, &h));
+pub async fn list_hooks(State(s): State<Shared>, Authenticated(user): Authenticated, Path((o, r)): Path<(String, String)>) -> Response {
+    let f = respond!(lock(&s));
     if !administers(&f, &user, &o, &r) {
         return error(StatusCode::NOT_FOUND, "Not Found");
     }
@@ -218,7 +231,7 @@ pub async fn list_hooks(State(s): State<Shared>, h: HeaderMap, Path((o, r)): Pat
 }
 
 pub async fn list_deliveries(State(s): State<Shared>) -> Response {
-    let Ok(f) = s.lock() else { return error(StatusCode::INTERNAL_SERVER_ERROR, "state poisoned") };
+    let f = respond!(lock(&s));
     let v: Vec<Value> = f
         .deliveries()
         .iter()

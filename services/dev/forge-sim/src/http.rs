@@ -8,6 +8,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use std::sync::{Mutex, MutexGuard};
 
 /// Where GitHub's error bodies point.
 pub const DOCS: &str = "https://docs.github.com/rest";
@@ -67,4 +68,10 @@ pub fn paginate(base: &str, path: &str, items: Vec<Value>, p: &Page) -> Response
         resp.headers_mut().insert(header::LINK, v);
     }
     resp
+}
+
+/// Locks the shared state; a lock poisoned by a panicking handler answers 500.
+#[allow(clippy::result_large_err)] // the error is the HTTP response itself, returned at once
+pub fn lock<T>(m: &Mutex<T>) -> Result<MutexGuard<'_, T>, Response> {
+    m.lock().map_err(|_| error(StatusCode::INTERNAL_SERVER_ERROR, "state poisoned"))
 }

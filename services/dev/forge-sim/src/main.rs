@@ -11,6 +11,7 @@
 // GitHub's pull-request objects are large `json!` literals.
 #![recursion_limit = "256"]
 
+mod auth;
 mod git;
 mod hooks;
 mod http;

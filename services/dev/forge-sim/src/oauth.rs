@@ -10,8 +10,8 @@
 //!
 //! OAuth apps are registered through `POST /_sim/oauth-apps {client_id, client_secret, redirect_uri}`.
 
-use crate::http::{error, respond};
-use crate::rest::session;
+use crate::auth::Authenticated;
+use crate::http::{error, lock, respond};
 use crate::state::{App, Grant, Shared, now, rand_u64};
 use axum::Json;
 use axum::body::Bytes;
@@ -33,7 +33,7 @@ pub async fn register_app(State(s): State<Shared>, Json(app): Json<App>) -> Resp
             "client_id, a client_secret of 8+ characters and an http(s) redirect_uri are required",
         );
     }
-    let Ok(mut f) = s.lock() else { return error(StatusCode::INTERNAL_SERVER_ERROR, "state poisoned") };
+    let mut f = respond!(lock(&s));
     f.oauth_apps.insert(app.client_id.clone(), app);
     StatusCode::NO_CONTENT.into_response()
 }
@@ -68,7 +68,7 @@ fn html_escape(s: &str) -> String {
 
 /// `GET /login/oauth/authorize`.
 pub async fn authorize(State(s): State<Shared>, Query(q): Query<Authorize>) -> Response {
-    let Ok(mut f) = s.lock() else { return error(StatusCode::INTERNAL_SERVER_ERROR, "state poisoned") };
+    let mut f = respond!(lock(&s));
     let Some(app) = q.client_id.as_ref().and_then(|c| f.oauth_apps.get(c)).cloned() else {
         return (StatusCode::NOT_FOUND, Html("<h1>404</h1><p>This OAuth application does not exist (unknown client_id).</p>"))
             .into_response();
@@ -164,7 +164,7 @@ pub async fn access_token(State(s): State<Shared>, headers: HeaderMap, body: Byt
             redirect_uri: m.remove("redirect_uri"),
         }
     };
-    let Ok(mut f) = s.lock() else { return error(StatusCode::INTERNAL_SERVER_ERROR, "state poisoned") };
+    let mut f = respond!(lock(&s));
     let app = req.client_id.as_ref().and_then(|c| f.oauth_apps.get(c)).cloned();
     let Some(app) = app.filter(|a| Some(&a.client_secret) == req.client_secret.as_ref()) else {
         return oauth_error(&headers, "incorrect_client_credentials", "The client_id and/or client_secret passed are incorrect.");
@@ -205,8 +205,8 @@ fn percent_decode(s: &str) -> String {
 }
 
 /// `GET /user`: the token's user (GitHub's private-user view).
-pub async fn current_user(State(s): State<Shared>, h: HeaderMap) -> Response {
-    let (f, user) = respond!(session(&s, &h));
+pub async fn current_user(State(s): State<Shared>, Authenticated(user): Authenticated) -> Response {
+    let f = respond!(lock(&s));
     let mut v = f.user_json(&user.login);
     let created = f.created_at.clone().unwrap_or_else(now);
     for (k, val) in [
@@ -237,7 +237,6 @@ pub async fn current_user(State(s): State<Shared>, h: HeaderMap) -> Response {
 }
 
 /// `GET /user/emails`.
-pub async fn emails(State(s): State<Shared>, h: HeaderMap) -> Response {
-    let (_f, user) = respond!(session(&s, &h));
+pub async fn emails(Authenticated(user): Authenticated) -> Response {
     Json(json!([{"email": user.email, "primary": true, "verified": true, "visibility": "private"}])).into_response()
 }

@@ -1,12 +1,12 @@
 //! Pull requests, their reviews and review comments. A pull request is an issue with a `pull`
 //! part, as on GitHub: it shares the issue numbering, labels and comments.
 
-use crate::http::{Page, error, paginate, respond, validation};
-use crate::rest::session;
+use crate::auth::Authenticated;
+use crate::http::{Page, error, lock, paginate, respond, validation};
 use crate::state::{Forge, Issue, Pull, Repo, ReviewCommentRec, ReviewRec, Shared, key, now};
 use axum::Json;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -108,8 +108,13 @@ pub struct NewPull {
     draft: bool,
 }
 
-pub async fn create_pull(State(s): State<Shared>, h: HeaderMap, Path((o, r)): Path<(String, String)>, Json(b): Json<NewPull>) -> Response {
-    let (mut f, user) = respond!(session(&s, &h));
+pub async fn create_pull(
+    State(s): State<Shared>,
+    Authenticated(user): Authenticated,
+    Path((o, r)): Path<(String, String)>,
+    Json(b): Json<NewPull>,
+) -> Response {
+    let mut f = respond!(lock(&s));
     if b.title.trim().is_empty() {
         return validation("PullRequest", "title", "missing_field");
     }
@@ -173,11 +178,11 @@ pub struct PullFilter {
 
 pub async fn list_pulls(
     State(s): State<Shared>,
-    h: HeaderMap,
+    _: Authenticated,
     Path((o, r)): Path<(String, String)>,
     Query(q): Query<PullFilter>,
 ) -> Response {
-    let (f, _) = respond!(session(&s, &h));
+    let f = respond!(lock(&s));
     let repo = crate::repo_or_404!(f, o, r);
     let state = q.state.unwrap_or_else(|| "open".into());
     let head = q.head.map(|h| h.split_once(':').map(|(_, b)| b.to_string()).unwrap_or(h));
@@ -200,8 +205,8 @@ fn pull_index(repo: &Repo, n: i64) -> Option<usize> {
     repo.issue_index(n).filter(|i| repo.issues[*i].pull.is_some())
 }
 
-pub async fn get_pull(State(s): State<Shared>, h: HeaderMap, Path((o, r, n)): Path<(String, String, i64)>) -> Response {
-    let (f, _) = respond!(session(&s, &h));
+pub async fn get_pull(State(s): State<Shared>, _: Authenticated, Path((o, r, n)): Path<(String, String, i64)>) -> Response {
+    let f = respond!(lock(&s));
     let repo = crate::repo_or_404!(f, o, r);
     match pull_index(&repo, n) {
         Some(i) => Json(f.pull_json(&repo, &repo.issues[i], true)).into_response(),
@@ -218,11 +223,11 @@ pub struct PullPatch {
 
 pub async fn update_pull(
     State(s): State<Shared>,
-    h: HeaderMap,
+    Authenticated(user): Authenticated,
     Path((o, r, n)): Path<(String, String, i64)>,
     Json(b): Json<PullPatch>,
 ) -> Response {
-    let (mut f, user) = respond!(session(&s, &h));
+    let mut f = respond!(lock(&s));
     if b.state.as_ref().is_some_and(|st| st != "open" && st != "closed") {
         return validation("PullRequest", "state", "invalid");
     }
@@ -253,11 +258,11 @@ pub async fn update_pull(
 
 pub async fn list_reviews(
     State(s): State<Shared>,
-    h: HeaderMap,
+    _: Authenticated,
     Path((o, r, n)): Path<(String, String, i64)>,
     Query(p): Query<Page>,
 ) -> Response {
-    let (f, _) = respond!(session(&s, &h));
+    let f = respond!(lock(&s));
     let repo = crate::repo_or_404!(f, o, r);
     let Some(pull) = pull_of(&repo, n) else { return error(StatusCode::NOT_FOUND, "Not Found") };
     let items = pull.reviews.iter().map(|rv| f.review_json(&repo, n, rv, &pull.head_sha)).collect();
@@ -266,11 +271,11 @@ pub async fn list_reviews(
 
 pub async fn list_review_comments(
     State(s): State<Shared>,
-    h: HeaderMap,
+    _: Authenticated,
     Path((o, r, n)): Path<(String, String, i64)>,
     Query(p): Query<Page>,
 ) -> Response {
-    let (f, _) = respond!(session(&s, &h));
+    let f = respond!(lock(&s));
     let repo = crate::repo_or_404!(f, o, r);
     let Some(pull) = pull_of(&repo, n) else { return error(StatusCode::NOT_FOUND, "Not Found") };
     let items = pull.review_comments.iter().map(|c| f.review_comment_json(&repo, n, c, &pull.head_sha)).collect();
@@ -295,11 +300,11 @@ pub struct NewReview {
 
 pub async fn create_review(
     State(s): State<Shared>,
-    h: HeaderMap,
+    Authenticated(user): Authenticated,
     Path((o, r, n)): Path<(String, String, i64)>,
     Json(b): Json<NewReview>,
 ) -> Response {
-    let (mut f, user) = respond!(session(&s, &h));
+    let mut f = respond!(lock(&s));
     let state = match b.event.as_deref() {
         Some("APPROVE") => "APPROVED",
         Some("REQUEST_CHANGES") => "CHANGES_REQUESTED",
@@ -362,11 +367,11 @@ pub struct NewReply {
 /// thread of a top-level review comment (GitHub refuses replies to replies).
 pub async fn reply_review_comment(
     State(s): State<Shared>,
-    h: HeaderMap,
+    Authenticated(user): Authenticated,
     Path((o, r, n, comment_id)): Path<(String, String, i64, i64)>,
     Json(b): Json<NewReply>,
 ) -> Response {
-    let (mut f, user) = respond!(session(&s, &h));
+    let mut f = respond!(lock(&s));
     if b.body.trim().is_empty() {
         return validation("PullRequestReviewComment", "body", "missing_field");
     }

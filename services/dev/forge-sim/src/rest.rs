@@ -2,11 +2,12 @@
 //! (`{"message", "documentation_url"}`, 422 with `errors[]`), token authentication, and `Link`
 //! pagination (`per_page` ≤ 100, default 30).
 
-use crate::http::{Page, error, paginate, respond, validation};
-use crate::state::{Comment, Forge, Issue, Label, Repo, Shared, User, key, now};
+use crate::auth::{AuthError, Authenticated};
+use crate::http::{Page, error, lock, paginate, respond, validation};
+use crate::state::{Comment, Forge, Issue, Label, Repo, Shared, key, now};
 use axum::Json;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -139,24 +140,6 @@ impl Forge {
     }
 }
 
-/// The authenticated user of a request, or the 401 GitHub answers.
-#[allow(clippy::result_large_err)] // the error is the HTTP response itself, returned at once
-fn auth(forge: &Forge, headers: &HeaderMap) -> Result<User, Response> {
-    let Some(value) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) else {
-        return Err(error(StatusCode::UNAUTHORIZED, "Requires authentication"));
-    };
-    let token = value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("token ")).unwrap_or("").trim();
-    forge.user_of_token(token).ok_or_else(|| error(StatusCode::UNAUTHORIZED, "Bad credentials"))
-}
-
-/// Locks the forge and authenticates the request: the preamble of every API handler.
-#[allow(clippy::result_large_err)] // the error is the HTTP response itself, returned at once
-pub fn session<'a>(s: &'a Shared, headers: &HeaderMap) -> Result<(std::sync::MutexGuard<'a, Forge>, User), Response> {
-    let f = s.lock().map_err(|_| error(StatusCode::INTERNAL_SERVER_ERROR, "state poisoned"))?;
-    let user = auth(&f, headers)?;
-    Ok((f, user))
-}
-
 #[macro_export]
 macro_rules! repo_or_404 {
     ($forge:expr, $o:expr, $r:expr) => {
@@ -167,8 +150,8 @@ macro_rules! repo_or_404 {
     };
 }
 
-pub async fn get_repo(State(s): State<Shared>, h: HeaderMap, Path((o, r)): Path<(String, String)>) -> Response {
-    let (f, _) = respond!(session(&s, &h));
+pub async fn get_repo(State(s): State<Shared>, _: Authenticated, Path((o, r)): Path<(String, String)>) -> Response {
+    let f = respond!(lock(&s));
     let repo = repo_or_404!(f, o, r);
     // The REST answer is GitHub's full-repository; webhooks and nested objects carry the shorter form.
     let mut v = f.repo_json(&repo);
@@ -178,8 +161,13 @@ pub async fn get_repo(State(s): State<Shared>, h: HeaderMap, Path((o, r)): Path<
     Json(v).into_response()
 }
 
-pub async fn list_labels(State(s): State<Shared>, h: HeaderMap, Path((o, r)): Path<(String, String)>, Query(p): Query<Page>) -> Response {
-    let (f, _) = respond!(session(&s, &h));
+pub async fn list_labels(
+    State(s): State<Shared>,
+    _: Authenticated,
+    Path((o, r)): Path<(String, String)>,
+    Query(p): Query<Page>,
+) -> Response {
+    let f = respond!(lock(&s));
     let repo = repo_or_404!(f, o, r);
     let items = repo.labels.values().map(|l| f.label_json(&repo, l)).collect();
     paginate(&f.base_url, &format!("/repos/{o}/{r}/labels"), items, &p)
@@ -194,11 +182,11 @@ pub struct NewLabel {
 
 pub async fn create_label(
     State(s): State<Shared>,
-    h: HeaderMap,
+    _: Authenticated,
     Path((o, r)): Path<(String, String)>,
     Json(b): Json<NewLabel>,
 ) -> Response {
-    let (mut f, _) = respond!(session(&s, &h));
+    let mut f = respond!(lock(&s));
     let _ = repo_or_404!(f, o, r);
     if b.name.trim().is_empty() {
         return validation("Label", "name", "missing_field");
@@ -219,8 +207,8 @@ pub async fn create_label(
     (StatusCode::CREATED, Json(f.label_json(&repo, &label))).into_response()
 }
 
-pub async fn delete_label(State(s): State<Shared>, h: HeaderMap, Path((o, r, name)): Path<(String, String, String)>) -> Response {
-    let (mut f, _) = respond!(session(&s, &h));
+pub async fn delete_label(State(s): State<Shared>, _: Authenticated, Path((o, r, name)): Path<(String, String, String)>) -> Response {
+    let mut f = respond!(lock(&s));
     let Some(repo) = f.repos.get_mut(&key(&o, &r)) else { return error(StatusCode::NOT_FOUND, "Not Found") };
     match repo.labels.remove(&name.to_lowercase()) {
         Some(_) => StatusCode::NO_CONTENT.into_response(),
@@ -238,11 +226,11 @@ pub struct NewIssue {
 
 pub async fn create_issue(
     State(s): State<Shared>,
-    h: HeaderMap,
+    Authenticated(user): Authenticated,
     Path((o, r)): Path<(String, String)>,
     Json(b): Json<NewIssue>,
 ) -> Response {
-    let (mut f, user) = respond!(session(&s, &h));
+    let mut f = respond!(lock(&s));
     if b.title.trim().is_empty() {
         return validation("Issue", "title", "missing_field");
     }
@@ -272,8 +260,8 @@ pub async fn create_issue(
     (StatusCode::CREATED, Json(body)).into_response()
 }
 
-pub async fn get_issue(State(s): State<Shared>, h: HeaderMap, Path((o, r, n)): Path<(String, String, i64)>) -> Response {
-    let (f, _) = respond!(session(&s, &h));
+pub async fn get_issue(State(s): State<Shared>, _: Authenticated, Path((o, r, n)): Path<(String, String, i64)>) -> Response {
+    let f = respond!(lock(&s));
     let repo = repo_or_404!(f, o, r);
     match repo.issue_index(n) {
         Some(i) => Json(f.issue_json(&repo, &repo.issues[i])).into_response(),
@@ -283,11 +271,11 @@ pub async fn get_issue(State(s): State<Shared>, h: HeaderMap, Path((o, r, n)): P
 
 pub async fn list_issue_labels(
     State(s): State<Shared>,
-    h: HeaderMap,
+    _: Authenticated,
     Path((o, r, n)): Path<(String, String, i64)>,
     Query(p): Query<Page>,
 ) -> Response {
-    let (f, _) = respond!(session(&s, &h));
+    let f = respond!(lock(&s));
     let repo = repo_or_404!(f, o, r);
     let Some(i) = repo.issue_index(n) else { return error(StatusCode::NOT_FOUND, "Not Found") };
     let items = f.issue_json(&repo, &repo.issues[i])["labels"].as_array().cloned().unwrap_or_default();
@@ -302,12 +290,12 @@ pub struct LabelsBody {
 /// POST adds labels (creating unknown ones, as GitHub does); PUT replaces them.
 pub async fn add_issue_labels(
     State(s): State<Shared>,
-    h: HeaderMap,
+    Authenticated(user): Authenticated,
     method: axum::http::Method,
     Path((o, r, n)): Path<(String, String, i64)>,
     Json(b): Json<LabelsBody>,
 ) -> Response {
-    let (mut f, user) = respond!(session(&s, &h));
+    let mut f = respond!(lock(&s));
     if b.labels.iter().any(|l| l.trim().is_empty()) {
         return validation("Label", "name", "invalid");
     }
@@ -349,10 +337,10 @@ pub async fn add_issue_labels(
 
 pub async fn remove_issue_label(
     State(s): State<Shared>,
-    h: HeaderMap,
+    _: Authenticated,
     Path((o, r, n, name)): Path<(String, String, i64, String)>,
 ) -> Response {
-    let (mut f, _) = respond!(session(&s, &h));
+    let mut f = respond!(lock(&s));
     let Some(repo) = f.repos.get_mut(&key(&o, &r)) else { return error(StatusCode::NOT_FOUND, "Not Found") };
     let Some(i) = repo.issue_index(n) else { return error(StatusCode::NOT_FOUND, "Not Found") };
     let before = repo.issues[i].labels.len();
@@ -366,11 +354,11 @@ pub async fn remove_issue_label(
 
 pub async fn list_comments(
     State(s): State<Shared>,
-    h: HeaderMap,
+    _: Authenticated,
     Path((o, r, n)): Path<(String, String, i64)>,
     Query(p): Query<Page>,
 ) -> Response {
-    let (f, _) = respond!(session(&s, &h));
+    let f = respond!(lock(&s));
     let repo = repo_or_404!(f, o, r);
     let Some(i) = repo.issue_index(n) else { return error(StatusCode::NOT_FOUND, "Not Found") };
     let lag = std::time::Duration::from_millis(f.faults.comment_list_lag_ms);
@@ -385,11 +373,11 @@ pub struct CommentBody {
 
 pub async fn create_comment(
     State(s): State<Shared>,
-    h: HeaderMap,
+    Authenticated(user): Authenticated,
     Path((o, r, n)): Path<(String, String, i64)>,
     Json(b): Json<CommentBody>,
 ) -> Response {
-    let (mut f, user) = respond!(session(&s, &h));
+    let mut f = respond!(lock(&s));
     if b.body.trim().is_empty() {
         return validation("IssueComment", "body", "missing_field");
     }
@@ -414,11 +402,11 @@ pub async fn create_comment(
 
 pub async fn update_comment(
     State(s): State<Shared>,
-    h: HeaderMap,
+    _: Authenticated,
     Path((o, r, id)): Path<(String, String, i64)>,
     Json(b): Json<CommentBody>,
 ) -> Response {
-    let (mut f, _) = respond!(session(&s, &h));
+    let mut f = respond!(lock(&s));
     if b.body.trim().is_empty() {
         return validation("IssueComment", "body", "missing_field");
     }
@@ -449,11 +437,11 @@ fn reaction_json(id: i64, content: &str, user: &Value) -> Value {
 /// Reacting twice with the same content answers 200 with the existing reaction, as GitHub does.
 pub async fn react_issue(
     State(s): State<Shared>,
-    h: HeaderMap,
+    Authenticated(user): Authenticated,
     Path((o, r, n)): Path<(String, String, i64)>,
     Json(b): Json<ReactionBody>,
 ) -> Response {
-    let (mut f, user) = respond!(session(&s, &h));
+    let mut f = respond!(lock(&s));
     if !REACTIONS.contains(&b.content.as_str()) {
         return validation("Reaction", "content", "invalid");
     }
@@ -471,11 +459,11 @@ pub async fn react_issue(
 
 pub async fn react_comment(
     State(s): State<Shared>,
-    h: HeaderMap,
+    Authenticated(user): Authenticated,
     Path((o, r, cid)): Path<(String, String, i64)>,
     Json(b): Json<ReactionBody>,
 ) -> Response {
-    let (mut f, user) = respond!(session(&s, &h));
+    let mut f = respond!(lock(&s));
     if !REACTIONS.contains(&b.content.as_str()) {
         return validation("Reaction", "content", "invalid");
     }
@@ -507,7 +495,7 @@ fn default_kind() -> String {
 
 /// Scripting API: `POST /_sim/users {login, email, kind?}` → `{login, id, token}`.
 pub async fn sim_create_user(State(s): State<Shared>, Json(b): Json<SimUser>) -> Response {
-    let Ok(mut f) = s.lock() else { return error(StatusCode::INTERNAL_SERVER_ERROR, "state poisoned") };
+    let mut f = respond!(lock(&s));
     match f.add_user(&b.login, &b.email, &b.kind) {
         Ok(token) => {
             let (id, email) = f.users.get(&b.login.to_lowercase()).map(|u| (u.id, u.email.clone())).unwrap_or_default();
@@ -520,7 +508,7 @@ pub async fn sim_create_user(State(s): State<Shared>, Json(b): Json<SimUser>) ->
 /// Scripting API: `POST /_sim/users/{login}/tokens` → `{login, token}`, a new token to act as an
 /// existing user (forge-sim is a local stand-in: whoever reaches it may act as anyone).
 pub async fn sim_user_token(State(s): State<Shared>, Path(login): Path<String>) -> Response {
-    let Ok(mut f) = s.lock() else { return error(StatusCode::INTERNAL_SERVER_ERROR, "state poisoned") };
+    let mut f = respond!(lock(&s));
     let Some(user) = f.users.get(&login.to_lowercase()).cloned() else { return error(StatusCode::NOT_FOUND, "Not Found") };
     let token = f.issue_token(&user.login);
     (StatusCode::CREATED, Json(json!({"login": user.login, "token": token}))).into_response()
@@ -532,8 +520,10 @@ pub struct SimRepo {
 }
 
 /// Scripting API: `POST /_sim/repos {name}` as the authenticated user → the repository.
-pub async fn sim_create_repo(State(s): State<Shared>, h: HeaderMap, Json(b): Json<SimRepo>) -> Response {
-    let (mut f, user) = respond!(session(&s, &h));
+pub async fn sim_create_repo(State(s): State<Shared>, auth: Result<Authenticated, AuthError>, Json(b): Json<SimRepo>) -> Response {
+    // A malformed body answers before missing credentials do: the extractor only reports them.
+    let Authenticated(user) = respond!(auth);
+    let mut f = respond!(lock(&s));
     match f.add_repo(&user.login, &b.name) {
         Ok(_) => {
             let repo = f.repos.get(&key(&user.login, &b.name)).cloned();
@@ -546,8 +536,8 @@ pub async fn sim_create_repo(State(s): State<Shared>, h: HeaderMap, Json(b): Jso
     }
 }
 
-pub async fn get_label(State(s): State<Shared>, h: HeaderMap, Path((o, r, name)): Path<(String, String, String)>) -> Response {
-    let (f, _) = respond!(session(&s, &h));
+pub async fn get_label(State(s): State<Shared>, _: Authenticated, Path((o, r, name)): Path<(String, String, String)>) -> Response {
+    let f = respond!(lock(&s));
     let repo = repo_or_404!(f, o, r);
     match repo.labels.get(&name.to_lowercase()) {
         Some(l) => Json(f.label_json(&repo, l)).into_response(),
@@ -564,11 +554,11 @@ pub struct LabelPatch {
 
 pub async fn update_label(
     State(s): State<Shared>,
-    h: HeaderMap,
+    _: Authenticated,
     Path((o, r, name)): Path<(String, String, String)>,
     Json(b): Json<LabelPatch>,
 ) -> Response {
-    let (mut f, _) = respond!(session(&s, &h));
+    let mut f = respond!(lock(&s));
     if b.color.as_ref().is_some_and(|c| c.len() != 6 || !c.chars().all(|c| c.is_ascii_hexdigit())) {
         return validation("Label", "color", "invalid");
     }
@@ -605,12 +595,12 @@ fn blob_sha(bytes: &[u8]) -> String {
 /// `GET /repos/{o}/{r}/contents/{path}?ref=`: a file as GitHub's `content-file` (base64).
 pub async fn get_contents(
     State(s): State<Shared>,
-    h: HeaderMap,
+    _: Authenticated,
     Path((o, r, path)): Path<(String, String, String)>,
     Query(q): Query<RefQuery>,
 ) -> Response {
     use base64::Engine;
-    let (f, _) = respond!(session(&s, &h));
+    let f = respond!(lock(&s));
     let repo = repo_or_404!(f, o, r);
     let git_ref = q.git_ref.unwrap_or_else(|| repo.default_branch.clone());
     // The git repository first (what was pushed), then files set through /_sim.
@@ -637,8 +627,8 @@ pub async fn get_contents(
 }
 
 /// `GET /repos/{o}/{r}/collaborators/{username}/permission`.
-pub async fn get_permission(State(s): State<Shared>, h: HeaderMap, Path((o, r, login)): Path<(String, String, String)>) -> Response {
-    let (f, _) = respond!(session(&s, &h));
+pub async fn get_permission(State(s): State<Shared>, _: Authenticated, Path((o, r, login)): Path<(String, String, String)>) -> Response {
+    let f = respond!(lock(&s));
     let repo = repo_or_404!(f, o, r);
     if !f.users.contains_key(&login.to_lowercase()) {
         return error(StatusCode::NOT_FOUND, "Not Found");
@@ -668,11 +658,13 @@ pub struct SimFiles {
 /// Scripting API: `POST /_sim/repos/{o}/{r}/files {ref, files: {path: text}}` sets files at a ref.
 pub async fn sim_put_files(
     State(s): State<Shared>,
-    h: HeaderMap,
+    auth: Result<Authenticated, AuthError>,
     Path((o, r)): Path<(String, String)>,
     Json(b): Json<SimFiles>,
 ) -> Response {
-    let (mut f, user) = respond!(session(&s, &h));
+    // A malformed body answers before missing credentials do: the extractor only reports them.
+    let Authenticated(user) = respond!(auth);
+    let mut f = respond!(lock(&s));
     let Some(repo) = f.repos.get_mut(&key(&o, &r)) else { return error(StatusCode::NOT_FOUND, "Not Found") };
     if !repo.owner.eq_ignore_ascii_case(&user.login) {
         return error(StatusCode::FORBIDDEN, "Only the owner may write files through /_sim");
@@ -693,11 +685,13 @@ pub struct SimCollaborator {
 /// Scripting API: `POST /_sim/repos/{o}/{r}/collaborators {login, permission}` (owner only).
 pub async fn sim_add_collaborator(
     State(s): State<Shared>,
-    h: HeaderMap,
+    auth: Result<Authenticated, AuthError>,
     Path((o, r)): Path<(String, String)>,
     Json(b): Json<SimCollaborator>,
 ) -> Response {
-    let (mut f, user) = respond!(session(&s, &h));
+    // A malformed body answers before missing credentials do: the extractor only reports them.
+    let Authenticated(user) = respond!(auth);
+    let mut f = respond!(lock(&s));
     if !["admin", "maintain", "write", "triage", "read"].contains(&b.permission.as_str()) {
         return validation("Collaborator", "permission", "invalid");
     }

@@ -8,7 +8,7 @@
 //! - **Exchanges** (`GET /_sim/exchanges`): every API answer (method, route template, status,
 //!   JSON body), so tests can validate forge-sim against GitHub's OpenAPI description.
 
-use crate::http::error;
+use crate::http::{error, lock, respond};
 use crate::state::{Exchange, Faults, Shared};
 use axum::Json;
 use axum::body::Body;
@@ -25,14 +25,14 @@ const MAX_RECORDED_BODY: usize = 1 << 20;
 
 /// `POST /_sim/faults`: replaces the injected faults.
 pub async fn set_faults(State(s): State<Shared>, Json(f): Json<Faults>) -> Response {
-    let Ok(mut forge) = s.lock() else { return error(StatusCode::INTERNAL_SERVER_ERROR, "state poisoned") };
+    let mut forge = respond!(lock(&s));
     forge.faults = f;
     StatusCode::NO_CONTENT.into_response()
 }
 
 /// `GET /_sim/exchanges`: every recorded answer, oldest first.
 pub async fn exchanges(State(s): State<Shared>) -> Response {
-    let Ok(forge) = s.lock() else { return error(StatusCode::INTERNAL_SERVER_ERROR, "state poisoned") };
+    let forge = respond!(lock(&s));
     let v: Vec<Value> =
         forge.exchanges.iter().map(|e| json!({"method": e.method, "route": e.route, "status": e.status, "body": e.body})).collect();
     Json(Value::Array(v)).into_response()
@@ -72,9 +72,9 @@ pub async fn layer(State(s): State<Shared>, matched: Option<MatchedPath>, req: R
         return resp;
     }
     // Authentication comes before reading the body, as on GitHub.
-    let refused = crate::rest::session(&s, req.headers()).err();
+    let refused = crate::auth::authenticate(&s, req.headers()).err();
     let resp = match refused {
-        Some(r) => r,
+        Some(e) => e.into_response(),
         None => next.run(req).await,
     };
     let (parts, body) = resp.into_parts();
