@@ -5,8 +5,10 @@
 //! `x-access-token:<token>` form works). A push sends a `push` webhook per updated branch.
 
 use crate::http::{error, lock, respond};
+use crate::shapes;
 use crate::state::bare::git_out;
 use crate::state::{Shared, User, key};
+use crate::webhooks;
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
@@ -68,7 +70,7 @@ pub async fn smart_http(
         }
         let dir = f.git_dir(&owner, name);
         let before = if push && method == Method::POST { Some(branches(&dir)) } else { None };
-        (dir, user, f.repo_json(&repo), f.hooks_of(&owner, name), before)
+        (dir, user, shapes::repo(&f, &repo), f.hooks_of(&owner, name), before)
     };
 
     let mut cmd = tokio::process::Command::new(HTTP_BACKEND);
@@ -136,10 +138,10 @@ pub async fn smart_http(
             }
         }
         let f = respond!(lock(&s));
-        let sender = f.user_json(&u.login);
+        let sender = shapes::user(&f, &u.login);
         for (r, old, new) in pushes {
             let payload = push_payload(&dir, &f.base_url, &owner, name, &r, old.as_deref(), new.as_deref(), &repo_json, &sender, u);
-            crate::hooks::dispatch(s.clone(), hooks.clone(), "push", payload);
+            webhooks::dispatch(s.clone(), hooks.clone(), "push", payload);
         }
     }
     let mut resp = Response::new(Body::from(body_out));

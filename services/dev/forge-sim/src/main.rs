@@ -18,8 +18,10 @@ mod http;
 mod oauth;
 mod pulls;
 mod rest;
+mod shapes;
 mod sim;
 mod state;
+mod webhooks;
 
 use axum::Router;
 use axum::routing::{delete, get, patch, post};

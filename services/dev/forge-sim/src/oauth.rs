@@ -12,6 +12,7 @@
 
 use crate::auth::Authenticated;
 use crate::http::{error, lock, respond};
+use crate::shapes;
 use crate::state::{App, Grant, Shared, now, rand_u64};
 use axum::Json;
 use axum::body::Bytes;
@@ -207,7 +208,7 @@ fn percent_decode(s: &str) -> String {
 /// `GET /user`: the token's user (GitHub's private-user view).
 pub async fn current_user(State(s): State<Shared>, Authenticated(user): Authenticated) -> Response {
     let f = respond!(lock(&s));
-    let mut v = f.user_json(&user.login);
+    let mut v = shapes::user(&f, &user.login);
     let created = f.created_at.clone().unwrap_or_else(now);
     for (k, val) in [
         ("name", json!(user.login)),

@@ -3,7 +3,9 @@
 
 use crate::auth::Authenticated;
 use crate::http::{Page, error, lock, paginate, respond, validation};
+use crate::shapes;
 use crate::state::{Forge, Issue, Pull, Repo, ReviewCommentRec, ReviewRec, Shared, key, now};
+use crate::webhooks;
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -17,84 +19,82 @@ fn fake_sha(seed: &str) -> String {
     h.digest().to_string()
 }
 
-impl Forge {
-    fn branch_json(&self, r: &Repo, name: &str, sha: &str) -> Value {
-        json!({"label": format!("{}:{name}", r.owner), "ref": name, "sha": sha, "user": self.user_json(&r.owner), "repo": self.repo_json(r)})
-    }
+fn branch_json(f: &Forge, r: &Repo, name: &str, sha: &str) -> Value {
+    json!({"label": format!("{}:{name}", r.owner), "ref": name, "sha": sha, "user": shapes::user(f, &r.owner), "repo": shapes::repo(f, r)})
+}
 
-    pub(crate) fn pull_json(&self, r: &Repo, i: &Issue, full_detail: bool) -> Value {
-        let Some(p) = &i.pull else { return Value::Null };
-        let full = format!("{}/{}", r.owner, r.name);
-        let api = format!("{}/repos/{full}/pulls/{}", self.base_url, i.number);
-        let issue_api = format!("{}/repos/{full}/issues/{}", self.base_url, i.number);
-        let html = format!("{}/{full}/pull/{}", self.base_url, i.number);
-        let issue = self.issue_json(r, i);
-        let mut v = json!({
-            "url": api, "id": i.id, "node_id": format!("PR_{}", i.id), "html_url": html, "diff_url": format!("{html}.diff"),
-            "patch_url": format!("{html}.patch"), "issue_url": issue_api, "commits_url": format!("{api}/commits"),
-            "review_comments_url": format!("{api}/comments"), "review_comment_url": format!("{}/repos/{full}/pulls/comments{{/number}}", self.base_url),
-            "comments_url": format!("{issue_api}/comments"), "statuses_url": format!("{}/repos/{full}/statuses/{}", self.base_url, p.head_sha),
-            "number": i.number, "state": i.state, "locked": false, "title": i.title, "user": self.user_json(&i.user), "body": i.body,
-            "labels": issue["labels"], "milestone": null, "active_lock_reason": null, "created_at": i.created_at, "updated_at": i.updated_at,
-            "closed_at": null, "merged_at": null, "merge_commit_sha": null, "assignee": null, "assignees": [], "requested_reviewers": [],
-            "requested_teams": [], "head": self.branch_json(r, &p.head, &p.head_sha), "base": self.branch_json(r, &p.base, &fake_sha(&p.base)),
-            "_links": {
-                "self": {"href": api}, "html": {"href": html}, "issue": {"href": issue_api}, "comments": {"href": format!("{issue_api}/comments")},
-                "review_comments": {"href": format!("{api}/comments")},
-                "review_comment": {"href": format!("{}/repos/{full}/pulls/comments{{/number}}", self.base_url)},
-                "commits": {"href": format!("{api}/commits")}, "statuses": {"href": format!("{}/repos/{full}/statuses/{}", self.base_url, p.head_sha)},
-            },
-            "author_association": "OWNER", "auto_merge": null, "draft": p.draft,
-        });
-        if full_detail {
-            for (k, val) in [
-                ("merged", json!(p.merged)),
-                ("mergeable", json!(true)),
-                ("rebaseable", json!(true)),
-                ("mergeable_state", json!("clean")),
-                ("merged_by", Value::Null),
-                ("comments", json!(i.comments.len())),
-                ("review_comments", json!(p.review_comments.len())),
-                ("maintainer_can_modify", json!(false)),
-                ("commits", json!(1)),
-                ("additions", json!(0)),
-                ("deletions", json!(0)),
-                ("changed_files", json!(0)),
-            ] {
-                v[k] = val;
-            }
+fn pull_json(f: &Forge, r: &Repo, i: &Issue, full_detail: bool) -> Value {
+    let Some(p) = &i.pull else { return Value::Null };
+    let full = format!("{}/{}", r.owner, r.name);
+    let api = format!("{}/repos/{full}/pulls/{}", f.base_url, i.number);
+    let issue_api = format!("{}/repos/{full}/issues/{}", f.base_url, i.number);
+    let html = format!("{}/{full}/pull/{}", f.base_url, i.number);
+    let issue = shapes::issue(f, r, i);
+    let mut v = json!({
+        "url": api, "id": i.id, "node_id": format!("PR_{}", i.id), "html_url": html, "diff_url": format!("{html}.diff"),
+        "patch_url": format!("{html}.patch"), "issue_url": issue_api, "commits_url": format!("{api}/commits"),
+        "review_comments_url": format!("{api}/comments"), "review_comment_url": format!("{}/repos/{full}/pulls/comments{{/number}}", f.base_url),
+        "comments_url": format!("{issue_api}/comments"), "statuses_url": format!("{}/repos/{full}/statuses/{}", f.base_url, p.head_sha),
+        "number": i.number, "state": i.state, "locked": false, "title": i.title, "user": shapes::user(f, &i.user), "body": i.body,
+        "labels": issue["labels"], "milestone": null, "active_lock_reason": null, "created_at": i.created_at, "updated_at": i.updated_at,
+        "closed_at": null, "merged_at": null, "merge_commit_sha": null, "assignee": null, "assignees": [], "requested_reviewers": [],
+        "requested_teams": [], "head": branch_json(f, r, &p.head, &p.head_sha), "base": branch_json(f, r, &p.base, &fake_sha(&p.base)),
+        "_links": {
+            "self": {"href": api}, "html": {"href": html}, "issue": {"href": issue_api}, "comments": {"href": format!("{issue_api}/comments")},
+            "review_comments": {"href": format!("{api}/comments")},
+            "review_comment": {"href": format!("{}/repos/{full}/pulls/comments{{/number}}", f.base_url)},
+            "commits": {"href": format!("{api}/commits")}, "statuses": {"href": format!("{}/repos/{full}/statuses/{}", f.base_url, p.head_sha)},
+        },
+        "author_association": "OWNER", "auto_merge": null, "draft": p.draft,
+    });
+    if full_detail {
+        for (k, val) in [
+            ("merged", json!(p.merged)),
+            ("mergeable", json!(true)),
+            ("rebaseable", json!(true)),
+            ("mergeable_state", json!("clean")),
+            ("merged_by", Value::Null),
+            ("comments", json!(i.comments.len())),
+            ("review_comments", json!(p.review_comments.len())),
+            ("maintainer_can_modify", json!(false)),
+            ("commits", json!(1)),
+            ("additions", json!(0)),
+            ("deletions", json!(0)),
+            ("changed_files", json!(0)),
+        ] {
+            v[k] = val;
         }
-        v
     }
+    v
+}
 
-    fn review_json(&self, r: &Repo, number: i64, rv: &ReviewRec, head_sha: &str) -> Value {
-        let full = format!("{}/{}", r.owner, r.name);
-        let html = format!("{}/{full}/pull/{number}#pullrequestreview-{}", self.base_url, rv.id);
-        let pr = format!("{}/repos/{full}/pulls/{number}", self.base_url);
-        json!({
-            "id": rv.id, "node_id": format!("PRR_{}", rv.id), "user": self.user_json(&rv.user), "body": rv.body, "state": rv.state,
-            "commit_id": head_sha, "html_url": html, "pull_request_url": pr, "submitted_at": rv.submitted_at,
-            "_links": {"html": {"href": html}, "pull_request": {"href": pr}}, "author_association": "OWNER",
-        })
-    }
+fn review_json(f: &Forge, r: &Repo, number: i64, rv: &ReviewRec, head_sha: &str) -> Value {
+    let full = format!("{}/{}", r.owner, r.name);
+    let html = format!("{}/{full}/pull/{number}#pullrequestreview-{}", f.base_url, rv.id);
+    let pr = format!("{}/repos/{full}/pulls/{number}", f.base_url);
+    json!({
+        "id": rv.id, "node_id": format!("PRR_{}", rv.id), "user": shapes::user(f, &rv.user), "body": rv.body, "state": rv.state,
+        "commit_id": head_sha, "html_url": html, "pull_request_url": pr, "submitted_at": rv.submitted_at,
+        "_links": {"html": {"href": html}, "pull_request": {"href": pr}}, "author_association": "OWNER",
+    })
+}
 
-    fn review_comment_json(&self, r: &Repo, number: i64, c: &ReviewCommentRec, head_sha: &str) -> Value {
-        let full = format!("{}/{}", r.owner, r.name);
-        let api = format!("{}/repos/{full}/pulls/comments/{}", self.base_url, c.id);
-        let html = format!("{}/{full}/pull/{number}#discussion_r{}", self.base_url, c.id);
-        let pr = format!("{}/repos/{full}/pulls/{number}", self.base_url);
-        let mut v = json!({
-            "url": api, "id": c.id, "node_id": format!("PRRC_{}", c.id), "pull_request_review_id": c.review_id,
-            "diff_hunk": format!("@@ -{0},1 +{0},1 @@", c.line), "path": c.path, "commit_id": head_sha, "original_commit_id": head_sha,
-            "user": self.user_json(&c.user), "body": c.body, "created_at": c.created_at, "updated_at": c.created_at, "html_url": html,
-            "pull_request_url": pr, "author_association": "OWNER", "line": c.line, "side": "RIGHT",
-            "_links": {"self": {"href": api}, "html": {"href": html}, "pull_request": {"href": pr}},
-        });
-        if let Some(parent) = c.in_reply_to {
-            v["in_reply_to_id"] = json!(parent);
-        }
-        v
+fn review_comment_json(f: &Forge, r: &Repo, number: i64, c: &ReviewCommentRec, head_sha: &str) -> Value {
+    let full = format!("{}/{}", r.owner, r.name);
+    let api = format!("{}/repos/{full}/pulls/comments/{}", f.base_url, c.id);
+    let html = format!("{}/{full}/pull/{number}#discussion_r{}", f.base_url, c.id);
+    let pr = format!("{}/repos/{full}/pulls/{number}", f.base_url);
+    let mut v = json!({
+        "url": api, "id": c.id, "node_id": format!("PRRC_{}", c.id), "pull_request_review_id": c.review_id,
+        "diff_hunk": format!("@@ -{0},1 +{0},1 @@", c.line), "path": c.path, "commit_id": head_sha, "original_commit_id": head_sha,
+        "user": shapes::user(f, &c.user), "body": c.body, "created_at": c.created_at, "updated_at": c.created_at, "html_url": html,
+        "pull_request_url": pr, "author_association": "OWNER", "line": c.line, "side": "RIGHT",
+        "_links": {"self": {"href": api}, "html": {"href": html}, "pull_request": {"href": pr}},
+    });
+    if let Some(parent) = c.in_reply_to {
+        v["in_reply_to_id"] = json!(parent);
     }
+    v
 }
 
 #[derive(Debug, Deserialize)]
@@ -162,9 +162,9 @@ pub async fn create_pull(
     };
     repo.issues.push(issue.clone());
     let repo = repo.clone();
-    let body = f.pull_json(&repo, &issue, true);
-    let payload = json!({"action": "opened", "number": number, "pull_request": body, "repository": f.repo_json(&repo), "sender": f.user_json(&issue.user)});
-    crate::hooks::dispatch(s.clone(), f.hooks_of(&o, &r), "pull_request", payload);
+    let body = pull_json(&f, &repo, &issue, true);
+    let payload = json!({"action": "opened", "number": number, "pull_request": body, "repository": shapes::repo(&f, &repo), "sender": shapes::user(&f, &issue.user)});
+    webhooks::dispatch(s.clone(), f.hooks_of(&o, &r), "pull_request", payload);
     (StatusCode::CREATED, Json(body)).into_response()
 }
 
@@ -191,7 +191,7 @@ pub async fn list_pulls(
         .iter()
         .filter(|i| i.pull.is_some() && (state == "all" || i.state == state))
         .filter(|i| head.as_ref().is_none_or(|h| i.pull.as_ref().is_some_and(|p| &p.head == h)))
-        .map(|i| f.pull_json(&repo, i, false))
+        .map(|i| pull_json(&f, &repo, i, false))
         .collect();
     paginate(&f.base_url, &format!("/repos/{o}/{r}/pulls"), items, &Page { per_page: q.per_page, page: q.page })
 }
@@ -209,7 +209,7 @@ pub async fn get_pull(State(s): State<Shared>, _: Authenticated, Path((o, r, n))
     let f = respond!(lock(&s));
     let repo = crate::repo_or_404!(f, o, r);
     match pull_index(&repo, n) {
-        Some(i) => Json(f.pull_json(&repo, &repo.issues[i], true)).into_response(),
+        Some(i) => Json(pull_json(&f, &repo, &repo.issues[i], true)).into_response(),
         None => error(StatusCode::NOT_FOUND, "Not Found"),
     }
 }
@@ -249,10 +249,9 @@ pub async fn update_pull(
     };
     issue.updated_at = now();
     let repo = repo.clone();
-    let body = f.pull_json(&repo, &repo.issues[i], true);
-    let payload =
-        json!({"action": action, "number": n, "pull_request": body, "repository": f.repo_json(&repo), "sender": f.user_json(&user.login)});
-    crate::hooks::dispatch(s.clone(), f.hooks_of(&o, &r), "pull_request", payload);
+    let body = pull_json(&f, &repo, &repo.issues[i], true);
+    let payload = json!({"action": action, "number": n, "pull_request": body, "repository": shapes::repo(&f, &repo), "sender": shapes::user(&f, &user.login)});
+    webhooks::dispatch(s.clone(), f.hooks_of(&o, &r), "pull_request", payload);
     Json(body).into_response()
 }
 
@@ -265,7 +264,7 @@ pub async fn list_reviews(
     let f = respond!(lock(&s));
     let repo = crate::repo_or_404!(f, o, r);
     let Some(pull) = pull_of(&repo, n) else { return error(StatusCode::NOT_FOUND, "Not Found") };
-    let items = pull.reviews.iter().map(|rv| f.review_json(&repo, n, rv, &pull.head_sha)).collect();
+    let items = pull.reviews.iter().map(|rv| review_json(&f, &repo, n, rv, &pull.head_sha)).collect();
     paginate(&f.base_url, &format!("/repos/{o}/{r}/pulls/{n}/reviews"), items, &p)
 }
 
@@ -278,7 +277,7 @@ pub async fn list_review_comments(
     let f = respond!(lock(&s));
     let repo = crate::repo_or_404!(f, o, r);
     let Some(pull) = pull_of(&repo, n) else { return error(StatusCode::NOT_FOUND, "Not Found") };
-    let items = pull.review_comments.iter().map(|c| f.review_comment_json(&repo, n, c, &pull.head_sha)).collect();
+    let items = pull.review_comments.iter().map(|c| review_comment_json(&f, &repo, n, c, &pull.head_sha)).collect();
     paginate(&f.base_url, &format!("/repos/{o}/{r}/pulls/{n}/comments"), items, &p)
 }
 
@@ -343,16 +342,16 @@ pub async fn create_review(
     }
     let sha = pull.head_sha.clone();
     let repo = repo.clone();
-    let body = f.review_json(&repo, n, &rv, &sha);
+    let body = review_json(&f, &repo, n, &rv, &sha);
     if rv.state != "PENDING" {
         let mut review = body.clone();
         // Webhooks carry the state in lower case (`changes_requested`), the REST API in upper case.
         review["state"] = json!(rv.state.to_lowercase());
         let payload = json!({
-            "action": "submitted", "review": review, "pull_request": f.pull_json(&repo, &repo.issues[i], false),
-            "repository": f.repo_json(&repo), "sender": f.user_json(&user.login),
+            "action": "submitted", "review": review, "pull_request": pull_json(&f, &repo, &repo.issues[i], false),
+            "repository": shapes::repo(&f, &repo), "sender": shapes::user(&f, &user.login),
         });
-        crate::hooks::dispatch(s.clone(), f.hooks_of(&o, &r), "pull_request_review", payload);
+        webhooks::dispatch(s.clone(), f.hooks_of(&o, &r), "pull_request_review", payload);
     }
     Json(body).into_response()
 }
@@ -398,5 +397,5 @@ pub async fn reply_review_comment(
     pull.review_comments.push(c.clone());
     let sha = pull.head_sha.clone();
     let repo = repo.clone();
-    (StatusCode::CREATED, Json(f.review_comment_json(&repo, n, &c, &sha))).into_response()
+    (StatusCode::CREATED, Json(review_comment_json(&f, &repo, n, &c, &sha))).into_response()
 }

@@ -4,7 +4,9 @@
 
 use crate::auth::{AuthError, Authenticated};
 use crate::http::{Page, error, lock, paginate, respond, validation};
-use crate::state::{Comment, Forge, Issue, Label, Repo, Shared, key, now};
+use crate::shapes;
+use crate::state::{Comment, Issue, Label, Shared, key, now};
+use crate::webhooks;
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -12,133 +14,6 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
-
-impl Forge {
-    pub(crate) fn user_json(&self, login: &str) -> Value {
-        let u = self.users.get(&login.to_lowercase());
-        let login = u.map(|u| u.login.clone()).unwrap_or_else(|| login.to_string());
-        let api = format!("{}/users/{login}", self.base_url);
-        json!({
-            "login": login, "id": u.map(|u| u.id).unwrap_or(0), "node_id": format!("U_{login}"),
-            "avatar_url": format!("{}/avatars/{login}", self.base_url), "gravatar_id": "",
-            "url": api, "html_url": format!("{}/{login}", self.base_url),
-            "followers_url": format!("{api}/followers"), "following_url": format!("{api}/following{{/other_user}}"),
-            "gists_url": format!("{api}/gists{{/gist_id}}"), "starred_url": format!("{api}/starred{{/owner}}{{/repo}}"),
-            "subscriptions_url": format!("{api}/subscriptions"), "organizations_url": format!("{api}/orgs"),
-            "repos_url": format!("{api}/repos"), "events_url": format!("{api}/events{{/privacy}}"),
-            "received_events_url": format!("{api}/received_events"),
-            "type": u.map(|u| u.kind.clone()).unwrap_or_else(|| "User".into()), "site_admin": false,
-        })
-    }
-
-    pub(crate) fn repo_json(&self, r: &Repo) -> Value {
-        let full = format!("{}/{}", r.owner, r.name);
-        let api = format!("{}/repos/{full}", self.base_url);
-        let open = r.issues.iter().filter(|i| i.state == "open").count();
-        let mut v = json!({
-            "id": r.id, "node_id": format!("R_{}", r.id), "name": r.name, "full_name": full, "private": r.private,
-            "owner": self.user_json(&r.owner), "html_url": format!("{}/{full}", self.base_url), "description": null, "fork": false,
-            "url": api, "default_branch": r.default_branch,
-            "clone_url": format!("{}/git/{full}.git", self.base_url), "git_url": format!("{}/git/{full}.git", self.base_url),
-            "ssh_url": format!("git@forge-sim:{full}.git"), "svn_url": format!("{}/{full}", self.base_url),
-            "mirror_url": null, "homepage": null, "language": null, "license": null,
-            "visibility": if r.private { "private" } else { "public" },
-            "forks": 0, "forks_count": 0, "stargazers_count": 0, "watchers": 0, "watchers_count": 0, "size": 0,
-            "open_issues": open, "open_issues_count": open,
-            "has_issues": true, "has_projects": false, "has_wiki": false, "has_pages": false,
-            "has_downloads": false, "archived": false, "disabled": false,
-            "pushed_at": r.created_at, "created_at": r.created_at, "updated_at": r.created_at,
-        });
-        for (field, suffix) in [
-            ("archive_url", "/{archive_format}{/ref}"),
-            ("assignees_url", "/assignees{/user}"),
-            ("blobs_url", "/git/blobs{/sha}"),
-            ("branches_url", "/branches{/branch}"),
-            ("collaborators_url", "/collaborators{/collaborator}"),
-            ("comments_url", "/comments{/number}"),
-            ("commits_url", "/commits{/sha}"),
-            ("compare_url", "/compare/{base}...{head}"),
-            ("contents_url", "/contents/{+path}"),
-            ("contributors_url", "/contributors"),
-            ("deployments_url", "/deployments"),
-            ("downloads_url", "/downloads"),
-            ("events_url", "/events"),
-            ("forks_url", "/forks"),
-            ("git_commits_url", "/git/commits{/sha}"),
-            ("git_refs_url", "/git/refs{/sha}"),
-            ("git_tags_url", "/git/tags{/sha}"),
-            ("hooks_url", "/hooks"),
-            ("issue_comment_url", "/issues/comments{/number}"),
-            ("issue_events_url", "/issues/events{/number}"),
-            ("issues_url", "/issues{/number}"),
-            ("keys_url", "/keys{/key_id}"),
-            ("labels_url", "/labels{/name}"),
-            ("languages_url", "/languages"),
-            ("merges_url", "/merges"),
-            ("milestones_url", "/milestones{/number}"),
-            ("notifications_url", "/notifications{?since,all,participating}"),
-            ("pulls_url", "/pulls{/number}"),
-            ("releases_url", "/releases{/id}"),
-            ("stargazers_url", "/stargazers"),
-            ("statuses_url", "/statuses/{sha}"),
-            ("subscribers_url", "/subscribers"),
-            ("subscription_url", "/subscription"),
-            ("tags_url", "/tags"),
-            ("teams_url", "/teams"),
-            ("trees_url", "/git/trees{/sha}"),
-        ] {
-            v[field] = json!(format!("{api}{suffix}"));
-        }
-        v
-    }
-
-    pub(crate) fn label_json(&self, r: &Repo, l: &Label) -> Value {
-        json!({
-            "id": l.id, "node_id": format!("LA_{}", l.id), "url": format!("{}/repos/{}/{}/labels/{}", self.base_url, r.owner, r.name, l.name),
-            "name": l.name, "color": l.color, "default": false, "description": l.description,
-        })
-    }
-
-    pub(crate) fn issue_json(&self, r: &Repo, i: &Issue) -> Value {
-        let full = format!("{}/{}", r.owner, r.name);
-        let labels: Vec<Value> = i
-            .labels
-            .iter()
-            .map(|n| match r.labels.get(&n.to_lowercase()) {
-                Some(l) => self.label_json(r, l),
-                None => json!({"name": n}),
-            })
-            .collect();
-        let api = format!("{}/repos/{full}/issues/{}", self.base_url, i.number);
-        let mut v = json!({
-            "id": i.id, "node_id": format!("I_{}", i.id), "number": i.number, "title": i.title, "body": i.body, "state": i.state,
-            "user": self.user_json(&i.user), "labels": labels, "comments": i.comments.len(), "locked": false,
-            "url": api, "html_url": format!("{}/{full}/issues/{}", self.base_url, i.number),
-            "comments_url": format!("{api}/comments"), "events_url": format!("{api}/events"), "labels_url": format!("{api}/labels{{/name}}"),
-            "repository_url": format!("{}/repos/{full}", self.base_url), "assignee": null, "assignees": [], "milestone": null,
-            "created_at": i.created_at, "updated_at": i.updated_at, "closed_at": null, "author_association": "OWNER",
-        });
-        if i.pull.is_some() {
-            let html = format!("{}/{full}/pull/{}", self.base_url, i.number);
-            v["pull_request"] = json!({
-                "url": format!("{}/repos/{full}/pulls/{}", self.base_url, i.number), "html_url": html,
-                "diff_url": format!("{html}.diff"), "patch_url": format!("{html}.patch"), "merged_at": null,
-            });
-        }
-        v
-    }
-
-    pub(crate) fn comment_json(&self, r: &Repo, issue: i64, c: &Comment) -> Value {
-        let full = format!("{}/{}", r.owner, r.name);
-        json!({
-            "id": c.id, "node_id": format!("IC_{}", c.id), "body": c.body, "user": self.user_json(&c.user),
-            "url": format!("{}/repos/{full}/issues/comments/{}", self.base_url, c.id),
-            "html_url": format!("{}/{full}/issues/{issue}#issuecomment-{}", self.base_url, c.id),
-            "issue_url": format!("{}/repos/{full}/issues/{issue}", self.base_url),
-            "created_at": c.created_at, "updated_at": c.updated_at, "author_association": "OWNER",
-        })
-    }
-}
 
 #[macro_export]
 macro_rules! repo_or_404 {
@@ -154,7 +29,7 @@ pub async fn get_repo(State(s): State<Shared>, _: Authenticated, Path((o, r)): P
     let f = respond!(lock(&s));
     let repo = repo_or_404!(f, o, r);
     // The REST answer is GitHub's full-repository; webhooks and nested objects carry the shorter form.
-    let mut v = f.repo_json(&repo);
+    let mut v = shapes::repo(&f, &repo);
     for (k, val) in [("network_count", json!(0)), ("subscribers_count", json!(0)), ("has_discussions", json!(false))] {
         v[k] = val;
     }
@@ -169,7 +44,7 @@ pub async fn list_labels(
 ) -> Response {
     let f = respond!(lock(&s));
     let repo = repo_or_404!(f, o, r);
-    let items = repo.labels.values().map(|l| f.label_json(&repo, l)).collect();
+    let items = repo.labels.values().map(|l| shapes::label(&f, &repo, l)).collect();
     paginate(&f.base_url, &format!("/repos/{o}/{r}/labels"), items, &p)
 }
 
@@ -204,7 +79,7 @@ pub async fn create_label(
     let label = Label { id, name: b.name.clone(), color, description: b.description };
     repo.labels.insert(b.name.to_lowercase(), label.clone());
     let repo = repo.clone();
-    (StatusCode::CREATED, Json(f.label_json(&repo, &label))).into_response()
+    (StatusCode::CREATED, Json(shapes::label(&f, &repo, &label))).into_response()
 }
 
 pub async fn delete_label(State(s): State<Shared>, _: Authenticated, Path((o, r, name)): Path<(String, String, String)>) -> Response {
@@ -254,9 +129,10 @@ pub async fn create_issue(
     };
     repo.issues.push(issue.clone());
     let repo = repo.clone();
-    let body = f.issue_json(&repo, &issue);
-    let payload = json!({"action": "opened", "issue": body, "repository": f.repo_json(&repo), "sender": f.user_json(&issue.user)});
-    crate::hooks::dispatch(s.clone(), f.hooks_of(&o, &r), "issues", payload);
+    let body = shapes::issue(&f, &repo, &issue);
+    let payload =
+        json!({"action": "opened", "issue": body, "repository": shapes::repo(&f, &repo), "sender": shapes::user(&f, &issue.user)});
+    webhooks::dispatch(s.clone(), f.hooks_of(&o, &r), "issues", payload);
     (StatusCode::CREATED, Json(body)).into_response()
 }
 
@@ -264,7 +140,7 @@ pub async fn get_issue(State(s): State<Shared>, _: Authenticated, Path((o, r, n)
     let f = respond!(lock(&s));
     let repo = repo_or_404!(f, o, r);
     match repo.issue_index(n) {
-        Some(i) => Json(f.issue_json(&repo, &repo.issues[i])).into_response(),
+        Some(i) => Json(shapes::issue(&f, &repo, &repo.issues[i])).into_response(),
         None => error(StatusCode::NOT_FOUND, "Not Found"),
     }
 }
@@ -278,7 +154,7 @@ pub async fn list_issue_labels(
     let f = respond!(lock(&s));
     let repo = repo_or_404!(f, o, r);
     let Some(i) = repo.issue_index(n) else { return error(StatusCode::NOT_FOUND, "Not Found") };
-    let items = f.issue_json(&repo, &repo.issues[i])["labels"].as_array().cloned().unwrap_or_default();
+    let items = shapes::issue(&f, &repo, &repo.issues[i])["labels"].as_array().cloned().unwrap_or_default();
     paginate(&f.base_url, &format!("/repos/{o}/{r}/issues/{n}/labels"), items, &p)
 }
 
@@ -321,15 +197,15 @@ pub async fn add_issue_labels(
     }
     issue.updated_at = now();
     let repo = repo.clone();
-    let issue_json = f.issue_json(&repo, &repo.issues[i]);
+    let issue_json = shapes::issue(&f, &repo, &repo.issues[i]);
     let hooks = f.hooks_of(&o, &r);
     for name in &added {
         if let Some(l) = repo.labels.get(&name.to_lowercase()) {
             let payload = json!({
-                "action": "labeled", "issue": issue_json, "label": f.label_json(&repo, l),
-                "repository": f.repo_json(&repo), "sender": f.user_json(&user.login),
+                "action": "labeled", "issue": issue_json, "label": shapes::label(&f, &repo, l),
+                "repository": shapes::repo(&f, &repo), "sender": shapes::user(&f, &user.login),
             });
-            crate::hooks::dispatch(s.clone(), hooks.clone(), "issues", payload);
+            webhooks::dispatch(s.clone(), hooks.clone(), "issues", payload);
         }
     }
     Json(issue_json["labels"].clone()).into_response()
@@ -349,7 +225,7 @@ pub async fn remove_issue_label(
         return error(StatusCode::NOT_FOUND, "Label does not exist");
     }
     let repo = repo.clone();
-    Json(f.issue_json(&repo, &repo.issues[i])["labels"].clone()).into_response()
+    Json(shapes::issue(&f, &repo, &repo.issues[i])["labels"].clone()).into_response()
 }
 
 pub async fn list_comments(
@@ -362,7 +238,7 @@ pub async fn list_comments(
     let repo = repo_or_404!(f, o, r);
     let Some(i) = repo.issue_index(n) else { return error(StatusCode::NOT_FOUND, "Not Found") };
     let lag = std::time::Duration::from_millis(f.faults.comment_list_lag_ms);
-    let items = repo.issues[i].comments.iter().filter(|c| c.born.elapsed() >= lag).map(|c| f.comment_json(&repo, n, c)).collect();
+    let items = repo.issues[i].comments.iter().filter(|c| c.born.elapsed() >= lag).map(|c| shapes::comment(&f, &repo, n, c)).collect();
     paginate(&f.base_url, &format!("/repos/{o}/{r}/issues/{n}/comments"), items, &p)
 }
 
@@ -391,12 +267,12 @@ pub async fn create_comment(
     let c = Comment { id, body: b.body, user: user.login, created_at: t.clone(), updated_at: t, born: std::time::Instant::now() };
     repo.issues[i].comments.push(c.clone());
     let repo = repo.clone();
-    let body = f.comment_json(&repo, n, &c);
+    let body = shapes::comment(&f, &repo, n, &c);
     let payload = json!({
-        "action": "created", "issue": f.issue_json(&repo, &repo.issues[i]), "comment": body,
-        "repository": f.repo_json(&repo), "sender": f.user_json(&c.user),
+        "action": "created", "issue": shapes::issue(&f, &repo, &repo.issues[i]), "comment": body,
+        "repository": shapes::repo(&f, &repo), "sender": shapes::user(&f, &c.user),
     });
-    crate::hooks::dispatch(s.clone(), f.hooks_of(&o, &r), "issue_comment", payload);
+    webhooks::dispatch(s.clone(), f.hooks_of(&o, &r), "issue_comment", payload);
     (StatusCode::CREATED, Json(body)).into_response()
 }
 
@@ -417,7 +293,7 @@ pub async fn update_comment(
             c.updated_at = now();
             let (c, n) = (c.clone(), issue.number);
             let repo = repo.clone();
-            return Json(f.comment_json(&repo, n, &c)).into_response();
+            return Json(shapes::comment(&f, &repo, n, &c)).into_response();
         }
     }
     error(StatusCode::NOT_FOUND, "Not Found")
@@ -446,7 +322,7 @@ pub async fn react_issue(
         return validation("Reaction", "content", "invalid");
     }
     let id = f.id();
-    let user_json = f.user_json(&user.login);
+    let user_json = shapes::user(&f, &user.login);
     let Some(repo) = f.repos.get_mut(&key(&o, &r)) else { return error(StatusCode::NOT_FOUND, "Not Found") };
     let Some(i) = repo.issue_index(n) else { return error(StatusCode::NOT_FOUND, "Not Found") };
     let exists = repo.issues[i].reactions.iter().any(|(u, c)| *u == user.login && *c == b.content);
@@ -472,7 +348,7 @@ pub async fn react_comment(
         return error(StatusCode::NOT_FOUND, "Not Found");
     }
     let id = f.id();
-    let user_json = f.user_json(&user.login);
+    let user_json = shapes::user(&f, &user.login);
     let exists = f.comment_reactions.iter().any(|(c, u, x)| *c == cid && *u == user.login && *x == b.content);
     if exists {
         return (StatusCode::OK, Json(reaction_json(id, &b.content, &user_json))).into_response();
@@ -528,7 +404,7 @@ pub async fn sim_create_repo(State(s): State<Shared>, auth: Result<Authenticated
         Ok(_) => {
             let repo = f.repos.get(&key(&user.login, &b.name)).cloned();
             match repo {
-                Some(r) => (StatusCode::CREATED, Json(f.repo_json(&r))).into_response(),
+                Some(r) => (StatusCode::CREATED, Json(shapes::repo(&f, &r))).into_response(),
                 None => error(StatusCode::INTERNAL_SERVER_ERROR, "repository vanished"),
             }
         }
@@ -540,7 +416,7 @@ pub async fn get_label(State(s): State<Shared>, _: Authenticated, Path((o, r, na
     let f = respond!(lock(&s));
     let repo = repo_or_404!(f, o, r);
     match repo.labels.get(&name.to_lowercase()) {
-        Some(l) => Json(f.label_json(&repo, l)).into_response(),
+        Some(l) => Json(shapes::label(&f, &repo, l)).into_response(),
         None => error(StatusCode::NOT_FOUND, "Not Found"),
     }
 }
@@ -575,7 +451,7 @@ pub async fn update_label(
     }
     repo.labels.insert(label.name.to_lowercase(), label.clone());
     let repo = repo.clone();
-    Json(f.label_json(&repo, &label)).into_response()
+    Json(shapes::label(&f, &repo, &label)).into_response()
 }
 
 #[derive(Debug, Deserialize)]
@@ -638,7 +514,7 @@ pub async fn get_permission(State(s): State<Shared>, _: Authenticated, Path((o, 
     } else {
         repo.collaborators.get(&login.to_lowercase()).cloned().unwrap_or_else(|| if repo.private { "none".into() } else { "read".into() })
     };
-    let mut user = f.user_json(&login);
+    let mut user = shapes::user(&f, &login);
     user["permissions"] = json!({
         "admin": permission == "admin", "maintain": matches!(permission.as_str(), "admin" | "maintain"),
         "push": matches!(permission.as_str(), "admin" | "maintain" | "write"), "triage": permission != "read" && permission != "none",
