@@ -11,13 +11,11 @@
 // GitHub's pull-request objects are large `json!` literals.
 #![recursion_limit = "256"]
 
+mod api;
 mod auth;
 mod git;
-mod hooks;
 mod http;
 mod oauth;
-mod pulls;
-mod rest;
 mod shapes;
 mod sim;
 mod state;
@@ -70,48 +68,51 @@ async fn run(cfg: Config) -> Result<(), String> {
         .map_err(|e| format!("cannot create the git root {}: {e}; set CODEXK8S_FORGE_SIM_GIT_ROOT", git_root.display()))?;
     let forge: state::Shared = std::sync::Arc::new(std::sync::Mutex::new(state::Forge::new(base_url, git_root.clone())));
     let api = Router::new()
-        .route("/repos/{owner}/{repo}", get(rest::get_repo))
-        .route("/repos/{owner}/{repo}/labels", get(rest::list_labels).post(rest::create_label))
-        .route("/repos/{owner}/{repo}/labels/{name}", get(rest::get_label).patch(rest::update_label).delete(rest::delete_label))
-        .route("/repos/{owner}/{repo}/issues", post(rest::create_issue))
-        .route("/repos/{owner}/{repo}/issues/{issue_number}", get(rest::get_issue))
+        .route("/repos/{owner}/{repo}", get(api::repos::get_repo))
+        .route("/repos/{owner}/{repo}/labels", get(api::repos::list_labels).post(api::repos::create_label))
+        .route(
+            "/repos/{owner}/{repo}/labels/{name}",
+            get(api::repos::get_label).patch(api::repos::update_label).delete(api::repos::delete_label),
+        )
+        .route("/repos/{owner}/{repo}/issues", post(api::issues::create_issue))
+        .route("/repos/{owner}/{repo}/issues/{issue_number}", get(api::issues::get_issue))
         .route(
             "/repos/{owner}/{repo}/issues/{issue_number}/labels",
-            get(rest::list_issue_labels).post(rest::add_issue_labels).put(rest::add_issue_labels),
+            get(api::issues::list_issue_labels).post(api::issues::add_issue_labels).put(api::issues::add_issue_labels),
         )
-        .route("/repos/{owner}/{repo}/issues/{issue_number}/labels/{name}", delete(rest::remove_issue_label))
-        .route("/repos/{owner}/{repo}/issues/{issue_number}/comments", get(rest::list_comments).post(rest::create_comment))
-        .route("/repos/{owner}/{repo}/issues/comments/{comment_id}", patch(rest::update_comment))
-        .route("/repos/{owner}/{repo}/issues/{issue_number}/reactions", post(rest::react_issue))
-        .route("/repos/{owner}/{repo}/issues/comments/{comment_id}/reactions", post(rest::react_comment))
-        .route("/repos/{owner}/{repo}/pulls", get(pulls::list_pulls).post(pulls::create_pull))
-        .route("/repos/{owner}/{repo}/pulls/{pull_number}", get(pulls::get_pull).patch(pulls::update_pull))
-        .route("/repos/{owner}/{repo}/pulls/{pull_number}/reviews", get(pulls::list_reviews).post(pulls::create_review))
-        .route("/repos/{owner}/{repo}/pulls/{pull_number}/comments", get(pulls::list_review_comments))
-        .route("/repos/{owner}/{repo}/pulls/{pull_number}/comments/{comment_id}/replies", post(pulls::reply_review_comment))
-        .route("/repos/{owner}/{repo}/contents/{*path}", get(rest::get_contents))
-        .route("/repos/{owner}/{repo}/collaborators/{username}/permission", get(rest::get_permission))
-        .route("/repos/{owner}/{repo}/hooks", get(hooks::list_hooks).post(hooks::create_hook))
-        .route("/repos/{owner}/{repo}/hooks/{hook_id}", patch(hooks::update_hook).delete(hooks::delete_hook))
-        .route("/repos/{owner}/{repo}/hooks/{hook_id}/deliveries", get(hooks::hook_deliveries))
-        .route("/repos/{owner}/{repo}/hooks/{hook_id}/deliveries/{delivery_id}", get(hooks::hook_delivery))
-        .route("/repos/{owner}/{repo}/hooks/{hook_id}/deliveries/{delivery_id}/attempts", post(hooks::redeliver))
-        .route("/user", get(oauth::current_user))
-        .route("/user/emails", get(oauth::emails))
+        .route("/repos/{owner}/{repo}/issues/{issue_number}/labels/{name}", delete(api::issues::remove_issue_label))
+        .route("/repos/{owner}/{repo}/issues/{issue_number}/comments", get(api::issues::list_comments).post(api::issues::create_comment))
+        .route("/repos/{owner}/{repo}/issues/comments/{comment_id}", patch(api::issues::update_comment))
+        .route("/repos/{owner}/{repo}/issues/{issue_number}/reactions", post(api::issues::react_issue))
+        .route("/repos/{owner}/{repo}/issues/comments/{comment_id}/reactions", post(api::issues::react_comment))
+        .route("/repos/{owner}/{repo}/pulls", get(api::pulls::list_pulls).post(api::pulls::create_pull))
+        .route("/repos/{owner}/{repo}/pulls/{pull_number}", get(api::pulls::get_pull).patch(api::pulls::update_pull))
+        .route("/repos/{owner}/{repo}/pulls/{pull_number}/reviews", get(api::pulls::list_reviews).post(api::pulls::create_review))
+        .route("/repos/{owner}/{repo}/pulls/{pull_number}/comments", get(api::pulls::list_review_comments))
+        .route("/repos/{owner}/{repo}/pulls/{pull_number}/comments/{comment_id}/replies", post(api::pulls::reply_review_comment))
+        .route("/repos/{owner}/{repo}/contents/{*path}", get(api::contents::get_contents))
+        .route("/repos/{owner}/{repo}/collaborators/{username}/permission", get(api::repos::get_permission))
+        .route("/repos/{owner}/{repo}/hooks", get(api::hooks::list_hooks).post(api::hooks::create_hook))
+        .route("/repos/{owner}/{repo}/hooks/{hook_id}", patch(api::hooks::update_hook).delete(api::hooks::delete_hook))
+        .route("/repos/{owner}/{repo}/hooks/{hook_id}/deliveries", get(api::hooks::hook_deliveries))
+        .route("/repos/{owner}/{repo}/hooks/{hook_id}/deliveries/{delivery_id}", get(api::hooks::hook_delivery))
+        .route("/repos/{owner}/{repo}/hooks/{hook_id}/deliveries/{delivery_id}/attempts", post(api::hooks::redeliver))
+        .route("/user", get(api::users::current_user))
+        .route("/user/emails", get(api::users::emails))
         .route_layer(axum::middleware::from_fn_with_state(forge.clone(), sim::layer))
         .route("/login/oauth/authorize", get(oauth::authorize))
         .route("/login/oauth/access_token", post(oauth::access_token))
-        .route("/_sim/oauth-apps", post(oauth::register_app))
+        .route("/_sim/oauth-apps", post(sim::register_oauth_app))
         .route(
             "/git/{owner}/{repo}/{*rest}",
             get(git::smart_http).post(git::smart_http).layer(axum::extract::DefaultBodyLimit::max(256 << 20)),
         )
-        .route("/_sim/deliveries", get(hooks::list_deliveries))
-        .route("/_sim/users", post(rest::sim_create_user))
-        .route("/_sim/users/{login}/tokens", post(rest::sim_user_token))
-        .route("/_sim/repos", post(rest::sim_create_repo))
-        .route("/_sim/repos/{owner}/{repo}/files", post(rest::sim_put_files))
-        .route("/_sim/repos/{owner}/{repo}/collaborators", post(rest::sim_add_collaborator))
+        .route("/_sim/deliveries", get(sim::list_deliveries))
+        .route("/_sim/users", post(sim::create_user))
+        .route("/_sim/users/{login}/tokens", post(sim::user_token))
+        .route("/_sim/repos", post(sim::create_repo))
+        .route("/_sim/repos/{owner}/{repo}/files", post(sim::put_files))
+        .route("/_sim/repos/{owner}/{repo}/collaborators", post(sim::add_collaborator))
         .route("/_sim/faults", post(sim::set_faults))
         .route("/_sim/exchanges", get(sim::exchanges))
         .fallback(|| async { http::error(axum::http::StatusCode::NOT_FOUND, "Not Found") })

@@ -6,14 +6,13 @@
 //! 2. `POST /login/oauth/access_token` (form or JSON: `client_id`, `client_secret`, `code`,
 //!    `redirect_uri`) — a single-use code that expires in ten minutes becomes a token; errors
 //!    answer 200 with `error` and `error_description`, as GitHub does;
-//! 3. `GET /user` and `GET /user/emails` with that token.
+//! 3. `GET /user` and `GET /user/emails` with that token (`api::users`).
 //!
-//! OAuth apps are registered through `POST /_sim/oauth-apps {client_id, client_secret, redirect_uri}`.
+//! OAuth apps are registered through `POST /_sim/oauth-apps {client_id, client_secret, redirect_uri}`
+//! (`sim`).
 
-use crate::auth::Authenticated;
 use crate::http::{error, lock, respond};
-use crate::shapes;
-use crate::state::{App, Grant, Shared, now, rand_u64};
+use crate::state::{Grant, Shared, rand_u64};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Query, State};
@@ -25,19 +24,6 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 const CODE_TTL: Duration = Duration::from_secs(600);
-
-/// `POST /_sim/oauth-apps`.
-pub async fn register_app(State(s): State<Shared>, Json(app): Json<App>) -> Response {
-    if app.client_id.trim().is_empty() || app.client_secret.len() < 8 || !app.redirect_uri.starts_with("http") {
-        return error(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "client_id, a client_secret of 8+ characters and an http(s) redirect_uri are required",
-        );
-    }
-    let mut f = respond!(lock(&s));
-    f.oauth_apps.insert(app.client_id.clone(), app);
-    StatusCode::NO_CONTENT.into_response()
-}
 
 #[derive(Debug, Deserialize)]
 pub struct Authorize {
@@ -203,41 +189,4 @@ fn percent_decode(s: &str) -> String {
         i += 1;
     }
     String::from_utf8_lossy(&out).to_string()
-}
-
-/// `GET /user`: the token's user (GitHub's private-user view).
-pub async fn current_user(State(s): State<Shared>, Authenticated(user): Authenticated) -> Response {
-    let f = respond!(lock(&s));
-    let mut v = shapes::user(&f, &user.login);
-    let created = f.created_at.clone().unwrap_or_else(now);
-    for (k, val) in [
-        ("name", json!(user.login)),
-        ("company", Value::Null),
-        ("blog", json!("")),
-        ("location", Value::Null),
-        ("email", json!(user.email)),
-        ("hireable", Value::Null),
-        ("bio", Value::Null),
-        ("public_repos", json!(f.repos.values().filter(|r| r.owner.eq_ignore_ascii_case(&user.login)).count())),
-        ("public_gists", json!(0)),
-        ("followers", json!(0)),
-        ("following", json!(0)),
-        ("created_at", json!(created)),
-        ("updated_at", json!(created)),
-        ("private_gists", json!(0)),
-        ("total_private_repos", json!(0)),
-        ("owned_private_repos", json!(0)),
-        ("disk_usage", json!(0)),
-        ("collaborators", json!(0)),
-        ("two_factor_authentication", json!(false)),
-        ("user_view_type", json!("private")),
-    ] {
-        v[k] = val;
-    }
-    Json(v).into_response()
-}
-
-/// `GET /user/emails`.
-pub async fn emails(Authenticated(user): Authenticated) -> Response {
-    Json(json!([{"email": user.email, "primary": true, "verified": true, "visibility": "private"}])).into_response()
 }

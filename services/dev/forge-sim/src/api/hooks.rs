@@ -1,7 +1,8 @@
-//! Repository webhooks' endpoints: registration (`/repos/{o}/{r}/hooks`), the recorded deliveries
-//! shown with their request (`/repos/{o}/{r}/hooks/{id}/deliveries[/{delivery_id}]`, as GitHub
-//! does) and redelivery on request. Only the repository's owner and admins see its hooks. Like
-//! GitHub, a hook may point anywhere; delivery itself is `webhooks`'.
+//! Repository webhooks' endpoints: registration (`/repos/{o}/{r}/hooks`, any http(s) URL, as on
+//! GitHub), the recorded deliveries shown with their request
+//! (`/repos/{o}/{r}/hooks/{id}/deliveries[/{delivery_id}]`, as GitHub does) and redelivery on
+//! request. Only the repository's owner and admins see its hooks; to anyone else they do not
+//! exist (404). Sending the events is `webhooks`' part.
 
 use crate::auth::Authenticated;
 use crate::http::{error, lock, respond};
@@ -226,14 +227,4 @@ pub async fn list_hooks(State(s): State<Shared>, Authenticated(user): Authentica
         return error(StatusCode::NOT_FOUND, "Not Found");
     }
     Json(Value::Array(f.hooks_of(&o, &r).iter().map(|x| hook_json(&f.base_url, &o, &r, x)).collect())).into_response()
-}
-
-pub async fn list_deliveries(State(s): State<Shared>) -> Response {
-    let f = respond!(lock(&s));
-    let v: Vec<Value> = f
-        .deliveries()
-        .iter()
-        .map(|d| json!({"id": d.id, "guid": d.guid, "hook_id": d.hook_id, "event": d.event, "action": d.action, "status_code": d.status, "redelivery": d.redelivery}))
-        .collect();
-    Json(Value::Array(v)).into_response()
 }

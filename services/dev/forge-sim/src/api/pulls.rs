@@ -1,9 +1,13 @@
-//! Pull requests, their reviews and review comments. A pull request is an issue with a `pull`
-//! part, as on GitHub: it shares the issue numbering, labels and comments.
+//! Pull requests, their reviews and review comments (`/repos/{o}/{r}/pulls/...`), with GitHub's
+//! shapes of them and the `pull_request` and `pull_request_review` webhooks they send. A pull
+//! request is an issue with a `pull` part, as on GitHub: it shares the issue numbering, labels and
+//! comments.
 
+use crate::api::repo_or_404;
 use crate::auth::Authenticated;
 use crate::http::{Page, error, lock, paginate, respond, validation};
 use crate::shapes;
+use crate::state::bare::git_out;
 use crate::state::{Forge, Issue, Pull, Repo, ReviewCommentRec, ReviewRec, Shared, key, now};
 use crate::webhooks;
 use axum::Json;
@@ -124,7 +128,7 @@ pub async fn create_pull(
     }
     let id = f.id();
     // The branch's commit when it was pushed to the forge's git repository.
-    let pushed_sha = crate::state::bare::git_out(&f.git_dir(&o, &r), &["rev-parse", "--verify", "--quiet", &format!("refs/heads/{head}")])
+    let pushed_sha = git_out(&f.git_dir(&o, &r), &["rev-parse", "--verify", "--quiet", &format!("refs/heads/{head}")])
         .map(|out| String::from_utf8_lossy(&out).trim().to_string())
         .filter(|sha| sha.len() == 40);
     let Some(repo) = f.repos.get_mut(&key(&o, &r)) else { return error(StatusCode::NOT_FOUND, "Not Found") };
@@ -183,7 +187,7 @@ pub async fn list_pulls(
     Query(q): Query<PullFilter>,
 ) -> Response {
     let f = respond!(lock(&s));
-    let repo = crate::repo_or_404!(f, o, r);
+    let repo = repo_or_404!(f, o, r);
     let state = q.state.unwrap_or_else(|| "open".into());
     let head = q.head.map(|h| h.split_once(':').map(|(_, b)| b.to_string()).unwrap_or(h));
     let items = repo
@@ -207,7 +211,7 @@ fn pull_index(repo: &Repo, n: i64) -> Option<usize> {
 
 pub async fn get_pull(State(s): State<Shared>, _: Authenticated, Path((o, r, n)): Path<(String, String, i64)>) -> Response {
     let f = respond!(lock(&s));
-    let repo = crate::repo_or_404!(f, o, r);
+    let repo = repo_or_404!(f, o, r);
     match pull_index(&repo, n) {
         Some(i) => Json(pull_json(&f, &repo, &repo.issues[i], true)).into_response(),
         None => error(StatusCode::NOT_FOUND, "Not Found"),
@@ -262,7 +266,7 @@ pub async fn list_reviews(
     Query(p): Query<Page>,
 ) -> Response {
     let f = respond!(lock(&s));
-    let repo = crate::repo_or_404!(f, o, r);
+    let repo = repo_or_404!(f, o, r);
     let Some(pull) = pull_of(&repo, n) else { return error(StatusCode::NOT_FOUND, "Not Found") };
     let items = pull.reviews.iter().map(|rv| review_json(&f, &repo, n, rv, &pull.head_sha)).collect();
     paginate(&f.base_url, &format!("/repos/{o}/{r}/pulls/{n}/reviews"), items, &p)
@@ -275,7 +279,7 @@ pub async fn list_review_comments(
     Query(p): Query<Page>,
 ) -> Response {
     let f = respond!(lock(&s));
-    let repo = crate::repo_or_404!(f, o, r);
+    let repo = repo_or_404!(f, o, r);
     let Some(pull) = pull_of(&repo, n) else { return error(StatusCode::NOT_FOUND, "Not Found") };
     let items = pull.review_comments.iter().map(|c| review_comment_json(&f, &repo, n, c, &pull.head_sha)).collect();
     paginate(&f.base_url, &format!("/repos/{o}/{r}/pulls/{n}/comments"), items, &p)
