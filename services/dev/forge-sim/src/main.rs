@@ -7,6 +7,12 @@
 //! faults (outages, rate limits, comment-list lag) and read back every API answer; and git hosting
 //! over smart HTTP (`git http-backend`) with `push` webhooks; and GitHub's OAuth web flow with
 //! `/user` and `/user/emails`. Never deployed to production.
+//!
+//! This file reads the configuration and wires the router. The modules depend one way, from the
+//! leaves up: `http` (GitHub-shaped answers) and `state` (the forge in memory); `auth` (the token
+//! extractor), `shapes` (GitHub's JSON of the forge's objects) and `webhooks` (signed delivery);
+//! then the handlers: `api::*` (the REST subset by resource), `git` (hosting), `oauth` (the web
+//! flow) and `sim` (the `/_sim` controls and the API middleware).
 
 // GitHub's pull-request objects are large `json!` literals.
 #![recursion_limit = "256"]
@@ -27,15 +33,18 @@ use ck8s_config::{ConfigError, Layers};
 use ck8s_service::health::{health_router, with_request_metrics};
 use ck8s_service::metrics::MetricsBuilder;
 use ck8s_service::{Shutdown, server};
+use state::{Forge, Shared};
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 struct Config {
     http_addr: SocketAddr,
     shutdown_timeout: Duration,
     /// Where bare git repositories live; a fresh directory per process unless set.
-    git_root: Option<std::path::PathBuf>,
+    git_root: Option<PathBuf>,
 }
 
 impl Config {
@@ -51,12 +60,28 @@ impl Config {
     }
 }
 
-async fn run(cfg: Config) -> Result<(), String> {
-    let http = server::bind(cfg.http_addr, "CODEXK8S_FORGE_SIM_HTTP_ADDR").await?;
-    tracing::info!(listener = "http", addr = %http.local_addr().map_err(|e| e.to_string())?, "listening");
+/// Why forge-sim could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+enum RunError {
+    /// The listener could not be bound (the message names the setting to change).
+    #[error("{0}")]
+    Listen(String),
+    #[error("{0}")]
+    LocalAddr(std::io::Error),
+    #[error("cannot create the git root {}: {source}; set CODEXK8S_FORGE_SIM_GIT_ROOT", .dir.display())]
+    GitRoot { dir: PathBuf, source: std::io::Error },
+    /// The server failed, or the shutdown overran its deadline.
+    #[error("{0}")]
+    Stopped(String),
+}
+
+async fn run(cfg: Config) -> Result<(), RunError> {
+    let listener = server::bind(cfg.http_addr, "CODEXK8S_FORGE_SIM_HTTP_ADDR").await.map_err(RunError::Listen)?;
+    let addr = listener.local_addr().map_err(RunError::LocalAddr)?;
+    tracing::info!(listener = "http", addr = %addr, "listening");
     let mut shutdown = Shutdown::on_signals();
     let metrics = MetricsBuilder::new("forge-sim").build();
-    let base_url = format!("http://{}", http.local_addr().map_err(|e| e.to_string())?);
+    let base_url = format!("http://{addr}");
     let (git_root, temporary) = match cfg.git_root.clone() {
         Some(d) => (d, false),
         None => (std::env::temp_dir().join(format!("forge-sim-git-{}", std::process::id())), true),
@@ -64,10 +89,21 @@ async fn run(cfg: Config) -> Result<(), String> {
     if temporary {
         let _ = std::fs::remove_dir_all(&git_root);
     }
-    std::fs::create_dir_all(&git_root)
-        .map_err(|e| format!("cannot create the git root {}: {e}; set CODEXK8S_FORGE_SIM_GIT_ROOT", git_root.display()))?;
-    let forge: state::Shared = std::sync::Arc::new(std::sync::Mutex::new(state::Forge::new(base_url, git_root.clone())));
-    let api = Router::new()
+    std::fs::create_dir_all(&git_root).map_err(|source| RunError::GitRoot { dir: git_root.clone(), source })?;
+    let forge: Shared = Arc::new(Mutex::new(Forge::new(base_url, git_root.clone())));
+    let app = with_request_metrics(health_router("forge-sim", vec![], metrics.clone(), shutdown.token()).merge(router(forge)), metrics);
+    shutdown.spawn("http", server::serve(listener, app, shutdown.token()));
+    let result = shutdown.run_until_stopped(cfg.shutdown_timeout).await.map_err(RunError::Stopped);
+    if temporary {
+        let _ = std::fs::remove_dir_all(&git_root);
+    }
+    result
+}
+
+/// Every route: the GitHub REST subset behind the API middleware (faults, authentication,
+/// recording), then the OAuth web flow, git hosting and the `/_sim` controls, which it does not see.
+fn router(forge: Shared) -> Router {
+    Router::new()
         .route("/repos/{owner}/{repo}", get(api::repos::get_repo))
         .route("/repos/{owner}/{repo}/labels", get(api::repos::list_labels).post(api::repos::create_label))
         .route(
@@ -116,16 +152,12 @@ async fn run(cfg: Config) -> Result<(), String> {
         .route("/_sim/faults", post(sim::set_faults))
         .route("/_sim/exchanges", get(sim::exchanges))
         .fallback(|| async { http::error(axum::http::StatusCode::NOT_FOUND, "Not Found") })
-        .with_state(forge);
-    let router = with_request_metrics(health_router("forge-sim", vec![], metrics.clone(), shutdown.token()).merge(api), metrics);
-    shutdown.spawn("http", server::serve(http, router, shutdown.token()));
-    let result = shutdown.run_until_stopped(cfg.shutdown_timeout).await;
-    if temporary {
-        let _ = std::fs::remove_dir_all(&git_root);
-    }
-    result
+        .with_state(forge)
 }
 
 fn main() -> ExitCode {
-    ck8s_service::startup::main_with("forge-sim", std::env::args().skip(1).collect(), Config::load, run)
+    // The service runner reports a failure as its message.
+    ck8s_service::startup::main_with("forge-sim", std::env::args().skip(1).collect(), Config::load, |cfg| async move {
+        run(cfg).await.map_err(|e| e.to_string())
+    })
 }
