@@ -245,3 +245,30 @@ impl Forge {
         self.git_root.join(owner.to_lowercase()).join(format!("{}.git", name.to_lowercase()))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The 422s of `/_sim/users` and `/_sim/repos` carry these messages.
+    #[test]
+    fn refusals_keep_their_messages() {
+        let root = std::env::temp_dir().join(format!("forge-sim-state-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let mut f = Forge::new("http://forge-sim".into(), root.clone());
+        assert_eq!(f.add_user("bad login", "b@example.com", "User").unwrap_err().to_string(), "login must be letters, digits or '-'");
+        f.add_user("alice", "a@example.com", "User").unwrap();
+        assert_eq!(f.add_user("Alice", "a@example.com", "User").unwrap_err().to_string(), "user Alice exists");
+        assert_eq!(f.add_repo("bob", "app").unwrap_err().to_string(), "unknown owner bob");
+        f.add_repo("alice", "app").unwrap();
+        assert!(f.git_dir("alice", "app").join("HEAD").is_file(), "a bare repository");
+        assert_eq!(f.add_repo("ALICE", "App").unwrap_err().to_string(), "repository ALICE/App exists");
+        // A file where the owner's directory belongs: the bare repository cannot be created.
+        f.add_user("carol", "c@example.com", "User").unwrap();
+        std::fs::write(root.join("carol"), b"").unwrap();
+        let e = f.add_repo("carol", "app").unwrap_err().to_string();
+        assert!(e.starts_with(&format!("cannot create {}: ", f.git_dir("carol", "app").display())), "{e}");
+        assert!(!f.has_repo("carol", "app"));
+        let _ = std::fs::remove_dir_all(&root);
+    }
+}
