@@ -85,7 +85,7 @@ async fn main() -> Result<()> {
     // 1. Pending -> job created.
     let (env, d) = (db.env(), dir.clone());
     let worker = tokio::task::spawn_blocking(move || start_worker(env, &d, "true")).await?;
-    let payload = serde_json::json!({"issue": {"number": 1, "labels": []}, "runtime": {"mode": "code-only", "deploy_only": false}, "agent": {"key": "dev"}, "trigger": {"kind": "dev"}});
+    let payload = ck8s_testkit::fixtures::run_spec(project, uuid::Uuid::nil(), 1, &[]).to_value();
     for i in 0..n {
         let mut tx = db.pool.begin().await?;
         let id: uuid::Uuid = sqlx::query_scalar("INSERT INTO agent_runs (correlation_id, project_id, run_payload, runtime_mode, issue_number) VALUES ($1, $2, $3, 'code-only', 1) RETURNING id")

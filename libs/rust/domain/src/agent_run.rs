@@ -4,39 +4,41 @@
 //! a session id, commands, the final message and per-turn token usage — with secrets redacted and
 //! captured output capped.
 
-/// Stages that have their own prompt seeds; any other trigger kind falls back to `dev`.
-const SEED_STAGES: [&str; 15] = [
-    "intake",
-    "vision",
-    "prd",
-    "arch",
-    "design",
-    "plan",
-    "dev",
-    "qa",
-    "release",
-    "postdeploy",
-    "ops",
-    "doc-audit",
-    "self-improve",
-    "rethink",
-    "ai-repair",
-];
+use crate::stage::{Stage, TriggerKind};
 
-/// The stage of a trigger kind (`dev_revise` → `dev`, `doc_audit` → `doc-audit`); unknown → `dev`.
-pub fn stage_of_kind(kind: &str) -> String {
-    let base = kind.strip_suffix("_revise").unwrap_or(kind).replace('_', "-");
-    if SEED_STAGES.contains(&base.as_str()) { base } else { "dev".into() }
+/// The stage whose prompt seeds a run uses (`doc-audit`): every labelled stage has its own;
+/// the platform's deploy, which runs no agent, falls back to `dev`.
+pub fn seed_stage(kind: TriggerKind) -> &'static str {
+    if kind.is_labelled() { kind.stage.slug() } else { Stage::Dev.slug() }
 }
 
-/// Prompt kind of a run: `work`, `revise` or `discussion`.
-pub fn prompt_kind(trigger_kind: &str, discussion: bool) -> &'static str {
-    if discussion {
-        "discussion"
-    } else if trigger_kind.ends_with("_revise") {
-        "revise"
-    } else {
-        "work"
+/// Which prompt a run gets (spec §3.5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PromptKind {
+    Work,
+    Revise,
+    Discussion,
+}
+
+impl PromptKind {
+    /// Prompt kind of a run: discussion first, then revise for `:revise` kinds, else work.
+    pub fn of(kind: TriggerKind, discussion: bool) -> Self {
+        if discussion {
+            PromptKind::Discussion
+        } else if kind.revise {
+            PromptKind::Revise
+        } else {
+            PromptKind::Work
+        }
+    }
+
+    /// `work`, `revise` or `discussion`: the spelling of seed names and templates.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PromptKind::Work => "work",
+            PromptKind::Revise => "revise",
+            PromptKind::Discussion => "discussion",
+        }
     }
 }
 
@@ -59,11 +61,11 @@ pub fn seed_candidates(stage: &str, role: &str, kind: &str, locale: &str) -> Vec
 
 /// The branch a run works on (§6.1 step 2): explicit → ai-repair on the base branch → the issue's
 /// `codex/issue-<n>` → `codex/run-<first 12 of the run id>`.
-pub fn target_branch(explicit: Option<&str>, trigger_kind: &str, base_branch: &str, issue: Option<i64>, run_id: &str) -> String {
+pub fn target_branch(explicit: Option<&str>, kind: TriggerKind, base_branch: &str, issue: Option<i64>, run_id: &str) -> String {
     if let Some(b) = explicit.map(str::trim).filter(|b| !b.is_empty()) {
         return b.to_string();
     }
-    if trigger_kind == "ai_repair" {
+    if kind.stage == Stage::AiRepair {
         return base_branch.to_string();
     }
     match issue {
@@ -86,14 +88,14 @@ pub enum WriteScope {
 }
 
 /// The write scope of a run.
-pub fn write_scope(trigger_kind: &str, agent_key: &str, discussion: bool) -> WriteScope {
+pub fn write_scope(kind: TriggerKind, agent_key: &str, discussion: bool) -> WriteScope {
     if discussion || agent_key == "reviewer" {
         return WriteScope::Nothing;
     }
-    match trigger_kind.replace('-', "_").as_str() {
-        "dev" | "dev_revise" | "ai_repair" => WriteScope::Unrestricted,
-        "self_improve" | "self_improve_revise" => WriteScope::SelfImprove,
-        // Every other stage writes documents; an unknown kind gets the narrow scope too.
+    match kind.stage {
+        Stage::Dev | Stage::AiRepair => WriteScope::Unrestricted,
+        Stage::SelfImprove => WriteScope::SelfImprove,
+        // Every other stage writes documents; a kind without its own scope gets the narrow one too.
         _ => WriteScope::MarkdownOnly,
     }
 }
@@ -336,15 +338,19 @@ pub fn report_schema() -> serde_json::Value {
 mod tests {
     use super::*;
 
+    fn k(s: &str) -> TriggerKind {
+        TriggerKind::parse(s).unwrap()
+    }
+
     #[test]
     fn stages_and_prompt_kinds_follow_the_trigger_kind() {
-        assert_eq!(stage_of_kind("dev_revise"), "dev");
-        assert_eq!(stage_of_kind("doc_audit"), "doc-audit");
-        assert_eq!(stage_of_kind("self_improve_revise"), "self-improve");
-        assert_eq!(stage_of_kind("deploy"), "dev", "unknown kinds fall back to dev");
-        assert_eq!(prompt_kind("qa_revise", false), "revise");
-        assert_eq!(prompt_kind("qa", false), "work");
-        assert_eq!(prompt_kind("dev", true), "discussion");
+        assert_eq!(seed_stage(k("dev_revise")), "dev");
+        assert_eq!(seed_stage(k("doc_audit")), "doc-audit");
+        assert_eq!(seed_stage(k("self_improve_revise")), "self-improve");
+        assert_eq!(seed_stage(TriggerKind::DEPLOY), "dev", "kinds without seeds fall back to dev");
+        assert_eq!(PromptKind::of(k("qa_revise"), false).as_str(), "revise");
+        assert_eq!(PromptKind::of(k("qa"), false).as_str(), "work");
+        assert_eq!(PromptKind::of(k("dev"), true).as_str(), "discussion");
     }
 
     #[test]
@@ -359,29 +365,31 @@ mod tests {
 
     #[test]
     fn target_branches_follow_the_rule_order() {
-        assert_eq!(target_branch(Some("feature/x"), "dev", "main", Some(7), "r"), "feature/x");
-        assert_eq!(target_branch(Some("  "), "ai_repair", "main", Some(7), "r"), "main");
-        assert_eq!(target_branch(None, "dev", "main", Some(7), "r"), "codex/issue-7");
-        assert_eq!(target_branch(None, "dev", "main", None, "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0"), "codex/run-0f1e2d3c4b5a");
+        assert_eq!(target_branch(Some("feature/x"), k("dev"), "main", Some(7), "r"), "feature/x");
+        assert_eq!(target_branch(Some("  "), k("ai_repair"), "main", Some(7), "r"), "main");
+        assert_eq!(target_branch(None, k("dev"), "main", Some(7), "r"), "codex/issue-7");
+        assert_eq!(target_branch(None, k("dev"), "main", None, "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0"), "codex/run-0f1e2d3c4b5a");
     }
 
     #[test]
     fn write_scopes_allow_only_what_the_stage_may_touch() {
         let changed = |p: &[&str]| p.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        assert_eq!(write_scope("dev", "dev", false), WriteScope::Unrestricted);
-        assert_eq!(write_scope("ai_repair", "sre", false), WriteScope::Unrestricted);
-        assert_eq!(write_scope("prd", "pm", false), WriteScope::MarkdownOnly);
-        assert_eq!(write_scope("qa_revise", "qa", false), WriteScope::MarkdownOnly);
-        assert_eq!(write_scope("something_new", "dev", false), WriteScope::MarkdownOnly);
-        assert_eq!(write_scope("dev", "reviewer", false), WriteScope::Nothing);
-        assert_eq!(write_scope("dev", "dev", true), WriteScope::Nothing);
+        assert_eq!(write_scope(k("dev"), "dev", false), WriteScope::Unrestricted);
+        assert_eq!(write_scope(k("dev_revise"), "dev", false), WriteScope::Unrestricted);
+        assert_eq!(write_scope(k("ai_repair"), "sre", false), WriteScope::Unrestricted);
+        assert_eq!(write_scope(k("prd"), "pm", false), WriteScope::MarkdownOnly);
+        assert_eq!(write_scope(k("qa_revise"), "qa", false), WriteScope::MarkdownOnly);
+        assert_eq!(write_scope(TriggerKind::DEPLOY, "dev", false), WriteScope::MarkdownOnly);
+        assert_eq!(write_scope(k("dev"), "reviewer", false), WriteScope::Nothing);
+        assert_eq!(write_scope(k("dev"), "dev", true), WriteScope::Nothing);
         assert!(check_write_scope(&WriteScope::Unrestricted, &changed(&["src/main.rs"])).is_ok());
         let v = check_write_scope(&WriteScope::MarkdownOnly, &changed(&["docs/prd.md", "src/lib.rs"])).unwrap_err();
         assert_eq!(v.paths, vec!["src/lib.rs"]);
         assert!(v.to_string().starts_with("failed_precondition"));
         assert!(check_write_scope(&WriteScope::Nothing, &changed(&["README.md"])).is_err());
         assert!(check_write_scope(&WriteScope::Nothing, &[]).is_ok());
-        let si = write_scope("self_improve", "km", false);
+        assert_eq!(write_scope(k("self_improve_revise"), "km", false), WriteScope::SelfImprove);
+        let si = write_scope(k("self_improve"), "km", false);
         assert!(
             check_write_scope(
                 &si,

@@ -2,12 +2,16 @@
 //! identified by a hidden machine-readable marker, whose phase only ever advances; and the
 //! trigger-conflict and trigger-warning comments. Rendered in `ru` or `en`.
 
+use crate::policy::{AccessProfile, RuntimeMode};
+use crate::run::RunStatus;
+use crate::stage::{Stage, TriggerKind};
 use serde::{Deserialize, Serialize};
 
-/// Locale of comment text.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// Locale of comment text; the platform's default is `ru`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Locale {
+    #[default]
     Ru,
     En,
 }
@@ -16,6 +20,14 @@ impl Locale {
     /// `ru*` → ru, anything else → en.
     pub fn parse(s: &str) -> Self {
         if s.trim().to_lowercase().starts_with("ru") { Locale::Ru } else { Locale::En }
+    }
+
+    /// `ru` or `en`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Locale::Ru => "ru",
+            Locale::En => "en",
+        }
     }
 
     fn pick(self, ru: &'static str, en: &'static str) -> &'static str {
@@ -40,6 +52,22 @@ pub enum Phase {
     NamespaceDeleted = 8,
 }
 
+impl Phase {
+    /// The wire value (`created`, `started`, `finished`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Created => "created",
+            Phase::PreparingRuntime => "preparing_runtime",
+            Phase::Started => "started",
+            Phase::AuthRequired => "auth_required",
+            Phase::AuthResolved => "auth_resolved",
+            Phase::Ready => "ready",
+            Phase::Finished => "finished",
+            Phase::NamespaceDeleted => "namespace_deleted",
+        }
+    }
+}
+
 /// A next-step link offered under a finished run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NextStep {
@@ -59,17 +87,17 @@ pub struct StatusState {
     pub pr_number: Option<i64>,
     pub pr_url: Option<String>,
     pub trigger_label: Option<String>,
-    pub trigger_kind: Option<String>,
-    pub runtime_mode: Option<String>,
+    pub trigger_kind: Option<TriggerKind>,
+    pub runtime_mode: Option<RuntimeMode>,
     pub target_env: Option<String>,
     pub build_ref: Option<String>,
-    pub access_profile: Option<String>,
+    pub access_profile: Option<AccessProfile>,
     pub namespace: Option<String>,
     pub job: Option<String>,
     pub model: Option<String>,
     pub reasoning_effort: Option<String>,
     /// `succeeded`, `failed`, `canceled` once finished.
-    pub run_status: Option<String>,
+    pub run_status: Option<RunStatus>,
     pub failure_reason: Option<String>,
     pub console_url: Option<String>,
     #[serde(default)]
@@ -128,15 +156,15 @@ impl StatusState {
     }
 }
 
-fn headline(phase: Phase, status: Option<&str>, l: Locale) -> &'static str {
+fn headline(phase: Phase, status: Option<RunStatus>, l: Locale) -> &'static str {
     match (phase, status) {
         (Phase::Created, _) => l.pick("🕒 Запуск агента запланирован", "🕒 Agent run scheduled"),
         (Phase::PreparingRuntime, _) => l.pick("🛠️ Готовим окружение", "🛠️ Preparing the environment"),
         (Phase::Started, _) => l.pick("▶️ Агент запущен", "▶️ Agent started"),
         (Phase::AuthRequired, _) => l.pick("🔐 Нужна авторизация Codex", "🔐 Codex authorisation required"),
         (Phase::AuthResolved | Phase::Ready, _) => l.pick("🤖 Агент работает", "🤖 Agent at work"),
-        (Phase::Finished, Some("succeeded")) => l.pick("✅ Запуск завершён", "✅ Run finished"),
-        (Phase::Finished, Some("canceled")) => l.pick("⏹️ Запуск отменён", "⏹️ Run cancelled"),
+        (Phase::Finished, Some(RunStatus::Succeeded)) => l.pick("✅ Запуск завершён", "✅ Run finished"),
+        (Phase::Finished, Some(RunStatus::Canceled)) => l.pick("⏹️ Запуск отменён", "⏹️ Run cancelled"),
         (Phase::Finished, _) => l.pick("❌ Запуск завершился ошибкой", "❌ Run failed"),
         (Phase::NamespaceDeleted, _) => l.pick("🧹 Окружение запуска удалено", "🧹 Run environment deleted"),
     }
@@ -151,21 +179,24 @@ fn cell(s: &str) -> String {
 pub fn render_status(state: &StatusState, locale: Locale) -> String {
     let phase = state.phase.unwrap_or(Phase::Created);
     let l = locale;
-    let mut out = format!("### {}\n\n", headline(phase, state.run_status.as_deref(), l));
+    let mut out = format!("### {}\n\n", headline(phase, state.run_status, l));
     if let Some(url) = &state.console_url {
         out.push_str(&format!("{} [{}]({url})\n\n", l.pick("Подробности:", "Details:"), l.pick("страница запуска", "run page")));
     }
-    let rows: [(&str, &str, &Option<String>); 10] = [
-        ("Триггер", "Trigger", &state.trigger_label),
-        ("Режим", "Runtime mode", &state.runtime_mode),
-        ("Окружение", "Target environment", &state.target_env),
-        ("Ревизия сборки", "Build ref", &state.build_ref),
-        ("Профиль доступа", "Access profile", &state.access_profile),
-        ("Namespace", "Namespace", &state.namespace),
-        ("Job", "Job", &state.job),
-        ("Модель", "Model", &state.model),
-        ("Рассуждение", "Reasoning", &state.reasoning_effort),
-        ("Причина", "Reason", &state.failure_reason),
+    fn text(v: &Option<String>) -> Option<&str> {
+        v.as_deref()
+    }
+    let rows: [(&str, &str, Option<&str>); 10] = [
+        ("Триггер", "Trigger", text(&state.trigger_label)),
+        ("Режим", "Runtime mode", state.runtime_mode.map(RuntimeMode::as_str)),
+        ("Окружение", "Target environment", text(&state.target_env)),
+        ("Ревизия сборки", "Build ref", text(&state.build_ref)),
+        ("Профиль доступа", "Access profile", state.access_profile.map(AccessProfile::as_str)),
+        ("Namespace", "Namespace", text(&state.namespace)),
+        ("Job", "Job", text(&state.job)),
+        ("Модель", "Model", text(&state.model)),
+        ("Рассуждение", "Reasoning", text(&state.reasoning_effort)),
+        ("Причина", "Reason", text(&state.failure_reason)),
     ];
     out.push_str(&format!(
         "| {} | |\n|---|---|\n| {} | `{}` |\n",
@@ -192,18 +223,18 @@ pub fn render_status(state: &StatusState, locale: Locale) -> String {
     out
 }
 
-/// The main path of stages (spec §3.1).
-const MAIN_PATH: [&str; 11] = ["intake", "vision", "prd", "arch", "design", "plan", "dev", "qa", "release", "postdeploy", "ops"];
-
 /// Launch profiles and the flow variant each stands for (spec §3.1, §7.2).
-const PROFILES: [(&str, &[&str]); 3] = [
-    ("full", &MAIN_PATH),
-    ("shortened", &["intake", "prd", "design", "plan", "dev", "qa", "release", "postdeploy", "ops"]),
-    ("very_short", &["intake", "plan", "dev", "qa", "release", "postdeploy", "ops"]),
+const PROFILES: [(&str, &[Stage]); 3] = [
+    ("full", &Stage::MAIN_PATH),
+    (
+        "shortened",
+        &[Stage::Intake, Stage::Prd, Stage::Design, Stage::Plan, Stage::Dev, Stage::Qa, Stage::Release, Stage::Postdeploy, Stage::Ops],
+    ),
+    ("very_short", &[Stage::Intake, Stage::Plan, Stage::Dev, Stage::Qa, Stage::Release, Stage::Postdeploy, Stage::Ops]),
 ];
 
-fn label_of(stage: &str) -> String {
-    format!("run:{}", stage.replace('_', "-"))
+fn label_of(stage: Stage) -> String {
+    format!("run:{}", stage.slug())
 }
 
 fn variant_of(flows: &[&str]) -> &'static str {
@@ -252,30 +283,30 @@ fn encode(s: &str) -> String {
 
 /// Where a finished run can go next (spec §7.2): typed deep links into the console's next-step
 /// dialog, never raw commands. `console` is the console's base URL.
-pub fn next_steps(trigger_kind: &str, repository: &str, issue: Option<i64>, pr: Option<i64>, console: &str, l: Locale) -> Vec<NextStep> {
-    let stage = trigger_kind.strip_suffix("_revise").unwrap_or(trigger_kind);
+pub fn next_steps(kind: TriggerKind, repository: &str, issue: Option<i64>, pr: Option<i64>, console: &str, l: Locale) -> Vec<NextStep> {
+    let stage = kind.stage;
     let mut items: Vec<(&'static str, String, String)> = Vec::new(); // (action kind, target label, variant)
     let mut push = |action: &'static str, label: String, variant: &str| {
         if !items.iter().any(|(a, t, _)| *a == action && *t == label) {
             items.push((action, label, variant.to_string()));
         }
     };
-    let stage_idx = MAIN_PATH.iter().position(|s| *s == stage);
+    let stage_idx = Stage::MAIN_PATH.iter().position(|s| *s == stage);
     match stage {
-        "doc_audit" => {
-            push("issue_stage_transition", label_of("plan"), "prepare_plan");
-            push("issue_stage_transition", label_of("dev"), "go_to_dev");
-            push("issue_stage_transition", label_of("qa"), "go_to_qa");
+        Stage::DocAudit => {
+            push("issue_stage_transition", label_of(Stage::Plan), "prepare_plan");
+            push("issue_stage_transition", label_of(Stage::Dev), "go_to_dev");
+            push("issue_stage_transition", label_of(Stage::Qa), "go_to_qa");
         }
-        "self_improve" => push("issue_stage_transition", label_of("qa"), "go_to_qa"),
-        "rethink" => {
-            push("issue_stage_transition", label_of("intake"), "restart_full");
-            push("issue_stage_transition", label_of("prd"), "restart_shortened");
-            push("issue_stage_transition", label_of("plan"), "restart_very_short");
+        Stage::SelfImprove => push("issue_stage_transition", label_of(Stage::Qa), "go_to_qa"),
+        Stage::Rethink => {
+            push("issue_stage_transition", label_of(Stage::Intake), "restart_full");
+            push("issue_stage_transition", label_of(Stage::Prd), "restart_shortened");
+            push("issue_stage_transition", label_of(Stage::Plan), "restart_very_short");
         }
         _ => {}
     }
-    if crate::stage::REVISABLE_STAGES.contains(&stage) {
+    if stage.revisable() {
         push("issue_stage_transition", format!("{}:revise", label_of(stage)), "revise");
     }
     if stage_idx.is_some() {
@@ -284,9 +315,9 @@ pub fn next_steps(trigger_kind: &str, repository: &str, issue: Option<i64>, pr: 
             if let Some(i) = path.iter().position(|s| *s == stage)
                 && let Some(next) = path.get(i + 1)
             {
-                match forward.iter_mut().find(|(t, _)| *t == label_of(next)) {
+                match forward.iter_mut().find(|(t, _)| *t == label_of(*next)) {
                     Some((_, flows)) => flows.push(flow),
-                    None => forward.push((label_of(next), vec![flow])),
+                    None => forward.push((label_of(*next), vec![flow])),
                 }
             }
         }
@@ -294,21 +325,21 @@ pub fn next_steps(trigger_kind: &str, repository: &str, issue: Option<i64>, pr: 
             push("issue_stage_transition", target, variant_of(&flows));
         }
     }
-    if stage == "design" {
-        push("issue_stage_transition", label_of("dev"), "go_to_dev");
+    if stage == Stage::Design {
+        push("issue_stage_transition", label_of(Stage::Dev), "go_to_dev");
     }
     if pr.is_some() {
         push("pull_request_label_add", "need:reviewer".into(), "reviewer");
     }
     if let Some(i) = stage_idx {
         if i >= 1 {
-            push("issue_stage_transition", label_of("rethink"), "rethink");
+            push("issue_stage_transition", label_of(Stage::Rethink), "rethink");
         }
         if i >= 6 {
-            push("issue_stage_transition", label_of("doc_audit"), "doc_audit");
+            push("issue_stage_transition", label_of(Stage::DocAudit), "doc_audit");
         }
         if i >= 9 {
-            push("issue_stage_transition", label_of("self_improve"), "self_improve");
+            push("issue_stage_transition", label_of(Stage::SelfImprove), "self_improve");
         }
     }
     let base = console.trim_end_matches('/');

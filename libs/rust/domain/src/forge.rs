@@ -80,6 +80,43 @@ pub enum ReactionTarget {
     Comment(i64),
 }
 
+/// The reactions a forge offers (GitHub's eight).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum ReactionContent {
+    #[serde(rename = "+1")]
+    PlusOne,
+    #[serde(rename = "-1")]
+    MinusOne,
+    #[serde(rename = "laugh")]
+    Laugh,
+    #[serde(rename = "confused")]
+    Confused,
+    #[serde(rename = "heart")]
+    Heart,
+    #[serde(rename = "hooray")]
+    Hooray,
+    #[serde(rename = "rocket")]
+    Rocket,
+    #[serde(rename = "eyes")]
+    Eyes,
+}
+
+impl ReactionContent {
+    /// The wire value (`+1`, `eyes`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReactionContent::PlusOne => "+1",
+            ReactionContent::MinusOne => "-1",
+            ReactionContent::Laugh => "laugh",
+            ReactionContent::Confused => "confused",
+            ReactionContent::Heart => "heart",
+            ReactionContent::Hooray => "hooray",
+            ReactionContent::Rocket => "rocket",
+            ReactionContent::Eyes => "eyes",
+        }
+    }
+}
+
 /// A pull request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PullRequest {

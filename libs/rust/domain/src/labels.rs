@@ -2,6 +2,7 @@
 //! non-trigger classes (`state:*`, `need:*`), `mode:discussion`, model and reasoning labels.
 //! Names are configurable; matching is trim + lowercase.
 
+use crate::stage::{Stage, TriggerKind};
 use std::collections::BTreeMap;
 
 /// Normalises a label for matching.
@@ -9,15 +10,23 @@ pub fn norm(label: &str) -> String {
     label.trim().to_lowercase()
 }
 
-/// One stage trigger: its label, kind, and whether it is the `:revise` variant.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One stage trigger: the kind a `run:*` label stands for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RunLabel {
     /// Trigger kind, e.g. `dev`, `dev_revise`, `doc_audit`, `ai_repair`.
-    pub kind: String,
+    pub kind: TriggerKind,
+}
+
+impl RunLabel {
     /// The stage the kind belongs to (`dev` for `dev_revise`).
-    pub stage: String,
+    pub fn stage(&self) -> Stage {
+        self.kind.stage
+    }
+
     /// Whether this is a `:revise` label.
-    pub revise: bool,
+    pub fn revise(&self) -> bool {
+        self.kind.revise
+    }
 }
 
 /// The configurable label names.
@@ -26,9 +35,9 @@ pub struct LabelCatalog {
     /// Normalised label name -> trigger.
     run: BTreeMap<String, RunLabel>,
     /// Stage -> its `:revise` label (display form).
-    revise_by_stage: BTreeMap<String, String>,
+    revise_by_stage: BTreeMap<Stage, String>,
     /// Stage -> its work label (display form).
-    work_by_stage: BTreeMap<String, String>,
+    work_by_stage: BTreeMap<Stage, String>,
     pub mode_discussion: String,
     pub need_reviewer: String,
     pub need_input: String,
@@ -40,23 +49,6 @@ pub struct LabelCatalog {
     /// Normalised label -> reasoning effort.
     reasoning: BTreeMap<String, String>,
 }
-
-/// Stages with a work and a revise label, as (stage key, label slug).
-const REVISABLE: [(&str, &str); 13] = [
-    ("intake", "intake"),
-    ("vision", "vision"),
-    ("prd", "prd"),
-    ("arch", "arch"),
-    ("design", "design"),
-    ("plan", "plan"),
-    ("dev", "dev"),
-    ("qa", "qa"),
-    ("release", "release"),
-    ("postdeploy", "postdeploy"),
-    ("ops", "ops"),
-    ("doc_audit", "doc-audit"),
-    ("self_improve", "self-improve"),
-];
 
 /// Default model labels (label -> model id).
 pub const MODEL_LABELS: [(&str, &str); 7] = [
@@ -84,8 +76,16 @@ impl Default for LabelCatalog {
 }
 
 /// The setting name that renames a label, e.g. `RUN_DEV_LABEL`, `RUN_DOC_AUDIT_REVISE_LABEL`.
-pub fn setting_for_run_label(stage: &str, revise: bool) -> String {
-    format!("RUN_{}{}_LABEL", stage.to_uppercase(), if revise { "_REVISE" } else { "" })
+pub fn setting_for_run_label(kind: TriggerKind) -> String {
+    format!("RUN_{}{}_LABEL", kind.stage.key().to_uppercase(), if kind.revise { "_REVISE" } else { "" })
+}
+
+/// Every setting that renames a label (without the `CODEXK8S_` prefix).
+pub fn setting_names() -> Vec<String> {
+    let kinds = Stage::labelled().flat_map(|s| [Some(TriggerKind::work(s)), TriggerKind::revise_of(s)]).flatten();
+    let mut keys: Vec<String> = kinds.map(setting_for_run_label).collect();
+    keys.extend(["MODE_DISCUSSION_LABEL", "NEED_REVIEWER_LABEL", "NEED_INPUT_LABEL", "STATE_IN_REVIEW_LABEL"].map(String::from));
+    keys
 }
 
 impl LabelCatalog {
@@ -99,18 +99,16 @@ impl LabelCatalog {
         let mut run = BTreeMap::new();
         let mut revise_by_stage = BTreeMap::new();
         let mut work_by_stage = BTreeMap::new();
-        for (stage, slug) in REVISABLE {
-            let work = pick(&setting_for_run_label(stage, false), format!("run:{slug}"));
-            let revise = pick(&setting_for_run_label(stage, true), format!("run:{slug}:revise"));
-            run.insert(norm(&work), RunLabel { kind: stage.into(), stage: stage.into(), revise: false });
-            run.insert(norm(&revise), RunLabel { kind: format!("{stage}_revise"), stage: stage.into(), revise: true });
-            revise_by_stage.insert(stage.to_string(), revise);
-            work_by_stage.insert(stage.to_string(), work);
-        }
-        for (stage, slug, key) in [("rethink", "rethink", "RUN_RETHINK_LABEL"), ("ai_repair", "ai-repair", "RUN_AI_REPAIR_LABEL")] {
-            let l = pick(key, format!("run:{slug}"));
-            run.insert(norm(&l), RunLabel { kind: stage.into(), stage: stage.into(), revise: false });
-            work_by_stage.insert(stage.to_string(), l);
+        for stage in Stage::labelled() {
+            let work = TriggerKind::work(stage);
+            let label = pick(&setting_for_run_label(work), format!("run:{}", stage.slug()));
+            run.insert(norm(&label), RunLabel { kind: work });
+            work_by_stage.insert(stage, label);
+            if let Some(revise) = TriggerKind::revise_of(stage) {
+                let label = pick(&setting_for_run_label(revise), format!("run:{}:revise", stage.slug()));
+                run.insert(norm(&label), RunLabel { kind: revise });
+                revise_by_stage.insert(stage, label);
+            }
         }
         Self {
             run,
@@ -133,18 +131,20 @@ impl LabelCatalog {
     }
 
     /// The `:revise` label of a stage (none for rethink and ai-repair).
-    pub fn revise_label(&self, stage: &str) -> Option<&str> {
-        self.revise_by_stage.get(stage).map(String::as_str)
+    pub fn revise_label(&self, stage: Stage) -> Option<&str> {
+        self.revise_by_stage.get(&stage).map(String::as_str)
     }
 
     /// The work label of a stage.
-    pub fn work_label(&self, stage: &str) -> Option<&str> {
-        self.work_by_stage.get(stage).map(String::as_str)
+    pub fn work_label(&self, stage: Stage) -> Option<&str> {
+        self.work_by_stage.get(&stage).map(String::as_str)
     }
 
     /// Every `:revise` label, for "use one of" hints.
     pub fn revise_labels(&self) -> Vec<String> {
-        self.revise_by_stage.values().cloned().collect()
+        let mut by_key: Vec<(&str, &String)> = self.revise_by_stage.iter().map(|(s, l)| (s.key(), l)).collect();
+        by_key.sort();
+        by_key.into_iter().map(|(_, l)| l.clone()).collect()
     }
 
     /// Whether `label` is `mode:discussion`.
@@ -189,19 +189,6 @@ impl LabelCatalog {
     }
 }
 
-/// Default agent of a trigger stage (product spec §2.1).
-pub fn agent_for_stage(stage: &str) -> &'static str {
-    match stage {
-        "intake" | "vision" | "prd" => "pm",
-        "arch" | "design" => "sa",
-        "plan" | "release" | "rethink" => "em",
-        "doc_audit" | "self_improve" => "km",
-        "qa" => "qa",
-        "postdeploy" | "ops" | "ai_repair" => "sre",
-        _ => "dev",
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -209,18 +196,17 @@ mod tests {
     #[test]
     fn default_names_map_to_kinds() {
         let c = LabelCatalog::default();
-        assert_eq!(c.run_label("run:dev").unwrap().kind, "dev");
-        assert_eq!(c.run_label(" RUN:Dev:Revise ").unwrap().kind, "dev_revise");
-        assert_eq!(c.run_label("run:doc-audit").unwrap().kind, "doc_audit");
-        assert_eq!(c.run_label("run:self-improve:revise").unwrap().kind, "self_improve_revise");
-        assert_eq!(c.run_label("run:ai-repair").unwrap().kind, "ai_repair");
+        let kind = |l: &str| c.run_label(l).unwrap().kind.to_string();
+        assert_eq!(kind("run:dev"), "dev");
+        assert_eq!(kind(" RUN:Dev:Revise "), "dev_revise");
+        assert_eq!(kind("run:doc-audit"), "doc_audit");
+        assert_eq!(kind("run:self-improve:revise"), "self_improve_revise");
+        assert_eq!(kind("run:ai-repair"), "ai_repair");
         assert!(c.run_label("run:rethink:revise").is_none());
         assert!(c.run_label("run:debug").is_none());
         assert!(c.is_non_trigger_class("state:in-review") && c.is_non_trigger_class("need:input"));
         assert_eq!(c.model("[ai-model-gpt-5.2]"), Some("gpt-5.2"));
         assert_eq!(c.reasoning("[AI-reasoning-extra-high]"), Some("xhigh"));
-        assert_eq!(agent_for_stage("design"), "sa");
-        assert_eq!(agent_for_stage("qa"), "qa");
     }
 
     #[test]
@@ -229,9 +215,9 @@ mod tests {
         o.insert("RUN_DEV_LABEL".to_string(), "ai:build".to_string());
         o.insert("MODE_DISCUSSION_LABEL".to_string(), "ai:talk".to_string());
         let c = LabelCatalog::with_overrides(&o);
-        assert_eq!(c.run_label("ai:build").unwrap().kind, "dev");
+        assert_eq!(c.run_label("ai:build").unwrap().kind, TriggerKind::work(Stage::Dev));
         assert!(c.run_label("run:dev").is_none());
         assert!(c.is_discussion("AI:Talk"));
-        assert_eq!(c.work_label("dev"), Some("ai:build"));
+        assert_eq!(c.work_label(Stage::Dev), Some("ai:build"));
     }
 }

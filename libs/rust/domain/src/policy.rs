@@ -2,14 +2,18 @@
 //! already knows about the repository, sender and history, decide whether a run starts, which
 //! one, what GitHub side effects are owed, and which cleanups are requested. Pure: no I/O.
 
-use crate::labels::{LabelCatalog, agent_for_stage, norm};
+use crate::forge::ReactionContent;
+use crate::labels::{LabelCatalog, norm};
 use crate::project::ProjectRole;
+use crate::stage::{Stage, TriggerKind};
 use crate::webhook::Event;
+use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use uuid::Uuid;
 
 /// How a run executes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum RuntimeMode {
     FullEnv,
     CodeOnly,
@@ -23,13 +27,65 @@ impl RuntimeMode {
             RuntimeMode::CodeOnly => "code-only",
         }
     }
+
+    /// The mode with this wire value.
+    pub fn parse(s: &str) -> Option<Self> {
+        [RuntimeMode::FullEnv, RuntimeMode::CodeOnly].into_iter().find(|m| m.as_str() == s)
+    }
+}
+
+/// Why a run got its runtime.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RuntimeSource {
+    /// `services.yaml spec.webhookRuntime`.
+    ServicesYaml,
+    /// Discussion runs are always code-only.
+    Discussion,
+    /// The platform's own push to `main`.
+    PushMain,
+    /// Late-stage routing (spec §2.6).
+    Routing,
+}
+
+/// What a run's pod may do in the cluster (spec §3.4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AccessProfile {
+    /// The dev/qa/release lineage until merge.
+    Candidate,
+    /// postdeploy and ops in production.
+    ProductionReadonly,
+}
+
+impl AccessProfile {
+    /// Wire value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AccessProfile::Candidate => "candidate",
+            AccessProfile::ProductionReadonly => "production-readonly",
+        }
+    }
+
+    /// The profile with this wire value.
+    pub fn parse(s: &str) -> Option<Self> {
+        [AccessProfile::Candidate, AccessProfile::ProductionReadonly].into_iter().find(|p| p.as_str() == s)
+    }
+
+    /// The service account of a run pod with this profile.
+    pub fn service_account(self) -> &'static str {
+        match self {
+            AccessProfile::Candidate => "codex-runner",
+            AccessProfile::ProductionReadonly => "codex-runner-readonly",
+        }
+    }
 }
 
 /// `services.yaml spec.webhookRuntime`, reduced to what ingest needs.
 #[derive(Debug, Clone)]
 pub struct RuntimePolicy {
     pub default_mode: RuntimeMode,
-    pub trigger_modes: BTreeMap<String, RuntimeMode>,
+    pub trigger_modes: BTreeMap<TriggerKind, RuntimeMode>,
 }
 
 impl Default for RuntimePolicy {
@@ -40,8 +96,8 @@ impl Default for RuntimePolicy {
 
 impl RuntimePolicy {
     /// Mode of a trigger kind.
-    pub fn mode(&self, kind: &str) -> RuntimeMode {
-        self.trigger_modes.get(kind).copied().unwrap_or(self.default_mode)
+    pub fn mode(&self, kind: TriggerKind) -> RuntimeMode {
+        self.trigger_modes.get(&kind).copied().unwrap_or(self.default_mode)
     }
 }
 
@@ -94,11 +150,11 @@ pub struct History {
     /// Distinct issue numbers of earlier runs of this pull request.
     pub pr_linked_issues: Vec<i64>,
     /// Stage of the latest earlier run touching this pull request with a stage kind.
-    pub pr_last_run_stage: Option<String>,
+    pub pr_last_run_stage: Option<Stage>,
     /// Labels of the linked issue as stored with its latest run.
     pub linked_issue_labels: Option<Vec<String>>,
     /// Stage of the latest run of the linked issue.
-    pub linked_issue_last_stage: Option<String>,
+    pub linked_issue_last_stage: Option<Stage>,
     /// Lineage of the issue for late stages.
     pub candidate: Option<Candidate>,
 }
@@ -183,7 +239,8 @@ impl IgnoreReason {
 }
 
 /// Where a run came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum TriggerSource {
     IssueLabel,
     IssueComment,
@@ -206,18 +263,17 @@ impl TriggerSource {
 }
 
 /// The runtime a run gets.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RuntimePlan {
     pub mode: RuntimeMode,
-    /// `services_yaml`, `discussion`, `push_main`, `routing`.
-    pub source: &'static str,
+    pub source: RuntimeSource,
+    /// `ai` or `production`.
     pub target_env: Option<String>,
     pub namespace: Option<String>,
     /// A commit SHA or a branch name still to be resolved to a SHA at launch.
     pub build_ref: Option<String>,
     pub deploy_only: bool,
-    /// `candidate` or `production-readonly`.
-    pub access_profile: Option<&'static str>,
+    pub access_profile: Option<AccessProfile>,
 }
 
 /// The run a delivery starts.
@@ -228,7 +284,7 @@ pub struct RunPlan {
     pub agent_key: Option<String>,
     pub source: TriggerSource,
     pub label: Option<String>,
-    pub kind: String,
+    pub kind: TriggerKind,
     pub discussion: bool,
     pub issue_number: Option<i64>,
     pub pr_number: Option<i64>,
@@ -237,13 +293,19 @@ pub struct RunPlan {
     pub runtime: RuntimePlan,
 }
 
-/// Templates of comments the platform owes (rendered by the side-effect executor).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Templates of comments the platform owes (rendered by the side-effect executor). Stored with
+/// the owed effect, tagged by `template`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "template", rename_all = "snake_case")]
 pub enum CommentTemplate {
     /// "Trigger label conflict": keep one of `labels`, then re-add it.
     TriggerConflict { labels: Vec<String> },
     /// A warning for an ignore reason, with labels to try instead.
-    TriggerWarning { reason: String, suggested: Vec<String> },
+    TriggerWarning {
+        reason: String,
+        #[serde(rename = "suggested_labels")]
+        suggested: Vec<String>,
+    },
 }
 
 /// What to react to with an emoji.
@@ -270,7 +332,7 @@ pub enum Effect {
     },
     Reaction {
         target: ReactionTarget,
-        content: &'static str,
+        content: ReactionContent,
     },
     /// The run's status comment, first phase.
     StatusComment {
@@ -309,8 +371,8 @@ pub struct Decision {
     pub conflicting_labels: Vec<String>,
     /// Labels suggested to the human, for the audit trail.
     pub suggested_labels: Vec<String>,
-    /// The stage the review resolver chose, or the kind of the trigger.
-    pub resolved_stage: Option<String>,
+    /// The stage the review resolver chose, or the stage of the trigger.
+    pub resolved_stage: Option<Stage>,
 }
 
 impl Decision {
@@ -467,8 +529,8 @@ fn issue_labeled(input: Input<'_>) -> Decision {
         if input.history.live_discussion_run {
             return Decision::ignored(IgnoreReason::DiscussionRunAlreadyLive);
         }
-        let stage = run_labels.first().and_then(|l| labels.run_label(l)).map(|r| r.stage.clone()).unwrap_or_else(|| "dev".into());
-        discussion_run(e, issue.number, &stage, &label, TriggerSource::IssueLabel)
+        let stage = run_labels.first().and_then(|l| labels.run_label(l)).map_or(Stage::Dev, |r| r.stage());
+        discussion_run(e, issue.number, stage, &label, TriggerSource::IssueLabel)
     } else {
         let Some(rl) = run_label else { return Decision::ignored(IgnoreReason::IssueEventNotTriggerLabel) };
         if run_labels.len() > 1 {
@@ -482,7 +544,7 @@ fn issue_labeled(input: Input<'_>) -> Decision {
         if let Err(r) = authorize(e, input.sender) {
             return Decision::ignored_with_notice(r, Some(issue.number), vec![], labels);
         }
-        let runtime = match route_issue_trigger(&rl.kind, &rl.stage, binding, input.history, cfg) {
+        let runtime = match route_issue_trigger(rl.kind, binding, input.history, cfg) {
             Ok(r) => r,
             Err(suggested) => {
                 return Decision::ignored_with_notice(IgnoreReason::IssueTriggerCandidateNotFound, Some(issue.number), suggested, labels);
@@ -491,22 +553,22 @@ fn issue_labeled(input: Input<'_>) -> Decision {
         let mut d = Decision::accepted();
         d.run = Some(RunPlan {
             correlation_id: e.delivery_id.clone(),
-            agent_key: Some(agent_for_stage(&rl.stage).into()),
+            agent_key: Some(rl.stage().default_agent().into()),
             source: TriggerSource::IssueLabel,
             label: Some(label.trim().to_string()),
-            kind: rl.kind.clone(),
+            kind: rl.kind,
             discussion: false,
             issue_number: Some(issue.number),
             pr_number: input
                 .history
                 .candidate
                 .as_ref()
-                .filter(|_| rl.stage == "dev" || rl.stage == "qa" || rl.stage == "release")
+                .filter(|_| matches!(rl.stage(), Stage::Dev | Stage::Qa | Stage::Release))
                 .map(|c| c.pr_number),
             comment_target: Some(issue.number),
             runtime,
         });
-        d.resolved_stage = Some(rl.stage.clone());
+        d.resolved_stage = Some(rl.stage());
         // A stage trigger ends any live discussion of the issue.
         d.cleanups.push(Cleanup::CancelDiscussion { issue: issue.number });
         d
@@ -520,37 +582,37 @@ fn issue_labeled(input: Input<'_>) -> Decision {
 /// The status comment and the `:eyes:` reaction a new run owes on its issue or PR.
 fn announce(d: &mut Decision, target: i64) {
     d.effects.push(Effect::StatusComment { target });
-    d.effects.push(Effect::Reaction { target: ReactionTarget::Issue(target), content: "eyes" });
+    d.effects.push(Effect::Reaction { target: ReactionTarget::Issue(target), content: ReactionContent::Eyes });
 }
 
 /// Runs on a pull request build from its immutable head SHA.
 fn pr_head_runtime(mode: RuntimeMode, head_sha: &str) -> RuntimePlan {
     RuntimePlan {
         mode,
-        source: "services_yaml",
+        source: RuntimeSource::ServicesYaml,
         target_env: (mode == RuntimeMode::FullEnv).then(|| "ai".to_string()),
         namespace: None,
         build_ref: Some(head_sha.to_string()),
         deploy_only: false,
-        access_profile: (mode == RuntimeMode::FullEnv).then_some("candidate"),
+        access_profile: (mode == RuntimeMode::FullEnv).then_some(AccessProfile::Candidate),
     }
 }
 
-fn discussion_run(e: &Event, issue: i64, stage: &str, label: &str, source: TriggerSource) -> Decision {
+fn discussion_run(e: &Event, issue: i64, stage: Stage, label: &str, source: TriggerSource) -> Decision {
     let mut d = Decision::accepted();
     d.run = Some(RunPlan {
         correlation_id: e.delivery_id.clone(),
-        agent_key: Some(agent_for_stage(stage).into()),
+        agent_key: Some(stage.default_agent().into()),
         source,
         label: Some(label.trim().to_string()),
-        kind: stage.to_string(),
+        kind: TriggerKind::work(stage),
         discussion: true,
         issue_number: Some(issue),
         pr_number: None,
         comment_target: Some(issue),
         runtime: RuntimePlan {
             mode: RuntimeMode::CodeOnly,
-            source: "discussion",
+            source: RuntimeSource::Discussion,
             target_env: None,
             namespace: None,
             build_ref: None,
@@ -558,61 +620,61 @@ fn discussion_run(e: &Event, issue: i64, stage: &str, label: &str, source: Trigg
             access_profile: None,
         },
     });
-    d.resolved_stage = Some(stage.to_string());
+    d.resolved_stage = Some(stage);
     d
 }
 
 /// Late-stage routing (product spec §2.6). `Err` carries the labels to suggest when a required
 /// candidate lineage is missing.
-fn route_issue_trigger(kind: &str, stage: &str, binding: &Binding, h: &History, cfg: &PolicyConfig) -> Result<RuntimePlan, Vec<String>> {
+fn route_issue_trigger(kind: TriggerKind, binding: &Binding, h: &History, cfg: &PolicyConfig) -> Result<RuntimePlan, Vec<String>> {
     let mode = cfg.runtime.mode(kind);
     let code_only = || RuntimePlan {
         mode: RuntimeMode::CodeOnly,
-        source: "services_yaml",
+        source: RuntimeSource::ServicesYaml,
         target_env: None,
         namespace: None,
         build_ref: Some(binding.default_ref.clone()),
         deploy_only: false,
         access_profile: None,
     };
-    match stage {
-        "postdeploy" | "ops" => Ok(RuntimePlan {
+    match kind.stage {
+        Stage::Postdeploy | Stage::Ops => Ok(RuntimePlan {
             mode: RuntimeMode::FullEnv,
-            source: "routing",
+            source: RuntimeSource::Routing,
             target_env: Some("production".into()),
             namespace: Some(cfg.platform_namespace.clone()),
             build_ref: Some(binding.default_ref.clone()),
             deploy_only: false,
-            access_profile: Some("production-readonly"),
+            access_profile: Some(AccessProfile::ProductionReadonly),
         }),
-        "ai_repair" => Ok(RuntimePlan {
+        Stage::AiRepair => Ok(RuntimePlan {
             mode,
-            source: "routing",
+            source: RuntimeSource::Routing,
             target_env: Some("production".into()),
             namespace: Some(cfg.platform_namespace.clone()),
             build_ref: Some(binding.default_ref.clone()),
             deploy_only: false,
             access_profile: None,
         }),
-        "qa" | "release" => match &h.candidate {
-            Some(c) => Ok(ai_candidate(RuntimeMode::FullEnv, "routing", c.namespace.clone(), c.build_ref.clone())),
-            None => Err(["dev", "dev_revise"]
-                .iter()
-                .filter_map(|s| if *s == "dev" { cfg.labels.work_label("dev") } else { cfg.labels.revise_label("dev") })
+        Stage::Qa | Stage::Release => match &h.candidate {
+            Some(c) => Ok(ai_candidate(RuntimeMode::FullEnv, RuntimeSource::Routing, c.namespace.clone(), c.build_ref.clone())),
+            None => Err([cfg.labels.work_label(Stage::Dev), cfg.labels.revise_label(Stage::Dev)]
+                .into_iter()
+                .flatten()
                 .map(String::from)
                 .collect()),
         },
-        "dev" if mode == RuntimeMode::FullEnv => Ok(match &h.candidate {
-            Some(c) => ai_candidate(mode, "routing", c.namespace.clone(), c.build_ref.clone()),
-            None => ai_candidate(mode, "routing", None, binding.default_ref.clone()),
+        Stage::Dev if mode == RuntimeMode::FullEnv => Ok(match &h.candidate {
+            Some(c) => ai_candidate(mode, RuntimeSource::Routing, c.namespace.clone(), c.build_ref.clone()),
+            None => ai_candidate(mode, RuntimeSource::Routing, None, binding.default_ref.clone()),
         }),
         _ if mode == RuntimeMode::CodeOnly => Ok(code_only()),
-        _ => Ok(ai_candidate(mode, "services_yaml", None, binding.default_ref.clone())),
+        _ => Ok(ai_candidate(mode, RuntimeSource::ServicesYaml, None, binding.default_ref.clone())),
     }
 }
 
 /// A run in the `ai` environment with the `candidate` access profile.
-fn ai_candidate(mode: RuntimeMode, source: &'static str, namespace: Option<String>, build_ref: String) -> RuntimePlan {
+fn ai_candidate(mode: RuntimeMode, source: RuntimeSource, namespace: Option<String>, build_ref: String) -> RuntimePlan {
     RuntimePlan {
         mode,
         source,
@@ -620,7 +682,7 @@ fn ai_candidate(mode: RuntimeMode, source: &'static str, namespace: Option<Strin
         namespace,
         build_ref: Some(build_ref),
         deploy_only: false,
-        access_profile: Some("candidate"),
+        access_profile: Some(AccessProfile::Candidate),
     }
 }
 
@@ -641,9 +703,10 @@ fn issue_comment(input: Input<'_>) -> Decision {
         // A human comment from an outsider on a discussion issue is not worth a warning.
         return Decision::ignored(r);
     }
-    let comment_reaction = e
-        .comment_id
-        .map(|id| Effect::Reaction { target: ReactionTarget::IssueComment { issue: issue.number, comment: id }, content: "eyes" });
+    let comment_reaction = e.comment_id.map(|id| Effect::Reaction {
+        target: ReactionTarget::IssueComment { issue: issue.number, comment: id },
+        content: ReactionContent::Eyes,
+    });
     if input.history.live_discussion_run {
         // The live run picks the comment up itself; new comments never fan out.
         let mut d = Decision::accepted();
@@ -656,8 +719,8 @@ fn issue_comment(input: Input<'_>) -> Decision {
         d.conflicting_labels = run_labels;
         return d;
     }
-    let stage = run_labels.first().and_then(|l| labels.run_label(l)).map(|r| r.stage.clone()).unwrap_or_else(|| "dev".into());
-    let mut d = discussion_run(e, issue.number, &stage, &labels.mode_discussion, TriggerSource::IssueComment);
+    let stage = run_labels.first().and_then(|l| labels.run_label(l)).map_or(Stage::Dev, |r| r.stage());
+    let mut d = discussion_run(e, issue.number, stage, &labels.mode_discussion, TriggerSource::IssueComment);
     d.effects.push(Effect::StatusComment { target: issue.number });
     d.effects.extend(comment_reaction);
     d
@@ -677,28 +740,28 @@ fn pr_labeled(input: Input<'_>) -> Decision {
         return Decision::ignored_with_notice(r, Some(pr.number), vec![], labels);
     }
     let repo = e.repository.as_ref().map(|r| r.full_name.as_str()).unwrap_or_default();
-    let mode = input.config.runtime.mode("dev");
+    let mode = input.config.runtime.mode(TriggerKind::work(Stage::Dev));
     let mut d = Decision::accepted();
     d.run = Some(RunPlan {
         correlation_id: reviewer_correlation_id(repo, pr.number, "labeled", &norm(&label), &pr.updated_at),
         agent_key: Some("reviewer".into()),
         source: TriggerSource::PullRequestLabel,
         label: Some(label.trim().to_string()),
-        kind: "dev".into(),
+        kind: TriggerKind::work(Stage::Dev),
         discussion: false,
         issue_number: input.history.pr_linked_issues.first().copied().filter(|_| input.history.pr_linked_issues.len() == 1),
         pr_number: Some(pr.number),
         comment_target: Some(pr.number),
         runtime: pr_head_runtime(mode, &pr.head_sha),
     });
-    d.resolved_stage = Some("dev".into());
+    d.resolved_stage = Some(Stage::Dev);
     announce(&mut d, pr.number);
     d
 }
 
 /// The distinct revisable stages among `labels` (rethink and ai-repair have no revise).
-fn stages_of(labels: &LabelCatalog, list: &[String]) -> BTreeSet<String> {
-    list.iter().filter_map(|l| labels.run_label(l)).filter(|r| labels.revise_label(&r.stage).is_some()).map(|r| r.stage.clone()).collect()
+fn stages_of(labels: &LabelCatalog, list: &[String]) -> BTreeSet<Stage> {
+    list.iter().filter_map(|l| labels.run_label(l)).map(|r| r.stage()).filter(|s| labels.revise_label(*s).is_some()).collect()
 }
 
 fn review_changes_requested(input: Input<'_>) -> Decision {
@@ -744,25 +807,25 @@ fn review_changes_requested(input: Input<'_>) -> Decision {
             .next()
             .map(|s| (s, "issue_labels"))
             // (3) the latest run touching this PR with a stage kind.
-            .or_else(|| h.pr_last_run_stage.clone().map(|s| (s, "last_run_context")))
+            .or_else(|| h.pr_last_run_stage.map(|s| (s, "last_run_context")))
             // (4) the latest run of the linked issue.
-            .or_else(|| h.linked_issue_last_stage.clone().map(|s| (s, "issue_history")))
-            .filter(|(s, _)| labels.revise_label(s).is_some())
+            .or_else(|| h.linked_issue_last_stage.map(|s| (s, "issue_history")))
+            .filter(|(s, _)| labels.revise_label(*s).is_some())
     };
     let Some((stage, _resolver)) = stage else {
         let mut d = Decision::ignored_with_notice(IgnoreReason::PullRequestReviewStageNotResolved, Some(pr.number), suggested, labels);
         d.audit = vec![audit_received];
         return d;
     };
-    let revise_label = labels.revise_label(&stage).unwrap_or_default().to_string();
-    let kind = format!("{stage}_revise");
-    let mode = cfg.runtime.mode(&kind);
+    let revise_label = labels.revise_label(stage).unwrap_or_default().to_string();
+    let kind = TriggerKind { stage, revise: true };
+    let mode = cfg.runtime.mode(kind);
     let mut d = Decision::accepted();
     d.audit = vec![audit_received, "run.revise.stage_resolved"];
-    d.resolved_stage = Some(stage.clone());
+    d.resolved_stage = Some(stage);
     d.run = Some(RunPlan {
         correlation_id: e.delivery_id.clone(),
-        agent_key: Some(agent_for_stage(&stage).into()),
+        agent_key: Some(stage.default_agent().into()),
         source: TriggerSource::PullRequestReview,
         label: Some(revise_label),
         kind,
@@ -794,14 +857,14 @@ fn push(input: Input<'_>) -> Decision {
         agent_key: None,
         source: TriggerSource::PushMain,
         label: None,
-        kind: "deploy".into(),
+        kind: TriggerKind::DEPLOY,
         discussion: false,
         issue_number: None,
         pr_number: None,
         comment_target: None,
         runtime: RuntimePlan {
             mode: RuntimeMode::FullEnv,
-            source: "push_main",
+            source: RuntimeSource::PushMain,
             target_env: Some("production".into()),
             namespace: Some(input.config.platform_namespace.clone()),
             build_ref: Some(p.after.clone()),

@@ -6,5 +6,5 @@
 pub mod executor;
 pub mod status;
 
-pub use executor::{Executor, ExecutorSettings, Providers, RepositoryRow};
+pub use executor::{Executor, ExecutorSettings, ProviderSetupError, Providers, RepositoryRow};
 pub use status::{LagPolicy, Target, UpsertError, Upserted, upsert};

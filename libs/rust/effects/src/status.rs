@@ -10,7 +10,8 @@
 
 use ck8s_domain::comments::{Locale, StatusState, render_status};
 use ck8s_domain::forge::{ProviderError, RepoRef, RepositoryProvider};
-use sqlx::PgPool;
+use ck8s_store::status_comments::{self, StatusLock};
+use ck8s_store::{Pool, StoreError};
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -47,10 +48,10 @@ pub struct Upserted {
 /// An upsert failed.
 #[derive(Debug, thiserror::Error)]
 pub enum UpsertError {
-    #[error("{0}")]
+    #[error("the forge refused the status comment")]
     Provider(#[from] ProviderError),
-    #[error("database: {0}")]
-    Db(#[from] sqlx::Error),
+    #[error("the status comment's row cannot be read or written")]
+    Store(#[from] StoreError),
 }
 
 impl UpsertError {
@@ -58,7 +59,7 @@ impl UpsertError {
     pub fn is_retryable(&self) -> bool {
         match self {
             UpsertError::Provider(e) => e.is_retryable(),
-            UpsertError::Db(_) => true,
+            UpsertError::Store(_) => true,
         }
     }
 }
@@ -70,56 +71,37 @@ async fn find_own(p: &dyn RepositoryProvider, t: &Target, run_id: &str) -> Resul
 
 /// Merges `report` into the run's status comment, creating the comment only if it does not exist.
 pub async fn upsert(
-    pool: &PgPool,
+    pool: &Pool,
     p: &dyn RepositoryProvider,
     t: &Target,
     report: &StatusState,
     locale: Locale,
     lag: LagPolicy,
 ) -> Result<Upserted, UpsertError> {
-    let mut conn = pool.acquire().await?;
-    let key = format!("codex-k8s:status:{}", t.correlation_id);
-    sqlx::query("SELECT pg_advisory_lock(hashtextextended($1, 0))").bind(&key).execute(&mut *conn).await?;
-    let result = upsert_locked(&mut conn, p, t, report, locale, lag).await;
-    let unlocked = sqlx::query("SELECT pg_advisory_unlock(hashtextextended($1, 0))").bind(&key).execute(&mut *conn).await;
-    if unlocked.is_err() {
-        // A connection that may still hold the lock must not go back to the pool.
-        conn.detach();
-    }
+    let mut lock = status_comments::lock(pool, &t.correlation_id).await?;
+    let result = upsert_locked(&mut lock, p, t, report, locale, lag).await;
+    lock.unlock().await;
     result
 }
 
 async fn upsert_locked(
-    conn: &mut sqlx::PgConnection,
+    lock: &mut StatusLock,
     p: &dyn RepositoryProvider,
     t: &Target,
     report: &StatusState,
     locale: Locale,
     lag: LagPolicy,
 ) -> Result<Upserted, UpsertError> {
-    sqlx::query(
-        "INSERT INTO run_status_comments (correlation_id, repository_id, target_number) VALUES ($1, $2, $3) ON CONFLICT (correlation_id) DO NOTHING",
-    )
-    .bind(&t.correlation_id)
-    .bind(t.repository_id)
-    .bind(t.number as i32)
-    .execute(&mut *conn)
-    .await?;
-    let (comment_id, stored, create_attempted): (Option<i64>, serde_json::Value, bool) =
-        sqlx::query_as("SELECT comment_id, state, create_attempted FROM run_status_comments WHERE correlation_id = $1")
-            .bind(&t.correlation_id)
-            .fetch_one(&mut *conn)
-            .await?;
-    let stored: StatusState = serde_json::from_value(stored).unwrap_or_default();
-    let mut state = stored.merge(report);
+    let stored = lock.ensure(t.repository_id, t.number).await?;
+    let mut state = stored.state.merge(report);
     if state.run_id.is_empty() {
         state.run_id = t.correlation_id.clone();
     }
 
-    let mut target = comment_id;
+    let mut target = stored.comment_id;
     if target.is_none() {
         let mut found = find_own(p, t, &state.run_id).await?;
-        if found.is_none() && create_attempted {
+        if found.is_none() && stored.create_attempted {
             // A create may have happened without its id being stored: wait for the list to show it.
             for _ in 0..lag.attempts {
                 tokio::time::sleep(lag.wait).await;
@@ -139,24 +121,16 @@ async fn upsert_locked(
         Some(id) => match p.update_comment(&t.repo, id, &body).await {
             Ok(c) => (c.id, false),
             // Deleted by someone: write a new one.
-            Err(ProviderError::NotFound(_)) => (create(conn, p, t, &body).await?, true),
+            Err(ProviderError::NotFound(_)) => (create(lock, p, t, &body).await?, true),
             Err(e) => return Err(e.into()),
         },
-        None => (create(conn, p, t, &body).await?, true),
+        None => (create(lock, p, t, &body).await?, true),
     };
-    sqlx::query("UPDATE run_status_comments SET comment_id = $2, state = $3 WHERE correlation_id = $1")
-        .bind(&t.correlation_id)
-        .bind(id)
-        .bind(serde_json::to_value(&state).unwrap_or_default())
-        .execute(&mut *conn)
-        .await?;
+    lock.save(id, &state).await?;
     Ok(Upserted { comment_id: id, created, state })
 }
 
-async fn create(conn: &mut sqlx::PgConnection, p: &dyn RepositoryProvider, t: &Target, body: &str) -> Result<i64, UpsertError> {
-    sqlx::query("UPDATE run_status_comments SET create_attempted = true WHERE correlation_id = $1")
-        .bind(&t.correlation_id)
-        .execute(&mut *conn)
-        .await?;
+async fn create(lock: &mut StatusLock, p: &dyn RepositoryProvider, t: &Target, body: &str) -> Result<i64, UpsertError> {
+    lock.mark_create_attempted().await?;
     Ok(p.create_comment(&t.repo, t.number, body).await?.id)
 }

@@ -6,8 +6,9 @@
 
 use ck8s_domain::comments::{Locale, Phase, StatusState};
 use ck8s_domain::forge::{RepoRef, RepositoryProvider};
+use ck8s_domain::run::RunStatus;
 use ck8s_effects::executor::effect_marker;
-use ck8s_effects::{Executor, ExecutorSettings, LagPolicy, Providers, RepositoryRow, Target, upsert};
+use ck8s_effects::{Executor, ExecutorSettings, LagPolicy, ProviderSetupError, Providers, RepositoryRow, Target, upsert};
 use ck8s_github::{Github, GithubProvider, GithubSettings};
 use ck8s_testkit::forge::ForgeSim;
 use secrecy::SecretString;
@@ -101,7 +102,7 @@ async fn the_status_comment_stays_single_and_monotonic_despite_a_lagging_list_an
         .await
         .unwrap();
     let mut finished = report(Phase::Finished);
-    finished.run_status = Some("succeeded".into());
+    finished.run_status = Some(RunStatus::Succeeded);
     finished.pr_url = Some("http://forge-sim/codex-bot/app/pull/2".into());
     let after_crash = upsert(&db.pool, &gh, &t, &finished, Locale::En, lag).await.unwrap();
     assert!(!after_crash.created, "the comment was found through the lagging list, not written again");
@@ -115,7 +116,7 @@ async fn the_status_comment_stays_single_and_monotonic_despite_a_lagging_list_an
     let own: Vec<_> = comments.iter().filter(|c| StatusState::from_comment(&c.body).is_some()).collect();
     assert_eq!(own.len(), 1, "exactly one status comment: {comments:#?}");
     let state = StatusState::from_comment(&own[0].body).unwrap();
-    assert_eq!((state.phase, state.run_status.as_deref()), (Some(Phase::Finished), Some("succeeded")));
+    assert_eq!((state.phase, state.run_status), (Some(Phase::Finished), Some(RunStatus::Succeeded)));
     assert!(own[0].body.contains("Run finished"), "rendered in the run's locale: {}", own[0].body);
 
     let phases: Vec<Phase> = sim.written_bodies().iter().filter_map(|b| StatusState::from_comment(b)).filter_map(|s| s.phase).collect();
@@ -127,7 +128,7 @@ async fn the_status_comment_stays_single_and_monotonic_despite_a_lagging_list_an
 struct Fixed(Arc<dyn RepositoryProvider>);
 
 impl Providers for Fixed {
-    fn for_repository(&self, _repo: &RepositoryRow) -> Result<Arc<dyn RepositoryProvider>, String> {
+    fn for_repository(&self, _repo: &RepositoryRow) -> Result<Arc<dyn RepositoryProvider>, ProviderSetupError> {
         Ok(self.0.clone())
     }
 }
@@ -235,12 +236,18 @@ async fn effects_that_cannot_succeed_fail_with_the_reason_and_are_not_retried() 
     let gh: Arc<dyn RepositoryProvider> = Arc::new(sim.provider());
     owe(&db.pool, repo_id, "bad:0:reaction", "reaction", json!({"subject": "issue", "content": "not-an-emoji"})).await;
     owe(&db.pool, repo_id, "bad:1:issue_comment", "issue_comment", json!({"template": "no_such_template"})).await;
+    owe(&db.pool, repo_id, "bad:2:reaction", "reaction", json!({"subject": "issue_comment", "comment_id": 987_654, "content": "eyes"}))
+        .await;
     let ex = Executor { pool: db.pool.clone(), providers: Arc::new(Fixed(gh)), settings: ExecutorSettings::default() };
     ex.drain().await.unwrap();
     let rows: Vec<(String, i32, Option<String>)> =
         sqlx::query_as("SELECT status, attempts, last_error FROM github_side_effects ORDER BY id").fetch_all(&db.pool).await.unwrap();
+    // A value the platform cannot have written is refused before the forge is asked, naming it.
     assert_eq!((rows[0].0.as_str(), rows[0].1), ("failed", 1));
-    assert!(rows[0].2.as_deref().unwrap().contains("validation failed"), "{rows:?}");
+    assert!(rows[0].2.as_deref().unwrap().contains("not-an-emoji"), "{rows:?}");
     assert_eq!((rows[1].0.as_str(), rows[1].1), ("failed", 1));
     assert!(rows[1].2.as_deref().unwrap().contains("no_such_template"), "{rows:?}");
+    // What the forge refuses for good is recorded with its reason and not retried either.
+    assert_eq!((rows[2].0.as_str(), rows[2].1), ("failed", 1));
+    assert!(rows[2].2.as_deref().unwrap().to_lowercase().contains("not found"), "{rows:?}");
 }

@@ -34,6 +34,11 @@ impl Interceptor for RequireToken {
     }
 }
 
+/// A token that cannot travel in a header.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the token must be printable ASCII")]
+pub struct BadToken;
+
 /// Client side: adds the bearer token to every call.
 #[derive(Clone)]
 pub struct SendToken {
@@ -42,8 +47,8 @@ pub struct SendToken {
 
 impl SendToken {
     /// Fails if the token contains characters not allowed in a header.
-    pub fn new(token: &str) -> Result<Self, String> {
-        let value = format!("Bearer {token}").parse().map_err(|_| "the internal API token must be printable ASCII".to_string())?;
+    pub fn new(token: &str) -> Result<Self, BadToken> {
+        let value = format!("Bearer {token}").parse().map_err(|_| BadToken)?;
         Ok(Self { value })
     }
 }

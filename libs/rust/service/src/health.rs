@@ -1,6 +1,7 @@
 //! `/healthz` (alive), `/readyz` (dependencies reachable) and `/metrics`, plus the
 //! `/health/livez` and `/health/readyz` aliases the deploy manifests probe.
 
+use crate::error::BoxError;
 use crate::metrics::Metrics;
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{StatusCode, header};
@@ -14,8 +15,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
-/// The future a readiness check returns: `Err` carries a short, secret-free reason.
-pub type CheckFuture = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
+/// The future a readiness check returns: `Err` carries a short, secret-free reason (its cause
+/// chain is shown).
+pub type CheckFuture = Pin<Box<dyn Future<Output = Result<(), BoxError>> + Send>>;
 
 /// One named dependency check run by `/readyz`.
 #[derive(Clone)]
@@ -26,12 +28,20 @@ pub struct ReadinessCheck {
 
 impl ReadinessCheck {
     /// A check called `name` (e.g. `postgres`).
-    pub fn new<F, Fut>(name: &'static str, f: F) -> Self
+    pub fn new<F, Fut, E>(name: &'static str, f: F) -> Self
     where
         F: Fn() -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Result<(), String>> + Send + 'static,
+        Fut: Future<Output = Result<(), E>> + Send + 'static,
+        E: Into<BoxError>,
     {
-        Self { name, check: Arc::new(move || Box::pin(f())) }
+        let f = Arc::new(f);
+        Self {
+            name,
+            check: Arc::new(move || {
+                let f = f.clone();
+                Box::pin(async move { f().await.map_err(Into::into) })
+            }),
+        }
     }
 }
 
@@ -87,7 +97,7 @@ async fn ready(State(s): State<HealthState>) -> Response {
             Ok(Ok(())) => "ok".to_string(),
             Ok(Err(e)) => {
                 ok = false;
-                e
+                chain(e.as_ref())
             }
             Err(_) => {
                 ok = false;
@@ -103,6 +113,18 @@ async fn ready(State(s): State<HealthState>) -> Response {
         "checks": results,
     });
     (status, Json(body)).into_response()
+}
+
+/// An error and its causes, joined by `: `.
+fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
 }
 
 async fn metrics_handler(State(s): State<HealthState>) -> Response {
@@ -127,8 +149,8 @@ mod tests {
     async fn readiness_reflects_checks_and_shutdown() {
         let metrics = MetricsBuilder::new("t").build();
         let token = CancellationToken::new();
-        let good = ReadinessCheck::new("db", || async { Ok(()) });
-        let bad = ReadinessCheck::new("peer", || async { Err("connection refused".to_string()) });
+        let good = ReadinessCheck::new("db", || async { Ok::<(), std::io::Error>(()) });
+        let bad = ReadinessCheck::new("peer", || async { Err(std::io::Error::other("connection refused")) });
 
         let r = health_router("t", vec![good.clone()], metrics.clone(), token.clone());
         assert_eq!(get_status(r.clone(), "/readyz").await.0, StatusCode::OK);

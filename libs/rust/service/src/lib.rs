@@ -4,6 +4,7 @@
 //! turns SIGTERM/SIGINT into a graceful drain with a deadline.
 
 pub use ck8s_config as config;
+pub mod error;
 pub mod health;
 pub mod metrics;
 pub mod server;
@@ -12,6 +13,7 @@ pub mod startup;
 pub mod telemetry;
 
 pub use config::{ConfigError, Layers, Reader};
+pub use error::{BoxError, ServiceError};
 pub use health::{ReadinessCheck, health_router, with_request_metrics};
 pub use metrics::{Metrics, MetricsBuilder};
 pub use shutdown::Shutdown;

@@ -1,6 +1,7 @@
 //! Graceful shutdown: one cancellation token tree, cancelled on SIGTERM or SIGINT, and a drain
 //! with a deadline so a stuck task cannot hold the process forever.
 
+use crate::error::{BoxError, ServiceError};
 use std::future::Future;
 use std::time::Duration;
 use tokio::task::JoinSet;
@@ -9,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 /// The root of the cancellation tree plus the tasks that must finish before exit.
 pub struct Shutdown {
     token: CancellationToken,
-    tasks: JoinSet<Result<(), String>>,
+    tasks: JoinSet<(&'static str, Result<(), BoxError>)>,
 }
 
 impl Default for Shutdown {
@@ -42,24 +43,25 @@ impl Shutdown {
     }
 
     /// Runs a task that must observe the token and end after cancellation.
-    pub fn spawn<F>(&mut self, name: &'static str, fut: F)
+    pub fn spawn<F, E>(&mut self, name: &'static str, fut: F)
     where
-        F: Future<Output = Result<(), String>> + Send + 'static,
+        F: Future<Output = Result<(), E>> + Send + 'static,
+        E: Into<BoxError>,
     {
         let token = self.token.clone();
         self.tasks.spawn(async move {
-            let r = fut.await;
+            let r = fut.await.map_err(Into::into);
             if let Err(e) = &r {
-                tracing::error!(task = name, error = %e, "task failed; shutting down");
+                tracing::error!(task = name, error = %chain(e.as_ref()), "task failed; shutting down");
                 token.cancel();
             }
-            r.map_err(|e| format!("{name}: {e}"))
+            (name, r)
         });
     }
 
     /// Waits until cancellation, then gives the tasks `deadline` to finish. Returns the first
     /// task error, or an error naming the deadline if tasks had to be abandoned.
-    pub async fn run_until_stopped(mut self, deadline: Duration) -> Result<(), String> {
+    pub async fn run_until_stopped(mut self, deadline: Duration) -> Result<(), ServiceError> {
         let mut first_error = None;
         tokio::select! {
             biased;
@@ -69,28 +71,29 @@ impl Shutdown {
                 // service; one that ends because shutdown began (it saw the token first) is not.
                 let stopping = self.token.is_cancelled();
                 first_error = match joined {
-                    Ok(Ok(())) if stopping => None,
-                    Ok(Ok(())) => Some("a service task ended unexpectedly".to_string()),
-                    Ok(Err(e)) => Some(e),
-                    Err(e) => Some(format!("a service task panicked: {e}")),
+                    Ok((_, Ok(()))) if stopping => None,
+                    Ok((task, Ok(()))) => Some(ServiceError::Ended { task }),
+                    Ok((task, Err(source))) => Some(ServiceError::Task { task, source }),
+                    Err(e) => Some(ServiceError::Panicked(e)),
                 };
                 self.token.cancel();
             }
         }
         let drain = async {
             while let Some(joined) = self.tasks.join_next().await {
-                let r = match joined {
-                    Ok(r) => r,
-                    Err(e) => Err(format!("task panicked: {e}")),
+                let failed = match joined {
+                    Ok((_, Ok(()))) => None,
+                    Ok((task, Err(source))) => Some(ServiceError::Task { task, source }),
+                    Err(e) => Some(ServiceError::Panicked(e)),
                 };
-                if let (Err(e), None) = (r, &first_error) {
-                    first_error = Some(e);
+                if first_error.is_none() {
+                    first_error = failed;
                 }
             }
         };
         if tokio::time::timeout(deadline, drain).await.is_err() {
             self.tasks.abort_all();
-            return Err(format!("shutdown deadline of {deadline:?} exceeded; remaining tasks aborted"));
+            return Err(ServiceError::DeadlineExceeded(deadline));
         }
         match first_error {
             Some(e) => Err(e),
@@ -100,6 +103,18 @@ impl Shutdown {
             }
         }
     }
+}
+
+/// An error and its causes, joined by `: `.
+pub(crate) fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
 }
 
 async fn wait_for_signal() {
@@ -134,11 +149,11 @@ mod tests {
         let t = s.token();
         s.spawn("loop", async move {
             t.cancelled().await;
-            Ok(())
+            Ok::<(), std::io::Error>(())
         });
         let root = s.token();
         root.cancel();
-        assert_eq!(s.run_until_stopped(Duration::from_secs(1)).await, Ok(()));
+        assert!(s.run_until_stopped(Duration::from_secs(1)).await.is_ok());
     }
 
     #[tokio::test]
@@ -148,21 +163,21 @@ mod tests {
             let t = s.token();
             s.spawn("quick", async move {
                 t.cancelled().await;
-                Ok(())
+                Ok::<(), std::io::Error>(())
             });
             let root = s.token();
             // Cancel from another task so the drain may observe the task's end first.
             tokio::spawn(async move { root.cancel() });
-            assert_eq!(s.run_until_stopped(Duration::from_secs(1)).await, Ok(()));
+            assert!(s.run_until_stopped(Duration::from_secs(1)).await.is_ok());
         }
     }
 
     #[tokio::test]
     async fn a_task_ending_on_its_own_is_an_error() {
         let mut s = Shutdown::new();
-        s.spawn("short", async { Ok(()) });
-        let err = s.run_until_stopped(Duration::from_secs(1)).await.unwrap_err();
-        assert!(err.contains("ended unexpectedly"), "{err}");
+        s.spawn("short", async { Ok::<(), std::io::Error>(()) });
+        let err = s.run_until_stopped(Duration::from_secs(1)).await.unwrap_err().to_string();
+        assert!(err.contains("ended unexpectedly") && err.contains("short"), "{err}");
     }
 
     #[tokio::test]
@@ -170,10 +185,10 @@ mod tests {
         let mut s = Shutdown::new();
         s.spawn("stuck", async {
             tokio::time::sleep(Duration::from_secs(3600)).await;
-            Ok(())
+            Ok::<(), std::io::Error>(())
         });
         s.token().cancel();
-        let err = s.run_until_stopped(Duration::from_millis(50)).await.unwrap_err();
+        let err = s.run_until_stopped(Duration::from_millis(50)).await.unwrap_err().to_string();
         assert!(err.contains("deadline"), "{err}");
     }
 
@@ -183,10 +198,10 @@ mod tests {
         let t = s.token();
         s.spawn("ok", async move {
             t.cancelled().await;
-            Ok(())
+            Ok::<(), std::io::Error>(())
         });
-        s.spawn("bad", async { Err("boom".to_string()) });
+        s.spawn("bad", async { Err(std::io::Error::other("boom")) });
         let err = s.run_until_stopped(Duration::from_secs(1)).await.unwrap_err();
-        assert!(err.contains("boom"), "{err}");
+        assert_eq!(chain(&err), "task bad failed: boom");
     }
 }

@@ -14,11 +14,12 @@ pub const EXIT_FAILURE: u8 = 1;
 ///
 /// Invalid configuration prints every problem to stderr, naming each variable, and exits with
 /// code 2 before anything else happens.
-pub fn main_with<C, L, R, Fut>(service: &'static str, args: Vec<String>, load: L, run: R) -> ExitCode
+pub fn main_with<C, L, R, Fut, E>(service: &'static str, args: Vec<String>, load: L, run: R) -> ExitCode
 where
     L: FnOnce(&Layers) -> Result<C, ConfigError>,
     R: FnOnce(C) -> Fut,
-    Fut: Future<Output = Result<(), String>>,
+    Fut: Future<Output = Result<(), E>>,
+    E: std::error::Error + 'static,
 {
     crate::telemetry::init(service);
     let config = Layers::from_parts(std::env::vars(), args).and_then(|layers| load(&layers));
@@ -39,6 +40,7 @@ where
     match runtime.block_on(run(config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
+            let e = crate::shutdown::chain(&e);
             tracing::error!(error = %e, "{service} stopped with an error");
             eprintln!("{service}: {e}");
             ExitCode::from(EXIT_FAILURE)

@@ -2,6 +2,9 @@
 //! token that authorises it, its flow events, its session snapshots (compare-and-swap on version
 //! and checksum), its token usage and its learning-mode explanations.
 
+use crate::error::StoreError;
+use ck8s_domain::comments::{Locale, StatusState};
+use ck8s_domain::effects::OwedEffect;
 use serde_json::Value;
 use sqlx::{PgConnection, PgPool};
 use std::time::Duration;
@@ -24,7 +27,7 @@ pub struct RunAuth {
 
 /// Stores the digest of a fresh token for a pending or running run (replacing an earlier one)
 /// and records `run.mcp.token.issued`; returns false when the run is not live.
-pub async fn issue_run_token(pool: &PgPool, run: Uuid, token_hash: &[u8; 32], ttl: Duration, actor: &str) -> Result<bool, sqlx::Error> {
+pub async fn issue_run_token(pool: &PgPool, run: Uuid, token_hash: &[u8; 32], ttl: Duration, actor: &str) -> Result<bool, StoreError> {
     let mut tx = pool.begin().await?;
     let corr: Option<(String, chrono::DateTime<chrono::Utc>)> = sqlx::query_as(
         "INSERT INTO run_tokens (run_id, token_hash, expires_at)
@@ -45,7 +48,7 @@ pub async fn issue_run_token(pool: &PgPool, run: Uuid, token_hash: &[u8; 32], tt
 }
 
 /// The live run whose token has this digest: unexpired, and the run pending or running.
-pub async fn authorize(pool: &PgPool, token_hash: &[u8; 32]) -> Result<Option<RunAuth>, sqlx::Error> {
+pub async fn authorize(pool: &PgPool, token_hash: &[u8; 32]) -> Result<Option<RunAuth>, StoreError> {
     sqlx::query_as(
         "SELECT r.id AS run_id, r.correlation_id, r.project_id, r.repository_id, r.repository_full_name, r.issue_number, r.pr_number,
                 r.agent_key, r.trigger_kind, r.status
@@ -55,16 +58,17 @@ pub async fn authorize(pool: &PgPool, token_hash: &[u8; 32]) -> Result<Option<Ru
     .bind(&token_hash[..])
     .fetch_optional(pool)
     .await
+    .map_err(StoreError::from)
 }
 
 /// Deletes the run's token (the run finished).
-pub async fn revoke_run_token(db: &mut PgConnection, run: Uuid) -> Result<(), sqlx::Error> {
+pub async fn revoke_run_token(db: &mut PgConnection, run: Uuid) -> Result<(), StoreError> {
     sqlx::query("DELETE FROM run_tokens WHERE run_id = $1").bind(run).execute(db).await?;
     Ok(())
 }
 
 /// Appends an event of the agent runner (actor `agent`).
-pub async fn agent_event(pool: &PgPool, auth: &RunAuth, actor: &str, event_type: &str, payload: &Value) -> Result<(), sqlx::Error> {
+pub async fn agent_event(pool: &PgPool, auth: &RunAuth, actor: &str, event_type: &str, payload: &Value) -> Result<(), StoreError> {
     let mut conn = pool.acquire().await?;
     crate::ingest::flow_event(&mut conn, &auth.correlation_id, Some(auth.run_id), "agent", actor, event_type, payload).await
 }
@@ -102,7 +106,7 @@ pub enum SnapshotWrite {
 /// otherwise the row is updated only at the expected version, and the version moves only when the
 /// checksum changes. An identical replay is a no-op at any version. Also mirrors `session_json`
 /// into `agent_runs.agent_logs_json.session` for the staff log view.
-pub async fn upsert_snapshot(pool: &PgPool, auth: &RunAuth, expected: i32, s: &Snapshot) -> Result<SnapshotWrite, sqlx::Error> {
+pub async fn upsert_snapshot(pool: &PgPool, auth: &RunAuth, expected: i32, s: &Snapshot) -> Result<SnapshotWrite, StoreError> {
     let mut tx = pool.begin().await?;
     let current: Option<(Uuid, i32, Option<String>)> =
         sqlx::query_as("SELECT id, snapshot_version, snapshot_checksum FROM agent_sessions WHERE run_id = $1 FOR UPDATE")
@@ -231,7 +235,7 @@ pub async fn latest_session(
     branch: &str,
     agent_key: &str,
     except_run: Uuid,
-) -> Result<Option<StoredSession>, sqlx::Error> {
+) -> Result<Option<StoredSession>, StoreError> {
     sqlx::query_as(
         "SELECT run_id, branch_name, pr_number, pr_url, session_id, status, codex_cli_session_path, codex_cli_session_json, snapshot_version
            FROM agent_sessions
@@ -243,7 +247,7 @@ pub async fn latest_session(
     .bind(agent_key)
     .bind(except_run)
     .fetch_optional(pool)
-    .await
+    .await.map_err(StoreError::from)
 }
 
 /// Token usage of one model turn.
@@ -259,7 +263,7 @@ pub struct Usage {
 
 /// Appends usage rows to the run's session (which must exist: upload a snapshot first).
 /// Returns how many rows were stored, or `None` when the run has no session yet.
-pub async fn append_usage(pool: &PgPool, auth: &RunAuth, rows: &[Usage]) -> Result<Option<usize>, sqlx::Error> {
+pub async fn append_usage(pool: &PgPool, auth: &RunAuth, rows: &[Usage]) -> Result<Option<usize>, StoreError> {
     let mut tx = pool.begin().await?;
     let session: Option<Uuid> =
         sqlx::query_scalar("SELECT id FROM agent_sessions WHERE run_id = $1").bind(auth.run_id).fetch_optional(&mut *tx).await?;
@@ -295,7 +299,7 @@ pub struct Feedback {
 }
 
 /// Stores the run's learning-mode explanations.
-pub async fn record_feedback(pool: &PgPool, auth: &RunAuth, rows: &[Feedback]) -> Result<usize, sqlx::Error> {
+pub async fn record_feedback(pool: &PgPool, auth: &RunAuth, rows: &[Feedback]) -> Result<usize, StoreError> {
     let mut tx = pool.begin().await?;
     for f in rows {
         sqlx::query(
@@ -317,30 +321,40 @@ pub async fn record_feedback(pool: &PgPool, auth: &RunAuth, rows: &[Feedback]) -
 }
 
 /// The pull request the run's snapshot recorded, if any.
-pub async fn run_pull_request(pool: &PgPool, run: Uuid) -> Result<(Option<i32>, Option<String>), sqlx::Error> {
+pub async fn run_pull_request(pool: &PgPool, run: Uuid) -> Result<(Option<i32>, Option<String>), StoreError> {
     let row: Option<(Option<i32>, Option<String>)> =
         sqlx::query_as("SELECT pr_number, pr_url FROM agent_sessions WHERE run_id = $1").bind(run).fetch_optional(pool).await?;
     Ok(row.unwrap_or_default())
 }
 
-/// Where the run's status comment lives (the target its first report was owed on), if it has one.
-pub async fn status_target(db: &mut PgConnection, run: Uuid) -> Result<Option<(Uuid, i32, String)>, sqlx::Error> {
-    sqlx::query_as(
+/// Where the run's status comment lives (the target its first report was owed on) and its
+/// locale, if it has one.
+pub async fn status_target(db: &mut PgConnection, run: Uuid) -> Result<Option<(Uuid, i32, Locale)>, StoreError> {
+    let row: Option<(Uuid, i32, Option<String>)> = sqlx::query_as(
         "SELECT repository_id, target_number, payload->>'locale' FROM github_side_effects
           WHERE run_id = $1 AND kind = 'status_comment' ORDER BY id LIMIT 1",
     )
     .bind(run)
     .fetch_optional(db)
-    .await
-    .map(|r: Option<(Uuid, i32, Option<String>)>| r.map(|(a, b, c)| (a, b, c.unwrap_or_else(|| "ru".into()))))
+    .await?;
+    Ok(row.map(|(repo, target, locale)| (repo, target, Locale::parse(locale.as_deref().unwrap_or("ru")))))
+}
+
+/// [`owe_status_report`] on a connection of its own.
+pub async fn report_status(pool: &PgPool, run: Uuid, correlation_id: &str, state: &StatusState) -> Result<bool, StoreError> {
+    let mut conn = pool.acquire().await?;
+    owe_status_report(&mut conn, run, correlation_id, state).await
 }
 
 /// Owes a status report of the run (merged into its one status comment by the side-effect
-/// executor); a no-op for runs without a status comment. `state` is a partial `StatusState`.
-pub async fn owe_status_report(db: &mut PgConnection, run: Uuid, correlation_id: &str, state: &Value) -> Result<bool, sqlx::Error> {
+/// executor); a no-op for runs without a status comment. `state` carries only what the report
+/// knows.
+pub async fn owe_status_report(db: &mut PgConnection, run: Uuid, correlation_id: &str, state: &StatusState) -> Result<bool, StoreError> {
     let Some((repository_id, target, locale)) = status_target(db, run).await? else { return Ok(false) };
-    let phase = state["phase"].as_str().unwrap_or("report");
+    let effect = OwedEffect::status_report(state.clone(), locale);
+    let phase = state.phase.map_or("report", |p| p.as_str());
     let key = format!("{run}:status:{phase}:{}", Uuid::new_v4());
-    let payload = serde_json::json!({"phase": state["phase"], "locale": locale, "state": state});
-    crate::ingest::owe_side_effect(db, &key, correlation_id, Some(run), repository_id, "status_comment", i64::from(target), &payload).await
+    let at =
+        crate::ingest::Owed { idempotency_key: &key, correlation_id, run_id: Some(run), repository_id, target_number: i64::from(target) };
+    crate::ingest::owe_side_effect(db, at, &effect).await
 }

@@ -1,11 +1,12 @@
 //! Idempotent bootstrap of the first owner, allowed users, and the first project with its
 //! repositories, applied by control-plane at start from configuration.
 
+use crate::error::StoreError;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
 /// Makes `email` the single platform owner (and an admin); any previous owner loses the flag.
-pub async fn upsert_owner(db: &mut PgConnection, email: &str, github_login: Option<&str>) -> Result<Uuid, sqlx::Error> {
+pub async fn upsert_owner(db: &mut PgConnection, email: &str, github_login: Option<&str>) -> Result<Uuid, StoreError> {
     sqlx::query("UPDATE users SET is_platform_owner = false WHERE is_platform_owner AND email <> $1::citext")
         .bind(email)
         .execute(&mut *db)
@@ -20,10 +21,11 @@ pub async fn upsert_owner(db: &mut PgConnection, email: &str, github_login: Opti
     .bind(github_login)
     .fetch_one(db)
     .await
+    .map_err(StoreError::from)
 }
 
 /// Adds an allowed user (an email allow-list entry); admins get the admin flag.
-pub async fn upsert_user(db: &mut PgConnection, email: &str, github_login: Option<&str>, admin: bool) -> Result<Uuid, sqlx::Error> {
+pub async fn upsert_user(db: &mut PgConnection, email: &str, github_login: Option<&str>, admin: bool) -> Result<Uuid, StoreError> {
     sqlx::query_scalar(
         "INSERT INTO users (email, github_login, is_platform_admin) VALUES ($1, $2, $3)
          ON CONFLICT (email) DO UPDATE SET is_platform_admin = users.is_platform_admin OR EXCLUDED.is_platform_admin,
@@ -35,6 +37,7 @@ pub async fn upsert_user(db: &mut PgConnection, email: &str, github_login: Optio
     .bind(admin)
     .fetch_one(db)
     .await
+    .map_err(StoreError::from)
 }
 
 /// Creates or updates a project by slug.
@@ -44,7 +47,7 @@ pub async fn upsert_project(
     name: &str,
     learning_mode_default: bool,
     is_platform: bool,
-) -> Result<Uuid, sqlx::Error> {
+) -> Result<Uuid, StoreError> {
     sqlx::query_scalar(
         "INSERT INTO projects (slug, name, settings, is_platform) VALUES ($1, $2, jsonb_build_object('learning_mode_default', $3::boolean), $4)
          ON CONFLICT (slug) DO UPDATE SET name = EXCLUDED.name, is_platform = projects.is_platform OR EXCLUDED.is_platform
@@ -55,11 +58,11 @@ pub async fn upsert_project(
     .bind(learning_mode_default)
     .bind(is_platform)
     .fetch_one(db)
-    .await
+    .await.map_err(StoreError::from)
 }
 
 /// Adds or updates a membership.
-pub async fn upsert_member(db: &mut PgConnection, project_id: Uuid, user_id: Uuid, role: &str) -> Result<(), sqlx::Error> {
+pub async fn upsert_member(db: &mut PgConnection, project_id: Uuid, user_id: Uuid, role: &str) -> Result<(), StoreError> {
     sqlx::query(
         "INSERT INTO project_members (project_id, user_id, role) VALUES ($1, $2, $3)
          ON CONFLICT (project_id, user_id) DO UPDATE SET role = EXCLUDED.role",
@@ -90,7 +93,7 @@ pub struct RepositorySeed<'a> {
 /// does the demo repository of every fresh forge-sim): the project's binding of that owner/name
 /// is moved to the new id, keeping its runs. The alias is the name, or `owner-name` when another
 /// repository of the project already has that alias.
-pub async fn upsert_repository(db: &mut PgConnection, r: &RepositorySeed<'_>) -> Result<Uuid, sqlx::Error> {
+pub async fn upsert_repository(db: &mut PgConnection, r: &RepositorySeed<'_>) -> Result<Uuid, StoreError> {
     sqlx::query(
         "UPDATE repositories SET external_id = $3
          WHERE project_id = $1 AND provider = $2 AND lower(owner) = lower($4) AND lower(name) = lower($5) AND external_id <> $3
@@ -130,4 +133,5 @@ pub async fn upsert_repository(db: &mut PgConnection, r: &RepositorySeed<'_>) ->
     .bind(r.token_sealed)
     .fetch_one(db)
     .await
+    .map_err(StoreError::from)
 }

@@ -78,6 +78,30 @@ pub async fn migrate(pool: &PgPool) -> Result<(), StoreError> {
     MIGRATOR.run(pool).await.map_err(StoreError::Migration)
 }
 
+/// The connection pool every service holds.
+pub type Pool = PgPool;
+
+/// One connection (a transaction derefs to it): what repository functions run on.
+pub type Conn = sqlx::PgConnection;
+
+/// A transaction owned by a use case (repository functions run on it and it decides the commit).
+pub type Tx = sqlx::Transaction<'static, sqlx::Postgres>;
+
+/// Starts a transaction.
+pub async fn begin(pool: &Pool) -> Result<Tx, StoreError> {
+    Ok(pool.begin().await?)
+}
+
+/// Commits a transaction.
+pub async fn commit(tx: Tx) -> Result<(), StoreError> {
+    Ok(tx.commit().await?)
+}
+
+/// How many migrations are applied (the schema version `GetStatus` reports).
+pub async fn schema_version(pool: &Pool) -> Result<i64, StoreError> {
+    Ok(sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations WHERE success").fetch_one(pool).await?)
+}
+
 /// Cheap liveness probe of the database, for `/readyz`.
 pub async fn ping(pool: &PgPool) -> Result<(), StoreError> {
     pool.execute("SELECT 1").await?;

@@ -1,13 +1,14 @@
-//! Errors of the storage layer.
+//! Errors of the storage layer. Each variant's message is short and its cause is its `source()`,
+//! so a chain printed with `ck8s_domain::report` names every cause once.
 
 /// A storage operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The database could not be reached or the connection broke.
-    #[error("database unavailable: {0}")]
+    #[error("database unavailable")]
     Unavailable(#[source] sqlx::Error),
     /// Applying migrations failed.
-    #[error("migration failed: {0}")]
+    #[error("migration failed")]
     Migration(#[source] sqlx::migrate::MigrateError),
     /// A unique or foreign-key constraint rejected the write.
     #[error("constraint {constraint} violated")]
@@ -18,8 +19,15 @@ pub enum StoreError {
         source: sqlx::Error,
     },
     /// Any other database error.
-    #[error("database error: {0}")]
+    #[error("database error")]
     Database(#[source] sqlx::Error),
+}
+
+impl StoreError {
+    /// Whether retrying later may succeed (the database was unreachable).
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_))
+    }
 }
 
 impl From<sqlx::Error> for StoreError {
@@ -31,5 +39,19 @@ impl From<sqlx::Error> for StoreError {
             }
             _ => StoreError::Database(e),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cause_is_named_once() {
+        let e = StoreError::from(sqlx::Error::PoolTimedOut);
+        assert!(e.is_unavailable());
+        let shown = ck8s_domain::report::chain(&e);
+        assert_eq!(shown.matches("pool timed out").count(), 1, "{shown}");
+        assert!(shown.starts_with("database unavailable: "), "{shown}");
     }
 }

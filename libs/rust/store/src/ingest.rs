@@ -2,7 +2,12 @@
 //! owed GitHub side effects, cleanups and the wake-up of workers. Every function runs on the
 //! caller's transaction.
 
+use crate::error::StoreError;
 use chrono::{DateTime, Utc};
+use ck8s_domain::effects::OwedEffect;
+use ck8s_domain::policy::{RuntimeMode, TriggerSource};
+use ck8s_domain::run_spec::RunSpec;
+use ck8s_domain::stage::TriggerKind;
 use serde_json::Value;
 use sqlx::{PgConnection, Row};
 use uuid::Uuid;
@@ -28,7 +33,7 @@ pub async fn claim_delivery(
     repository_external_id: Option<i64>,
     sender_login: Option<&str>,
     payload_sha256: &str,
-) -> Result<Option<PriorDelivery>, sqlx::Error> {
+) -> Result<Option<PriorDelivery>, StoreError> {
     let inserted = sqlx::query(
         "INSERT INTO webhook_deliveries (delivery_id, event_type, action, repository_external_id, sender_login, correlation_id, outcome, payload_sha256)
          VALUES ($1, $2, $3, $4, $5, $1, 'accepted', $6)
@@ -62,7 +67,7 @@ pub async fn finish_delivery(
     outcome: &str,
     reason: Option<&str>,
     run_id: Option<Uuid>,
-) -> Result<(), sqlx::Error> {
+) -> Result<(), StoreError> {
     sqlx::query(
         "UPDATE webhook_deliveries SET repository_id = $2, correlation_id = $3, outcome = $4, reason = $5, run_id = $6 WHERE delivery_id = $1",
     )
@@ -89,7 +94,7 @@ pub struct BoundRepository {
 }
 
 /// Finds the repository a delivery is about.
-pub async fn find_binding(db: &mut PgConnection, provider: &str, external_id: i64) -> Result<Option<BoundRepository>, sqlx::Error> {
+pub async fn find_binding(db: &mut PgConnection, provider: &str, external_id: i64) -> Result<Option<BoundRepository>, StoreError> {
     let row = sqlx::query(
         "SELECT r.id, r.project_id, r.default_ref, r.services_yaml_path, p.is_platform, p.settings
            FROM repositories r JOIN projects p ON p.id = r.project_id
@@ -121,7 +126,7 @@ pub struct SenderRecord {
 }
 
 /// Looks up a sender by GitHub login (case-insensitive) and its membership in `project_id`.
-pub async fn sender_record(db: &mut PgConnection, login: &str, project_id: Uuid) -> Result<SenderRecord, sqlx::Error> {
+pub async fn sender_record(db: &mut PgConnection, login: &str, project_id: Uuid) -> Result<SenderRecord, StoreError> {
     let row = sqlx::query(
         "SELECT u.id, u.is_platform_owner, u.is_platform_admin, pm.role, pm.learning_mode_override
            FROM users u LEFT JOIN project_members pm ON pm.user_id = u.id AND pm.project_id = $2
@@ -143,7 +148,7 @@ pub async fn sender_record(db: &mut PgConnection, login: &str, project_id: Uuid)
 }
 
 /// Whether a discussion run of the issue is pending or running.
-pub async fn live_discussion_run(db: &mut PgConnection, repository_id: Uuid, issue: i64) -> Result<bool, sqlx::Error> {
+pub async fn live_discussion_run(db: &mut PgConnection, repository_id: Uuid, issue: i64) -> Result<bool, StoreError> {
     sqlx::query_scalar(
         "SELECT EXISTS (SELECT 1 FROM agent_runs WHERE repository_id = $1 AND issue_number = $2
                           AND status IN ('pending', 'running') AND (run_payload->>'discussion_mode')::boolean)",
@@ -152,10 +157,11 @@ pub async fn live_discussion_run(db: &mut PgConnection, repository_id: Uuid, iss
     .bind(issue as i32)
     .fetch_one(db)
     .await
+    .map_err(StoreError::from)
 }
 
 /// Distinct issues of earlier runs of a pull request.
-pub async fn pr_linked_issues(db: &mut PgConnection, repository_id: Uuid, pr: i64) -> Result<Vec<i64>, sqlx::Error> {
+pub async fn pr_linked_issues(db: &mut PgConnection, repository_id: Uuid, pr: i64) -> Result<Vec<i64>, StoreError> {
     let rows: Vec<i32> = sqlx::query_scalar(
         "SELECT DISTINCT issue_number FROM agent_runs
           WHERE repository_id = $1 AND pr_number = $2 AND issue_number IS NOT NULL AND issue_number <> $2
@@ -169,8 +175,8 @@ pub async fn pr_linked_issues(db: &mut PgConnection, repository_id: Uuid, pr: i6
 }
 
 /// The trigger kind of the latest run touching a pull request (excluding deploys).
-pub async fn pr_last_run_kind(db: &mut PgConnection, repository_id: Uuid, pr: i64) -> Result<Option<String>, sqlx::Error> {
-    sqlx::query_scalar(
+pub async fn pr_last_run_kind(db: &mut PgConnection, repository_id: Uuid, pr: i64) -> Result<Option<TriggerKind>, StoreError> {
+    let kind: Option<String> = sqlx::query_scalar(
         "SELECT trigger_kind FROM agent_runs
           WHERE repository_id = $1 AND pr_number = $2 AND trigger_kind IS NOT NULL AND agent_key IS DISTINCT FROM 'reviewer'
           ORDER BY created_at DESC LIMIT 1",
@@ -178,13 +184,15 @@ pub async fn pr_last_run_kind(db: &mut PgConnection, repository_id: Uuid, pr: i6
     .bind(repository_id)
     .bind(pr as i32)
     .fetch_optional(db)
-    .await
+    .await?;
+    Ok(kind.and_then(|k| TriggerKind::parse(&k).ok()))
 }
 
 /// What the latest run of an issue stored: its trigger kind and the issue's and PR's labels.
 #[derive(Debug, Clone, Default)]
 pub struct LastRun {
-    pub trigger_kind: Option<String>,
+    /// `None` when the stored kind is not one this build knows.
+    pub trigger_kind: Option<TriggerKind>,
     pub issue_labels: Vec<String>,
     pub pull_request_labels: Vec<String>,
 }
@@ -203,7 +211,7 @@ pub async fn last_run(
     repository_id: Uuid,
     issue: Option<i64>,
     pr: Option<i64>,
-) -> Result<Option<LastRun>, sqlx::Error> {
+) -> Result<Option<LastRun>, StoreError> {
     let row = sqlx::query(
         "SELECT trigger_kind, run_payload->'issue'->'labels', run_payload->'pull_request'->'labels'
            FROM agent_runs
@@ -215,7 +223,14 @@ pub async fn last_run(
     .bind(pr.map(|p| p as i32))
     .fetch_optional(db)
     .await?;
-    Ok(row.map(|r| LastRun { trigger_kind: r.get(0), issue_labels: label_names(r.get(1)), pull_request_labels: label_names(r.get(2)) }))
+    Ok(row.map(|r| {
+        let kind: Option<String> = r.get(0);
+        LastRun {
+            trigger_kind: kind.and_then(|k| TriggerKind::parse(&k).ok()),
+            issue_labels: label_names(r.get(1)),
+            pull_request_labels: label_names(r.get(2)),
+        }
+    }))
 }
 
 /// The candidate lineage of an issue: its latest live or successful run with a PR that has not
@@ -224,7 +239,7 @@ pub async fn candidate(
     db: &mut PgConnection,
     repository_id: Uuid,
     issue: i64,
-) -> Result<Option<(i64, String, Option<String>)>, sqlx::Error> {
+) -> Result<Option<(i64, String, Option<String>)>, StoreError> {
     let row = sqlx::query(
         "SELECT r.pr_number,
                 COALESCE(r.run_payload->'pull_request'->'head'->>'sha', r.run_payload->'runtime'->>'build_ref'),
@@ -257,7 +272,7 @@ pub struct AgentRecord {
 }
 
 /// The agent for `key` in a project: the project's override if any, else the global one.
-pub async fn agent(db: &mut PgConnection, key: &str, project_id: Uuid) -> Result<Option<AgentRecord>, sqlx::Error> {
+pub async fn agent(db: &mut PgConnection, key: &str, project_id: Uuid) -> Result<Option<AgentRecord>, StoreError> {
     let row = sqlx::query(
         "SELECT id, agent_key, name, is_active FROM agents
           WHERE agent_key = $1 AND (project_id = $2 OR project_id IS NULL)
@@ -277,22 +292,22 @@ pub struct NewRun<'a> {
     pub project_id: Uuid,
     pub repository_id: Uuid,
     pub agent_id: Option<Uuid>,
-    pub payload: &'a Value,
+    pub spec: &'a RunSpec,
     pub learning_mode: bool,
     pub repository_full_name: &'a str,
     pub issue_number: Option<i64>,
     pub pr_number: Option<i64>,
-    pub trigger_source: &'a str,
-    pub trigger_kind: &'a str,
+    pub trigger_source: TriggerSource,
+    pub trigger_kind: TriggerKind,
     pub trigger_label: Option<&'a str>,
     pub agent_key: Option<&'a str>,
-    pub runtime_mode: &'a str,
+    pub runtime_mode: RuntimeMode,
     pub namespace: Option<&'a str>,
 }
 
 /// Inserts a pending run. `Ok((id, true))` when inserted, `Ok((id, false))` when a run with the
 /// same correlation id already existed (a duplicate).
-pub async fn insert_run(db: &mut PgConnection, r: &NewRun<'_>) -> Result<(Uuid, bool), sqlx::Error> {
+pub async fn insert_run(db: &mut PgConnection, r: &NewRun<'_>) -> Result<(Uuid, bool), StoreError> {
     let id: Option<Uuid> = sqlx::query_scalar(
         "INSERT INTO agent_runs (correlation_id, project_id, repository_id, agent_id, status, run_payload, learning_mode,
                                  repository_full_name, issue_number, pr_number, trigger_source, trigger_kind, trigger_label,
@@ -304,16 +319,16 @@ pub async fn insert_run(db: &mut PgConnection, r: &NewRun<'_>) -> Result<(Uuid, 
     .bind(r.project_id)
     .bind(r.repository_id)
     .bind(r.agent_id)
-    .bind(r.payload)
+    .bind(r.spec.to_value())
     .bind(r.learning_mode)
     .bind(r.repository_full_name)
     .bind(r.issue_number.map(|n| n as i32))
     .bind(r.pr_number.map(|n| n as i32))
-    .bind(r.trigger_source)
-    .bind(r.trigger_kind)
+    .bind(r.trigger_source.as_str())
+    .bind(r.trigger_kind.to_string())
     .bind(r.trigger_label)
     .bind(r.agent_key)
-    .bind(r.runtime_mode)
+    .bind(r.runtime_mode.as_str())
     .bind(r.namespace)
     .fetch_optional(&mut *db)
     .await?;
@@ -335,7 +350,7 @@ pub async fn flow_event(
     actor_id: &str,
     event_type: &str,
     payload: &Value,
-) -> Result<(), sqlx::Error> {
+) -> Result<(), StoreError> {
     sqlx::query(
         "INSERT INTO flow_events (correlation_id, run_id, actor_type, actor_id, event_type, payload) VALUES ($1, $2, $3, $4, $5, $6)",
     )
@@ -350,33 +365,53 @@ pub async fn flow_event(
     Ok(())
 }
 
+/// Where an owed effect goes and under which key it is owed once.
+#[derive(Debug, Clone, Copy)]
+pub struct Owed<'a> {
+    pub idempotency_key: &'a str,
+    pub correlation_id: &'a str,
+    pub run_id: Option<Uuid>,
+    pub repository_id: Uuid,
+    /// The issue or pull request number.
+    pub target_number: i64,
+}
+
 /// Records an owed GitHub side effect (idempotent on its key).
-#[allow(clippy::too_many_arguments)]
-pub async fn owe_side_effect(
-    db: &mut PgConnection,
-    idempotency_key: &str,
-    correlation_id: &str,
-    run_id: Option<Uuid>,
-    repository_id: Uuid,
-    kind: &str,
-    target_number: i64,
-    payload: &Value,
-) -> Result<bool, sqlx::Error> {
+pub async fn owe_side_effect(db: &mut PgConnection, at: Owed<'_>, effect: &OwedEffect) -> Result<bool, StoreError> {
     let n = sqlx::query(
         "INSERT INTO github_side_effects (idempotency_key, correlation_id, run_id, repository_id, kind, target_number, payload)
          VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (idempotency_key) DO NOTHING",
     )
-    .bind(idempotency_key)
-    .bind(correlation_id)
-    .bind(run_id)
-    .bind(repository_id)
-    .bind(kind)
-    .bind(target_number as i32)
-    .bind(payload)
+    .bind(at.idempotency_key)
+    .bind(at.correlation_id)
+    .bind(at.run_id)
+    .bind(at.repository_id)
+    .bind(effect.kind())
+    .bind(at.target_number as i32)
+    .bind(effect.to_value())
     .execute(db)
     .await?
     .rows_affected();
     Ok(n == 1)
+}
+
+/// What a cleanup request covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CleanupScope {
+    /// Every run namespace of an issue.
+    IssueNamespaces,
+    /// The namespaces of runs linked to a pull request.
+    PullRequestNamespaces,
+}
+
+impl CleanupScope {
+    /// The stored value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CleanupScope::IssueNamespaces => "issue_namespaces",
+            CleanupScope::PullRequestNamespaces => "pull_request_namespaces",
+        }
+    }
 }
 
 /// Records a cleanup for the worker.
@@ -384,16 +419,16 @@ pub async fn request_cleanup(
     db: &mut PgConnection,
     repository_id: Uuid,
     correlation_id: &str,
-    scope: &str,
+    scope: CleanupScope,
     number: i64,
-) -> Result<(), sqlx::Error> {
+) -> Result<(), StoreError> {
     sqlx::query(
         "INSERT INTO cleanup_requests (repository_id, correlation_id, scope, number) VALUES ($1, $2, $3, $4)
          ON CONFLICT (correlation_id, scope, number) DO NOTHING",
     )
     .bind(repository_id)
     .bind(correlation_id)
-    .bind(scope)
+    .bind(scope.as_str())
     .bind(number as i32)
     .execute(db)
     .await?;
@@ -401,7 +436,7 @@ pub async fn request_cleanup(
 }
 
 /// Cancels the live discussion runs of an issue; returns their (id, correlation id).
-pub async fn cancel_discussion_runs(db: &mut PgConnection, repository_id: Uuid, issue: i64) -> Result<Vec<(Uuid, String)>, sqlx::Error> {
+pub async fn cancel_discussion_runs(db: &mut PgConnection, repository_id: Uuid, issue: i64) -> Result<Vec<(Uuid, String)>, StoreError> {
     let rows = sqlx::query(
         "UPDATE agent_runs SET status = 'canceled', finished_at = now(), lease_owner = NULL, lease_until = NULL,
                 wait_reason = NULL, wait_target_kind = NULL, wait_target_ref = NULL, wait_deadline_at = NULL,
@@ -426,7 +461,7 @@ pub async fn runtime_error(
     details: &Value,
     correlation_id: Option<&str>,
     project_id: Option<Uuid>,
-) -> Result<(), sqlx::Error> {
+) -> Result<(), StoreError> {
     sqlx::query(
         "INSERT INTO runtime_errors (source, level, message, details_json, correlation_id, project_id) VALUES ($1, $2, $3, $4, $5, $6)",
     )
@@ -442,12 +477,12 @@ pub async fn runtime_error(
 }
 
 /// Wakes waiting workers when the transaction commits.
-pub async fn notify_run_pending(db: &mut PgConnection, run_id: Uuid) -> Result<(), sqlx::Error> {
+pub async fn notify_run_pending(db: &mut PgConnection, run_id: Uuid) -> Result<(), StoreError> {
     sqlx::query("SELECT pg_notify($1, $2)").bind(RUN_PENDING_CHANNEL).bind(run_id.to_string()).execute(db).await?;
     Ok(())
 }
 
 /// `now()` of the database, for payload timestamps consistent with row timestamps.
-pub async fn db_now(db: &mut PgConnection) -> Result<DateTime<Utc>, sqlx::Error> {
-    sqlx::query_scalar("SELECT now()").fetch_one(db).await
+pub async fn db_now(db: &mut PgConnection) -> Result<DateTime<Utc>, StoreError> {
+    sqlx::query_scalar("SELECT now()").fetch_one(db).await.map_err(StoreError::from)
 }

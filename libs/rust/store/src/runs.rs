@@ -3,6 +3,9 @@
 //! finishing with the slot released in the same transaction, stale-lease recovery from worker
 //! heartbeats, pausable deadlines, and idempotent cancellation.
 
+use crate::error::StoreError;
+use ck8s_domain::lifecycle::{Finish, RunLease};
+use ck8s_domain::run::RunStatus;
 use serde_json::Value;
 use sqlx::{PgConnection, PgPool, Row};
 use std::time::Duration;
@@ -13,32 +16,21 @@ fn ms(d: Duration) -> i64 {
 }
 
 /// A run a worker holds the lease of.
-#[derive(Debug, Clone)]
-pub struct LeasedRun {
-    pub id: Uuid,
-    pub correlation_id: String,
-    pub project_id: Option<Uuid>,
-    pub status: String,
-    pub payload: Value,
-    pub slot_no: Option<i32>,
-    pub namespace: Option<String>,
-    pub job_name: Option<String>,
-    pub stale_reclaim_pending: bool,
-    pub deadline_at: Option<chrono::DateTime<chrono::Utc>>,
-    pub timeout_paused_at: Option<chrono::DateTime<chrono::Utc>>,
-    pub wait_reason: Option<String>,
-    pub namespace_lease_until: Option<chrono::DateTime<chrono::Utc>>,
-}
+pub type LeasedRun = RunLease;
 
 const RUN_COLUMNS: &str = "id, correlation_id, project_id, status, run_payload, slot_no, namespace, job_name, stale_reclaim_pending, \
                            deadline_at, timeout_paused_at, wait_reason, namespace_lease_until";
 
-fn leased(r: &sqlx::postgres::PgRow) -> LeasedRun {
-    LeasedRun {
+fn status(text: &str) -> Result<RunStatus, StoreError> {
+    text.parse().map_err(|e: ck8s_domain::run::UnknownRunStatus| StoreError::Database(sqlx::Error::Decode(Box::new(e))))
+}
+
+fn leased(r: &sqlx::postgres::PgRow) -> Result<LeasedRun, StoreError> {
+    Ok(LeasedRun {
         id: r.get(0),
         correlation_id: r.get(1),
         project_id: r.get(2),
-        status: r.get(3),
+        status: status(r.get(3))?,
         payload: r.get(4),
         slot_no: r.get(5),
         namespace: r.get(6),
@@ -48,7 +40,7 @@ fn leased(r: &sqlx::postgres::PgRow) -> LeasedRun {
         timeout_paused_at: r.get(10),
         wait_reason: r.get(11),
         namespace_lease_until: r.get(12),
-    }
+    })
 }
 
 /// The write was refused because this worker no longer holds the lease (or the run moved on).
@@ -62,7 +54,13 @@ pub enum LeaseError {
     #[error(transparent)]
     Lost(#[from] LeaseLost),
     #[error(transparent)]
-    Db(#[from] sqlx::Error),
+    Store(#[from] StoreError),
+}
+
+impl From<sqlx::Error> for LeaseError {
+    fn from(e: sqlx::Error) -> Self {
+        LeaseError::Store(e.into())
+    }
 }
 
 /// Claim settings.
@@ -80,7 +78,7 @@ const NEEDS_SLOT: &str = "(r.runtime_mode = 'full-env' AND NOT COALESCE((r.run_p
 /// Claims the oldest pending run this worker can start, leasing a slot when it needs one. Runs
 /// of projects without a free slot are skipped, so one project's shortage never blocks another.
 /// Each claim is its own transaction.
-pub async fn claim_next(pool: &PgPool, worker: &str, s: ClaimSettings) -> Result<Option<LeasedRun>, sqlx::Error> {
+pub async fn claim_next(pool: &PgPool, worker: &str, s: ClaimSettings) -> Result<Option<LeasedRun>, StoreError> {
     let mut skip: Vec<Uuid> = Vec::new();
     loop {
         let mut tx = pool.begin().await?;
@@ -138,7 +136,7 @@ pub async fn claim_next(pool: &PgPool, worker: &str, s: ClaimSettings) -> Result
         .fetch_one(&mut *tx)
         .await?;
         tx.commit().await?;
-        return Ok(Some(leased(&row)));
+        return Ok(Some(leased(&row)?));
     }
 }
 
@@ -150,7 +148,7 @@ pub async fn lease_running(
     lease: Duration,
     slot_lease: Duration,
     limit: i64,
-) -> Result<Vec<LeasedRun>, sqlx::Error> {
+) -> Result<Vec<LeasedRun>, StoreError> {
     let mut tx = pool.begin().await?;
     let rows = sqlx::query(&format!(
         "UPDATE agent_runs SET lease_owner = $1, lease_until = now() + make_interval(secs => $2::double precision / 1000)
@@ -166,7 +164,7 @@ pub async fn lease_running(
     .bind(limit)
     .fetch_all(&mut *tx)
     .await?;
-    let runs: Vec<LeasedRun> = rows.iter().map(leased).collect();
+    let runs: Vec<LeasedRun> = rows.iter().map(leased).collect::<Result<_, _>>()?;
     let ids: Vec<Uuid> = runs.iter().map(|r| r.id).collect();
     sqlx::query("UPDATE slots SET lease_until = now() + make_interval(secs => $2::double precision / 1000) WHERE lease_owner = ANY($1)")
         .bind(&ids)
@@ -208,18 +206,8 @@ pub async fn record_launch(
 }
 
 /// Finishes a run (only by the current lease holder) and releases its slot in the same
-/// transaction; also appends the terminal flow event.
-#[allow(clippy::too_many_arguments)]
-pub async fn finish(
-    pool: &PgPool,
-    run: Uuid,
-    worker: &str,
-    status: &str,
-    reason: Option<&str>,
-    message: Option<&str>,
-    event_type: &str,
-    event_payload: &Value,
-) -> Result<(), LeaseError> {
+/// transaction; also revokes its token and appends the terminal flow event.
+pub async fn finish(pool: &PgPool, run: Uuid, worker: &str, f: &Finish, event_payload: &Value) -> Result<(), LeaseError> {
     let mut tx = pool.begin().await?;
     let corr: Option<String> = sqlx::query_scalar(
         "UPDATE agent_runs SET status = $3, finished_at = now(), lease_owner = NULL, lease_until = NULL,
@@ -230,20 +218,20 @@ pub async fn finish(
     )
     .bind(run)
     .bind(worker)
-    .bind(status)
-    .bind(reason)
-    .bind(message)
+    .bind(f.status.as_str())
+    .bind(f.reason.map(|r| r.as_str()))
+    .bind(&f.message)
     .fetch_optional(&mut *tx)
     .await?;
     let Some(corr) = corr else { return Err(LeaseLost(run).into()) };
     release_slot(&mut tx, run).await?;
     crate::agent::revoke_run_token(&mut tx, run).await?;
-    crate::ingest::flow_event(&mut tx, &corr, Some(run), "system", worker, event_type, event_payload).await?;
+    crate::ingest::flow_event(&mut tx, &corr, Some(run), "system", worker, f.event, event_payload).await?;
     tx.commit().await?;
     Ok(())
 }
 
-async fn release_slot(db: &mut PgConnection, run: Uuid) -> Result<(), sqlx::Error> {
+async fn release_slot(db: &mut PgConnection, run: Uuid) -> Result<(), StoreError> {
     sqlx::query("UPDATE slots SET state = 'free', lease_owner = NULL, lease_until = NULL WHERE lease_owner = $1")
         .bind(run)
         .execute(db)
@@ -254,7 +242,7 @@ async fn release_slot(db: &mut PgConnection, run: Uuid) -> Result<(), sqlx::Erro
 /// Releases the leases of running runs whose owner is stopped, expired or unknown; marks them
 /// `stale_reclaim_pending` and records `worker.instance.heartbeat.missed`,
 /// `run.lease.detected_stale` and `run.lease.released`. Returns the released run ids.
-pub async fn release_stale_leases(pool: &PgPool, worker: &str, limit: i64) -> Result<Vec<Uuid>, sqlx::Error> {
+pub async fn release_stale_leases(pool: &PgPool, worker: &str, limit: i64) -> Result<Vec<Uuid>, StoreError> {
     let mut tx = pool.begin().await?;
     let rows = sqlx::query(
         "WITH stale AS (
@@ -284,9 +272,19 @@ pub async fn release_stale_leases(pool: &PgPool, worker: &str, limit: i64) -> Re
     Ok(ids)
 }
 
+/// The run's deadline after [`sync_wait_pause`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WaitSync {
+    /// `run.wait.paused` or `run.wait.resumed` when the pause changed.
+    pub event: Option<&'static str>,
+    pub deadline_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub timeout_paused_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
 /// Pauses the run deadline while the run waits on an approval, and resumes it (pushing the
-/// deadline out by the paused time) once the wait is over. Returns the event it recorded.
-pub async fn sync_wait_pause(pool: &PgPool, run: Uuid, worker: &str) -> Result<Option<&'static str>, LeaseError> {
+/// deadline out by the paused time) once the wait is over. Returns the deadline as it now stands
+/// and the event it recorded.
+pub async fn sync_wait_pause(pool: &PgPool, run: Uuid, worker: &str) -> Result<WaitSync, LeaseError> {
     let mut tx = pool.begin().await?;
     let row = sqlx::query(
         "SELECT correlation_id, wait_reason = 'approval_pending' AS waiting, timeout_paused_at IS NOT NULL AS paused
@@ -317,16 +315,10 @@ pub async fn sync_wait_pause(pool: &PgPool, run: Uuid, worker: &str) -> Result<O
     if let Some(e) = event {
         crate::ingest::flow_event(&mut tx, &corr, Some(run), "system", worker, e, &serde_json::json!({"run_id": run})).await?;
     }
+    let (deadline_at, timeout_paused_at) =
+        sqlx::query_as("SELECT deadline_at, timeout_paused_at FROM agent_runs WHERE id = $1").bind(run).fetch_one(&mut *tx).await?;
     tx.commit().await?;
-    Ok(event)
-}
-
-/// Whether the run's (pausable) deadline has passed.
-pub async fn deadline_passed(pool: &PgPool, run: Uuid) -> Result<bool, sqlx::Error> {
-    sqlx::query_scalar("SELECT timeout_paused_at IS NULL AND deadline_at IS NOT NULL AND deadline_at < now() FROM agent_runs WHERE id = $1")
-        .bind(run)
-        .fetch_one(pool)
-        .await
+    Ok(WaitSync { event, deadline_at, timeout_paused_at })
 }
 
 /// Outcome of a cancel request.
@@ -349,7 +341,7 @@ pub enum Cancel {
 
 /// Cancels a pending or running run (idempotent), clearing waits and leases, releasing its slot
 /// and recording `run.canceled`.
-pub async fn cancel(pool: &PgPool, run: Uuid, actor: &str, reason: &str) -> Result<Cancel, sqlx::Error> {
+pub async fn cancel(pool: &PgPool, run: Uuid, actor: &str, reason: &str) -> Result<Cancel, StoreError> {
     let mut tx = pool.begin().await?;
     let row = sqlx::query("SELECT status, namespace, job_name, correlation_id FROM agent_runs WHERE id = $1 FOR UPDATE")
         .bind(run)
@@ -396,7 +388,7 @@ pub async fn cancel(pool: &PgPool, run: Uuid, actor: &str, reason: &str) -> Resu
 
 /// Jobs of runs canceled in the last hour, which workers keep stopping (idempotently) so a
 /// cancel from anywhere reaches the runtime.
-pub async fn recently_canceled_jobs(pool: &PgPool, limit: i64) -> Result<Vec<(String, String)>, sqlx::Error> {
+pub async fn recently_canceled_jobs(pool: &PgPool, limit: i64) -> Result<Vec<(String, String)>, StoreError> {
     sqlx::query_as(
         "SELECT namespace, job_name FROM agent_runs
           WHERE status = 'canceled' AND namespace IS NOT NULL AND job_name IS NOT NULL AND finished_at > now() - interval '1 hour'
@@ -405,6 +397,7 @@ pub async fn recently_canceled_jobs(pool: &PgPool, limit: i64) -> Result<Vec<(St
     .bind(limit)
     .fetch_all(pool)
     .await
+    .map_err(StoreError::from)
 }
 
 /// Stores the captured tail of a run's job log (lease-checked), e.g.
@@ -422,7 +415,7 @@ pub async fn record_logs(pool: &PgPool, run: Uuid, worker: &str, logs: &Value) -
 }
 
 /// Blanks captured logs of runs that finished more than `retention` ago; returns how many.
-pub async fn purge_old_logs(pool: &PgPool, retention: Duration) -> Result<u64, sqlx::Error> {
+pub async fn purge_old_logs(pool: &PgPool, retention: Duration) -> Result<u64, StoreError> {
     Ok(sqlx::query(
         "UPDATE agent_runs SET agent_logs_json = NULL
           WHERE agent_logs_json IS NOT NULL AND finished_at < now() - make_interval(secs => $1::double precision / 1000)",
@@ -453,7 +446,7 @@ pub async fn reusable_namespace(
     repository_id: Uuid,
     issue: i64,
     agent_key: &str,
-) -> Result<Option<String>, sqlx::Error> {
+) -> Result<Option<String>, StoreError> {
     sqlx::query_scalar(
         "SELECT namespace FROM agent_runs
           WHERE repository_id = $1 AND issue_number = $2 AND agent_key = $3 AND id <> $4 AND runtime_mode = 'full-env'
@@ -466,31 +459,58 @@ pub async fn reusable_namespace(
     .bind(exclude)
     .fetch_optional(pool)
     .await
+    .map_err(StoreError::from)
+}
+
+/// Appends one flow event of a run, as `actor` (a worker), on a connection of its own.
+pub async fn record_event(
+    pool: &PgPool,
+    correlation_id: &str,
+    run: Uuid,
+    actor: &str,
+    event_type: &str,
+    payload: &Value,
+) -> Result<(), StoreError> {
+    let mut conn = pool.acquire().await?;
+    crate::ingest::flow_event(&mut conn, correlation_id, Some(run), "system", actor, event_type, payload).await
 }
 
 /// A run's status and correlation id.
-pub async fn status_of(pool: &PgPool, run: Uuid) -> Result<Option<(String, String)>, sqlx::Error> {
-    sqlx::query_as("SELECT status, correlation_id FROM agent_runs WHERE id = $1").bind(run).fetch_optional(pool).await
+pub async fn status_of(pool: &PgPool, run: Uuid) -> Result<Option<(RunStatus, String)>, StoreError> {
+    let row: Option<(String, String)> =
+        sqlx::query_as("SELECT status, correlation_id FROM agent_runs WHERE id = $1").bind(run).fetch_optional(pool).await?;
+    row.map(|(s, corr)| Ok((status(&s)?, corr))).transpose()
 }
 
-/// A pending cleanup request and the namespaces of the runs it concerns.
+/// A claimed cleanup request and the namespaces of the runs it concerns.
 #[derive(Debug, Clone)]
 pub struct CleanupWork {
     pub id: i64,
     pub correlation_id: String,
+    /// This claim's attempt; the fencing token of [`finish_cleanup`].
+    pub attempts: i32,
     /// (run id, namespace) of every run of the issue or PR that has a namespace.
     pub namespaces: Vec<(Uuid, String)>,
 }
 
-/// Pending cleanup requests with their namespaces.
-pub async fn pending_cleanups(pool: &PgPool, limit: i64) -> Result<Vec<CleanupWork>, sqlx::Error> {
-    let rows: Vec<(i64, String, Uuid, String, i32)> =
-        sqlx::query_as("SELECT id, correlation_id, repository_id, scope, number FROM cleanup_requests WHERE status = 'pending' ORDER BY created_at LIMIT $1")
-            .bind(limit)
-            .fetch_all(pool)
-            .await?;
+/// Claims up to `limit` cleanup requests that are pending or whose claim expired, for `worker`
+/// and `lease`: one worker carries out each request.
+pub async fn claim_cleanups(pool: &PgPool, worker: &str, lease: Duration, limit: i64) -> Result<Vec<CleanupWork>, StoreError> {
+    let rows: Vec<(i64, String, Uuid, String, i32, i32)> = sqlx::query_as(
+        "UPDATE cleanup_requests SET status = 'in_progress', lease_owner = $1, lease_until = now() + make_interval(secs => $2::double precision / 1000),
+                attempts = attempts + 1
+          WHERE id IN (SELECT id FROM cleanup_requests
+                        WHERE status = 'pending' OR (status = 'in_progress' AND lease_until < now())
+                        ORDER BY created_at FOR UPDATE SKIP LOCKED LIMIT $3)
+          RETURNING id, correlation_id, repository_id, scope, number, attempts",
+    )
+    .bind(worker)
+    .bind(ms(lease))
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
     let mut out = Vec::new();
-    for (id, correlation_id, repo, scope, number) in rows {
+    for (id, correlation_id, repo, scope, number, attempts) in rows {
         let column = if scope == "issue_namespaces" { "issue_number" } else { "pr_number" };
         let namespaces: Vec<(Uuid, String)> = sqlx::query_as(&format!(
             "SELECT DISTINCT ON (namespace) id, namespace FROM agent_runs WHERE repository_id = $1 AND {column} = $2 AND namespace IS NOT NULL"
@@ -499,18 +519,40 @@ pub async fn pending_cleanups(pool: &PgPool, limit: i64) -> Result<Vec<CleanupWo
         .bind(number)
         .fetch_all(pool)
         .await?;
-        out.push(CleanupWork { id, correlation_id, namespaces });
+        out.push(CleanupWork { id, correlation_id, attempts, namespaces });
     }
     Ok(out)
 }
 
-/// Marks a cleanup request done or failed.
-pub async fn finish_cleanup(pool: &PgPool, id: i64, ok: bool, error: Option<&str>) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE cleanup_requests SET status = $2, attempts = attempts + 1, last_error = $3 WHERE id = $1")
-        .bind(id)
-        .bind(if ok { "done" } else { "failed" })
-        .bind(error)
-        .execute(pool)
-        .await?;
-    Ok(())
+/// How a claimed cleanup ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CleanupResult {
+    Done,
+    /// Given up, with the last error.
+    Failed(String),
+    /// The runtime was unreachable: back to pending for a later claim.
+    Retry(String),
+}
+
+/// Records how a claimed cleanup ended, only by the claim that holds it; false when another
+/// claim took it over meanwhile.
+pub async fn finish_cleanup(pool: &PgPool, work: &CleanupWork, worker: &str, result: &CleanupResult) -> Result<bool, StoreError> {
+    let (status, error) = match result {
+        CleanupResult::Done => ("done", None),
+        CleanupResult::Failed(e) => ("failed", Some(e.as_str())),
+        CleanupResult::Retry(e) => ("pending", Some(e.as_str())),
+    };
+    let n = sqlx::query(
+        "UPDATE cleanup_requests SET status = $4, last_error = $5, lease_owner = NULL, lease_until = NULL
+          WHERE id = $1 AND status = 'in_progress' AND lease_owner = $2 AND attempts = $3",
+    )
+    .bind(work.id)
+    .bind(worker)
+    .bind(work.attempts)
+    .bind(status)
+    .bind(error)
+    .execute(pool)
+    .await?
+    .rows_affected();
+    Ok(n == 1)
 }

@@ -1,6 +1,7 @@
 //! `worker_instances`: the heartbeat every worker keeps, which other workers read to detect
 //! dead lease holders.
 
+use crate::error::StoreError;
 use chrono::{DateTime, Utc};
 use sqlx::PgExecutor;
 use std::time::Duration;
@@ -12,7 +13,7 @@ pub async fn heartbeat<'e>(
     namespace: Option<&str>,
     pod_name: Option<&str>,
     ttl: Duration,
-) -> Result<DateTime<Utc>, sqlx::Error> {
+) -> Result<DateTime<Utc>, StoreError> {
     let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
     sqlx::query_scalar(
         "INSERT INTO worker_instances (worker_id, namespace, pod_name, status, started_at, heartbeat_at, expires_at)
@@ -32,10 +33,11 @@ pub async fn heartbeat<'e>(
     .bind(ttl_ms)
     .fetch_one(db)
     .await
+    .map_err(StoreError::from)
 }
 
 /// Marks a worker stopped (graceful shutdown) so others may reclaim its leases at once.
-pub async fn mark_stopped<'e>(db: impl PgExecutor<'e>, worker_id: &str) -> Result<bool, sqlx::Error> {
+pub async fn mark_stopped<'e>(db: impl PgExecutor<'e>, worker_id: &str) -> Result<bool, StoreError> {
     let r = sqlx::query("UPDATE worker_instances SET status = 'stopped', expires_at = now(), heartbeat_at = now() WHERE worker_id = $1")
         .bind(worker_id)
         .execute(db)
@@ -53,9 +55,10 @@ pub struct WorkerInstance {
 }
 
 /// Reads one worker's row.
-pub async fn get<'e>(db: impl PgExecutor<'e>, worker_id: &str) -> Result<Option<WorkerInstance>, sqlx::Error> {
+pub async fn get<'e>(db: impl PgExecutor<'e>, worker_id: &str) -> Result<Option<WorkerInstance>, StoreError> {
     sqlx::query_as("SELECT worker_id, status, heartbeat_at, expires_at FROM worker_instances WHERE worker_id = $1")
         .bind(worker_id)
         .fetch_optional(db)
         .await
+        .map_err(StoreError::from)
 }

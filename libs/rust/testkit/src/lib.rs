@@ -12,6 +12,7 @@
 
 pub mod cluster;
 pub mod codex;
+pub mod fixtures;
 pub mod forge;
 pub mod process;
 

@@ -63,21 +63,21 @@ impl Config {
 /// Why forge-sim could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
 enum RunError {
-    /// The listener could not be bound (the message names the setting to change).
-    #[error("{0}")]
-    Listen(String),
-    #[error("{0}")]
-    LocalAddr(std::io::Error),
-    #[error("cannot create the git root {}: {source}; set CODEXK8S_FORGE_SIM_GIT_ROOT", .dir.display())]
-    GitRoot { dir: PathBuf, source: std::io::Error },
-    /// The server failed, or the shutdown overran its deadline.
-    #[error("{0}")]
-    Stopped(String),
+    /// A listener could not be bound (the message names the setting to change), or the server
+    /// failed, or the shutdown overran its deadline.
+    #[error(transparent)]
+    Service(#[from] ck8s_service::ServiceError),
+    #[error("cannot create the git root {}; set CODEXK8S_FORGE_SIM_GIT_ROOT", .dir.display())]
+    GitRoot {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 async fn run(cfg: Config) -> Result<(), RunError> {
-    let listener = server::bind(cfg.http_addr, "CODEXK8S_FORGE_SIM_HTTP_ADDR").await.map_err(RunError::Listen)?;
-    let addr = listener.local_addr().map_err(RunError::LocalAddr)?;
+    let listener = server::bind(cfg.http_addr, "CODEXK8S_FORGE_SIM_HTTP_ADDR").await?;
+    let addr = server::local_addr(&listener, "http")?;
     tracing::info!(listener = "http", addr = %addr, "listening");
     let mut shutdown = Shutdown::on_signals();
     let metrics = MetricsBuilder::new("forge-sim").build();
@@ -93,7 +93,7 @@ async fn run(cfg: Config) -> Result<(), RunError> {
     let forge: Shared = Arc::new(Mutex::new(Forge::new(base_url, git_root.clone())));
     let app = with_request_metrics(health_router("forge-sim", vec![], metrics.clone(), shutdown.token()).merge(router(forge)), metrics);
     shutdown.spawn("http", server::serve(listener, app, shutdown.token()));
-    let result = shutdown.run_until_stopped(cfg.shutdown_timeout).await.map_err(RunError::Stopped);
+    let result = shutdown.run_until_stopped(cfg.shutdown_timeout).await.map_err(RunError::from);
     if temporary {
         let _ = std::fs::remove_dir_all(&git_root);
     }
@@ -156,8 +156,5 @@ fn router(forge: Shared) -> Router {
 }
 
 fn main() -> ExitCode {
-    // The service runner reports a failure as its message.
-    ck8s_service::startup::main_with("forge-sim", std::env::args().skip(1).collect(), Config::load, |cfg| async move {
-        run(cfg).await.map_err(|e| e.to_string())
-    })
+    ck8s_service::startup::main_with("forge-sim", std::env::args().skip(1).collect(), Config::load, run)
 }

@@ -98,35 +98,61 @@ impl Config {
     }
 }
 
+/// Why model-sim cannot start.
+#[derive(Debug, thiserror::Error)]
+enum SimError {
+    #[error("cannot read scenarios from {}; check CODEXK8S_MODEL_SIM_SCENARIOS_DIR", .0.display())]
+    ScenariosDir(std::path::PathBuf, #[source] std::io::Error),
+    #[error("{}", .0.display())]
+    ScenarioFile(std::path::PathBuf, #[source] std::io::Error),
+    #[error("{}: {error}", .file.display())]
+    BadScenario { file: std::path::PathBuf, error: ScenarioError },
+    #[error("built-in scenario: {0}")]
+    BadBuiltIn(ScenarioError),
+    #[error(transparent)]
+    Service(#[from] ck8s_service::ServiceError),
+}
+
+/// A scenario file that is not a usable scenario.
+#[derive(Debug, thiserror::Error)]
+enum ScenarioError {
+    #[error("not a scenario: {0}")]
+    NotJson(#[from] serde_json::Error),
+    #[error("scenario {0} has no turns")]
+    NoTurns(String),
+    #[error("scenario {0} must end with a message")]
+    NoFinalMessage(String),
+}
+
 /// Parses the built-in scenarios and those of `dir`; a bad file is an error naming it.
-fn load_scenarios(dir: Option<&std::path::Path>) -> Result<Vec<Scenario>, String> {
+fn load_scenarios(dir: Option<&std::path::Path>) -> Result<Vec<Scenario>, SimError> {
     let mut out = Vec::new();
     if let Some(dir) = dir {
         let mut files: Vec<_> = std::fs::read_dir(dir)
-            .map_err(|e| format!("cannot read scenarios from {}: {e}; check CODEXK8S_MODEL_SIM_SCENARIOS_DIR", dir.display()))?
+            .map_err(|e| SimError::ScenariosDir(dir.to_path_buf(), e))?
             .filter_map(Result::ok)
             .map(|e| e.path())
             .filter(|p| p.extension().is_some_and(|x| x == "json"))
             .collect();
         files.sort();
         for f in files {
-            let text = std::fs::read_to_string(&f).map_err(|e| format!("{}: {e}", f.display()))?;
-            out.push(parse_scenario(&text).map_err(|e| format!("{}: {e}", f.display()))?);
+            let text = std::fs::read_to_string(&f).map_err(|e| SimError::ScenarioFile(f.clone(), e))?;
+            out.push(parse_scenario(&text).map_err(|error| SimError::BadScenario { file: f.clone(), error })?);
         }
     }
     for text in BUILT_IN {
-        out.push(parse_scenario(text).map_err(|e| format!("built-in scenario: {e}"))?);
+        out.push(parse_scenario(text).map_err(SimError::BadBuiltIn)?);
     }
     Ok(out)
 }
 
-fn parse_scenario(text: &str) -> Result<Scenario, String> {
-    let s: Scenario = serde_json::from_str(text).map_err(|e| format!("not a scenario: {e}"))?;
+fn parse_scenario(text: &str) -> Result<Scenario, ScenarioError> {
+    let s: Scenario = serde_json::from_str(text)?;
     if s.turns.is_empty() {
-        return Err(format!("scenario {} has no turns", s.name));
+        return Err(ScenarioError::NoTurns(s.name));
     }
     if !matches!(s.turns.last(), Some(Turn::Message { .. })) {
-        return Err(format!("scenario {} must end with a message", s.name));
+        return Err(ScenarioError::NoFinalMessage(s.name));
     }
     Ok(s)
 }
@@ -281,10 +307,10 @@ async fn recorded(State(sim): State<Shared>) -> Response {
     Json(Value::Array(r)).into_response()
 }
 
-async fn run(cfg: Config) -> Result<(), String> {
+async fn run(cfg: Config) -> Result<(), SimError> {
     let scenarios = load_scenarios(cfg.scenarios_dir.as_deref())?;
     let http = server::bind(cfg.http_addr, "CODEXK8S_MODEL_SIM_HTTP_ADDR").await?;
-    tracing::info!(listener = "http", addr = %http.local_addr().map_err(|e| e.to_string())?, "listening");
+    tracing::info!(listener = "http", addr = %server::local_addr(&http, "http")?, "listening");
     tracing::info!(scenarios = scenarios.len(), "scenarios loaded");
     let mut shutdown = Shutdown::on_signals();
     let metrics = MetricsBuilder::new("model-sim").build();
@@ -298,7 +324,7 @@ async fn run(cfg: Config) -> Result<(), String> {
         .with_state(sim);
     let router = with_request_metrics(health_router("model-sim", vec![], metrics.clone(), shutdown.token()).merge(api), metrics);
     shutdown.spawn("http", server::serve(http, router, shutdown.token()));
-    shutdown.run_until_stopped(cfg.shutdown_timeout).await
+    Ok(shutdown.run_until_stopped(cfg.shutdown_timeout).await?)
 }
 
 fn main() -> ExitCode {
@@ -313,11 +339,11 @@ mod tests {
     fn built_in_scenarios_parse_and_bad_ones_are_refused_with_a_reason() {
         let all = load_scenarios(None).unwrap();
         assert!(all.iter().any(|s| s.name == "dev-hello") && all.iter().any(|s| s.name == "default"));
-        assert!(parse_scenario("{").unwrap_err().contains("not a scenario"));
+        assert!(parse_scenario("{").unwrap_err().to_string().contains("not a scenario"));
         let no_message = r#"{"name": "x", "turns": [{"tool": "exec_command", "arguments": {"cmd": "ls"}}], "usage": {"input_tokens": 1, "output_tokens": 1}}"#;
-        assert!(parse_scenario(no_message).unwrap_err().contains("must end with a message"));
+        assert!(parse_scenario(no_message).unwrap_err().to_string().contains("must end with a message"));
         let empty = r#"{"name": "x", "turns": [], "usage": {"input_tokens": 1, "output_tokens": 1}}"#;
-        assert!(parse_scenario(empty).unwrap_err().contains("no turns"));
+        assert!(parse_scenario(empty).unwrap_err().to_string().contains("no turns"));
     }
 
     #[test]

@@ -14,17 +14,38 @@ use std::sync::Arc;
 use std::time::Duration;
 use tonic::transport::Endpoint;
 
-pub async fn run(cfg: Config) -> Result<(), String> {
+/// What ends the gateway.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error("CODEXK8S_CONTROL_PLANE_GRPC_TARGET is not a valid address")]
+    ControlPlaneTarget(#[source] tonic::transport::Error),
+    #[error("CODEXK8S_INTERNAL_API_TOKEN cannot be sent")]
+    InternalToken(#[source] ck8s_proto::auth::BadToken),
+    #[error(transparent)]
+    Service(#[from] ck8s_service::ServiceError),
+}
+
+/// A readiness check of control-plane that failed.
+#[derive(Debug, thiserror::Error)]
+enum NotReady {
+    #[error("{target} unreachable: {message}")]
+    Unreachable { target: String, message: String },
+    #[error("control-plane reports its database is not ready")]
+    Database,
+}
+
+/// Serves until a signal, then drains.
+pub async fn run(cfg: Config) -> Result<(), GatewayError> {
     let http = server::bind(cfg.http_addr, "CODEXK8S_HTTP_ADDR").await?;
-    tracing::info!(listener = "http", addr = %http.local_addr().map_err(|e| e.to_string())?, "listening");
+    tracing::info!(listener = "http", addr = %server::local_addr(&http, "http")?, "listening");
 
     let channel = Endpoint::from_shared(cfg.control_plane_target.clone())
-        .map_err(|e| format!("CODEXK8S_CONTROL_PLANE_GRPC_TARGET: {e}"))?
+        .map_err(GatewayError::ControlPlaneTarget)?
         .connect_timeout(Duration::from_secs(2))
         .timeout(Duration::from_secs(10))
         .connect_lazy();
     let auth = ck8s_proto::auth::SendToken::new(secrecy::ExposeSecret::expose_secret(&cfg.internal_api_token))
-        .map_err(|e| format!("CODEXK8S_INTERNAL_API_TOKEN: {e}"))?;
+        .map_err(GatewayError::InternalToken)?;
     let control_plane = ControlPlaneClient::with_interceptor(channel, auth);
 
     let mut shutdown = Shutdown::on_signals();
@@ -42,13 +63,16 @@ pub async fn run(cfg: Config) -> Result<(), String> {
         let mut client = control_plane.clone();
         let target = target.clone();
         async move {
-            let status =
-                client.get_status(GetStatusRequest {}).await.map_err(|e| format!("{target} unreachable: {}", e.message()))?.into_inner();
-            if status.database_ready { Ok(()) } else { Err("control-plane reports its database is not ready".into()) }
+            let status = client
+                .get_status(GetStatusRequest {})
+                .await
+                .map_err(|e| NotReady::Unreachable { target, message: e.message().to_string() })?
+                .into_inner();
+            if status.database_ready { Ok(()) } else { Err(NotReady::Database) }
         }
     })];
     let api = Router::new().route("/api/v1/webhooks/github", post(github)).with_state(webhook);
     let router = with_request_metrics(health_router("api-gateway", checks, metrics.clone(), shutdown.token()).merge(api), metrics);
     shutdown.spawn("http", server::serve(http, router, shutdown.token()));
-    shutdown.run_until_stopped(cfg.shutdown_timeout).await
+    Ok(shutdown.run_until_stopped(cfg.shutdown_timeout).await?)
 }

@@ -4,6 +4,7 @@
 //! size, and nothing that contains the caller's own token is stored.
 
 use ck8s_domain::agent_run::{SESSION_STATUSES, canonical_json, is_agent_event_type};
+use ck8s_domain::comments::{Phase, StatusState};
 use ck8s_proto::controlplane::v1::agent_callbacks_server::AgentCallbacks;
 use ck8s_proto::controlplane::v1::{
     AppendTokenUsageRequest, AppendTokenUsageResponse, GetLatestAgentSessionRequest, GetLatestAgentSessionResponse,
@@ -12,7 +13,6 @@ use ck8s_proto::controlplane::v1::{
 };
 use ck8s_store::agent::{self as store, RunAuth, SnapshotWrite};
 use serde_json::{Value, json};
-use sqlx::PgPool;
 use tonic::{Request, Response, Status};
 
 /// Largest event payload.
@@ -28,7 +28,7 @@ const MAX_TEXT: usize = 64 * 1024;
 
 /// The service.
 pub struct AgentApi {
-    pub pool: PgPool,
+    pub pool: ck8s_store::Pool,
 }
 
 /// The caller's run and its raw token (to refuse storing it).
@@ -37,13 +37,12 @@ struct Caller {
     token: String,
 }
 
-fn db_error(e: sqlx::Error) -> Status {
-    tracing::error!(error = %e, "agent callback failed in the database");
-    match e {
-        sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
-            Status::unavailable("database unavailable, retry later")
-        }
-        _ => Status::internal("the callback failed; see control-plane logs"),
+fn db_error(e: ck8s_store::StoreError) -> Status {
+    tracing::error!(error = %ck8s_domain::report::Report(&e), "agent callback failed in the database");
+    if e.is_unavailable() {
+        Status::unavailable("database unavailable, retry later")
+    } else {
+        Status::internal("the callback failed; see control-plane logs")
     }
 }
 
@@ -127,12 +126,15 @@ impl AgentCallbacks for AgentApi {
     ) -> Result<Response<UpsertRunStatusCommentResponse>, Status> {
         let c = self.caller(&req).await?;
         let r = req.into_inner();
-        if !matches!(r.phase.as_str(), "started" | "auth_required" | "auth_resolved" | "ready") {
-            return Err(Status::invalid_argument(format!(
-                "phase {:?} cannot be reported by the agent (started, auth_required, auth_resolved, ready)",
-                r.phase.chars().take(40).collect::<String>()
-            )));
-        }
+        let phase = [Phase::Started, Phase::AuthRequired, Phase::AuthResolved, Phase::Ready]
+            .into_iter()
+            .find(|p| p.as_str() == r.phase)
+            .ok_or_else(|| {
+                Status::invalid_argument(format!(
+                    "phase {:?} cannot be reported by the agent (started, auth_required, auth_resolved, ready)",
+                    r.phase.chars().take(40).collect::<String>()
+                ))
+            })?;
         let pr_number = small_number("pr_number", r.pr_number)?;
         for (what, v) in [("pr_url", &r.pr_url), ("model", &r.model), ("reasoning_effort", &r.reasoning_effort)] {
             short(what, v, 500)?;
@@ -141,10 +143,15 @@ impl AgentCallbacks for AgentApi {
         if r.pr_url.as_deref().is_some_and(|u| !u.starts_with("https://") && !u.starts_with("http://")) {
             return Err(Status::invalid_argument("pr_url must be an http(s) URL"));
         }
-        let state =
-            json!({"phase": r.phase, "pr_number": pr_number, "pr_url": r.pr_url, "model": r.model, "reasoning_effort": r.reasoning_effort});
-        let mut conn = self.pool.acquire().await.map_err(db_error)?;
-        let owed = store::owe_status_report(&mut conn, c.run.run_id, &c.run.correlation_id, &state).await.map_err(db_error)?;
+        let state = StatusState {
+            phase: Some(phase),
+            pr_number: pr_number.map(i64::from),
+            pr_url: r.pr_url,
+            model: r.model,
+            reasoning_effort: r.reasoning_effort,
+            ..Default::default()
+        };
+        let owed = store::report_status(&self.pool, c.run.run_id, &c.run.correlation_id, &state).await.map_err(db_error)?;
         Ok(Response::new(UpsertRunStatusCommentResponse { owed }))
     }
 

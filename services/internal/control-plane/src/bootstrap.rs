@@ -5,7 +5,6 @@
 use ck8s_crypto::Sealer;
 use ck8s_store::bootstrap as q;
 use secrecy::{ExposeSecret, SecretString};
-use sqlx::PgPool;
 
 /// One repository to bind: `owner/name=<numeric id>`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,8 +88,8 @@ pub struct Applied {
 }
 
 /// Applies the bootstrap in one transaction.
-pub async fn apply(pool: &PgPool, cfg: &BootstrapConfig, sealer: &Sealer) -> Result<Applied, sqlx::Error> {
-    let mut tx = pool.begin().await?;
+pub async fn apply(pool: &ck8s_store::Pool, cfg: &BootstrapConfig, sealer: &Sealer) -> Result<Applied, ck8s_store::StoreError> {
+    let mut tx = ck8s_store::begin(pool).await?;
     let mut applied = Applied::default();
     let owner_id = match &cfg.owner_email {
         Some(email) => {
@@ -142,7 +141,7 @@ pub async fn apply(pool: &PgPool, cfg: &BootstrapConfig, sealer: &Sealer) -> Res
             applied.repositories += 1;
         }
     }
-    tx.commit().await?;
+    ck8s_store::commit(tx).await?;
     Ok(applied)
 }
 

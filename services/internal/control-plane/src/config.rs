@@ -3,7 +3,7 @@
 use crate::bootstrap::{BootstrapConfig, parse_members, parse_repositories};
 use crate::ingest::IngestSettings;
 use ck8s_config::{ConfigError, Layers, Reader};
-use ck8s_domain::labels::{LabelCatalog, setting_for_run_label};
+use ck8s_domain::labels::LabelCatalog;
 use ck8s_domain::policy::{PolicyConfig, RuntimeMode, RuntimePolicy};
 use ck8s_store::DbConfig;
 use std::collections::BTreeMap;
@@ -35,22 +35,7 @@ pub struct Config {
 
 /// Setting names that rename labels, with no prefix.
 fn label_settings() -> Vec<String> {
-    let mut keys: Vec<String> = ck8s_domain::stage::REVISABLE_STAGES
-        .iter()
-        .flat_map(|s| [setting_for_run_label(s, false), setting_for_run_label(s, true)])
-        .collect();
-    keys.extend(
-        [
-            "RUN_RETHINK_LABEL",
-            "RUN_AI_REPAIR_LABEL",
-            "MODE_DISCUSSION_LABEL",
-            "NEED_REVIEWER_LABEL",
-            "NEED_INPUT_LABEL",
-            "STATE_IN_REVIEW_LABEL",
-        ]
-        .map(String::from),
-    );
-    keys
+    ck8s_domain::labels::setting_names()
 }
 
 fn list(r: &mut Reader<'_>, key: &str) -> Vec<String> {
@@ -73,7 +58,12 @@ fn runtime_policy(r: &mut Reader<'_>) -> RuntimePolicy {
             match &stack.spec.webhook_runtime {
                 Some(w) => RuntimePolicy {
                     default_mode: convert(w.default_mode),
-                    trigger_modes: w.trigger_modes.iter().map(|(k, v)| (k.clone(), convert(*v))).collect(),
+                    // The loader already refused unknown kinds.
+                    trigger_modes: w
+                        .trigger_modes
+                        .iter()
+                        .filter_map(|(k, v)| ck8s_domain::stage::TriggerKind::parse(k).ok().map(|k| (k, convert(*v))))
+                        .collect(),
                 },
                 None => RuntimePolicy::default(),
             }
@@ -114,8 +104,7 @@ impl Config {
             }
         }
         let labels = LabelCatalog::with_overrides(&overrides);
-        let locale = r.string("AGENT_DEFAULT_LOCALE", "ru").to_lowercase();
-        let locale = if locale.starts_with("ru") { "ru".to_string() } else { "en".to_string() };
+        let locale = ck8s_domain::comments::Locale::parse(&r.string("AGENT_DEFAULT_LOCALE", "ru"));
         let learning_mode_default = r.bool("LEARNING_MODE_DEFAULT", false);
         let ingest = IngestSettings {
             policy: PolicyConfig {

@@ -2,7 +2,7 @@
 //! opened from their sealed form only for the call that needs them.
 
 use ck8s_domain::forge::RepositoryProvider;
-use ck8s_effects::{Executor, ExecutorSettings, Providers, RepositoryRow};
+use ck8s_effects::{Executor, ExecutorSettings, ProviderSetupError, Providers, RepositoryRow};
 use ck8s_github::{Github, GithubProvider, GithubSettings};
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,26 +15,27 @@ pub struct SealedProviders {
 }
 
 impl Providers for SealedProviders {
-    fn for_repository(&self, repo: &RepositoryRow) -> Result<Arc<dyn RepositoryProvider>, String> {
+    fn for_repository(&self, repo: &RepositoryRow) -> Result<Arc<dyn RepositoryProvider>, ProviderSetupError> {
         if repo.provider != "github" {
-            return Err(format!("provider {:?} is not supported yet (only github)", repo.provider));
+            return Err(ProviderSetupError(format!("provider {:?} is not supported yet (only github)", repo.provider)));
         }
-        let token = self
-            .sealer
-            .open(&repo.token_encrypted)
-            .map_err(|_| format!("the token of {}/{} cannot be opened; check CODEXK8S_TOKEN_ENCRYPTION_KEY", repo.owner, repo.name))?;
-        let gh = Github::new(GithubSettings::new(self.base_url.clone(), token)).map_err(|e| e.to_string())?;
+        let token = self.sealer.open(&repo.token_encrypted).map_err(|_| {
+            ProviderSetupError(format!("the token of {}/{} cannot be opened; check CODEXK8S_TOKEN_ENCRYPTION_KEY", repo.owner, repo.name))
+        })?;
+        let gh = Github::new(GithubSettings::new(self.base_url.clone(), token)).map_err(|e| ProviderSetupError(e.to_string()))?;
         Ok(Arc::new(GithubProvider::new(gh)))
     }
 }
 
 /// Ticks the executor every `interval` until cancelled; a failing tick is logged and retried.
-pub async fn run(executor: Executor, interval: Duration, token: CancellationToken) -> Result<(), String> {
+pub async fn run(executor: Executor, interval: Duration, token: CancellationToken) -> Result<(), std::convert::Infallible> {
     loop {
         match executor.drain().await {
             Ok(0) => {}
             Ok(n) => tracing::info!(attempted = n, "side effects attempted"),
-            Err(e) => tracing::warn!(error = %e, "side-effect tick failed; retrying (is PostgreSQL reachable?)"),
+            Err(e) => {
+                tracing::warn!(error = %ck8s_domain::report::Report(&e), "side-effect tick failed; retrying (is PostgreSQL reachable?)")
+            }
         }
         tokio::select! {
             _ = token.cancelled() => return Ok(()),

@@ -6,12 +6,11 @@ use ck8s_proto::controlplane::v1::control_plane_server::ControlPlane;
 use ck8s_proto::controlplane::v1::{
     GetStatusRequest, GetStatusResponse, IngestGithubWebhookRequest, IngestGithubWebhookResponse, IngestStatus,
 };
-use sqlx::PgPool;
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 pub struct ControlPlaneApi {
-    pub pool: PgPool,
+    pub pool: ck8s_store::Pool,
     pub ingestor: Arc<Ingestor>,
 }
 
@@ -20,8 +19,7 @@ const MAX_ID_LEN: usize = 200;
 #[tonic::async_trait]
 impl ControlPlane for ControlPlaneApi {
     async fn get_status(&self, _req: Request<GetStatusRequest>) -> Result<Response<GetStatusResponse>, Status> {
-        let schema_version: Option<i64> =
-            sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations WHERE success").fetch_one(&self.pool).await.ok();
+        let schema_version = ck8s_store::schema_version(&self.pool).await.ok();
         Ok(Response::new(GetStatusResponse {
             service: "control-plane".into(),
             version: env!("CARGO_PKG_VERSION").into(),
@@ -55,10 +53,11 @@ impl ControlPlane for ControlPlaneApi {
             Err(IngestError::InvalidPayload(m)) => Err(Status::invalid_argument(m)),
             Err(IngestError::FailedPrecondition(m)) => Err(Status::failed_precondition(m)),
             Err(IngestError::Store(e)) => {
-                tracing::error!(error = %e, delivery_id = %r.delivery_id, "ingest failed in the database");
-                match e {
-                    ck8s_store::StoreError::Unavailable(_) => Err(Status::unavailable("database unavailable, retry later")),
-                    _ => Err(Status::internal("ingest failed")),
+                tracing::error!(error = %ck8s_domain::report::Report(&e), delivery_id = %r.delivery_id, "ingest failed in the database");
+                if e.is_unavailable() {
+                    Err(Status::unavailable("database unavailable, retry later"))
+                } else {
+                    Err(Status::internal("ingest failed"))
                 }
             }
         }

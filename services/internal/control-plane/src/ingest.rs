@@ -5,14 +5,19 @@
 
 pub mod github;
 
+use ck8s_domain::comments::Locale;
+use ck8s_domain::effects::OwedEffect;
 use ck8s_domain::policy::{
-    self, Binding, Candidate, Cleanup, CommentTemplate, Decision, Effect, History, Outcome, PolicyConfig, ReactionTarget, SenderStanding,
+    self, Binding, Candidate, Cleanup, CommentTemplate, Decision, Effect, History, Outcome, PolicyConfig, SenderStanding,
 };
 use ck8s_domain::project::ProjectRole;
-use ck8s_store::ingest as q;
+use ck8s_domain::run_spec::{
+    AgentRef, Installation, IssueSummary, ProfileHints, ProjectBinding, RUN_SPEC_VERSION, RunSpec, SenderSummary, Trigger,
+};
+use ck8s_store::ingest::{self as q, CleanupScope};
+use ck8s_store::{Conn, Pool};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 /// Audit actor of webhook-driven events.
@@ -54,14 +59,8 @@ pub enum IngestError {
     InvalidPayload(String),
     #[error("{0}")]
     FailedPrecondition(String),
-    #[error(transparent)]
+    #[error("the delivery cannot be recorded")]
     Store(#[from] ck8s_store::StoreError),
-}
-
-impl From<sqlx::Error> for IngestError {
-    fn from(e: sqlx::Error) -> Self {
-        IngestError::Store(e.into())
-    }
 }
 
 /// Settings of the ingest beyond the policy.
@@ -71,12 +70,12 @@ pub struct IngestSettings {
     /// `CODEXK8S_LEARNING_MODE_DEFAULT`, used when the project sets no default.
     pub learning_mode_default: bool,
     /// Locale of webhook-time comments (`CODEXK8S_AGENT_DEFAULT_LOCALE`).
-    pub locale: String,
+    pub locale: Locale,
 }
 
 /// The ingest use-case.
 pub struct Ingestor {
-    pub pool: PgPool,
+    pub pool: Pool,
     pub settings: IngestSettings,
 }
 
@@ -96,10 +95,6 @@ fn standing(rec: &q::SenderRecord) -> SenderStanding {
     }
 }
 
-fn stage_of(kind: &str) -> String {
-    kind.strip_suffix("_revise").unwrap_or(kind).to_string()
-}
-
 impl Ingestor {
     /// Ingests one delivery whose signature and JSON syntax the gateway already checked.
     #[tracing::instrument(skip_all, fields(delivery_id = %delivery_id, event = %event_name))]
@@ -111,7 +106,7 @@ impl Ingestor {
         let event = github::to_event(delivery_id, event_name, &payload);
         let sha = hex::encode(Sha256::digest(body));
 
-        let mut tx = self.pool.begin().await?;
+        let mut tx = ck8s_store::begin(&self.pool).await?;
         let repo_ext_id = event.repository.as_ref().map(|r| r.id).filter(|id| *id > 0);
         let sender_login = event.sender.as_ref().map(|s| s.login.as_str());
         if let Some(prior) =
@@ -127,7 +122,7 @@ impl Ingestor {
                 &json!({"delivery_id": delivery_id, "event": event_name}),
             )
             .await?;
-            tx.commit().await?;
+            ck8s_store::commit(tx).await?;
             return Ok(IngestResult {
                 correlation_id: prior.correlation_id,
                 run_id: prior.run_id,
@@ -173,12 +168,17 @@ impl Ingestor {
             result.run_id,
         )
         .await?;
-        tx.commit().await?;
+        ck8s_store::commit(tx).await?;
         tracing::info!(status = result.status.as_str(), reason = ?result.reason, run_id = ?result.run_id, "delivery ingested");
         Ok(result)
     }
 
-    async fn history(&self, db: &mut PgConnection, repository_id: Uuid, e: &ck8s_domain::webhook::Event) -> Result<History, sqlx::Error> {
+    async fn history(
+        &self,
+        db: &mut Conn,
+        repository_id: Uuid,
+        e: &ck8s_domain::webhook::Event,
+    ) -> Result<History, ck8s_store::StoreError> {
         let mut h = History::default();
         if let Some(issue) = e.issue.as_ref().filter(|i| !i.is_pull_request && i.number > 0) {
             h.live_discussion_run = q::live_discussion_run(db, repository_id, issue.number).await?;
@@ -190,21 +190,20 @@ impl Ingestor {
         }
         if let Some(pr) = e.pull_request.as_ref().filter(|p| p.number > 0) {
             h.pr_linked_issues = q::pr_linked_issues(db, repository_id, pr.number).await?;
-            h.pr_last_run_stage = q::pr_last_run_kind(db, repository_id, pr.number).await?.map(|k| stage_of(&k));
+            h.pr_last_run_stage = q::pr_last_run_kind(db, repository_id, pr.number).await?.map(|k| k.stage);
             if let [issue] = h.pr_linked_issues.as_slice()
                 && let Some(last) = q::last_run(db, repository_id, Some(*issue), None).await?
             {
                 h.linked_issue_labels = Some(last.issue_labels);
-                h.linked_issue_last_stage = last.trigger_kind.map(|k| stage_of(&k));
+                h.linked_issue_last_stage = last.trigger_kind.map(|k| k.stage);
             }
         }
         Ok(h)
     }
 
-    #[allow(clippy::too_many_lines)]
     async fn apply(
         &self,
-        db: &mut PgConnection,
+        db: &mut Conn,
         e: &ck8s_domain::webhook::Event,
         payload: &Value,
         bound: Option<&q::BoundRepository>,
@@ -248,10 +247,10 @@ impl Ingestor {
                         }
                     }
                     Cleanup::IssueNamespaces { issue } => {
-                        q::request_cleanup(db, b.repository_id, &e.delivery_id, "issue_namespaces", *issue).await?
+                        q::request_cleanup(db, b.repository_id, &e.delivery_id, CleanupScope::IssueNamespaces, *issue).await?
                     }
                     Cleanup::PullRequestNamespaces { pr } => {
-                        q::request_cleanup(db, b.repository_id, &e.delivery_id, "pull_request_namespaces", *pr).await?
+                        q::request_cleanup(db, b.repository_id, &e.delivery_id, CleanupScope::PullRequestNamespaces, *pr).await?
                     }
                 }
             }
@@ -297,44 +296,37 @@ impl Ingestor {
             .learning_mode_override
             .or_else(|| b.project_settings.get("learning_mode_default").and_then(Value::as_bool))
             .unwrap_or(self.settings.learning_mode_default);
-        let hints =
-            match q::last_run(db, b.repository_id, plan.issue_number, if plan.issue_number.is_none() { plan.pr_number } else { None })
-                .await?
-            {
-                Some(last) => json!({"last_run_issue_labels": last.issue_labels, "last_run_pull_request_labels": last.pull_request_labels}),
-                None => json!({"last_run_issue_labels": [], "last_run_pull_request_labels": []}),
-            };
-        let received_at = q::db_now(db).await?;
-        let repo_full_name = e.repository.as_ref().map(|r| r.full_name.clone()).unwrap_or_default();
-        let run_payload = json!({
-            "source": "github",
-            "delivery_id": e.delivery_id,
-            "event_type": e.name,
-            "received_at": received_at.to_rfc3339(),
-            "action": e.action,
-            "correlation_id": plan.correlation_id,
-            "repository": github::repository_summary(payload),
-            "installation": {"id": payload.get("installation").and_then(|i| i.get("id"))},
-            "sender": {"id": e.sender.as_ref().map(|s| s.id), "login": e.sender.as_ref().map(|s| s.login.clone())},
-            "raw_payload": payload,
-            "project": {"id": b.project_id, "repository_id": b.repository_id, "services_yaml": b.services_yaml_path, "binding_resolved": true},
-            "learning_mode": learning_mode,
-            "discussion_mode": plan.discussion,
-            "agent": agent.as_ref().map(|a| json!({"id": a.id, "key": a.key, "name": a.name})),
-            "issue": github::issue_summary(payload).or_else(|| plan.issue_number.map(|n| json!({"number": n}))),
-            "pull_request": github::pull_request_summary(payload),
-            "trigger": {"source": plan.source.as_str(), "label": plan.label, "kind": plan.kind},
-            "profile_hints": hints,
-            "runtime": {
-                "mode": plan.runtime.mode.as_str(),
-                "source": plan.runtime.source,
-                "target_env": plan.runtime.target_env,
-                "namespace": plan.runtime.namespace,
-                "build_ref": plan.runtime.build_ref,
-                "deploy_only": plan.runtime.deploy_only,
-                "access_profile": plan.runtime.access_profile,
+        let last =
+            q::last_run(db, b.repository_id, plan.issue_number, if plan.issue_number.is_none() { plan.pr_number } else { None }).await?;
+        let spec = RunSpec {
+            version: RUN_SPEC_VERSION,
+            source: "github".into(),
+            delivery_id: e.delivery_id.clone(),
+            event_type: e.name.clone(),
+            received_at: q::db_now(db).await?,
+            action: e.action.clone(),
+            correlation_id: plan.correlation_id.clone(),
+            repository: github::repository_summary(payload),
+            installation: Installation { id: payload.get("installation").and_then(|i| i.get("id")).and_then(Value::as_i64) },
+            sender: SenderSummary { id: e.sender.as_ref().map(|s| s.id), login: e.sender.as_ref().map(|s| s.login.clone()) },
+            raw_payload: payload.clone(),
+            project: ProjectBinding {
+                id: b.project_id,
+                repository_id: b.repository_id,
+                services_yaml: Some(b.services_yaml_path.clone()),
+                binding_resolved: true,
             },
-        });
+            learning_mode,
+            discussion_mode: plan.discussion,
+            agent: agent.as_ref().map(|a| AgentRef { id: a.id, key: a.key.clone(), name: a.name.clone() }),
+            issue: github::issue_summary(payload).or_else(|| plan.issue_number.map(|number| IssueSummary { number, ..Default::default() })),
+            pull_request: github::pull_request_summary(payload),
+            trigger: Trigger { source: plan.source, label: plan.label.clone(), kind: plan.kind },
+            profile_hints: last
+                .map(|l| ProfileHints { last_run_issue_labels: l.issue_labels, last_run_pull_request_labels: l.pull_request_labels })
+                .unwrap_or_default(),
+            runtime: plan.runtime.clone(),
+        };
         let (run_id, inserted) = q::insert_run(
             db,
             &q::NewRun {
@@ -342,16 +334,16 @@ impl Ingestor {
                 project_id: b.project_id,
                 repository_id: b.repository_id,
                 agent_id: agent.as_ref().map(|a| a.id),
-                payload: &run_payload,
+                spec: &spec,
                 learning_mode,
-                repository_full_name: &repo_full_name,
+                repository_full_name: &spec.repository.full_name,
                 issue_number: plan.issue_number,
                 pr_number: plan.pr_number,
-                trigger_source: plan.source.as_str(),
-                trigger_kind: &plan.kind,
+                trigger_source: plan.source,
+                trigger_kind: plan.kind,
                 trigger_label: plan.label.as_deref(),
                 agent_key: plan.agent_key.as_deref(),
-                runtime_mode: plan.runtime.mode.as_str(),
+                runtime_mode: plan.runtime.mode,
                 namespace: plan.runtime.namespace.as_deref(),
             },
         )
@@ -386,37 +378,17 @@ impl Ingestor {
 
     async fn owe_effects(
         &self,
-        db: &mut PgConnection,
+        db: &mut Conn,
         correlation_id: &str,
         run_id: Option<Uuid>,
         repository_id: Uuid,
         effects: &[Effect],
-    ) -> Result<(), sqlx::Error> {
-        let locale = &self.settings.locale;
+    ) -> Result<(), ck8s_store::StoreError> {
         for (n, effect) in effects.iter().enumerate() {
-            let (kind, target, payload) = match effect {
-                Effect::Comment { target, template } => {
-                    let p = match template {
-                        CommentTemplate::TriggerConflict { labels } => {
-                            json!({"template": "trigger_conflict", "labels": labels, "locale": locale})
-                        }
-                        CommentTemplate::TriggerWarning { reason, suggested } => {
-                            json!({"template": "trigger_warning", "reason": reason, "suggested_labels": suggested, "locale": locale})
-                        }
-                    };
-                    ("issue_comment", *target, p)
-                }
-                Effect::AddLabel { target, label } => ("add_labels", *target, json!({"labels": [label]})),
-                Effect::Reaction { target, content } => match target {
-                    ReactionTarget::Issue(n) => ("reaction", *n, json!({"subject": "issue", "content": content})),
-                    ReactionTarget::IssueComment { issue, comment } => {
-                        ("reaction", *issue, json!({"subject": "issue_comment", "comment_id": comment, "content": content}))
-                    }
-                },
-                Effect::StatusComment { target } => ("status_comment", *target, json!({"phase": "created", "locale": locale})),
-            };
-            let key = format!("{correlation_id}:{n}:{kind}");
-            q::owe_side_effect(db, &key, correlation_id, run_id, repository_id, kind, target, &payload).await?;
+            let (target_number, owed) = OwedEffect::from_decision(effect, self.settings.locale);
+            let key = format!("{correlation_id}:{n}:{}", owed.kind());
+            let at = q::Owed { idempotency_key: &key, correlation_id, run_id, repository_id, target_number };
+            q::owe_side_effect(db, at, &owed).await?;
         }
         Ok(())
     }

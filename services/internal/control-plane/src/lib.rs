@@ -10,6 +10,7 @@ pub mod agent;
 pub mod bootstrap;
 pub mod config;
 pub mod effects;
+pub mod error;
 pub mod grpc;
 pub mod ingest;
 pub mod startup;

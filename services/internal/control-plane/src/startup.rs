@@ -1,6 +1,7 @@
 //! Wiring: pool, listeners (bound early), bootstrap, gRPC and HTTP servers, drain on shutdown.
 
 use crate::config::Config;
+use crate::error::ControlPlaneError;
 use crate::grpc::ControlPlaneApi;
 use crate::ingest::Ingestor;
 use ck8s_proto::controlplane::v1::agent_callbacks_server::AgentCallbacksServer;
@@ -14,26 +15,25 @@ use std::time::Duration;
 use tokio_stream::wrappers::TcpListenerStream;
 
 /// `control-plane migrate`: apply pending migrations and exit.
-pub async fn migrate_only(cfg: Config) -> Result<(), String> {
-    let pool = ck8s_store::connect(&cfg.db)
-        .await
-        .map_err(|e| format!("{e} at {}; check CODEXK8S_DB_* and that PostgreSQL is running", cfg.db.describe()))?;
-    ck8s_store::migrate(&pool).await.map_err(|e| e.to_string())?;
-    let applied: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations WHERE success").fetch_one(&pool).await.map_err(|e| e.to_string())?;
+pub async fn migrate_only(cfg: Config) -> Result<(), ControlPlaneError> {
+    let connect = |source| ControlPlaneError::Connect { target: cfg.db.describe(), source };
+    let pool = ck8s_store::connect(&cfg.db).await.map_err(connect)?;
+    ck8s_store::migrate(&pool).await.map_err(ControlPlaneError::Migrate)?;
+    let applied = ck8s_store::schema_version(&pool).await.map_err(connect)?;
     tracing::info!(applied, database = %cfg.db.describe(), "migrations applied");
     Ok(())
 }
 
-pub async fn run(cfg: Config) -> Result<(), String> {
+/// Serves until a signal, then drains.
+pub async fn run(cfg: Config) -> Result<(), ControlPlaneError> {
     let http = server::bind(cfg.http_addr, "CODEXK8S_HTTP_ADDR").await?;
     let grpc = server::bind(cfg.grpc_addr, "CODEXK8S_GRPC_ADDR").await?;
-    tracing::info!(listener = "http", addr = %http.local_addr().map_err(|e| e.to_string())?, "listening");
-    tracing::info!(listener = "grpc", addr = %grpc.local_addr().map_err(|e| e.to_string())?, "listening");
+    tracing::info!(listener = "http", addr = %server::local_addr(&http, "http")?, "listening");
+    tracing::info!(listener = "grpc", addr = %server::local_addr(&grpc, "grpc")?, "listening");
 
     let pool = ck8s_store::connect_lazy(&cfg.db);
     if cfg.migrate_on_start {
-        ck8s_store::migrate(&pool).await.map_err(|e| format!("{e}; check CODEXK8S_DB_* or run `control-plane migrate` separately"))?;
+        ck8s_store::migrate(&pool).await.map_err(ControlPlaneError::Migrate)?;
         tracing::info!("migrations applied at start");
     }
 
@@ -42,7 +42,8 @@ pub async fn run(cfg: Config) -> Result<(), String> {
     let sealer = Arc::new(cfg.sealer);
     if cfg.side_effects {
         let providers = crate::effects::SealedProviders { sealer: sealer.clone(), base_url: cfg.github_api_url.clone() };
-        let owner = format!("control-plane-{}", std::process::id());
+        // Unique per replica (pids repeat across containers): the owner fences the queue's rows.
+        let owner = format!("control-plane-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
         let executor = ck8s_effects::Executor {
             pool: pool.clone(),
             providers: Arc::new(providers),
@@ -63,7 +64,7 @@ pub async fn run(cfg: Config) -> Result<(), String> {
                         break;
                     }
                     Err(e) => {
-                        tracing::warn!(error = %e, "bootstrap failed; retrying in 2s (are migrations applied? run `control-plane migrate`)")
+                        tracing::warn!(error = %ck8s_domain::report::Report(&e), "bootstrap failed; retrying in 2s (are migrations applied? run `control-plane migrate`)")
                     }
                 }
                 tokio::select! {
@@ -73,7 +74,7 @@ pub async fn run(cfg: Config) -> Result<(), String> {
             }
             // This task's work is done; keep it alive until shutdown so its end is not a failure.
             token.cancelled().await;
-            Ok(())
+            Ok::<(), std::convert::Infallible>(())
         });
     }
 
@@ -83,7 +84,7 @@ pub async fn run(cfg: Config) -> Result<(), String> {
     let checks = vec![
         ReadinessCheck::new("postgres", move || {
             let db = db.clone();
-            async move { ck8s_store::ping(&db).await.map_err(|e| e.to_string()) }
+            async move { ck8s_store::ping(&db).await }
         }),
         ReadinessCheck::new("bootstrap", move || {
             let ok = done.load(Ordering::SeqCst);
@@ -106,10 +107,10 @@ pub async fn run(cfg: Config) -> Result<(), String> {
             .add_service(agent)
             .serve_with_incoming_shutdown(TcpListenerStream::new(grpc), token.cancelled())
             .await
-            .map_err(|e| format!("grpc server failed: {e}"))
+            .map_err(ControlPlaneError::Grpc)
     });
 
     let result = shutdown.run_until_stopped(cfg.shutdown_timeout).await;
     pool.close().await;
-    result
+    Ok(result?)
 }

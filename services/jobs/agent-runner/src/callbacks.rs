@@ -18,6 +18,35 @@ use tonic::transport::{Channel, Endpoint};
 
 type Client = AgentCallbacksClient<InterceptedService<Channel, SendToken>>;
 
+/// A callback that must succeed did not.
+#[derive(Debug, thiserror::Error)]
+pub enum CallbackError {
+    #[error("invalid control-plane address {target:?}; check CODEXK8S_CONTROL_PLANE_GRPC_TARGET")]
+    Address {
+        target: String,
+        #[source]
+        source: tonic::transport::Error,
+    },
+    #[error("cannot reach control-plane at {target}; check CODEXK8S_CONTROL_PLANE_GRPC_TARGET and that control-plane runs")]
+    Unreachable {
+        target: String,
+        #[source]
+        source: tonic::transport::Error,
+    },
+    #[error("CODEXK8S_RUN_TOKEN cannot be sent")]
+    Token(#[source] ck8s_proto::auth::BadToken),
+    #[error(
+        "control-plane refused the run token ({0}); the run may have finished or been canceled — the worker issues a new token when it launches a run"
+    )]
+    Refused(String),
+    #[error("control-plane did not accept the start of the run: {0}; check that control-plane is healthy")]
+    NotStarted(String),
+    #[error("session lookup failed: {0}")]
+    Lookup(String),
+    #[error("snapshot upload failed: {0}")]
+    Snapshot(String),
+}
+
 /// The connection to control-plane's agent callbacks.
 #[derive(Clone)]
 pub struct Callbacks {
@@ -33,15 +62,13 @@ impl std::fmt::Debug for Callbacks {
 
 impl Callbacks {
     /// Dials `target` (30 s) with the run token on every call; `secrets` are redacted from all text sent.
-    pub async fn connect(target: &str, run_token: &SecretString, secrets: Vec<SecretString>) -> Result<Self, String> {
+    pub async fn connect(target: &str, run_token: &SecretString, secrets: Vec<SecretString>) -> Result<Self, CallbackError> {
         let endpoint = Endpoint::from_shared(target.to_string())
-            .map_err(|e| format!("invalid control-plane address {target:?}: {e}; check CODEXK8S_CONTROL_PLANE_GRPC_TARGET"))?
+            .map_err(|source| CallbackError::Address { target: target.to_string(), source })?
             .connect_timeout(Duration::from_secs(30))
             .timeout(Duration::from_secs(60));
-        let channel = endpoint.connect().await.map_err(|e| {
-            format!("cannot reach control-plane at {target}: {e}; check CODEXK8S_CONTROL_PLANE_GRPC_TARGET and that control-plane runs")
-        })?;
-        let auth = SendToken::new(run_token.expose_secret()).map_err(|e| format!("CODEXK8S_RUN_TOKEN: {e}"))?;
+        let channel = endpoint.connect().await.map_err(|source| CallbackError::Unreachable { target: target.to_string(), source })?;
+        let auth = SendToken::new(run_token.expose_secret()).map_err(CallbackError::Token)?;
         let mut all = secrets;
         all.push(run_token.clone());
         Ok(Self { client: AgentCallbacksClient::with_interceptor(channel, auth).max_decoding_message_size(16 << 20), secrets: all })
@@ -59,17 +86,12 @@ impl Callbacks {
 
     /// Appends the run's first event; unlike later events it must succeed, so a refused token or an
     /// unreachable control-plane stops the run before it touches the repository (fail closed).
-    pub async fn started(&self, payload: Value) -> Result<(), String> {
+    pub async fn started(&self, payload: Value) -> Result<(), CallbackError> {
         let req = InsertRunFlowEventRequest { event_type: "run.agent.started".into(), payload_json: self.clean_json(&payload) };
         match self.client.clone().insert_run_flow_event(req).await {
             Ok(_) => Ok(()),
-            Err(e) if e.code() == tonic::Code::Unauthenticated => Err(format!(
-                "control-plane refused the run token ({}); the run may have finished or been canceled — the worker issues a new token when it launches a run",
-                e.message()
-            )),
-            Err(e) => {
-                Err(format!("control-plane did not accept the start of the run: {}; check that control-plane is healthy", e.message()))
-            }
+            Err(e) if e.code() == tonic::Code::Unauthenticated => Err(CallbackError::Refused(e.message().to_string())),
+            Err(e) => Err(CallbackError::NotStarted(e.message().to_string())),
         }
     }
 
@@ -96,23 +118,23 @@ impl Callbacks {
     }
 
     /// The newest earlier session of this run's repository and agent on `branch`.
-    pub async fn latest_session(&self, branch: &str) -> Result<Option<GetLatestAgentSessionResponse>, String> {
+    pub async fn latest_session(&self, branch: &str) -> Result<Option<GetLatestAgentSessionResponse>, CallbackError> {
         let r = self
             .client
             .clone()
             .get_latest_agent_session(GetLatestAgentSessionRequest { branch_name: branch.into() })
             .await
-            .map_err(|e| format!("session lookup failed: {}", e.message()))?
+            .map_err(|e| CallbackError::Lookup(e.message().to_string()))?
             .into_inner();
         Ok(r.found.then_some(r))
     }
 
     /// Uploads the snapshot (text fields redacted); returns the stored version.
-    pub async fn save_snapshot(&self, mut req: UpsertAgentSessionRequest) -> Result<i32, String> {
+    pub async fn save_snapshot(&self, mut req: UpsertAgentSessionRequest) -> Result<i32, CallbackError> {
         req.session_json = self.clean(&req.session_json);
         req.codex_cli_session_json = req.codex_cli_session_json.map(|t| self.clean(&t));
         req.pr_url = req.pr_url.map(|t| self.clean(&t));
-        let r = self.client.clone().upsert_agent_session(req).await.map_err(|e| format!("snapshot upload failed: {}", e.message()))?;
+        let r = self.client.clone().upsert_agent_session(req).await.map_err(|e| CallbackError::Snapshot(e.message().to_string()))?;
         Ok(r.into_inner().version)
     }
 

@@ -8,6 +8,8 @@
 
 pub mod callbacks;
 pub mod codex;
+pub mod config;
+pub mod job;
 pub mod pipeline;
 pub mod prompt;
 pub mod session;

@@ -3,7 +3,7 @@
 //! is known), enforce the write scope on everything changed since the baseline, commit, push, open
 //! or update the pull request through the repository provider, and move the labels (`state:in-review`
 //! on issue and PR, trigger label off the issue). A reviewer commits nothing; a revise run without a
-//! branch to continue fails with `NothingToRevise` (exit code 42).
+//! branch to continue fails with `NothingToRevise` (`AgentExit::NothingToRevise`).
 
 use crate::codex::{Codex, CodexError};
 use crate::prompt::{PromptContext, render};
@@ -12,6 +12,7 @@ use ck8s_domain::agent_run::{AgentReport, CodexTranscript, ScopeViolation, Write
 use ck8s_domain::forge::{
     LineComment, NewPullRequest, NewReview, ProviderError, PullRequestUpdate, RepoRef, RepositoryProvider, ReviewComment, ReviewEvent,
 };
+use ck8s_domain::run_spec::AgentExit;
 use secrecy::{ExposeSecret, SecretString};
 use std::path::PathBuf;
 
@@ -82,12 +83,12 @@ pub enum RunError {
 }
 
 impl RunError {
-    /// The process exit code of this failure: 42 for a revise without a pull request.
-    pub fn exit_code(&self) -> u8 {
+    /// How the process ends for this failure.
+    pub fn exit(&self) -> AgentExit {
         match self {
-            RunError::Workspace(WorkspaceError::NothingToRevise(_)) => 42,
-            RunError::Scope(_) => 3,
-            _ => 1,
+            RunError::Workspace(WorkspaceError::NothingToRevise(_)) => AgentExit::NothingToRevise,
+            RunError::Scope(_) => AgentExit::ScopeViolation,
+            _ => AgentExit::Failed,
         }
     }
 }

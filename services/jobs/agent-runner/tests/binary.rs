@@ -33,6 +33,8 @@ fn bad_or_missing_settings_exit_2_naming_each_setting_without_echoing_secrets() 
         "CODEXK8S_OPENAI_API_KEY",
         "CODEXK8S_CONTROL_PLANE_GRPC_TARGET",
         "CODEXK8S_RUN_TOKEN",
+        "CODEXK8S_RUN_TRIGGER_KIND",
+        "CODEXK8S_AGENT_MODEL",
     ] {
         assert!(out.contains(var), "{var} not named:\n{out}");
     }
@@ -43,6 +45,12 @@ fn base(extra: &[(&str, &str)]) -> Vec<(String, String)> {
         ("CODEXK8S_RUN_ID", "0b1c2d3e-4f50-6172-8394-a5b6c7d8e9f0"),
         ("CODEXK8S_REPOSITORY_FULL_NAME", "acme/app"),
         ("CODEXK8S_ISSUE_NUMBER", "1"),
+        // What the worker writes for every run.
+        ("CODEXK8S_RUN_TRIGGER_KIND", "dev"),
+        ("CODEXK8S_AGENT_KEY", "dev"),
+        ("CODEXK8S_AGENT_DISPLAY_NAME", "AI Developer"),
+        ("CODEXK8S_AGENT_MODEL", "gpt-5.4"),
+        ("CODEXK8S_AGENT_REASONING_EFFORT", "high"),
         ("CODEXK8S_GITHUB_API_URL", "http://127.0.0.1:9"),
         ("CODEXK8S_GIT_BOT_TOKEN", "bot-token-canary-77"),
         ("CODEXK8S_OPENAI_API_KEY", "model-key-canary-91"),

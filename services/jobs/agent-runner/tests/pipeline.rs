@@ -14,6 +14,7 @@ use agent_runner::prompt::PromptContext;
 use agent_runner::workspace::Identity;
 use ck8s_domain::agent_run::WriteScope;
 use ck8s_domain::forge::{RepoRef, RepositoryProvider};
+use ck8s_domain::run_spec::AgentExit;
 use ck8s_github::{Github, GithubProvider, GithubSettings};
 use ck8s_testkit::forge::ForgeSim;
 use ck8s_testkit::process::{ServiceProcess, bin_path};
@@ -224,7 +225,7 @@ async fn scope_violations_push_nothing_and_a_revise_without_a_branch_exits_42() 
     // A document stage may not add a script: the run fails before any push.
     let err = run(w.input("s1", n, "Say hello", WriteScope::MarkdownOnly, false), &w.codex("codex-home"), &gh).await.unwrap_err();
     assert!(matches!(err, RunError::Scope(ref v) if v.paths == vec!["hello.sh".to_string()]), "{err}");
-    assert_eq!(err.exit_code(), 3);
+    assert_eq!((err.exit(), err.exit().code()), (AgentExit::ScopeViolation, 3));
     assert!(err.to_string().starts_with("failed_precondition"));
     let (s, _) = w.forge.call("GET", "/repos/acme/app/contents/hello.sh?ref=codex/issue-1", Some(&w.bot), None);
     assert_eq!(s, 404, "nothing was pushed");
@@ -236,6 +237,6 @@ async fn scope_violations_push_nothing_and_a_revise_without_a_branch_exits_42() 
 
     // A revise run for an issue whose branch never existed.
     let err = run(w.input("s3", 99, "Say hello", WriteScope::Unrestricted, true), &w.codex("codex-home"), &gh).await.unwrap_err();
-    assert_eq!(err.exit_code(), 42, "{err}");
+    assert_eq!((err.exit(), err.exit().code()), (AgentExit::NothingToRevise, 42), "{err}");
     let _ = std::fs::remove_dir_all(&w.root);
 }

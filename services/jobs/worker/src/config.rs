@@ -1,6 +1,9 @@
 //! Typed configuration of worker.
 
 use ck8s_config::{ConfigError, Layers};
+use ck8s_domain::comments::Locale;
+use ck8s_domain::lifecycle::LaunchSettings;
+use ck8s_domain::run_spec::{PlatformEnv, secret_env};
 use ck8s_store::DbConfig;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -34,26 +37,18 @@ fn hostname() -> String {
 }
 
 /// Platform settings passed on to every job (the agent runner reads them under the same names).
-fn job_env(r: &mut ck8s_config::Reader<'_>) -> std::collections::BTreeMap<String, String> {
-    let mut env = std::collections::BTreeMap::new();
-    for (key, default) in [
-        ("GITHUB_API_URL", Some("https://api.github.com")),
-        ("GIT_BASE_URL", Some("https://github.com")),
-        ("GIT_BOT_USERNAME", Some("codex-bot")),
-        ("GIT_BOT_MAIL", Some("codex-bot@users.noreply.github.com")),
-        ("CODEX_BIN", Some("codex")),
-        ("MODEL_BASE_URL", None),
-        ("LEARNING_MODE_DEFAULT", None),
-    ] {
-        let v = match default {
-            Some(d) => Some(r.string(key, d)),
-            None => r.opt_string(key),
-        };
-        if let Some(v) = v {
-            env.insert(format!("CODEXK8S_{key}"), v);
-        }
+fn platform_env(r: &mut ck8s_config::Reader<'_>) -> PlatformEnv {
+    let d = PlatformEnv::default();
+    PlatformEnv {
+        github_api_url: r.string("GITHUB_API_URL", &d.github_api_url),
+        git_base_url: r.string("GIT_BASE_URL", &d.git_base_url),
+        git_bot_username: r.string("GIT_BOT_USERNAME", &d.git_bot_username),
+        git_bot_mail: r.string("GIT_BOT_MAIL", &d.git_bot_mail),
+        codex_bin: r.string("CODEX_BIN", &d.codex_bin),
+        model_base_url: r.opt_string("MODEL_BASE_URL"),
+        mcp_url: r.opt_string("CONTROL_PLANE_MCP_URL"),
+        in_review_label: r.string("STATE_IN_REVIEW_LABEL", &d.in_review_label),
     }
-    env
 }
 
 impl Config {
@@ -92,20 +87,22 @@ impl Config {
                 slot_lease: r.duration("WORKER_SLOT_LEASE_TTL", Duration::from_secs(10 * 60)),
                 default_slots: slots,
             },
-            run_timeout: Duration::from_secs(r.parse("WORKER_JOB_ACTIVE_DEADLINE_SECONDS", 18_000u64, "seconds")),
-            namespace_prefix: r.string("WORKER_RUN_NAMESPACE_PREFIX", "codex-issue"),
-            job_command: r.string("WORKER_JOB_COMMAND", "/usr/local/bin/codex-k8s-agent-runner"),
-            job_image: r.string("WORKER_JOB_IMAGE", "codex-k8s/agent-runner:latest"),
-            job_env: job_env(&mut r),
-            job_secret_env: [("CODEXK8S_GIT_BOT_TOKEN", "GIT_BOT_TOKEN"), ("CODEXK8S_OPENAI_API_KEY", "OPENAI_API_KEY")]
+            launch: LaunchSettings {
+                namespace_prefix: r.string("WORKER_RUN_NAMESPACE_PREFIX", "codex-issue"),
+                default_model: r.string("AGENT_DEFAULT_MODEL", "gpt-5.4"),
+                default_reasoning: r.string("AGENT_DEFAULT_REASONING_EFFORT", "high"),
+                locale: Locale::parse(&r.string("AGENT_DEFAULT_LOCALE", "ru")),
+                control_plane_target: r.string("CONTROL_PLANE_GRPC_TARGET", "http://127.0.0.1:9090"),
+                run_timeout: Duration::from_secs(r.parse("WORKER_JOB_ACTIVE_DEADLINE_SECONDS", 18_000u64, "seconds")),
+                namespace_ttl: r.duration("WORKER_NAMESPACE_TTL", Duration::from_secs(24 * 3600)),
+                job_image: r.string("WORKER_JOB_IMAGE", "codex-k8s/agent-runner:latest"),
+                job_command: r.string("WORKER_JOB_COMMAND", "/usr/local/bin/codex-k8s-agent-runner"),
+                platform: platform_env(&mut r),
+            },
+            job_secret_env: [(secret_env::GIT_BOT_TOKEN, "GIT_BOT_TOKEN"), (secret_env::OPENAI_API_KEY, "OPENAI_API_KEY")]
                 .into_iter()
                 .filter_map(|(name, key)| r.opt_secret(key).map(|v| (name.to_string(), v)))
                 .collect(),
-            default_model: r.string("AGENT_DEFAULT_MODEL", "gpt-5.4"),
-            default_reasoning: r.string("AGENT_DEFAULT_REASONING_EFFORT", "high"),
-            locale: if r.string("AGENT_DEFAULT_LOCALE", "ru").to_lowercase().starts_with("ru") { "ru".into() } else { "en".into() },
-            control_plane_target: r.string("CONTROL_PLANE_GRPC_TARGET", "http://127.0.0.1:9090"),
-            namespace_ttl: r.duration("WORKER_NAMESPACE_TTL", Duration::from_secs(24 * 3600)),
             sweep_namespaces: r.bool("WORKER_RUN_NAMESPACE_CLEANUP", true),
             logs_retention: Duration::from_secs(86_400 * r.parse("RUN_AGENT_LOGS_RETENTION_DAYS", 7u64, "a number of days")),
         };

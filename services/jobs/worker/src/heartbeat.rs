@@ -2,12 +2,11 @@
 //! stopped on graceful shutdown, so other replicas can reclaim its leases at once.
 
 use crate::metrics::WorkerMetrics;
-use sqlx::PgPool;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 pub struct Heartbeat {
-    pub pool: PgPool,
+    pub pool: ck8s_store::Pool,
     pub worker_id: String,
     pub namespace: Option<String>,
     pub pod_name: Option<String>,
@@ -17,7 +16,8 @@ pub struct Heartbeat {
 }
 
 impl Heartbeat {
-    pub async fn run(self, token: CancellationToken) -> Result<(), String> {
+    /// Beats until cancelled, then marks the worker stopped; failures are logged and retried.
+    pub async fn run(self, token: CancellationToken) -> Result<(), std::convert::Infallible> {
         let mut tick = tokio::time::interval(self.interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -34,13 +34,15 @@ impl Heartbeat {
                 }
                 Err(e) => {
                     self.metrics.heartbeat_failures.inc();
-                    tracing::warn!(worker_id = %self.worker_id, error = %e, "heartbeat failed; will retry");
+                    tracing::warn!(worker_id = %self.worker_id, error = %ck8s_domain::report::Report(&e), "heartbeat failed; will retry");
                 }
             }
         }
         match ck8s_store::workers::mark_stopped(&self.pool, &self.worker_id).await {
             Ok(_) => tracing::info!(worker_id = %self.worker_id, "worker marked stopped"),
-            Err(e) => tracing::warn!(worker_id = %self.worker_id, error = %e, "could not mark worker stopped; its heartbeat will expire"),
+            Err(e) => {
+                tracing::warn!(worker_id = %self.worker_id, error = %ck8s_domain::report::Report(&e), "could not mark worker stopped; its heartbeat will expire")
+            }
         }
         Ok(())
     }

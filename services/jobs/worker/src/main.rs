@@ -4,6 +4,7 @@
 //! coordinate only through PostgreSQL.
 
 mod config;
+mod error;
 mod heartbeat;
 mod lifecycle;
 mod metrics;

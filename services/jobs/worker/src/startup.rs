@@ -1,15 +1,17 @@
 //! Wiring: listener (bound early), pool, loops, drain on shutdown.
 
 use crate::config::Config;
+use crate::error::WorkerError;
 use crate::heartbeat::Heartbeat;
 use crate::metrics::WorkerMetrics;
 use ck8s_service::health::{ReadinessCheck, health_router, with_request_metrics};
 use ck8s_service::metrics::MetricsBuilder;
 use ck8s_service::{Shutdown, server};
 
-pub async fn run(cfg: Config) -> Result<(), String> {
+/// Runs the worker until a signal, then drains.
+pub async fn run(cfg: Config) -> Result<(), WorkerError> {
     let http = server::bind(cfg.http_addr, "CODEXK8S_HTTP_ADDR").await?;
-    tracing::info!(listener = "http", addr = %http.local_addr().map_err(|e| e.to_string())?, worker_id = %cfg.worker_id, "listening");
+    tracing::info!(listener = "http", addr = %server::local_addr(&http, "http")?, worker_id = %cfg.worker_id, "listening");
 
     let pool = ck8s_store::connect_lazy(&cfg.db);
     let mut shutdown = Shutdown::on_signals();
@@ -20,7 +22,7 @@ pub async fn run(cfg: Config) -> Result<(), String> {
     let db = pool.clone();
     let checks = vec![ReadinessCheck::new("postgres", move || {
         let db = db.clone();
-        async move { ck8s_store::ping(&db).await.map_err(|e| e.to_string()) }
+        async move { ck8s_store::ping(&db).await }
     })];
     let router = with_request_metrics(health_router("worker", checks, metrics.clone(), shutdown.token()), metrics);
     shutdown.spawn("http", server::serve(http, router, shutdown.token()));
@@ -39,9 +41,7 @@ pub async fn run(cfg: Config) -> Result<(), String> {
     if cfg.launch_runs {
         let runtime: std::sync::Arc<dyn ck8s_domain::runtime::JobRuntime> = if cfg.runtime == "kubernetes" {
             std::sync::Arc::new(
-                ck8s_runtime::KubernetesRuntime::from_environment(cfg.kubernetes.clone())
-                    .await
-                    .map_err(|e| format!("{e}; set KUBECONFIG or run in a cluster, or use CODEXK8S_WORKER_RUNTIME=local"))?,
+                ck8s_runtime::KubernetesRuntime::from_environment(cfg.kubernetes.clone()).await.map_err(WorkerError::KubernetesSetup)?,
             )
         } else {
             std::sync::Arc::new(ck8s_runtime::LocalRuntime::new(&cfg.local_runtime_dir))
@@ -49,6 +49,7 @@ pub async fn run(cfg: Config) -> Result<(), String> {
         let lifecycle = crate::lifecycle::Lifecycle {
             pool: pool.clone(),
             runtime,
+            clock: std::sync::Arc::new(ck8s_domain::clock::SystemClock),
             labels: ck8s_domain::labels::LabelCatalog::default(),
             settings: cfg.lifecycle.clone(),
             skipped: std::sync::Mutex::default(),
@@ -61,5 +62,5 @@ pub async fn run(cfg: Config) -> Result<(), String> {
 
     let result = shutdown.run_until_stopped(cfg.shutdown_timeout).await;
     pool.close().await;
-    result
+    Ok(result?)
 }

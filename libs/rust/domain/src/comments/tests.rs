@@ -8,7 +8,7 @@ fn state(phase: Phase) -> StatusState {
         repository: Some("acme/app".into()),
         issue_number: Some(12),
         trigger_label: Some("run:dev".into()),
-        runtime_mode: Some("full-env".into()),
+        runtime_mode: Some(RuntimeMode::FullEnv),
         console_url: Some("https://codex.example/runs/8da5122c".into()),
         ..Default::default()
     }
@@ -37,7 +37,7 @@ fn phases_only_advance_and_fields_are_kept() {
     let finished = StatusState {
         run_id: started.run_id.clone(),
         phase: Some(Phase::Finished),
-        run_status: Some("succeeded".into()),
+        run_status: Some(RunStatus::Succeeded),
         ..Default::default()
     };
     assert_eq!(merged.merge(&finished).phase, Some(Phase::Finished));
@@ -72,7 +72,7 @@ proptest! {
 #[test]
 fn status_comments_speak_the_run_locale_and_offer_next_steps_when_finished() {
     let mut s = state(Phase::Finished);
-    s.run_status = Some("succeeded".into());
+    s.run_status = Some(RunStatus::Succeeded);
     s.next_steps = vec![NextStep { label: "run:qa".into(), url: "https://codex.example/?modal=next-step&target_label=run:qa".into() }];
     let ru = render_status(&s, Locale::Ru);
     let en = render_status(&s, Locale::En);
@@ -80,7 +80,7 @@ fn status_comments_speak_the_run_locale_and_offer_next_steps_when_finished() {
     assert!(en.contains("Run finished") && en.contains("Next steps") && en.contains("[run:qa]"), "{en}");
     let created = render_status(&state(Phase::Created), Locale::En);
     assert!(created.contains("scheduled") && !created.contains("Next steps"));
-    s.run_status = Some("failed".into());
+    s.run_status = Some(RunStatus::Failed);
     s.failure_reason = Some("kubernetes_job_failed".into());
     assert!(render_status(&s, Locale::En).contains("Run failed"));
 }
@@ -110,13 +110,17 @@ fn every_ignore_reason_with_a_warning_has_its_own_text_in_both_locales() {
     assert_eq!(Locale::parse("de"), Locale::En);
 }
 
+fn kind(s: &str) -> TriggerKind {
+    TriggerKind::parse(s).unwrap()
+}
+
 fn targets(steps: &[NextStep]) -> Vec<String> {
     steps.iter().map(|s| s.url.split("target_label=").nth(1).unwrap().split('&').next().unwrap().replace("%3A", ":")).collect()
 }
 
 #[test]
 fn next_steps_follow_the_stage_matrix() {
-    let dev = next_steps("dev", "acme/app", Some(7), Some(9), "https://c.example/", Locale::En);
+    let dev = next_steps(kind("dev"), "acme/app", Some(7), Some(9), "https://c.example/", Locale::En);
     assert_eq!(targets(&dev), ["run:dev:revise", "run:qa", "need:reviewer", "run:rethink", "run:doc-audit"]);
     let u = &dev[1].url;
     assert!(
@@ -126,21 +130,21 @@ fn next_steps_follow_the_stage_matrix() {
     assert!(u.ends_with("&action_kind=issue_stage_transition&target_label=run%3Aqa&display_variant=all_flows"), "{u}");
     assert!(dev[2].url.contains("action_kind=pull_request_label_add"));
     // A revise run offers the same as its stage; no PR, no reviewer.
-    let revise = next_steps("dev_revise", "acme/app", Some(7), None, "https://c.example", Locale::Ru);
+    let revise = next_steps(kind("dev_revise"), "acme/app", Some(7), None, "https://c.example", Locale::Ru);
     assert_eq!(targets(&revise), ["run:dev:revise", "run:qa", "run:rethink", "run:doc-audit"]);
     assert!(revise[0].label.contains("доработать"), "{}", revise[0].label);
     // Forward targets merge across profiles into one variant.
-    let intake = next_steps("intake", "a/b", Some(1), None, "https://c", Locale::En);
+    let intake = next_steps(kind("intake"), "a/b", Some(1), None, "https://c", Locale::En);
     let variants: Vec<&str> = intake.iter().map(|s| s.url.rsplit("display_variant=").next().unwrap()).collect();
     assert_eq!(targets(&intake), ["run:intake:revise", "run:vision", "run:prd", "run:plan"]);
     assert_eq!(variants, ["revise", "full_flow", "shortened_flow", "very_short_flow"]);
-    let design = next_steps("design", "a/b", Some(1), None, "https://c", Locale::En);
+    let design = next_steps(kind("design"), "a/b", Some(1), None, "https://c", Locale::En);
     assert_eq!(targets(&design), ["run:design:revise", "run:plan", "run:dev", "run:rethink"]);
     assert_eq!(
-        targets(&next_steps("ops", "a/b", Some(1), None, "https://c", Locale::En)),
+        targets(&next_steps(kind("ops"), "a/b", Some(1), None, "https://c", Locale::En)),
         ["run:ops:revise", "run:rethink", "run:doc-audit", "run:self-improve"]
     );
-    assert_eq!(targets(&next_steps("rethink", "a/b", Some(1), None, "https://c", Locale::En)), ["run:intake", "run:prd", "run:plan"]);
+    assert_eq!(targets(&next_steps(kind("rethink"), "a/b", Some(1), None, "https://c", Locale::En)), ["run:intake", "run:prd", "run:plan"]);
 }
 
 #[test]
@@ -148,6 +152,6 @@ fn a_partial_report_parses_with_only_the_fields_it_carries() {
     let partial: StatusState =
         serde_json::from_value(serde_json::json!({"phase": "finished", "run_status": "succeeded", "pr_number": 2, "pr_url": null}))
             .unwrap();
-    assert_eq!((partial.phase, partial.run_status.as_deref(), partial.pr_number), (Some(Phase::Finished), Some("succeeded"), Some(2)));
+    assert_eq!((partial.phase, partial.run_status, partial.pr_number), (Some(Phase::Finished), Some(RunStatus::Succeeded), Some(2)));
     assert!(partial.run_id.is_empty());
 }

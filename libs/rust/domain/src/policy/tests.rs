@@ -5,7 +5,7 @@ use proptest::prelude::*;
 fn cfg() -> PolicyConfig {
     let mut runtime = RuntimePolicy::default();
     for k in ["intake", "intake_revise", "self_improve"] {
-        runtime.trigger_modes.insert(k.into(), RuntimeMode::CodeOnly);
+        runtime.trigger_modes.insert(TriggerKind::parse(k).unwrap(), RuntimeMode::CodeOnly);
     }
     PolicyConfig { labels: LabelCatalog::default(), bot_login: "codex-bot".into(), runtime, platform_namespace: "codex-k8s-prod".into() }
 }
@@ -48,11 +48,11 @@ fn run_dev_by_a_member_starts_a_dev_run_with_status_comment_and_eyes() {
     let d = decide_with(&labeled("run:dev", &["state:blocked", "[ai-model-gpt-5.2]"]), member(), &History::default(), true);
     assert_eq!(d.outcome, Outcome::Accepted);
     let run = d.run.unwrap();
-    assert_eq!((run.kind.as_str(), run.agent_key.as_deref(), run.correlation_id.as_str()), ("dev", Some("dev"), "d-1"));
+    assert_eq!((run.kind.to_string().as_str(), run.agent_key.as_deref(), run.correlation_id.as_str()), ("dev", Some("dev"), "d-1"));
     assert_eq!(run.runtime.target_env.as_deref(), Some("ai"));
     assert_eq!(run.runtime.build_ref.as_deref(), Some("main"));
     assert!(d.effects.contains(&Effect::StatusComment { target: 12 }));
-    assert!(d.effects.contains(&Effect::Reaction { target: ReactionTarget::Issue(12), content: "eyes" }));
+    assert!(d.effects.contains(&Effect::Reaction { target: ReactionTarget::Issue(12), content: ReactionContent::Eyes }));
 }
 
 #[test]
@@ -127,7 +127,7 @@ fn late_stages_route_by_lineage() {
     assert_eq!(run.runtime.build_ref.as_deref(), Some("abc123"));
 
     let run = decide_with(&labeled("run:ops", &[]), member(), &History::default(), true).run.unwrap();
-    assert_eq!(run.runtime.access_profile, Some("production-readonly"));
+    assert_eq!(run.runtime.access_profile, Some(AccessProfile::ProductionReadonly));
     assert_eq!(run.runtime.target_env.as_deref(), Some("production"));
     assert_eq!(run.agent_key.as_deref(), Some("sre"));
 
@@ -172,7 +172,10 @@ fn comment(author: &str, labels: &[&str], on_pr: bool) -> Event {
 fn discussion_comments_from_humans_only() {
     let d = decide_with(&comment("alice", &["mode:discussion"], false), member(), &History::default(), true);
     assert!(d.run.as_ref().is_some_and(|r| r.discussion && r.source == TriggerSource::IssueComment));
-    assert!(d.effects.contains(&Effect::Reaction { target: ReactionTarget::IssueComment { issue: 5, comment: 99 }, content: "eyes" }));
+    assert!(
+        d.effects
+            .contains(&Effect::Reaction { target: ReactionTarget::IssueComment { issue: 5, comment: 99 }, content: ReactionContent::Eyes })
+    );
 
     assert_eq!(
         decide_with(&comment("Codex-Bot", &["mode:discussion"], false), member(), &History::default(), true).reason().as_deref(),
@@ -221,7 +224,10 @@ fn need_reviewer_on_a_pr_starts_a_reviewer_run_with_a_derived_correlation_id() {
     let b = decide_with(&e, member(), &History::default(), true).run.unwrap();
     assert_eq!(a.correlation_id, b.correlation_id, "duplicate deliveries of one labelling collapse");
     assert!(a.correlation_id.starts_with("pr-label-reviewer-"));
-    assert_eq!((a.agent_key.as_deref(), a.kind.as_str(), a.runtime.build_ref.as_deref()), (Some("reviewer"), "dev", Some("feedbeef")));
+    assert_eq!(
+        (a.agent_key.as_deref(), a.kind.to_string().as_str(), a.runtime.build_ref.as_deref()),
+        (Some("reviewer"), "dev", Some("feedbeef"))
+    );
     e.pull_request.as_mut().unwrap().updated_at = "2026-11-22T11:00:00Z".into();
     assert_ne!(decide_with(&e, member(), &History::default(), true).run.unwrap().correlation_id, a.correlation_id);
 }
@@ -237,7 +243,7 @@ fn changes_requested_resolves_the_stage_through_the_chain() {
     let d = decide_with(&review(&["run:design"]), member(), &History::default(), true);
     let run = d.run.unwrap();
     assert_eq!(
-        (run.kind.as_str(), run.label.as_deref(), run.agent_key.as_deref()),
+        (run.kind.to_string().as_str(), run.label.as_deref(), run.agent_key.as_deref()),
         ("design_revise", Some("run:design:revise"), Some("sa"))
     );
     assert_eq!(run.runtime.build_ref.as_deref(), Some("feedbeef"));
@@ -245,17 +251,17 @@ fn changes_requested_resolves_the_stage_through_the_chain() {
 
     let h = History { pr_linked_issues: vec![12], linked_issue_labels: Some(vec!["run:plan".into()]), ..Default::default() };
     let run = decide_with(&review(&[]), member(), &h, true).run.unwrap();
-    assert_eq!((run.kind.as_str(), run.issue_number), ("plan_revise", Some(12)));
+    assert_eq!((run.kind.to_string().as_str(), run.issue_number), ("plan_revise", Some(12)));
 
     let h = History {
         pr_linked_issues: vec![12],
-        pr_last_run_stage: Some("qa".into()),
-        linked_issue_last_stage: Some("dev".into()),
+        pr_last_run_stage: Some(Stage::Qa),
+        linked_issue_last_stage: Some(Stage::Dev),
         ..Default::default()
     };
-    assert_eq!(decide_with(&review(&[]), member(), &h, true).run.unwrap().kind, "qa_revise");
-    let h = History { pr_linked_issues: vec![12], linked_issue_last_stage: Some("dev".into()), ..Default::default() };
-    assert_eq!(decide_with(&review(&[]), member(), &h, true).run.unwrap().kind, "dev_revise");
+    assert_eq!(decide_with(&review(&[]), member(), &h, true).run.unwrap().kind.to_string(), "qa_revise");
+    let h = History { pr_linked_issues: vec![12], linked_issue_last_stage: Some(Stage::Dev), ..Default::default() };
+    assert_eq!(decide_with(&review(&[]), member(), &h, true).run.unwrap().kind.to_string(), "dev_revise");
 }
 
 #[test]
@@ -331,7 +337,7 @@ fn renamed_labels_are_honoured() {
     let b = binding();
     let h = History::default();
     let run = decide(Input { event: &labeled("ai:build", &[]), binding: Some(&b), sender: member(), history: &h, config: &c }).run.unwrap();
-    assert_eq!(run.kind, "dev");
+    assert_eq!(run.kind.to_string(), "dev");
     let d = decide(Input { event: &labeled("run:dev", &[]), binding: Some(&b), sender: member(), history: &h, config: &c });
     assert_eq!(d.reason().as_deref(), Some("issue_event_not_trigger_label"));
 }
@@ -389,7 +395,7 @@ fn any_history() -> impl Strategy<Value = History> {
     (any::<bool>(), proptest::collection::vec(1i64..4, 0..3), any::<bool>()).prop_map(|(live, linked, cand)| History {
         live_discussion_run: live,
         pr_linked_issues: linked,
-        pr_last_run_stage: Some("dev".into()),
+        pr_last_run_stage: Some(Stage::Dev),
         candidate: cand.then(|| Candidate { pr_number: 4, build_ref: "sha".into(), namespace: None }),
         ..Default::default()
     })

@@ -1,4 +1,5 @@
 use super::project;
+use ck8s_domain::lifecycle::{FailureReason, Finish};
 use ck8s_store::runs::{self, Cancel, ClaimSettings, LeaseError};
 use sqlx::PgPool;
 use std::collections::BTreeMap;
@@ -57,7 +58,7 @@ async fn three_workers_launch_every_run_of_two_one_slot_projects_exactly_once() 
                             *e = (*e).max(n);
                         }
                         tokio::time::sleep(Duration::from_millis(5)).await;
-                        runs::finish(&pool, run.id, &me, "succeeded", None, None, "run.succeeded", &serde_json::json!({})).await.unwrap();
+                        runs::finish(&pool, run.id, &me, &Finish::succeeded(), &serde_json::json!({})).await.unwrap();
                     }
                     None => {
                         idle += 1;
@@ -107,17 +108,16 @@ async fn a_worker_that_lost_its_lease_cannot_write() {
     sqlx::query("UPDATE agent_runs SET lease_until = now() - interval '1 second' WHERE id = $1").bind(id).execute(&db.pool).await.unwrap();
     let taken = runs::lease_running(&db.pool, "w2", Duration::from_secs(60), Duration::from_secs(60), 10).await.unwrap();
     assert_eq!(taken.iter().map(|r| r.id).collect::<Vec<_>>(), vec![id]);
-    let lost = runs::finish(&db.pool, id, "w1", "succeeded", None, None, "run.succeeded", &serde_json::json!({})).await;
+    let lost = runs::finish(&db.pool, id, "w1", &Finish::succeeded(), &serde_json::json!({})).await;
     assert!(matches!(lost, Err(LeaseError::Lost(_))));
     let lost = runs::record_launch(&db.pool, id, "w1", "ns", "job", Duration::from_secs(60), "m", "r").await;
     assert!(matches!(lost, Err(LeaseError::Lost(_))));
     assert_eq!(status(&db.pool, id).await, "running");
-    runs::finish(&db.pool, id, "w2", "failed", Some("kubernetes_job_failed"), Some("exit code 1"), "run.failed", &serde_json::json!({}))
-        .await
-        .unwrap();
+    let failed = Finish::failed(FailureReason::KubernetesJobFailed, "exit code 1", "run.failed");
+    runs::finish(&db.pool, id, "w2", &failed, &serde_json::json!({})).await.unwrap();
     assert_eq!(status(&db.pool, id).await, "failed");
     // Finishing twice is refused too: terminal is final.
-    assert!(runs::finish(&db.pool, id, "w2", "succeeded", None, None, "run.succeeded", &serde_json::json!({})).await.is_err());
+    assert!(runs::finish(&db.pool, id, "w2", &Finish::succeeded(), &serde_json::json!({})).await.is_err());
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -165,7 +165,7 @@ async fn cancel_is_idempotent_and_releases_the_slot() {
     );
     // The slot is free again: the queued run can start.
     assert_eq!(runs::claim_next(&db.pool, "w1", S).await.unwrap().unwrap().id, queued);
-    runs::finish(&db.pool, queued, "w1", "succeeded", None, None, "run.succeeded", &serde_json::json!({})).await.unwrap();
+    runs::finish(&db.pool, queued, "w1", &Finish::succeeded(), &serde_json::json!({})).await.unwrap();
     assert_eq!(runs::cancel(&db.pool, queued, "alice", "late").await.unwrap(), Cancel::AlreadyTerminal("succeeded".into()));
     assert_eq!(runs::cancel(&db.pool, Uuid::new_v4(), "alice", "x").await.unwrap(), Cancel::NotFound);
     let canceled_events: i64 =
@@ -181,23 +181,53 @@ async fn the_deadline_pauses_while_waiting_on_an_approval() {
     let ordinary = pending(&db.pool, p, "c-plain", "code-only").await;
     for id in [waiting, ordinary] {
         runs::claim_next(&db.pool, "w1", S).await.unwrap().unwrap();
-        runs::record_launch(&db.pool, id, "w1", "ns", "job", Duration::from_millis(800), "m", "r").await.unwrap();
+        runs::record_launch(&db.pool, id, "w1", "ns", "job", Duration::from_secs(800), "m", "r").await.unwrap();
     }
     sqlx::query("UPDATE agent_runs SET wait_reason = 'approval_pending', wait_target_kind = 'approval_request', wait_target_ref = '7' WHERE id = $1")
         .bind(waiting)
         .execute(&db.pool)
         .await
         .unwrap();
-    assert_eq!(runs::sync_wait_pause(&db.pool, waiting, "w1").await.unwrap(), Some("run.wait.paused"));
-    assert_eq!(runs::sync_wait_pause(&db.pool, waiting, "w1").await.unwrap(), None, "pausing is idempotent");
-    tokio::time::sleep(Duration::from_millis(1200)).await;
-    assert!(runs::deadline_passed(&db.pool, ordinary).await.unwrap(), "an ordinary run times out");
-    assert!(!runs::deadline_passed(&db.pool, waiting).await.unwrap(), "a run waiting on an approval does not");
-    sqlx::query("UPDATE agent_runs SET wait_reason = NULL WHERE id = $1").bind(waiting).execute(&db.pool).await.unwrap();
-    assert_eq!(runs::sync_wait_pause(&db.pool, waiting, "w1").await.unwrap(), Some("run.wait.resumed"));
-    assert!(!runs::deadline_passed(&db.pool, waiting).await.unwrap(), "the remaining time is kept after resuming");
-    tokio::time::sleep(Duration::from_millis(900)).await;
-    assert!(runs::deadline_passed(&db.pool, waiting).await.unwrap());
+    let paused = runs::sync_wait_pause(&db.pool, waiting, "w1").await.unwrap();
+    assert_eq!(paused.event, Some("run.wait.paused"));
+    assert!(paused.timeout_paused_at.is_some());
+    assert_eq!(runs::sync_wait_pause(&db.pool, waiting, "w1").await.unwrap().event, None, "pausing is idempotent");
+    let plain = runs::sync_wait_pause(&db.pool, ordinary, "w1").await.unwrap();
+    assert_eq!((plain.event, plain.timeout_paused_at), (None, None));
+
+    // The deadlines as the worker judges them, at an instant past both (pinned, no waiting).
+    let lease = |deadline_at, timeout_paused_at| ck8s_domain::lifecycle::RunLease {
+        id: waiting,
+        correlation_id: String::new(),
+        project_id: None,
+        status: ck8s_domain::run::RunStatus::Running,
+        payload: serde_json::json!({}),
+        slot_no: None,
+        namespace: Some("ns".into()),
+        job_name: Some("job".into()),
+        stale_reclaim_pending: false,
+        deadline_at,
+        timeout_paused_at,
+        wait_reason: None,
+        namespace_lease_until: None,
+    };
+    let later = plain.deadline_at.unwrap() + chrono::Duration::seconds(1);
+    assert!(lease(plain.deadline_at, plain.timeout_paused_at).deadline_passed(later), "an ordinary run times out");
+    assert!(!lease(paused.deadline_at, paused.timeout_paused_at).deadline_passed(later), "a run waiting on an approval does not");
+
+    // The wait lasted ten minutes; once it is over the deadline moves out by as much.
+    sqlx::query("UPDATE agent_runs SET wait_reason = NULL, timeout_paused_at = timeout_paused_at - interval '10 minutes' WHERE id = $1")
+        .bind(waiting)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let resumed = runs::sync_wait_pause(&db.pool, waiting, "w1").await.unwrap();
+    assert_eq!((resumed.event, resumed.timeout_paused_at), (Some("run.wait.resumed"), None));
+    let moved = resumed.deadline_at.unwrap() - paused.deadline_at.unwrap();
+    assert!(moved >= chrono::Duration::minutes(10), "the remaining time is kept after resuming: moved by {moved}");
+    let resumed_run = lease(resumed.deadline_at, None);
+    assert!(!resumed_run.deadline_passed(later), "not timed out when the original deadline passes");
+    assert!(resumed_run.deadline_passed(resumed.deadline_at.unwrap() + chrono::Duration::milliseconds(1)));
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -208,7 +238,7 @@ async fn captured_logs_are_purged_after_retention() {
     runs::claim_next(&db.pool, "w1", S).await.unwrap().unwrap();
     runs::record_logs(&db.pool, id, "w1", &serde_json::json!({"tail": "hello"})).await.unwrap();
     assert!(matches!(runs::record_logs(&db.pool, id, "w2", &serde_json::json!({})).await, Err(LeaseError::Lost(_))));
-    runs::finish(&db.pool, id, "w1", "succeeded", None, None, "run.succeeded", &serde_json::json!({})).await.unwrap();
+    runs::finish(&db.pool, id, "w1", &Finish::succeeded(), &serde_json::json!({})).await.unwrap();
     assert_eq!(runs::purge_old_logs(&db.pool, Duration::from_secs(3600)).await.unwrap(), 0, "recent logs stay");
     sqlx::query("UPDATE agent_runs SET finished_at = now() - interval '8 days', started_at = now() - interval '8 days' WHERE id = $1")
         .bind(id)

@@ -180,7 +180,7 @@ async fn a_labelled_issue_becomes_a_pull_request_and_a_review_becomes_its_revisi
     .await;
     assert_eq!(finished.len(), 1, "exactly one status comment for the run: {finished:?}");
     let st = &finished[0];
-    assert_eq!((st.run_id.as_str(), st.run_status.as_deref()), (run1.to_string().as_str(), Some("succeeded")));
+    assert_eq!((st.run_id.as_str(), st.run_status.map(|s| s.as_str())), (run1.to_string().as_str(), Some("succeeded")));
     assert_eq!(st.model.as_deref(), Some("gpt-5.4"));
     let pr = st.pr_number.expect("the status comment names the pull request");
     assert!(st.next_steps.iter().any(|s| s.url.contains("target_label=run%3Aqa")), "{:?}", st.next_steps);

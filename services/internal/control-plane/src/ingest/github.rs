@@ -1,6 +1,7 @@
 //! Maps GitHub webhook JSON onto the domain's event model. Missing or mistyped fields become
 //! `None`/empty: the policy decides what a delivery without, say, an issue means.
 
+use ck8s_domain::run_spec::{BranchRef, IssueSummary, PullRequestSummary, RepositorySummary};
 use ck8s_domain::webhook::{Event, Issue, PullRequest, Push, Repo, Sender};
 use serde_json::Value;
 
@@ -73,41 +74,45 @@ pub fn to_event(delivery_id: &str, name: &str, p: &Value) -> Event {
 }
 
 /// `{id, number, title, html_url, state, user, labels, pull_request?}` of the payload's issue.
-pub fn issue_summary(p: &Value) -> Option<Value> {
+/// The issue of a delivery as the run payload keeps it.
+pub fn issue_summary(p: &Value) -> Option<IssueSummary> {
     let x = p.get("issue").filter(|v| v.is_object())?;
-    Some(serde_json::json!({
-        "id": x.get("id"),
-        "number": x.get("number"),
-        "title": x.get("title"),
-        "html_url": x.get("html_url"),
-        "state": x.get("state"),
-        "user": s(x, &["user", "login"]),
-        "labels": labels(x.get("labels")),
-        "pull_request": x.get("pull_request").filter(|v| !v.is_null()).map(|pr| pr.get("html_url")),
-    }))
-}
-
-/// `{id, number, title, html_url, state, head{ref, sha}, base{ref}, user, labels}` of the PR.
-pub fn pull_request_summary(p: &Value) -> Option<Value> {
-    let x = p.get("pull_request").filter(|v| v.is_object())?;
-    Some(serde_json::json!({
-        "id": x.get("id"),
-        "number": x.get("number"),
-        "title": x.get("title"),
-        "html_url": x.get("html_url"),
-        "state": x.get("state"),
-        "head": {"ref": s(x, &["head", "ref"]), "sha": s(x, &["head", "sha"])},
-        "base": {"ref": s(x, &["base", "ref"])},
-        "user": s(x, &["user", "login"]),
-        "labels": labels(x.get("labels")),
-    }))
-}
-
-/// `{id, full_name, name, private, fork}` of the repository.
-pub fn repository_summary(p: &Value) -> Value {
-    let r = p.get("repository").cloned().unwrap_or(Value::Null);
-    serde_json::json!({
-        "id": r.get("id"), "full_name": r.get("full_name"), "name": r.get("name"),
-        "private": r.get("private"), "fork": r.get("fork"),
+    Some(IssueSummary {
+        number: i(x, &["number"]).unwrap_or_default(),
+        id: i(x, &["id"]),
+        title: s(x, &["title"]),
+        html_url: s(x, &["html_url"]),
+        state: s(x, &["state"]),
+        user: s(x, &["user", "login"]),
+        labels: labels(x.get("labels")),
+        pull_request: x.get("pull_request").filter(|v| !v.is_null()).and_then(|pr| s(pr, &["html_url"])),
     })
+}
+
+/// The pull request of a delivery as the run payload keeps it.
+pub fn pull_request_summary(p: &Value) -> Option<PullRequestSummary> {
+    let x = p.get("pull_request").filter(|v| v.is_object())?;
+    Some(PullRequestSummary {
+        number: i(x, &["number"]).unwrap_or_default(),
+        id: i(x, &["id"]),
+        title: s(x, &["title"]),
+        html_url: s(x, &["html_url"]),
+        state: s(x, &["state"]),
+        head: BranchRef { name: s(x, &["head", "ref"]), sha: s(x, &["head", "sha"]) },
+        base: BranchRef { name: s(x, &["base", "ref"]), sha: None },
+        user: s(x, &["user", "login"]),
+        labels: labels(x.get("labels")),
+    })
+}
+
+/// The repository of a delivery as the run payload keeps it.
+pub fn repository_summary(p: &Value) -> RepositorySummary {
+    let r = p.get("repository").cloned().unwrap_or(Value::Null);
+    RepositorySummary {
+        id: i(&r, &["id"]),
+        full_name: s(&r, &["full_name"]).unwrap_or_default(),
+        name: s(&r, &["name"]),
+        private: r.get("private").and_then(Value::as_bool),
+        fork: r.get("fork").and_then(Value::as_bool),
+    }
 }

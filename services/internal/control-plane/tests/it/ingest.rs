@@ -1,8 +1,10 @@
 //! The ingest use-case on a real database, fed with GitHub's published webhook examples adjusted
 //! only in labels, sender and repository ids.
 
+use ck8s_domain::comments::Locale;
 use ck8s_domain::labels::LabelCatalog;
 use ck8s_domain::policy::{PolicyConfig, RuntimeMode, RuntimePolicy};
+use ck8s_domain::stage::TriggerKind;
 use ck8s_testkit::github::{example, with_labels, with_number, with_repo_and_sender};
 use control_plane::bootstrap::{self, BootstrapConfig, MemberSeed, RepoSeed};
 use control_plane::ingest::{IngestError, IngestSettings, Ingestor, Status};
@@ -17,7 +19,7 @@ const KEY: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abc
 
 pub fn settings() -> IngestSettings {
     let mut runtime = RuntimePolicy::default();
-    runtime.trigger_modes.insert("intake".into(), RuntimeMode::CodeOnly);
+    runtime.trigger_modes.insert(TriggerKind::parse("intake").unwrap(), RuntimeMode::CodeOnly);
     IngestSettings {
         policy: PolicyConfig {
             labels: LabelCatalog::default(),
@@ -26,7 +28,7 @@ pub fn settings() -> IngestSettings {
             platform_namespace: "codex-k8s-prod".into(),
         },
         learning_mode_default: false,
-        locale: "en".into(),
+        locale: Locale::En,
     }
 }
 
@@ -499,7 +501,7 @@ async fn renamed_labels_in_settings_reach_the_policy() {
     )
     .unwrap();
     let cfg = control_plane::config::Config::load(&layers).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(cfg.ingest.locale, "ru");
+    assert_eq!(cfg.ingest.locale, Locale::Ru);
     i.settings = cfg.ingest;
     let r = i.ingest("rn-1", "issues", &body(&issue_labeled("ai:build", &["ai:build"], "alice"))).await.unwrap();
     assert_eq!(r.status, Status::Accepted);

@@ -37,13 +37,10 @@ fn k8s_worker(db_env: Vec<(String, String)>, id: &str, prefix: &str) -> ServiceP
 }
 
 async fn run_with_status(pool: &PgPool, project: Uuid, corr: &str, status: &str) -> Uuid {
-    let payload = serde_json::json!({
-        "issue": {"number": 7, "labels": ["run:dev"]},
-        "repository": {"full_name": "acme/app"},
-        "agent": {"key": "dev", "name": "AI Developer"},
-        "trigger": {"source": "issue_label", "kind": "dev", "label": "run:dev"},
-        "runtime": {"mode": "full-env", "access_profile": "candidate", "deploy_only": false},
-    });
+    let mut spec = ck8s_testkit::fixtures::run_spec(project, Uuid::nil(), 7, &["run:dev"]);
+    spec.runtime.mode = ck8s_domain::policy::RuntimeMode::FullEnv;
+    spec.runtime.access_profile = Some(ck8s_domain::policy::AccessProfile::Candidate);
+    let payload = spec.to_value();
     let finished = if status == "pending" { None } else { Some(chrono::Utc::now()) };
     sqlx::query_scalar(
         "INSERT INTO agent_runs (correlation_id, project_id, run_payload, runtime_mode, issue_number, status, started_at, finished_at) \

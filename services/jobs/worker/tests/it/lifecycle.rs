@@ -9,13 +9,7 @@ use uuid::Uuid;
 const BIN: &str = env!("CARGO_BIN_EXE_worker");
 
 async fn pending(pool: &PgPool, project: Uuid, corr: &str, issue: i64, issue_labels: &[&str]) -> Uuid {
-    let payload = serde_json::json!({
-        "issue": {"number": issue, "labels": issue_labels},
-        "repository": {"full_name": "acme/app"},
-        "agent": {"key": "dev", "name": "AI Developer"},
-        "trigger": {"source": "issue_label", "kind": "dev", "label": "run:dev"},
-        "runtime": {"mode": "code-only", "deploy_only": false},
-    });
+    let payload = ck8s_testkit::fixtures::run_spec(project, Uuid::nil(), issue, issue_labels).to_value();
     sqlx::query_scalar("INSERT INTO agent_runs (correlation_id, project_id, run_payload, runtime_mode, issue_number) VALUES ($1, $2, $3, 'code-only', $4) RETURNING id")
         .bind(corr)
         .bind(project)
@@ -150,7 +144,9 @@ async fn a_run_of_a_killed_worker_is_finished_by_another_exactly_once() {
     let (env, d) = (db.env(), dir.clone());
     let b = tokio::task::spawn_blocking(move || worker(env, "w-b", &d, "sleep 3; echo done")).await.unwrap();
     assert_eq!(wait_status(&db.pool, run, "succeeded", Duration::from_secs(30)).await, "succeeded");
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    // A finished run is never claimed or reconciled again, so these counts are final (that a
+    // reclaimed run with a live job is not launched twice is decided by the worker's core and
+    // unit-tested there).
     let evs = events(&db.pool, run).await;
     let count = |t: &str| evs.iter().filter(|e| e.0 == t).count();
     assert_eq!(count("run.started"), 1, "the job is not launched twice: {evs:?}");
@@ -213,13 +209,10 @@ async fn repository(pool: &PgPool, project: Uuid) -> Uuid {
 }
 
 async fn pending_full_env(pool: &PgPool, project: Uuid, repo: Uuid, corr: &str, issue: i64, kind: &str) -> Uuid {
-    let payload = serde_json::json!({
-        "issue": {"number": issue, "labels": []},
-        "project": {"repository_id": repo},
-        "agent": {"key": "dev", "name": "AI Developer"},
-        "trigger": {"source": "issue_label", "kind": kind},
-        "runtime": {"mode": "full-env", "deploy_only": false},
-    });
+    let mut spec = ck8s_testkit::fixtures::run_spec(project, repo, issue, &[]);
+    spec.trigger.kind = ck8s_testkit::fixtures::kind(kind);
+    spec.runtime.mode = ck8s_domain::policy::RuntimeMode::FullEnv;
+    let payload = spec.to_value();
     sqlx::query_scalar(
         "INSERT INTO agent_runs (correlation_id, project_id, repository_id, run_payload, runtime_mode, issue_number, agent_key, trigger_kind)
          VALUES ($1, $2, $3, $4, 'full-env', $5, 'dev', $6) RETURNING id",
