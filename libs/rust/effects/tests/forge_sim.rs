@@ -251,3 +251,66 @@ async fn effects_that_cannot_succeed_fail_with_the_reason_and_are_not_retried() 
     assert_eq!((rows[2].0.as_str(), rows[2].1), ("failed", 1));
     assert!(rows[2].2.as_deref().unwrap().to_lowercase().contains("not found"), "{rows:?}");
 }
+
+/// A provider factory that holds the executor inside its attempt until the test lets it go, then
+/// fails it: a replica that stalled past its lease.
+struct Stalled {
+    entered: std::sync::Mutex<Option<std::sync::mpsc::Sender<()>>>,
+    release: std::sync::Mutex<std::sync::mpsc::Receiver<()>>,
+}
+
+impl Providers for Stalled {
+    fn for_repository(&self, _repo: &RepositoryRow) -> Result<Arc<dyn RepositoryProvider>, ProviderSetupError> {
+        if let Some(tx) = self.entered.lock().unwrap().take() {
+            tx.send(()).unwrap();
+        }
+        // Hand the worker thread's queued tasks to others while this one stalls.
+        tokio::task::block_in_place(|| {
+            let _ = self.release.lock().unwrap().recv();
+        });
+        Err(ProviderSetupError("the slow replica gave up".into()))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 3)]
+async fn a_slow_executor_cannot_overwrite_the_outcome_of_the_one_that_took_its_effect_over() {
+    let db = ck8s_testkit::fresh_db().await;
+    let repo_id = repository(&db.pool).await;
+    let sim = tokio::task::spawn_blocking(sim).await.unwrap();
+    let gh: Arc<dyn RepositoryProvider> = Arc::new(sim.provider());
+    owe(&db.pool, repo_id, "race:0:add_labels", "add_labels", json!({"labels": ["state:in-review"]})).await;
+
+    let (entered_tx, entered) = std::sync::mpsc::channel();
+    let (release, release_rx) = std::sync::mpsc::channel();
+    let stalled = Stalled { entered: std::sync::Mutex::new(Some(entered_tx)), release: std::sync::Mutex::new(release_rx) };
+    let slow = Executor {
+        pool: db.pool.clone(),
+        providers: Arc::new(stalled),
+        settings: ExecutorSettings { owner: "replica-a".into(), ..Default::default() },
+    };
+    let slow = tokio::spawn(async move { slow.tick().await.unwrap() });
+    tokio::task::spawn_blocking(move || entered.recv().unwrap()).await.unwrap();
+
+    // Replica A's lease runs out while it is stuck; replica B takes the effect over and does it.
+    sqlx::query("UPDATE github_side_effects SET lease_until = now() - interval '1 second'").execute(&db.pool).await.unwrap();
+    let fast = Executor {
+        pool: db.pool.clone(),
+        providers: Arc::new(Fixed(gh.clone())),
+        settings: ExecutorSettings { owner: "replica-b".into(), ..Default::default() },
+    };
+    assert_eq!(fast.tick().await.unwrap(), 1);
+    release.send(()).unwrap();
+    assert_eq!(slow.await.unwrap(), 1, "replica A finished its attempt too");
+
+    let (status, attempts, last_error, result): (String, i32, Option<String>, Option<Value>) =
+        sqlx::query_as("SELECT status, attempts, last_error, result FROM github_side_effects").fetch_one(&db.pool).await.unwrap();
+    assert_eq!((status.as_str(), attempts, last_error), ("done", 2, None), "B's outcome stands");
+    assert_eq!(result.unwrap()["labels"], json!(["state:in-review"]));
+    let events: Vec<(String, String)> =
+        sqlx::query_as("SELECT event_type, actor_id FROM flow_events WHERE event_type LIKE 'github.side_effect.%' ORDER BY id")
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(events, vec![("github.side_effect.done".to_string(), "replica-b".to_string())], "A recorded nothing");
+    assert_eq!(gh.issue_labels(&RepoRef::new("codex-bot", "app"), 1).await.unwrap(), vec!["state:in-review"]);
+}

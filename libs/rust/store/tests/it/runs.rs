@@ -267,3 +267,46 @@ async fn reconciliation_rotates_through_more_running_runs_than_its_limit() {
     }
     assert_eq!(seen.len(), 5, "every running run is visited within ceil(5 / 2) ticks");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cleanup_request_is_carried_out_by_one_worker_and_only_its_claim_may_finish_it() {
+    let db = ck8s_testkit::fresh_db().await;
+    let p = project(&db.pool, "alpha").await;
+    let repo: Uuid = sqlx::query_scalar(
+        "INSERT INTO repositories (project_id, provider, external_id, owner, name, alias, token_encrypted) VALUES ($1, 'github', 1, 'acme', 'app', 'app', $2) RETURNING id",
+    )
+    .bind(p)
+    .bind(vec![1u8; 40])
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    let run = pending(&db.pool, p, "c-1", "full-env").await;
+    sqlx::query("UPDATE agent_runs SET repository_id = $2, issue_number = 61, namespace = 'codex-issue-61' WHERE id = $1")
+        .bind(run)
+        .bind(repo)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let mut tx = db.pool.begin().await.unwrap();
+    ck8s_store::ingest::request_cleanup(&mut tx, repo, "close-61", ck8s_store::ingest::CleanupScope::IssueNamespaces, 61).await.unwrap();
+    tx.commit().await.unwrap();
+
+    let lease = Duration::from_secs(60);
+    let (a, b) = tokio::join!(runs::claim_cleanups(&db.pool, "w1", lease, 20), runs::claim_cleanups(&db.pool, "w2", lease, 20));
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert_eq!(a.len() + b.len(), 1, "exactly one worker gets the request: {a:?} {b:?}");
+    let (mine, me) = if a.is_empty() { (b, "w2") } else { (a, "w1") };
+    assert_eq!(mine[0].namespaces, vec![(run, "codex-issue-61".to_string())]);
+    assert!(runs::claim_cleanups(&db.pool, "w3", lease, 20).await.unwrap().is_empty(), "a held claim is not handed out again");
+
+    // The holder stalls past its lease; another worker takes the request over and finishes it.
+    sqlx::query("UPDATE cleanup_requests SET lease_until = now() - interval '1 second'").execute(&db.pool).await.unwrap();
+    let taken = runs::claim_cleanups(&db.pool, "w3", lease, 20).await.unwrap();
+    assert_eq!(taken.len(), 1);
+    assert!(runs::finish_cleanup(&db.pool, &taken[0], "w3", &runs::CleanupResult::Done).await.unwrap());
+    let late = runs::finish_cleanup(&db.pool, &mine[0], me, &runs::CleanupResult::Failed("too late".into())).await.unwrap();
+    assert!(!late, "the stalled claim cannot overwrite the outcome");
+    let (status, last_error): (String, Option<String>) =
+        sqlx::query_as("SELECT status, last_error FROM cleanup_requests").fetch_one(&db.pool).await.unwrap();
+    assert_eq!((status.as_str(), last_error), ("done", None));
+}

@@ -293,6 +293,9 @@ async fn revise_runs_reuse_the_namespace_of_their_issue_and_closing_the_issue_de
     let dir = runs_dir("reuse");
     let (env, d) = (db.env(), dir.clone());
     let w = tokio::task::spawn_blocking(move || worker(env, "w-reuse", &d, "true")).await.unwrap();
+    // A second replica: the cleanup below must still be carried out once.
+    let (env, d) = (db.env(), dir.clone());
+    let w2 = tokio::task::spawn_blocking(move || worker(env, "w-reuse-2", &d, "true")).await.unwrap();
     let first = pending_full_env(&db.pool, p, repo, "first", 61, "dev").await;
     assert_eq!(wait_status(&db.pool, first, "succeeded", Duration::from_secs(20)).await, "succeeded");
     let revise = pending_full_env(&db.pool, p, repo, "revise", 61, "dev_revise").await;
@@ -329,8 +332,8 @@ async fn revise_runs_reuse_the_namespace_of_their_issue_and_closing_the_issue_de
         .fetch_one(&db.pool)
         .await
         .unwrap();
-    assert_eq!(by_system, 1);
-    drop(w);
+    assert_eq!(by_system, 1, "one replica carried the cleanup out");
+    drop((w, w2));
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -386,4 +389,53 @@ async fn three_worker_processes_launch_every_run_of_two_one_slot_projects_exactl
         sqlx::query_scalar("SELECT DISTINCT actor_id FROM flow_events WHERE event_type = 'run.started'").fetch_all(&db.pool).await.unwrap();
     assert!(finishers.len() >= 2, "the work was shared between processes: {finishers:?}");
     drop(workers);
+}
+
+/// The backend pid of the worker's `LISTEN` connection on `db`, if it has one.
+async fn listener_pid(pool: &PgPool, db: &str) -> Option<i32> {
+    sqlx::query_scalar("SELECT pid FROM pg_stat_activity WHERE datname = $1 AND query ILIKE 'LISTEN %' AND pid <> pg_backend_pid()")
+        .bind(db)
+        .fetch_optional(pool)
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lost_listen_connection_is_opened_again_and_a_notify_still_wakes_the_worker() {
+    let db = ck8s_testkit::fresh_db().await;
+    let p = project(&db.pool).await;
+    let dir = runs_dir("listen");
+    // Polling is off for the test's length: only a notification can wake the worker.
+    let (env, d) = (db.env(), dir.clone());
+    let w = tokio::task::spawn_blocking(move || worker_with(env, "w-listen", &d, "true", &[("CODEXK8S_WORKER_POLL_INTERVAL", "10m")]))
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let first = loop {
+        if let Some(pid) = listener_pid(&db.pool, &db.name).await {
+            break pid;
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "the worker never listened");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    // The connection dies under the worker (a restarted or failed-over server does this).
+    let killed: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1)").bind(first).fetch_one(&db.pool).await.unwrap();
+    assert!(killed);
+    let started = Instant::now();
+    loop {
+        if listener_pid(&db.pool, &db.name).await.is_some_and(|pid| pid != first) {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "the worker did not listen again after losing its connection");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // A run arrives the way ingest announces it.
+    let run = pending(&db.pool, p, "after-reconnect", 71, &[]).await;
+    let mut tx = db.pool.begin().await.unwrap();
+    ck8s_store::ingest::notify_run_pending(&mut tx, run).await.unwrap();
+    tx.commit().await.unwrap();
+    let notified = Instant::now();
+    assert_eq!(wait_status(&db.pool, run, "succeeded", Duration::from_secs(10)).await, "succeeded", "the notification woke the worker");
+    println!("woken and finished {} ms after the NOTIFY (polling interval 10 minutes)", notified.elapsed().as_millis());
+    drop(w);
 }
