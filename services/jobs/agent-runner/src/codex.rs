@@ -2,7 +2,9 @@
 //! `config.toml` (model, reasoning, approval and sandbox, the model provider, the platform's MCP
 //! server with its bearer token taken from the environment), run `codex exec --json` — or
 //! `codex exec resume <session>` — with stdin closed, and read its events with the domain's reader.
-//! Secrets go only through environment variables and are redacted from everything kept.
+//! Secrets go only through environment variables and are redacted from everything kept. Codex
+//! runs in a process group of its own on the async runtime; if the run is dropped (the pod is
+//! stopped), the whole group — Codex and every command it started — is killed.
 
 use ck8s_domain::agent_run::{CodexTranscript, read_codex_events, redact};
 use secrecy::{ExposeSecret, SecretString};
@@ -91,9 +93,15 @@ impl Codex {
     }
 
     /// Runs one Codex turn in `workdir` (new, or resuming `session`); `extra_secrets` are redacted too.
-    pub fn exec(&self, workdir: &Path, prompt: &str, session: Option<&str>, extra_secrets: &[&str]) -> Result<CodexTranscript, CodexError> {
+    pub async fn exec(
+        &self,
+        workdir: &Path,
+        prompt: &str,
+        session: Option<&str>,
+        extra_secrets: &[&str],
+    ) -> Result<CodexTranscript, CodexError> {
         self.write_config()?;
-        let mut cmd = std::process::Command::new(&self.binary);
+        let mut cmd = tokio::process::Command::new(&self.binary);
         cmd.arg("exec").args(["--json", "--skip-git-repo-check", "--cd"]).arg(workdir);
         if self.output_schema {
             let schema = self.home.join("report-schema.json");
@@ -111,11 +119,18 @@ impl Codex {
             .env("CODEX_HOME", &self.home)
             .env("OPENAI_API_KEY", self.api_key.expose_secret())
             .env("GIT_TERMINAL_PROMPT", "0")
-            .stdin(std::process::Stdio::null());
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .process_group(0)
+            .kill_on_drop(true);
         if let Some(t) = &self.mcp_token {
             cmd.env("CODEXK8S_MCP_BEARER_TOKEN", t.expose_secret());
         }
-        let out = cmd.output().map_err(|e| CodexError::Start(self.binary.display().to_string(), e))?;
+        let child = cmd.spawn().map_err(|e| CodexError::Start(self.binary.display().to_string(), e))?;
+        let mut group = GroupGuard(child.id());
+        let out = child.wait_with_output().await?;
+        group.0 = None;
         let mut secrets = self.secrets();
         secrets.extend(extra_secrets.iter().map(|s| s.to_string()));
         let refs: Vec<&str> = secrets.iter().map(String::as_str).collect();
@@ -126,6 +141,18 @@ impl Codex {
             return Err(CodexError::Failed { code: out.status.code(), message, transcript: Box::new(transcript) });
         }
         Ok(transcript)
+    }
+}
+
+/// Kills a process group when dropped while armed: the Codex CLI and whatever it started.
+struct GroupGuard(Option<u32>);
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        if let Some(pgid) = self.0 {
+            // No `unsafe` for killpg(2): the `kill` utility signals the group by its negative id.
+            let _ = std::process::Command::new("kill").args(["-s", "KILL", "--", &format!("-{pgid}")]).status();
+        }
     }
 }
 

@@ -21,6 +21,7 @@ use ck8s_github::{Github, GithubProvider, GithubSettings};
 use ck8s_proto::controlplane::v1::{LearningFeedback, UpsertAgentSessionRequest};
 use secrecy::ExposeSecret;
 use serde_json::json;
+use tokio_util::sync::CancellationToken;
 
 /// A run that did not succeed: how the process ends and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -187,8 +188,11 @@ fn session_json(
     })
 }
 
-/// Runs the job: the outcome as one JSON value, or the failure and its exit code.
-pub async fn execute(cfg: Config) -> Result<serde_json::Value, Failure> {
+/// Runs the job: the outcome as one JSON value, or the failure and its exit code. When `stop` is
+/// cancelled (SIGTERM: the pod is being stopped) the run stops at once — Codex and every command
+/// it started are killed — and the session so far is saved as a `cancelled` snapshot, so a
+/// revise run can resume it.
+pub async fn execute(cfg: Config, stop: CancellationToken) -> Result<serde_json::Value, Failure> {
     let secrets = vec![cfg.bot_token.clone(), cfg.model_key.clone()];
     let cb = Callbacks::connect(&cfg.run.control_plane_target, &cfg.run_token, secrets).await.map_err(|e| Failure::failed(chain(&e)))?;
     cb.started(json!({"agent_key": cfg.run.agent_key, "trigger_kind": cfg.run.trigger_kind, "repository": cfg.repo.full_name(), "learning_mode": cfg.run.learning_mode}))
@@ -198,7 +202,10 @@ pub async fn execute(cfg: Config) -> Result<serde_json::Value, Failure> {
         .map_err(|e| Failure::failed(e.to_string()))?;
     let provider = GithubProvider::new(gh);
 
-    let prepared = prepare(&cfg, &provider, &cb).await;
+    let prepared = tokio::select! {
+        p = prepare(&cfg, &provider, &cb) => p,
+        () = stop.cancelled() => Err(Failure::failed(STOPPED)),
+    };
     let Prepared { input, codex, restored_from, existing_pr } = match prepared {
         Ok(p) => p,
         Err(f) => {
@@ -214,7 +221,12 @@ pub async fn execute(cfg: Config) -> Result<serde_json::Value, Failure> {
     cb.event("run.agent.ready", json!({"branch": branch, "existing_pr": existing_pr, "resume": input.resume_session.is_some()})).await;
     cb.phase("ready", None, Some(&cfg.run.model), Some(&cfg.run.reasoning_effort)).await;
 
-    let out = match run(input, &codex, &provider).await {
+    let home = codex.home.clone();
+    let outcome = tokio::select! {
+        out = run(input, &codex, &provider) => out,
+        () = stop.cancelled() => return Err(interrupted(&cfg, &cb, &home, &branch).await),
+    };
+    let out = match outcome {
         Ok(o) => o,
         Err(e) => {
             let f = Failure { exit: e.exit(), message: e.to_string() };
@@ -303,6 +315,34 @@ pub async fn execute(cfg: Config) -> Result<serde_json::Value, Failure> {
         "snapshot_version": version, "token_usage_rows": usage_rows, "review_replies": out.replies, "review_id": out.review_id,
         "learning_items": out.learning.len(),
     }))
+}
+
+/// Why a run ends when its pod is stopped.
+const STOPPED: &str = "stopped by SIGTERM (the job was stopped or canceled)";
+
+/// The run was stopped mid-way: saves what Codex recorded so far as a `cancelled` snapshot.
+async fn interrupted(cfg: &Config, cb: &Callbacks, home: &std::path::Path, branch: &str) -> Failure {
+    let secrets: Vec<&str> = [&cfg.bot_token, &cfg.model_key, &cfg.run_token].iter().map(|s| s.expose_secret()).collect();
+    let codex_session = session::collect(home, None, &secrets);
+    let session_id = codex_session.as_ref().and_then(session::session_id);
+    let message = format!("{STOPPED}; the session so far is saved for a revise to resume");
+    let req = UpsertAgentSessionRequest {
+        expected_version: 0,
+        status: "cancelled".into(),
+        branch_name: Some(branch.to_string()),
+        session_id: session_id.clone(),
+        model: Some(cfg.run.model.clone()),
+        reasoning_effort: Some(cfg.run.reasoning_effort.clone()),
+        session_json: session_json(cfg, "cancelled", branch, cfg.run.existing_pr_number, None, Some(&message)).to_string(),
+        codex_cli_session_path: codex_session.as_ref().and_then(|v| v["file"].as_str().map(String::from)),
+        codex_cli_session_json: codex_session.map(|v| v.to_string()),
+        ..Default::default()
+    };
+    match cb.save_snapshot(req).await {
+        Ok(v) => cb.event("run.agent.session.saved", json!({"snapshot_version": v, "session_id": session_id, "interrupted": true})).await,
+        Err(e) => tracing::error!(error = %e, "the session snapshot of the stopped run was not stored"),
+    }
+    Failure::failed(message)
 }
 
 /// Stores a failed snapshot (best effort): `failed_precondition` when there was nothing to revise.

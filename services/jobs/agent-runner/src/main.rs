@@ -1,7 +1,8 @@
 //! agent-runner: the program inside every run's pod (or local process). It only wires: telemetry,
 //! the settings the worker wrote (`config`), a runtime, the run (`job::execute`), then one JSON
 //! line with the outcome and the exit code both ends agree on (`AgentExit`: 0 success, 1 failure,
-//! 2 bad settings, 3 write-scope violation, 42 nothing to revise).
+//! 2 bad settings, 3 write-scope violation, 42 nothing to revise). SIGTERM stops the run and saves
+//! its session before the process exits.
 
 use agent_runner::config::Config;
 use agent_runner::job;
@@ -28,7 +29,19 @@ fn main() -> ExitCode {
             return ExitCode::from(AgentExit::Failed.code());
         }
     };
-    match rt.block_on(job::execute(cfg)) {
+    let stop = tokio_util::sync::CancellationToken::new();
+    let outcome = rt.block_on(async {
+        let on_signal = stop.clone();
+        tokio::spawn(async move {
+            if let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                term.recv().await;
+                tracing::warn!("SIGTERM: stopping the run and saving its session");
+                on_signal.cancel();
+            }
+        });
+        job::execute(cfg, stop).await
+    });
+    match outcome {
         Ok(v) => {
             println!("{v}");
             ExitCode::SUCCESS

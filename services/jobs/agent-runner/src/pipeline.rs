@@ -104,12 +104,13 @@ pub async fn run(input: RunInput, codex: &Codex, provider: &dyn RepositoryProvid
         input.revise,
         input.bot_token.clone(),
         input.identity.clone(),
-    )?;
+    )
+    .await?;
     let prompt = render(&ws.dir, p);
     let token = input.bot_token.expose_secret().to_string();
-    let transcript = codex.exec(&ws.dir, &prompt.text, input.resume_session.as_deref(), &[&token])?;
+    let transcript = codex.exec(&ws.dir, &prompt.text, input.resume_session.as_deref(), &[&token]).await?;
 
-    let changed = ws.changed_paths()?;
+    let changed = ws.changed_paths().await?;
     check_write_scope(&input.scope, &changed)?;
     let secrets: Vec<&str> = input.secrets.iter().map(|s| s.expose_secret()).chain([token.as_str()]).collect();
     let clean = |t: &str| redact(t, &secrets);
@@ -135,9 +136,9 @@ pub async fn run(input: RunInput, codex: &Codex, provider: &dyn RepositoryProvid
         return Ok(outcome);
     }
     let subject = format!("{}: {}", p.agent_name, p.issue_title);
-    outcome.commit = ws.commit_all(&subject)?;
+    outcome.commit = ws.commit_all(&subject).await?;
     if outcome.commit.is_some() || input.revise {
-        ws.push()?;
+        ws.push().await?;
     }
     if !input.wants_pr || outcome.commit.is_none() && !input.revise {
         return Ok(outcome);

@@ -45,6 +45,22 @@ pub fn collect(home: &Path, session_id: Option<&str>, secrets: &[&str]) -> Optio
     Some(json!({"file": rel, "lines": lines}))
 }
 
+/// The Codex session id of a collected `{file, lines}` session: its `session_meta` record's id,
+/// else the UUID at the end of the rollout's file name.
+pub fn session_id(collected: &Value) -> Option<String> {
+    let from_meta = collected["lines"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|l| l["type"] == "session_meta")
+        .and_then(|l| l["payload"]["id"].as_str().or_else(|| l["id"].as_str()).map(String::from));
+    from_meta.or_else(|| {
+        let name = collected["file"].as_str()?.rsplit('/').next()?.strip_suffix(".jsonl")?;
+        let tail = name.get(name.len().checked_sub(36)?..)?;
+        uuid::Uuid::parse_str(tail).ok().map(|u| u.to_string())
+    })
+}
+
 /// Writes a stored `{file, lines}` session back under `home/sessions`; returns its path.
 pub fn restore(home: &Path, stored: &Value) -> Result<PathBuf, SessionError> {
     let rel = stored["file"].as_str().ok_or_else(|| SessionError::Malformed("no file name".into()))?;
@@ -101,6 +117,9 @@ mod tests {
             assert!(matches!(restore(&fresh, &bad), Err(SessionError::Malformed(_))), "{bad}");
         }
         assert!(collect(&home.join("nothing"), None, &[]).is_none());
+        assert_eq!(session_id(&v).as_deref(), Some("bbbb"), "from the session_meta record");
+        let by_name = json!({"file": "2026/12/06/rollout-2026-12-06T10-00-00-0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0.jsonl", "lines": []});
+        assert_eq!(session_id(&by_name).as_deref(), Some("0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0"), "from the file name");
         let _ = std::fs::remove_dir_all(&home);
     }
 }

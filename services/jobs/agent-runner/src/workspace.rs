@@ -2,6 +2,8 @@
 //! URL with the bot token given only through a `GIT_ASKPASS` helper and the helper's environment
 //! (never in the URL, the arguments, `.git/config` or any message), check out the target branch
 //! or create it from the base, remember the baseline, list what changed since it, commit and push.
+//! git runs as a child process on the async runtime (`tokio::process`), killed if the run is
+//! dropped (a stopped pod).
 
 use secrecy::{ExposeSecret, SecretString};
 use std::path::{Path, PathBuf};
@@ -58,8 +60,8 @@ fn redact(text: &str, token: &SecretString) -> String {
 }
 
 impl Workspace {
-    fn git_in(&self, dir: &Path, step: &str, args: &[&str]) -> Result<String, WorkspaceError> {
-        let out = std::process::Command::new("git")
+    async fn git_in(&self, dir: &Path, step: &str, args: &[&str]) -> Result<String, WorkspaceError> {
+        let out = tokio::process::Command::new("git")
             .arg("-C")
             .arg(dir)
             .args(["-c", &format!("user.name={}", self.identity.name), "-c", &format!("user.email={}", self.identity.email)])
@@ -69,7 +71,9 @@ impl Workspace {
             .env("CODEXK8S_GIT_TOKEN", self.token.expose_secret())
             .env_remove("SSH_ASKPASS")
             .stdin(std::process::Stdio::null())
-            .output()?;
+            .kill_on_drop(true)
+            .output()
+            .await?;
         if !out.status.success() {
             let message = redact(String::from_utf8_lossy(&out.stderr).trim(), &self.token);
             return Err(WorkspaceError::Git { step: step.into(), message });
@@ -77,14 +81,18 @@ impl Workspace {
         Ok(redact(String::from_utf8_lossy(&out.stdout).trim(), &self.token))
     }
 
-    fn git(&self, step: &str, args: &[&str]) -> Result<String, WorkspaceError> {
-        self.git_in(&self.dir, step, args)
+    async fn git(&self, step: &str, args: &[&str]) -> Result<String, WorkspaceError> {
+        self.git_in(&self.dir, step, args).await
+    }
+
+    async fn remote_has(&self, branch: &str) -> Result<bool, WorkspaceError> {
+        Ok(!self.git("ls-remote", &["ls-remote", "--heads", "origin", branch]).await?.is_empty())
     }
 
     /// Clones `clone_url` into `dir` (which must not exist or be empty) and checks out `branch`:
     /// the remote branch when it exists; otherwise, for a new run, a branch from `origin/<base>`
     /// (or an empty history for an empty repository); for a revise run, `NothingToRevise`.
-    pub fn prepare(
+    pub async fn prepare(
         dir: &Path,
         clone_url: &str,
         base: &str,
@@ -105,50 +113,45 @@ impl Workspace {
         std::fs::create_dir_all(dir)?;
         let mut ws = Workspace { dir: dir.to_path_buf(), branch: branch.into(), baseline: None, askpass_dir, token, identity };
         let parent = dir.parent().unwrap_or(dir).to_path_buf();
-        ws.git_in(&parent, "clone", &["clone", "--quiet", "--no-tags", clone_url, &dir.display().to_string()])?;
-        let remote_has = |b: &str| ws.git("ls-remote", &["ls-remote", "--heads", "origin", b]).map(|o| !o.is_empty());
-        if remote_has(branch)? {
-            ws.git("checkout", &["checkout", "--quiet", "-B", branch, &format!("origin/{branch}")])?;
+        ws.git_in(&parent, "clone", &["clone", "--quiet", "--no-tags", clone_url, &dir.display().to_string()]).await?;
+        if ws.remote_has(branch).await? {
+            ws.git("checkout", &["checkout", "--quiet", "-B", branch, &format!("origin/{branch}")]).await?;
         } else if revise {
             return Err(WorkspaceError::NothingToRevise(branch.into()));
-        } else if remote_has(base)? {
-            ws.git("checkout", &["checkout", "--quiet", "-B", branch, &format!("origin/{base}")])?;
+        } else if ws.remote_has(base).await? {
+            ws.git("checkout", &["checkout", "--quiet", "-B", branch, &format!("origin/{base}")]).await?;
         } else {
-            ws.git("checkout", &["checkout", "--quiet", "--orphan", branch])?;
+            ws.git("checkout", &["checkout", "--quiet", "--orphan", branch]).await?;
         }
-        ws.baseline = ws.git("rev-parse", &["rev-parse", "--verify", "--quiet", "HEAD"]).ok().filter(|h| !h.is_empty());
+        ws.baseline = ws.git("rev-parse", &["rev-parse", "--verify", "--quiet", "HEAD"]).await.ok().filter(|h| !h.is_empty());
         Ok(ws)
     }
 
     /// Paths changed since the baseline: commits, staged and unstaged edits, new files.
-    pub fn changed_paths(&self) -> Result<Vec<String>, WorkspaceError> {
-        let mut paths = std::collections::BTreeSet::new();
-        let mut add = |out: String| {
-            for l in out.lines().filter(|l| !l.is_empty()) {
-                paths.insert(l.to_string());
-            }
+    pub async fn changed_paths(&self) -> Result<Vec<String>, WorkspaceError> {
+        let tracked = match &self.baseline {
+            Some(b) => self.git("diff", &["diff", "--name-only", b]).await?,
+            None => self.git("ls-files", &["ls-files", "--cached"]).await?,
         };
-        match &self.baseline {
-            Some(b) => add(self.git("diff", &["diff", "--name-only", b])?),
-            None => add(self.git("ls-files", &["ls-files", "--cached"])?),
-        }
-        add(self.git("ls-files", &["ls-files", "--others", "--exclude-standard"])?);
+        let untracked = self.git("ls-files", &["ls-files", "--others", "--exclude-standard"]).await?;
+        let paths: std::collections::BTreeSet<String> =
+            tracked.lines().chain(untracked.lines()).filter(|l| !l.is_empty()).map(String::from).collect();
         Ok(paths.into_iter().collect())
     }
 
     /// Commits everything (if anything changed); returns the new HEAD.
-    pub fn commit_all(&self, message: &str) -> Result<Option<String>, WorkspaceError> {
-        self.git("add", &["add", "-A"])?;
-        if self.git("status", &["status", "--porcelain"])?.is_empty() {
+    pub async fn commit_all(&self, message: &str) -> Result<Option<String>, WorkspaceError> {
+        self.git("add", &["add", "-A"]).await?;
+        if self.git("status", &["status", "--porcelain"]).await?.is_empty() {
             return Ok(None);
         }
-        self.git("commit", &["commit", "--quiet", "-m", message])?;
-        self.git("rev-parse", &["rev-parse", "HEAD"]).map(Some)
+        self.git("commit", &["commit", "--quiet", "-m", message]).await?;
+        self.git("rev-parse", &["rev-parse", "HEAD"]).await.map(Some)
     }
 
     /// Pushes the branch to the remote.
-    pub fn push(&self) -> Result<(), WorkspaceError> {
-        self.git("push", &["push", "--quiet", "origin", &format!("HEAD:refs/heads/{}", self.branch)]).map(|_| ())
+    pub async fn push(&self) -> Result<(), WorkspaceError> {
+        self.git("push", &["push", "--quiet", "origin", &format!("HEAD:refs/heads/{}", self.branch)]).await.map(|_| ())
     }
 }
 

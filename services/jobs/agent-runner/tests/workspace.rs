@@ -18,6 +18,7 @@ fn bot() -> Identity {
 
 #[test]
 fn a_run_clones_with_askpass_only_changes_within_scope_and_pushes_its_branch() {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let sim = ForgeSim::start();
     let token = sim.user("acme");
     assert_eq!(sim.call("POST", "/_sim/repos", Some(&token), Some(json!({"name": "app"}))).0, 201);
@@ -27,12 +28,22 @@ fn a_run_clones_with_askpass_only_changes_within_scope_and_pushes_its_branch() {
     let clone_url = format!("{}/git/acme/app.git", sim.url());
 
     // A revise run with no branch on the remote has nothing to revise (the exit-42 path).
-    let err = Workspace::prepare(&root.join("r0"), &clone_url, "main", "codex/issue-1", true, SecretString::from(token.clone()), bot())
+    let err = rt
+        .block_on(Workspace::prepare(&root.join("r0"), &clone_url, "main", "codex/issue-1", true, SecretString::from(token.clone()), bot()))
         .unwrap_err();
     assert!(matches!(err, WorkspaceError::NothingToRevise(ref b) if b == "codex/issue-1"), "{err}");
 
-    let ws =
-        Workspace::prepare(&root.join("r1"), &clone_url, "main", "codex/issue-1", false, SecretString::from(token.clone()), bot()).unwrap();
+    let ws = rt
+        .block_on(Workspace::prepare(
+            &root.join("r1"),
+            &clone_url,
+            "main",
+            "codex/issue-1",
+            false,
+            SecretString::from(token.clone()),
+            bot(),
+        ))
+        .unwrap();
     assert!(ws.baseline.is_some(), "a branch from origin/main");
     let config = std::fs::read_to_string(ws.dir.join(".git/config")).unwrap();
     assert!(!config.contains(&token), "the token is not stored in .git/config");
@@ -41,14 +52,18 @@ fn a_run_clones_with_askpass_only_changes_within_scope_and_pushes_its_branch() {
     // The agent changes code and docs: fine for dev, not for a document stage.
     std::fs::write(ws.dir.join("hello.sh"), "echo hello\n").unwrap();
     std::fs::write(ws.dir.join("README.md"), "# app\n\nSays hello.\n").unwrap();
-    let changed = ws.changed_paths().unwrap();
+    let changed = rt.block_on(ws.changed_paths()).unwrap();
     assert_eq!(changed, vec!["README.md", "hello.sh"]);
     assert!(check_write_scope(&WriteScope::Unrestricted, &changed).is_ok());
     assert_eq!(check_write_scope(&WriteScope::MarkdownOnly, &changed).unwrap_err().paths, vec!["hello.sh"]);
 
-    let head = ws.commit_all("Add hello.sh").unwrap().expect("a commit");
-    assert_eq!(ws.changed_paths().unwrap(), vec!["README.md", "hello.sh"], "committed changes still count against the baseline");
-    ws.push().unwrap();
+    let head = rt.block_on(ws.commit_all("Add hello.sh")).unwrap().expect("a commit");
+    assert_eq!(
+        rt.block_on(ws.changed_paths()).unwrap(),
+        vec!["README.md", "hello.sh"],
+        "committed changes still count against the baseline"
+    );
+    rt.block_on(ws.push()).unwrap();
     let (s, file) = sim.call("GET", "/repos/acme/app/contents/hello.sh?ref=codex/issue-1", Some(&token), None);
     assert_eq!((s, file["sha"].is_string()), (200, true), "the branch is on the forge");
     let (_, pr) =
@@ -56,19 +71,29 @@ fn a_run_clones_with_askpass_only_changes_within_scope_and_pushes_its_branch() {
     assert_eq!(pr["head"]["sha"], head);
 
     // A revise run continues the same branch.
-    let again =
-        Workspace::prepare(&root.join("r2"), &clone_url, "main", "codex/issue-1", true, SecretString::from(token.clone()), bot()).unwrap();
+    let again = rt
+        .block_on(Workspace::prepare(&root.join("r2"), &clone_url, "main", "codex/issue-1", true, SecretString::from(token.clone()), bot()))
+        .unwrap();
     assert_eq!(again.baseline.as_deref(), Some(head.as_str()));
-    assert!(again.changed_paths().unwrap().is_empty());
-    assert_eq!(again.commit_all("nothing").unwrap(), None);
+    assert!(rt.block_on(again.changed_paths()).unwrap().is_empty());
+    assert_eq!(rt.block_on(again.commit_all("nothing")).unwrap(), None);
 
     // A bad token fails with git's reason and without the token.
     let bad = "fsim_definitely_wrong_token_123";
-    let ws = Workspace::prepare(&root.join("r3"), &clone_url, "main", "codex/issue-2", false, SecretString::from(bad.to_string()), bot())
+    let ws = rt
+        .block_on(Workspace::prepare(
+            &root.join("r3"),
+            &clone_url,
+            "main",
+            "codex/issue-2",
+            false,
+            SecretString::from(bad.to_string()),
+            bot(),
+        ))
         .unwrap();
     std::fs::write(ws.dir.join("x.md"), "x").unwrap();
-    ws.commit_all("x").unwrap();
-    let err = ws.push().unwrap_err().to_string();
+    rt.block_on(ws.commit_all("x")).unwrap();
+    let err = rt.block_on(ws.push()).unwrap_err().to_string();
     assert!(err.starts_with("git push failed") && !err.contains(bad), "{err}");
     let _ = std::fs::remove_dir_all(&root);
 }
