@@ -72,7 +72,10 @@ pub async fn run(cfg: Config) -> Result<(), GatewayError> {
         }
     })];
     let api = Router::new().route("/api/v1/webhooks/github", post(github)).with_state(webhook);
-    let router = with_request_metrics(health_router("api-gateway", checks, metrics.clone(), shutdown.token()).merge(api), metrics);
+    let router = ck8s_service::with_request_trace(with_request_metrics(
+        health_router("api-gateway", checks, metrics.clone(), shutdown.token()).merge(api),
+        metrics,
+    ));
     shutdown.spawn("http", server::serve(http, router, shutdown.token()));
     Ok(shutdown.run_until_stopped(cfg.shutdown_timeout).await?)
 }

@@ -92,7 +92,15 @@ async fn handle(s: &WebhookState, headers: &HeaderMap, body: Body) -> Result<(St
         return Err(ApiError::new("invalid_argument", "body is not valid JSON"));
     }
 
-    let req = IngestGithubWebhookRequest { delivery_id: delivery.to_string(), event: event.to_string(), payload: bytes.to_vec() };
+    let mut req = tonic::Request::new(IngestGithubWebhookRequest {
+        delivery_id: delivery.to_string(),
+        event: event.to_string(),
+        payload: bytes.to_vec(),
+    });
+    // The edge's request id travels with the call, so control-plane's log names it too.
+    if let Some(id) = headers.get(&ck8s_service::trace::REQUEST_ID).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok()) {
+        req.metadata_mut().insert("x-request-id", id);
+    }
     let answer = s.control_plane.clone().ingest_github_webhook(req).await.map_err(|e| {
         tracing::warn!(delivery_id = %delivery, code = ?e.code(), "control-plane rejected or missed a delivery");
         ApiError::from_grpc(&e)

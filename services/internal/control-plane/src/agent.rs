@@ -60,7 +60,12 @@ impl AgentApi {
             .ok_or_else(|| Status::unauthenticated("malformed authorization header: expected `Bearer <run token>`"))?;
         let digest = ck8s_crypto::sha256(token.as_bytes());
         match store::authorize(&self.pool, &digest).await.map_err(db_error)? {
-            Some(run) => Ok(Caller { run, token: token.to_string() }),
+            Some(run) => {
+                let span = tracing::Span::current();
+                span.record("run_id", tracing::field::display(run.run_id));
+                span.record("correlation_id", run.correlation_id.as_str());
+                Ok(Caller { run, token: token.to_string() })
+            }
             None => Err(Status::unauthenticated("run token unknown, expired, or its run has finished")),
         }
     }
@@ -105,6 +110,7 @@ fn small_number(what: &str, v: Option<i64>) -> Result<Option<i32>, Status> {
 
 #[tonic::async_trait]
 impl AgentCallbacks for AgentApi {
+    #[tracing::instrument(skip_all, fields(rpc = "insert_run_flow_event", run_id = tracing::field::Empty, correlation_id = tracing::field::Empty))]
     async fn insert_run_flow_event(&self, req: Request<InsertRunFlowEventRequest>) -> Result<Response<InsertRunFlowEventResponse>, Status> {
         let c = self.caller(&req).await?;
         let r = req.into_inner();
@@ -120,6 +126,7 @@ impl AgentCallbacks for AgentApi {
         Ok(Response::new(InsertRunFlowEventResponse {}))
     }
 
+    #[tracing::instrument(skip_all, fields(rpc = "upsert_run_status_comment", run_id = tracing::field::Empty, correlation_id = tracing::field::Empty))]
     async fn upsert_run_status_comment(
         &self,
         req: Request<UpsertRunStatusCommentRequest>,
@@ -155,6 +162,7 @@ impl AgentCallbacks for AgentApi {
         Ok(Response::new(UpsertRunStatusCommentResponse { owed }))
     }
 
+    #[tracing::instrument(skip_all, fields(rpc = "upsert_agent_session", run_id = tracing::field::Empty, correlation_id = tracing::field::Empty))]
     async fn upsert_agent_session(&self, req: Request<UpsertAgentSessionRequest>) -> Result<Response<UpsertAgentSessionResponse>, Status> {
         let c = self.caller(&req).await?;
         let r = req.into_inner();
@@ -227,6 +235,7 @@ impl AgentCallbacks for AgentApi {
         }
     }
 
+    #[tracing::instrument(skip_all, fields(rpc = "get_latest_agent_session", run_id = tracing::field::Empty, correlation_id = tracing::field::Empty))]
     async fn get_latest_agent_session(
         &self,
         req: Request<GetLatestAgentSessionRequest>,
@@ -255,6 +264,7 @@ impl AgentCallbacks for AgentApi {
         }))
     }
 
+    #[tracing::instrument(skip_all, fields(rpc = "append_token_usage", run_id = tracing::field::Empty, correlation_id = tracing::field::Empty))]
     async fn append_token_usage(&self, req: Request<AppendTokenUsageRequest>) -> Result<Response<AppendTokenUsageResponse>, Status> {
         let c = self.caller(&req).await?;
         let r = req.into_inner();
@@ -285,6 +295,7 @@ impl AgentCallbacks for AgentApi {
         }
     }
 
+    #[tracing::instrument(skip_all, fields(rpc = "record_learning_feedback", run_id = tracing::field::Empty, correlation_id = tracing::field::Empty))]
     async fn record_learning_feedback(
         &self,
         req: Request<RecordLearningFeedbackRequest>,

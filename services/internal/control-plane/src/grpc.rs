@@ -8,6 +8,7 @@ use ck8s_proto::controlplane::v1::{
 };
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
+use tracing::Instrument;
 
 pub struct ControlPlaneApi {
     pub pool: ck8s_store::Pool,
@@ -32,7 +33,16 @@ impl ControlPlane for ControlPlaneApi {
         &self,
         req: Request<IngestGithubWebhookRequest>,
     ) -> Result<Response<IngestGithubWebhookResponse>, Status> {
+        let request_id =
+            req.metadata().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or_default().chars().take(100).collect::<String>();
         let r = req.into_inner();
+        let span = tracing::info_span!("ingest_rpc", request_id = %request_id, delivery_id = %r.delivery_id.chars().take(MAX_ID_LEN).collect::<String>());
+        self.ingest(r).instrument(span).await
+    }
+}
+
+impl ControlPlaneApi {
+    async fn ingest(&self, r: IngestGithubWebhookRequest) -> Result<Response<IngestGithubWebhookResponse>, Status> {
         if r.delivery_id.is_empty() || r.delivery_id.len() > MAX_ID_LEN {
             return Err(Status::invalid_argument(format!("delivery_id must be 1-{MAX_ID_LEN} characters")));
         }

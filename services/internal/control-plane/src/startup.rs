@@ -91,7 +91,10 @@ pub async fn run(cfg: Config) -> Result<(), ControlPlaneError> {
             async move { if ok { Ok(()) } else { Err("bootstrap not applied yet".to_string()) } }
         }),
     ];
-    let router = with_request_metrics(health_router("control-plane", checks, metrics.clone(), shutdown.token()), metrics);
+    let router = ck8s_service::with_request_trace(with_request_metrics(
+        health_router("control-plane", checks, metrics.clone(), shutdown.token()),
+        metrics,
+    ));
     shutdown.spawn("http", server::serve(http, router, shutdown.token()));
 
     let ingestor = Arc::new(Ingestor { pool: pool.clone(), settings: cfg.ingest.clone() });

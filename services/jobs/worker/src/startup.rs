@@ -24,7 +24,8 @@ pub async fn run(cfg: Config) -> Result<(), WorkerError> {
         let db = db.clone();
         async move { ck8s_store::ping(&db).await }
     })];
-    let router = with_request_metrics(health_router("worker", checks, metrics.clone(), shutdown.token()), metrics);
+    let router =
+        ck8s_service::with_request_trace(with_request_metrics(health_router("worker", checks, metrics.clone(), shutdown.token()), metrics));
     shutdown.spawn("http", server::serve(http, router, shutdown.token()));
 
     let heartbeat = Heartbeat {
