@@ -1,5 +1,10 @@
 //! Black-box helpers: start a codex-k8s binary as a child process, learn the addresses it bound
 //! from its JSON `listening` log lines, make plain HTTP requests, and stop it with a signal.
+//!
+//! `supervise` holds what the tests share with the local stack (`devstack`): starting a service
+//! with its output in a log file, polling it until it is ready, and stopping it gracefully.
+
+pub mod supervise;
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -95,36 +100,23 @@ impl ServiceProcess {
 
     /// Sends `signal` (e.g. `TERM`) and waits up to `timeout` for the exit.
     pub fn stop(&mut self, signal: &str, timeout: Duration) -> Option<ExitStatus> {
-        let _ = Command::new("kill").arg(format!("-{signal}")).arg(self.child.id().to_string()).status();
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if let Ok(Some(s)) = self.child.try_wait() {
-                return Some(s);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        None
+        supervise::send_signal(self.child.id(), signal);
+        supervise::wait_exit(&mut self.child, Instant::now() + timeout)
     }
 
     /// Polls `GET path` until it answers 200 or `timeout` passes; returns the last answer.
     pub fn wait_http_ok(&self, listener: &str, path: &str, timeout: Duration) -> (u16, String) {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let r = http_get(self.addr(listener), path);
-            if r.0 == 200 || Instant::now() > deadline {
-                return r;
-            }
-            std::thread::sleep(Duration::from_millis(100));
+        match supervise::poll_http_ok(self.addr(listener), path, Instant::now() + timeout, || None) {
+            Ok(body) => (200, body),
+            Err(supervise::NotReady::TimedOut(status, body)) => (status, body),
+            Err(supervise::NotReady::Exited(status)) => (0, format!("exited ({status})")),
         }
     }
 }
 
 impl Drop for ServiceProcess {
     fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+        supervise::kill_if_running(&mut self.child);
     }
 }
 
