@@ -5,22 +5,24 @@
 //! forge-sim and GitHub are watched the same way.
 
 use crate::relay::Forwarded;
-use crate::target::Target;
+use crate::say;
+use crate::target::{Model, Target};
 use anyhow::{Context, Result, bail};
 use ck8s_domain::forge::{DeliveryFilter, RepositoryProvider};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// How long each wait may take.
-pub struct Patience {
-    pub status_comment: Duration,
-    pub pull_request: Duration,
-    pub final_status: Duration,
+struct Patience {
+    status_comment: Duration,
+    pull_request: Duration,
+    final_status: Duration,
 }
 
 impl Patience {
     /// forge-sim and model-sim answer at once; GitHub delivers in seconds and a real model takes minutes.
-    pub fn for_target(real_forge: bool, real_model: bool) -> Self {
+    fn for_target(real_forge: bool, real_model: bool) -> Self {
         Self {
             status_comment: Duration::from_secs(if real_forge { 180 } else { 60 }),
             pull_request: Duration::from_secs(if real_model { 1800 } else { 180 }),
@@ -29,7 +31,7 @@ impl Patience {
     }
 }
 
-pub const ISSUE_TITLE: &str = "Say hello";
+const ISSUE_TITLE: &str = "Say hello";
 const ISSUE_BODY: &str = "Add a `hello` command that prints a greeting.";
 const STATUS_MARKER: &str = "codex-k8s:run-status";
 
@@ -48,13 +50,52 @@ impl Progress {
     fn tick(&mut self, hint: &str) {
         if self.last.elapsed() >= Duration::from_secs(30) {
             self.last = Instant::now();
-            crate::say(format!("still waiting for {} ({} s so far; {hint})", self.what, self.started.elapsed().as_secs()));
+            say(format!("still waiting for {} ({} s so far; {hint})", self.what, self.started.elapsed().as_secs()));
         }
     }
 }
 
+/// Opens and labels the demo issue, waits for the main job and shows it.
+pub async fn show(target: &Target, relayed: &Arc<Mutex<Vec<Forwarded>>>, model: &Model, state: &Path) -> Result<()> {
+    let full = target.repo.full_name();
+    let n = open_and_label(target).await?;
+    say(format!(
+        "{} opened {full}#{n} \"{}\" and labelled it `run:dev`; waiting for the webhook, the agent and its pull request{}",
+        target.owner_login,
+        ISSUE_TITLE,
+        if matches!(model, Model::External { .. }) { " (a real model takes a few minutes)" } else { "" }
+    ));
+    let patience = Patience::for_target(target.real, matches!(model, Model::External { .. }));
+    let shown = watch(target, n, relayed, &patience, state).await?;
+    let engine = match model {
+        Model::Sim => "the real Codex CLI against model-sim",
+        Model::External { .. } => "the real Codex CLI against the configured model",
+    };
+    say(format!("the signed webhook came in and the worker ran the agent ({engine}):"));
+    println!("{shown}");
+    if target.real {
+        say(format!(
+            "look next: {}/{full}/issues/{n} and its pull request; the run in PostgreSQL (agent_runs, flow_events); logs in {} \
+             and the agent's log under {}",
+            target.git_url,
+            state.join("logs").display(),
+            state.join("runs").display()
+        ));
+    } else {
+        say(format!(
+            "look next: {}/repos/{full}/pulls and …/issues/{n}/comments (tokens in {}), \
+             the run in PostgreSQL (agent_runs, flow_events), logs in {} and the agent's log under {}",
+            target.api_url,
+            state.join("forge-tokens.env").display(),
+            state.join("logs").display(),
+            state.join("runs").display()
+        ));
+    }
+    Ok(())
+}
+
 /// Opens the demo issue as the owner and labels it `run:dev`; returns its number.
-pub async fn open_and_label(t: &Target) -> Result<i64> {
+async fn open_and_label(t: &Target) -> Result<i64> {
     let path = format!("/repos/{}/issues", t.repo.full_name());
     let body = serde_json::json!({"title": ISSUE_TITLE, "body": ISSUE_BODY});
     let issue: serde_json::Value =
@@ -65,13 +106,7 @@ pub async fn open_and_label(t: &Target) -> Result<i64> {
 }
 
 /// Waits for the whole main job on issue `n` and describes it for a newcomer.
-pub async fn watch(
-    t: &Target,
-    n: i64,
-    relayed: &Arc<Mutex<Vec<Forwarded>>>,
-    patience: &Patience,
-    state: &std::path::Path,
-) -> Result<String> {
+async fn watch(t: &Target, n: i64, relayed: &Arc<Mutex<Vec<Forwarded>>>, patience: &Patience, state: &std::path::Path) -> Result<String> {
     let full = t.repo.full_name();
     let logs = state.join("logs").display().to_string();
     let runs_dir = state.join("runs");

@@ -22,7 +22,6 @@ mod relay;
 mod target;
 
 use anyhow::{Context, Result, bail};
-use relay::Relay;
 use secrecy::{ExposeSecret, SecretString};
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -315,18 +314,7 @@ async fn main() -> Result<()> {
         }
     };
     let full = target.repo.full_name();
-    say(format!(
-        "{} plays GitHub: repository {full} (id {}), bot `{}`, owner `{}`",
-        if target.real { target.api_url.as_str() } else { "forge-sim" },
-        target.repo_id,
-        target.bot_login,
-        target.owner_login
-    ));
-    match &model {
-        Model::Sim => say("model-sim plays the model (scripted turns; set CODEXK8S_OPENAI_API_KEY for OpenAI)"),
-        Model::External { base_url: None } => say("the model is OpenAI (CODEXK8S_OPENAI_API_KEY)"),
-        Model::External { base_url: Some(u) } => say(format!("the model is the Responses API at {u}")),
-    }
+    target.announce(&model);
 
     say("applying migrations");
     let mut migrate = Command::new(bin_dir.join("control-plane"));
@@ -429,18 +417,11 @@ async fn main() -> Result<()> {
     // On GitHub the relay always runs: it is the only way in when the hook points nowhere, and a
     // safety net for deliveries GitHub failed to make to a public URL.
     if target.real {
-        let relay = Relay::new(
-            target.owner.clone(),
-            target.repo.clone(),
-            target.hook_id,
-            std::net::SocketAddr::from(([127, 0, 0, 1], gw)),
-            SecretString::from(webhook_secret.clone()),
-        );
-        start_relay(relay, relayed.clone(), target.relayed).await;
+        relay::start(&target, gw, &webhook_secret, relayed.clone()).await;
     }
 
     let check = if args.demo {
-        demo(&target, &relayed, &model, &state).await
+        demo::show(&target, &relayed, &model, &state).await
     } else {
         say(format!("--no-demo: label an issue `run:dev` in {full} to start a run"));
         Ok(())
@@ -470,92 +451,6 @@ async fn main() -> Result<()> {
     say("stopped cleanly");
     outcome
 }
-
-/// Opens and labels the demo issue, waits for the main job and shows it.
-async fn demo(target: &Target, relayed: &Arc<Mutex<Vec<relay::Forwarded>>>, model: &Model, state: &Path) -> Result<()> {
-    let full = target.repo.full_name();
-    let n = demo::open_and_label(target).await?;
-    say(format!(
-        "{} opened {full}#{n} \"{}\" and labelled it `run:dev`; waiting for the webhook, the agent and its pull request{}",
-        target.owner_login,
-        demo::ISSUE_TITLE,
-        if matches!(model, Model::External { .. }) { " (a real model takes a few minutes)" } else { "" }
-    ));
-    let patience = demo::Patience::for_target(target.real, matches!(model, Model::External { .. }));
-    let shown = demo::watch(target, n, relayed, &patience, state).await?;
-    let engine = match model {
-        Model::Sim => "the real Codex CLI against model-sim",
-        Model::External { .. } => "the real Codex CLI against the configured model",
-    };
-    say(format!("the signed webhook came in and the worker ran the agent ({engine}):"));
-    println!("{shown}");
-    if target.real {
-        say(format!(
-            "look next: {}/{full}/issues/{n} and its pull request; the run in PostgreSQL (agent_runs, flow_events); logs in {} \
-             and the agent's log under {}",
-            target.git_url,
-            state.join("logs").display(),
-            state.join("runs").display()
-        ));
-    } else {
-        say(format!(
-            "look next: {}/repos/{full}/pulls and …/issues/{n}/comments (tokens in {}), \
-             the run in PostgreSQL (agent_runs, flow_events), logs in {} and the agent's log under {}",
-            target.api_url,
-            state.join("forge-tokens.env").display(),
-            state.join("logs").display(),
-            state.join("runs").display()
-        ));
-    }
-    Ok(())
-}
-
-/// Starts the relay in the background: it forwards deliveries GitHub could not make, every 5 s.
-async fn start_relay(mut relay: Relay, forwarded: Arc<Mutex<Vec<relay::Forwarded>>>, only_way_in: bool) {
-    match relay.prime().await {
-        Ok(n) if only_way_in => say(format!(
-            "webhook relay: GitHub cannot reach this machine, so devstack reads the hook's failed deliveries through GitHub's API \
-             and forwards new ones to the gateway ({n} older ones left alone)"
-        )),
-        Ok(n) => say(format!(
-            "webhook relay: GitHub delivers to CODEXK8S_GITHUB_WEBHOOK_URL; deliveries it fails to make are forwarded from its API \
-             ({n} older failures left alone)"
-        )),
-        Err(e) => say(format!("webhook relay: cannot list the hook's deliveries yet ({e}); retrying")),
-    }
-    tokio::spawn(async move {
-        let mut last_error = String::new();
-        loop {
-            tokio::time::sleep(RELAY_INTERVAL).await;
-            match relay.tick().await {
-                Ok(done) => {
-                    last_error.clear();
-                    for f in done {
-                        say(format!(
-                            "webhook relay: {} {} (delivery {}) -> gateway answered {}",
-                            f.event,
-                            f.action.as_deref().unwrap_or("-"),
-                            f.guid,
-                            if f.status == 0 { "nothing (will retry)".to_string() } else { f.status.to_string() }
-                        ));
-                        if let Ok(mut v) = forwarded.lock() {
-                            v.push(f);
-                        }
-                    }
-                }
-                Err(e) => {
-                    let msg = e.to_string();
-                    if msg != last_error {
-                        say(format!("webhook relay: {msg}; retrying every {} s", RELAY_INTERVAL.as_secs()));
-                        last_error = msg;
-                    }
-                }
-            }
-        }
-    });
-}
-
-const RELAY_INTERVAL: Duration = Duration::from_secs(5);
 
 const DEMO_OWNER_EMAIL: &str = "owner@codex-k8s.local";
 const DEMO_OWNER_LOGIN: &str = "demo-owner";

@@ -7,12 +7,16 @@
 //! delivery that GitHub did get through, or that the relay forwards twice, is handled once.
 //!
 //! Deliveries older than the relay's start are not replayed. A gateway that is down (no answer or
-//! 5xx) leaves the delivery for the next tick; any other answer settles it.
+//! 5xx) leaves the delivery for the next tick; any other answer settles it. [`start`] runs the
+//! relay in the background, a tick every 5 s, and says what it forwards.
 
+use crate::say;
+use crate::target::Target;
 use ck8s_domain::forge::{DeliveryFilter, RepoRef, RepositoryProvider};
 use ck8s_github::GithubProvider;
 use secrecy::SecretString;
 use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -37,6 +41,9 @@ pub struct Relay {
 
 /// Deliveries looked at per tick (GitHub's page maximum).
 const PAGE: usize = 100;
+
+/// How often the relay looks for failed deliveries.
+const INTERVAL: Duration = Duration::from_secs(5);
 
 impl Relay {
     pub fn new(provider: GithubProvider, repo: RepoRef, hook_id: i64, gateway: std::net::SocketAddr, secret: SecretString) -> Self {
@@ -78,6 +85,64 @@ impl Relay {
         }
         Ok(out)
     }
+}
+
+/// Starts the relay for `target`'s hook in the background, forwarding to the gateway on port
+/// `gateway`; what it forwards is also pushed to `forwarded`. `target.relayed` says it is the only
+/// way in (the hook points nowhere) rather than a safety net for a public webhook URL.
+pub async fn start(target: &Target, gateway: u16, secret: &str, forwarded: Arc<Mutex<Vec<Forwarded>>>) {
+    let mut relay = Relay::new(
+        target.owner.clone(),
+        target.repo.clone(),
+        target.hook_id,
+        std::net::SocketAddr::from(([127, 0, 0, 1], gateway)),
+        SecretString::from(secret.to_string()),
+    );
+    match relay.prime().await {
+        Ok(n) if target.relayed => say(format!(
+            "webhook relay: GitHub cannot reach this machine, so devstack reads the hook's failed deliveries through GitHub's API \
+             and forwards new ones to the gateway ({n} older ones left alone)"
+        )),
+        Ok(n) => say(format!(
+            "webhook relay: GitHub delivers to CODEXK8S_GITHUB_WEBHOOK_URL; deliveries it fails to make are forwarded from its API \
+             ({n} older failures left alone)"
+        )),
+        Err(e) => say(format!("webhook relay: cannot list the hook's deliveries yet ({e}); retrying")),
+    }
+    tokio::spawn(async move {
+        let mut last_error = String::new();
+        loop {
+            tokio::time::sleep(INTERVAL).await;
+            match relay.tick().await {
+                Ok(done) => {
+                    last_error.clear();
+                    for f in done {
+                        report(&f);
+                        if let Ok(mut v) = forwarded.lock() {
+                            v.push(f);
+                        }
+                    }
+                }
+                Err(e) => {
+                    let msg = e.to_string();
+                    if msg != last_error {
+                        say(format!("webhook relay: {msg}; retrying every {} s", INTERVAL.as_secs()));
+                        last_error = msg;
+                    }
+                }
+            }
+        }
+    });
+}
+
+fn report(f: &Forwarded) {
+    say(format!(
+        "webhook relay: {} {} (delivery {}) -> gateway answered {}",
+        f.event,
+        f.action.as_deref().unwrap_or("-"),
+        f.guid,
+        if f.status == 0 { "nothing (will retry)".to_string() } else { f.status.to_string() }
+    ));
 }
 
 /// Event names and delivery ids are short tokens: letters, digits, `-`, `_`, `.`.

@@ -141,6 +141,25 @@ pub struct Target {
     pub real: bool,
 }
 
+impl Target {
+    /// Says who plays GitHub and who plays the model.
+    pub fn announce(&self, model: &Model) {
+        crate::say(format!(
+            "{} plays GitHub: repository {} (id {}), bot `{}`, owner `{}`",
+            if self.real { self.api_url.as_str() } else { "forge-sim" },
+            self.repo.full_name(),
+            self.repo_id,
+            self.bot_login,
+            self.owner_login
+        ));
+        match model {
+            Model::Sim => crate::say("model-sim plays the model (scripted turns; set CODEXK8S_OPENAI_API_KEY for OpenAI)"),
+            Model::External { base_url: None } => crate::say("the model is OpenAI (CODEXK8S_OPENAI_API_KEY)"),
+            Model::External { base_url: Some(u) } => crate::say(format!("the model is the Responses API at {u}")),
+        }
+    }
+}
+
 /// The hook URL used when GitHub cannot reach this machine: a reserved name that never resolves,
 /// so every delivery is recorded as failed and the relay forwards it.
 pub const UNREACHABLE_HOOK_URL: &str = "https://codex-k8s-devstack.invalid/api/v1/webhooks/github";
