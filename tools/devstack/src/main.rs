@@ -19,17 +19,18 @@
 
 mod demo;
 mod relay;
+mod seed;
 mod target;
 
 use anyhow::{Context, Result, bail};
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::ExposeSecret;
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use target::{Model, RealGithub, Settings, Target};
+use target::{Model, RealGithub, Settings};
 use tokio::process::{Child, Command};
 
 struct Svc {
@@ -287,21 +288,7 @@ async fn main() -> Result<()> {
                 running.push(spawn(&bin_dir, &logs, &forge_svc, &common)?);
                 wait_ready(&forge_svc, &mut running, &logs, Instant::now() + Duration::from_secs(30)).await?;
                 sims.push(&forge_svc);
-                let seed = seed_forge(fs, gw, &webhook_secret).await?;
-                seed_readme(fs, &seed.bot_token, &state).await?;
-                let tokens = state.join("forge-tokens.env");
-                std::fs::write(
-                    &tokens,
-                    format!(
-                        "FORGE_SIM_URL=http://127.0.0.1:{fs}\nDEMO_BOT_TOKEN={}\nDEMO_OWNER_TOKEN={}\n",
-                        seed.bot_token, seed.owner_token
-                    ),
-                )?;
-                {
-                    use std::os::unix::fs::PermissionsExt;
-                    std::fs::set_permissions(&tokens, std::fs::Permissions::from_mode(0o600))?;
-                }
-                sim_target(fs, seed)
+                seed::forge_sim(fs, gw, &webhook_secret, &state).await
             }
         }
     }
@@ -354,7 +341,7 @@ async fn main() -> Result<()> {
                 ("CODEXK8S_SERVICES_CONFIG_PATH".into(), root.join("services.yaml").display().to_string()),
                 (
                     "CODEXK8S_BOOTSTRAP_OWNER_EMAIL".into(),
-                    settings.get("CODEXK8S_BOOTSTRAP_OWNER_EMAIL").unwrap_or(DEMO_OWNER_EMAIL).to_string(),
+                    settings.get("CODEXK8S_BOOTSTRAP_OWNER_EMAIL").unwrap_or(seed::DEMO_OWNER_EMAIL).to_string(),
                 ),
                 ("CODEXK8S_BOOTSTRAP_OWNER_GITHUB_LOGIN".into(), target.owner_login.clone()),
                 ("CODEXK8S_BOOTSTRAP_PROJECT_SLUG".into(), "demo".into()),
@@ -452,11 +439,6 @@ async fn main() -> Result<()> {
     outcome
 }
 
-const DEMO_OWNER_EMAIL: &str = "owner@codex-k8s.local";
-const DEMO_OWNER_LOGIN: &str = "demo-owner";
-const DEMO_BOT: &str = "demo";
-const DEMO_REPO: &str = "demo/hello-codex";
-
 fn spawn(bin_dir: &Path, logs: &Path, s: &Svc, common: &[(String, String)]) -> Result<Running> {
     let log = std::fs::File::create(logs.join(format!("{}.log", s.name)))?;
     let mut cmd = Command::new(bin_dir.join(s.name));
@@ -485,151 +467,6 @@ async fn wait_ready(s: &Svc, running: &mut [Running], logs: &Path, deadline: Ins
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-}
-
-/// One JSON request to a loopback service: status and decoded body.
-async fn http_json(
-    port: u16,
-    method: &str,
-    path: &str,
-    token: Option<&str>,
-    body: Option<serde_json::Value>,
-) -> Result<(u16, serde_json::Value)> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let body = body.map(|b| b.to_string()).unwrap_or_default();
-    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Type: application/json\r\n{auth}Content-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.with_context(|| format!("connecting to 127.0.0.1:{port}"))?;
-    s.write_all(req.as_bytes()).await?;
-    let mut buf = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf)).await??;
-    let text = String::from_utf8_lossy(&buf);
-    let status = text.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let answer = text.split_once("\r\n\r\n").map(|(_, b)| b.trim()).unwrap_or_default();
-    Ok((status, serde_json::from_str(answer).unwrap_or(serde_json::Value::Null)))
-}
-
-/// What devstack created on forge-sim.
-struct Seed {
-    repo_id: i64,
-    hook_id: i64,
-    bot_token: String,
-    owner_token: String,
-}
-
-/// Creates the demo bot (owner of the repository, whose token the platform uses), the demo owner
-/// (a human), and the repository with a webhook to the gateway.
-async fn seed_forge(fs: u16, gw: u16, webhook_secret: &str) -> Result<Seed> {
-    let mut tokens = Vec::new();
-    for (login, kind) in [(DEMO_BOT, "Bot"), (DEMO_OWNER_LOGIN, "User")] {
-        let (s, v) = http_json(
-            fs,
-            "POST",
-            "/_sim/users",
-            None,
-            Some(serde_json::json!({"login": login, "email": format!("{login}@codex-k8s.local"), "kind": kind})),
-        )
-        .await?;
-        if s != 201 {
-            bail!("forge-sim refused the user {login}: {s} {v}");
-        }
-        tokens.push(v["token"].as_str().unwrap_or_default().to_string());
-    }
-    let (bot_token, owner_token) = (tokens[0].clone(), tokens[1].clone());
-    let name = DEMO_REPO.split('/').nth(1).unwrap_or("hello-codex");
-    let (s, repo) = http_json(fs, "POST", "/_sim/repos", Some(&bot_token), Some(serde_json::json!({"name": name}))).await?;
-    if s != 201 {
-        bail!("forge-sim refused the repository: {s} {repo}");
-    }
-    // The owner administers the repository too (on GitHub, the person who set the platform up).
-    let admin = serde_json::json!({"login": DEMO_OWNER_LOGIN, "permission": "admin"});
-    let (s, v) = http_json(fs, "POST", &format!("/_sim/repos/{DEMO_REPO}/collaborators"), Some(&bot_token), Some(admin)).await?;
-    if s != 204 && s != 201 && s != 200 {
-        bail!("forge-sim refused the owner as a collaborator: {s} {v}");
-    }
-    let hook = serde_json::json!({
-        "config": {"url": format!("http://127.0.0.1:{gw}/api/v1/webhooks/github"), "secret": webhook_secret, "content_type": "json"},
-        "events": target::HOOK_EVENTS,
-    });
-    let (s, v) = http_json(fs, "POST", &format!("/repos/{DEMO_REPO}/hooks"), Some(&bot_token), Some(hook)).await?;
-    if s != 201 {
-        bail!("forge-sim refused the webhook: {s} {v}");
-    }
-    Ok(Seed { repo_id: repo["id"].as_i64().unwrap_or(0), hook_id: v["id"].as_i64().unwrap_or(0), bot_token, owner_token })
-}
-
-/// The demo repository on forge-sim, watched through the GitHub adapter like GitHub itself.
-fn sim_target(fs: u16, seed: Seed) -> Result<Target> {
-    let api_url = format!("http://127.0.0.1:{fs}");
-    let owner_api = target::client(&api_url, &SecretString::from(seed.owner_token))?;
-    Ok(Target {
-        repo: ck8s_domain::forge::RepoRef::new(DEMO_REPO.split('/').next().unwrap_or("demo"), DEMO_REPO.split('/').nth(1).unwrap_or("")),
-        repo_id: seed.repo_id,
-        git_url: format!("{api_url}/git"),
-        api_url,
-        bot_login: DEMO_BOT.into(),
-        bot_token: SecretString::from(seed.bot_token),
-        owner_login: DEMO_OWNER_LOGIN.into(),
-        owner: ck8s_github::GithubProvider::new(owner_api.clone()),
-        owner_api,
-        hook_id: seed.hook_id,
-        relayed: false,
-        real: false,
-    })
-}
-
-/// Pushes the demo repository's first commit (a README) to forge-sim as the bot, so runs branch
-/// from `main` as they would on GitHub.
-async fn seed_readme(fs: u16, bot_token: &str, state: &Path) -> Result<()> {
-    use base64::Engine;
-    let dir = state.join("seed-repo");
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir)?;
-    std::fs::write(
-        dir.join("README.md"),
-        "# hello-codex\n\nThe codex-k8s demo repository: label an issue `run:dev` and an agent opens a pull request.\n",
-    )?;
-    // Prompt templates kept in the repository win over the runner's built-in seeds (spec §3.5).
-    std::fs::create_dir_all(dir.join(".codex-k8s/prompts"))?;
-    std::fs::write(
-        dir.join(".codex-k8s/prompts/dev-work.md"),
-        "Implement the issue in this repository on the current branch (base: {{BaseBranch}}). Keep the change small, run what you add, and answer in {{PromptLocale}}.\n",
-    )?;
-    std::fs::write(
-        dir.join(".codex-k8s/prompts/dev-revise.md"),
-        "Address every review comment on the pull request, on the same branch (base: {{BaseBranch}}); change only what the review asks for.\n",
-    )?;
-    let header = format!(
-        "http.extraHeader=Authorization: Basic {}",
-        base64::engine::general_purpose::STANDARD.encode(format!("x-access-token:{bot_token}"))
-    );
-    let url = format!("http://127.0.0.1:{fs}/git/{DEMO_REPO}.git");
-    for args in [
-        vec!["init", "-q", "--initial-branch=main"],
-        vec!["add", "-A"],
-        vec!["-c", "user.name=demo", "-c", "user.email=demo@codex-k8s.local", "commit", "-q", "-m", "Initial commit"],
-        vec!["-c", header.as_str(), "push", "-q", url.as_str(), "HEAD:refs/heads/main"],
-    ] {
-        let out = Command::new("git")
-            .args(&args)
-            .current_dir(&dir)
-            .stdin(Stdio::null())
-            .output()
-            .await
-            .context("running git (is it installed?)")?;
-        if !out.status.success() {
-            bail!(
-                "git {} failed while seeding the demo repository: {}",
-                args[0],
-                String::from_utf8_lossy(&out.stderr).replace(bot_token, "[REDACTED]")
-            );
-        }
-    }
-    let _ = std::fs::remove_dir_all(&dir);
-    Ok(())
 }
 
 async fn wait_for_stop(running: &mut [Running], logs: &Path) -> Result<()> {
