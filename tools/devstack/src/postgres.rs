@@ -3,8 +3,8 @@
 //! `--smoke` — applies the migrations, and at the end drops the throw-away database and stops
 //! the server if devstack started it.
 
-use crate::run_checked;
 use crate::say;
+use crate::supervisor::run_checked;
 use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
