@@ -7,7 +7,7 @@ use crate::say;
 use crate::seed::DEMO_OWNER_EMAIL;
 use crate::target::{Settings, Target};
 use anyhow::{Context, Result, bail};
-use ck8s_testkit::process::free_port;
+use ck8s_testkit::process::free_ports;
 use secrecy::ExposeSecret;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -72,10 +72,10 @@ pub struct Topology {
 }
 
 impl Topology {
-    /// The fixed ports of the README, or free ones for `--smoke`.
+    /// The fixed ports of the README, or free ones for `--smoke` (chosen together, so no two
+    /// services get the same one).
     pub fn new(forge_sim: bool, model_sim: bool, smoke: bool) -> Self {
-        let port = |default: u16| if smoke { free_port() } else { default };
-        let (gateway, cp_http, cp_grpc, worker, forge, model) = (port(8080), port(8081), port(9090), port(8082), port(8090), port(8091));
+        let [gateway, cp_http, cp_grpc, worker, forge, model] = if smoke { free_ports() } else { [8080, 8081, 9090, 8082, 8090, 8091] };
         Self { forge_sim, model_sim, gateway, cp_http, cp_grpc, worker, forge, model }
     }
 

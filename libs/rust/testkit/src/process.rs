@@ -150,7 +150,15 @@ pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
 
 /// A TCP port on loopback that was free a moment ago.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(0)
+    let [port] = free_ports();
+    port
+}
+
+/// `N` different TCP ports on loopback that were free a moment ago: all are held while they are
+/// chosen, so none is handed out twice (0 for one that could not be had).
+pub fn free_ports<const N: usize>() -> [u16; N] {
+    let held: [Option<std::net::TcpListener>; N] = std::array::from_fn(|_| std::net::TcpListener::bind("127.0.0.1:0").ok());
+    held.map(|l| l.and_then(|l| l.local_addr().ok()).map_or(0, |a| a.port()))
 }
 
 /// Path of a workspace binary (`control-plane`, `worker`, ...), building it first if a
@@ -270,4 +278,16 @@ pub fn control_plane_env(db: &crate::TestDb, extra: &[(&str, &str)]) -> Vec<(Str
     ];
     e.extend(base.iter().chain(extra.iter()).map(|(k, v)| (k.to_string(), v.to_string())));
     e
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn ports_chosen_together_are_all_different() {
+        for _ in 0..50 {
+            let ports: [u16; 6] = super::free_ports();
+            let distinct: std::collections::HashSet<u16> = ports.iter().copied().collect();
+            assert!(!ports.contains(&0) && distinct.len() == 6, "{ports:?}");
+        }
+    }
 }
