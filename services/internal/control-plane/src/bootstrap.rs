@@ -40,18 +40,29 @@ pub struct BootstrapConfig {
     pub learning_mode_default: bool,
 }
 
+/// An item of a bootstrap list setting that is not well formed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SeedError {
+    #[error("{0:?}: expected owner/name=<numeric repository id>")]
+    Repository(String),
+    #[error("{0:?}: the repository id must be a number")]
+    RepositoryId(String),
+    #[error("{0:?}: expected github-login:email:role with role read, read_write or admin")]
+    Member(String),
+}
+
 /// Parses `owner/name=123,owner/other=456`.
-pub fn parse_repositories(s: &str) -> Result<Vec<RepoSeed>, String> {
+pub fn parse_repositories(s: &str) -> Result<Vec<RepoSeed>, SeedError> {
     s.split(',')
         .map(str::trim)
         .filter(|x| !x.is_empty())
         .map(|item| {
-            let (full, id) = item.split_once('=').ok_or_else(|| format!("{item:?}: expected owner/name=<numeric repository id>"))?;
-            let (owner, name) =
-                full.trim().split_once('/').ok_or_else(|| format!("{item:?}: expected owner/name=<numeric repository id>"))?;
-            let external_id: i64 = id.trim().parse().map_err(|_| format!("{item:?}: the repository id must be a number"))?;
+            let bad = || SeedError::Repository(item.to_string());
+            let (full, id) = item.split_once('=').ok_or_else(bad)?;
+            let (owner, name) = full.trim().split_once('/').ok_or_else(bad)?;
+            let external_id: i64 = id.trim().parse().map_err(|_| SeedError::RepositoryId(item.to_string()))?;
             if owner.is_empty() || name.is_empty() || name.contains('/') || external_id <= 0 {
-                return Err(format!("{item:?}: expected owner/name=<numeric repository id>"));
+                return Err(bad());
             }
             Ok(RepoSeed { owner: owner.to_string(), name: name.to_string(), external_id })
         })
@@ -59,7 +70,7 @@ pub fn parse_repositories(s: &str) -> Result<Vec<RepoSeed>, String> {
 }
 
 /// Parses `login:email:role,...` (role read, read_write or admin).
-pub fn parse_members(s: &str) -> Result<Vec<MemberSeed>, String> {
+pub fn parse_members(s: &str) -> Result<Vec<MemberSeed>, SeedError> {
     s.split(',')
         .map(str::trim)
         .filter(|x| !x.is_empty())
@@ -71,7 +82,7 @@ pub fn parse_members(s: &str) -> Result<Vec<MemberSeed>, String> {
                 {
                     Ok(MemberSeed { login: login.to_string(), email: email.to_string(), role: role.to_string() })
                 }
-                _ => Err(format!("{item:?}: expected github-login:email:role with role read, read_write or admin")),
+                _ => Err(SeedError::Member(item.to_string())),
             }
         })
         .collect()

@@ -118,11 +118,11 @@ impl Config {
         };
 
         let repositories = r.opt_string("BOOTSTRAP_REPOSITORIES").map(|v| parse_repositories(&v)).transpose().unwrap_or_else(|e| {
-            r.issue("BOOTSTRAP_REPOSITORIES", e);
+            r.issue("BOOTSTRAP_REPOSITORIES", e.to_string());
             None
         });
         let members = r.opt_string("BOOTSTRAP_MEMBERS").map(|v| parse_members(&v)).transpose().unwrap_or_else(|e| {
-            r.issue("BOOTSTRAP_MEMBERS", e);
+            r.issue("BOOTSTRAP_MEMBERS", e.to_string());
             None
         });
         let owner_email = r.opt_string("BOOTSTRAP_OWNER_EMAIL");

@@ -8,12 +8,13 @@ pub mod github;
 use ck8s_domain::comments::Locale;
 use ck8s_domain::effects::OwedEffect;
 use ck8s_domain::policy::{
-    self, Binding, Candidate, Cleanup, CommentTemplate, Decision, Effect, History, Outcome, PolicyConfig, SenderStanding,
+    self, Binding, Candidate, Cleanup, CommentTemplate, Decision, Effect, History, Outcome, PolicyConfig, RunPlan, SenderStanding,
 };
 use ck8s_domain::project::ProjectRole;
 use ck8s_domain::run_spec::{
     AgentRef, Installation, IssueSummary, ProfileHints, ProjectBinding, RUN_SPEC_VERSION, RunSpec, SenderSummary, Trigger,
 };
+use ck8s_domain::webhook::Event;
 use ck8s_store::ingest::{self as q, CleanupScope};
 use ck8s_store::{Conn, Pool};
 use serde_json::{Value, json};
@@ -95,6 +96,36 @@ fn standing(rec: &q::SenderRecord) -> SenderStanding {
     }
 }
 
+/// The audit fields every webhook-driven event carries (spec §4.3), extended per event.
+struct Audit {
+    base: Value,
+}
+
+impl Audit {
+    fn of(e: &Event) -> Self {
+        Self {
+            base: json!({
+                "delivery_id": e.delivery_id,
+                "event": e.name,
+                "action": e.action,
+                "sender": e.sender.as_ref().map(|s| s.login.clone()),
+                "repository": e.repository.as_ref().map(|r| r.full_name.clone()),
+                "label": e.label,
+                "issue_number": e.issue.as_ref().map(|i| i.number),
+                "pull_request_number": e.pull_request.as_ref().map(|p| p.number),
+            }),
+        }
+    }
+
+    fn with(&self, extra: Value) -> Value {
+        let mut v = self.base.clone();
+        if let (Some(o), Some(x)) = (v.as_object_mut(), extra.as_object()) {
+            o.extend(x.clone());
+        }
+        v
+    }
+}
+
 impl Ingestor {
     /// Ingests one delivery whose signature and JSON syntax the gateway already checked.
     #[tracing::instrument(skip_all, fields(delivery_id = %delivery_id, event = %event_name))]
@@ -173,12 +204,7 @@ impl Ingestor {
         Ok(result)
     }
 
-    async fn history(
-        &self,
-        db: &mut Conn,
-        repository_id: Uuid,
-        e: &ck8s_domain::webhook::Event,
-    ) -> Result<History, ck8s_store::StoreError> {
+    async fn history(&self, db: &mut Conn, repository_id: Uuid, e: &Event) -> Result<History, ck8s_store::StoreError> {
         let mut h = History::default();
         if let Some(issue) = e.issue.as_ref().filter(|i| !i.is_pull_request && i.number > 0) {
             h.live_discussion_run = q::live_discussion_run(db, repository_id, issue.number).await?;
@@ -204,87 +230,96 @@ impl Ingestor {
     async fn apply(
         &self,
         db: &mut Conn,
-        e: &ck8s_domain::webhook::Event,
+        e: &Event,
         payload: &Value,
         bound: Option<&q::BoundRepository>,
         sender: &q::SenderRecord,
         d: &Decision,
     ) -> Result<IngestResult, IngestError> {
-        let base = json!({
-            "delivery_id": e.delivery_id,
-            "event": e.name,
-            "action": e.action,
-            "sender": e.sender.as_ref().map(|s| s.login.clone()),
-            "repository": e.repository.as_ref().map(|r| r.full_name.clone()),
-            "label": e.label,
-            "issue_number": e.issue.as_ref().map(|i| i.number),
-            "pull_request_number": e.pull_request.as_ref().map(|p| p.number),
-        });
-        let with = |extra: Value| {
-            let mut v = base.clone();
-            if let (Some(o), Some(x)) = (v.as_object_mut(), extra.as_object()) {
-                o.extend(x.clone());
-            }
-            v
-        };
-
+        let audit = Audit::of(e);
         // Cleanups come first: they apply whether or not a run starts.
         if let Some(b) = bound {
-            for c in &d.cleanups {
-                match c {
-                    Cleanup::CancelDiscussion { issue } => {
-                        for (run_id, corr) in q::cancel_discussion_runs(db, b.repository_id, *issue).await? {
-                            q::flow_event(
-                                db,
-                                &corr,
-                                Some(run_id),
-                                "system",
-                                ACTOR,
-                                "run.canceled",
-                                &with(json!({"run_id": run_id, "reason": "discussion_cleanup"})),
-                            )
-                            .await?;
-                        }
-                    }
-                    Cleanup::IssueNamespaces { issue } => {
-                        q::request_cleanup(db, b.repository_id, &e.delivery_id, CleanupScope::IssueNamespaces, *issue).await?
-                    }
-                    Cleanup::PullRequestNamespaces { pr } => {
-                        q::request_cleanup(db, b.repository_id, &e.delivery_id, CleanupScope::PullRequestNamespaces, *pr).await?
-                    }
-                }
-            }
+            self.apply_cleanups(db, e, b, d, &audit).await?;
         }
-
         if let Outcome::Ignored(reason) = &d.outcome {
-            let code = reason.code();
-            let details = with(json!({
-                "reason": code,
-                "conflicting_labels": d.conflicting_labels,
-                "suggested_labels": d.suggested_labels,
-            }));
-            for extra in &d.audit {
-                q::flow_event(db, &e.delivery_id, None, "system", ACTOR, extra, &details).await?;
-            }
-            q::flow_event(db, &e.delivery_id, None, "system", ACTOR, "webhook.ignored", &details).await?;
-            if d.effects.iter().any(|x| matches!(x, Effect::Comment { template: CommentTemplate::TriggerWarning { .. }, .. })) {
-                q::runtime_error(db, "webhook.ignored", "warning", &code, &details, Some(&e.delivery_id), bound.map(|b| b.project_id))
-                    .await?;
-            }
-            if let Some(b) = bound {
-                self.owe_effects(db, &e.delivery_id, None, b.repository_id, &d.effects).await?;
-            }
-            return Ok(IngestResult { correlation_id: e.delivery_id.clone(), run_id: None, status: Status::Ignored, reason: Some(code) });
+            return self.record_ignored(db, e, bound, d, reason.code(), &audit).await;
         }
-
         let (Some(plan), Some(b)) = (&d.run, bound) else {
-            q::flow_event(db, &e.delivery_id, None, "system", ACTOR, "webhook.received", &base).await?;
+            q::flow_event(db, &e.delivery_id, None, "system", ACTOR, "webhook.received", &audit.base).await?;
             if let Some(b) = bound {
                 self.owe_effects(db, &e.delivery_id, None, b.repository_id, &d.effects).await?;
             }
             return Ok(IngestResult { correlation_id: e.delivery_id.clone(), run_id: None, status: Status::Accepted, reason: None });
         };
+        let spec = self.run_spec(db, e, payload, b, sender, plan).await?;
+        self.start_run(db, b, plan, &spec, d, &audit).await
+    }
 
+    async fn apply_cleanups(
+        &self,
+        db: &mut Conn,
+        e: &Event,
+        b: &q::BoundRepository,
+        d: &Decision,
+        audit: &Audit,
+    ) -> Result<(), IngestError> {
+        for c in &d.cleanups {
+            match c {
+                Cleanup::CancelDiscussion { issue } => {
+                    for (run_id, corr) in q::cancel_discussion_runs(db, b.repository_id, *issue).await? {
+                        let details = audit.with(json!({"run_id": run_id, "reason": "discussion_cleanup"}));
+                        q::flow_event(db, &corr, Some(run_id), "system", ACTOR, "run.canceled", &details).await?;
+                    }
+                }
+                Cleanup::IssueNamespaces { issue } => {
+                    q::request_cleanup(db, b.repository_id, &e.delivery_id, CleanupScope::IssueNamespaces, *issue).await?
+                }
+                Cleanup::PullRequestNamespaces { pr } => {
+                    q::request_cleanup(db, b.repository_id, &e.delivery_id, CleanupScope::PullRequestNamespaces, *pr).await?
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn record_ignored(
+        &self,
+        db: &mut Conn,
+        e: &Event,
+        bound: Option<&q::BoundRepository>,
+        d: &Decision,
+        code: String,
+        audit: &Audit,
+    ) -> Result<IngestResult, IngestError> {
+        let details = audit.with(json!({
+            "reason": code,
+            "conflicting_labels": d.conflicting_labels,
+            "suggested_labels": d.suggested_labels,
+        }));
+        for extra in &d.audit {
+            q::flow_event(db, &e.delivery_id, None, "system", ACTOR, extra, &details).await?;
+        }
+        q::flow_event(db, &e.delivery_id, None, "system", ACTOR, "webhook.ignored", &details).await?;
+        if d.effects.iter().any(|x| matches!(x, Effect::Comment { template: CommentTemplate::TriggerWarning { .. }, .. })) {
+            q::runtime_error(db, "webhook.ignored", "warning", &code, &details, Some(&e.delivery_id), bound.map(|b| b.project_id)).await?;
+        }
+        if let Some(b) = bound {
+            self.owe_effects(db, &e.delivery_id, None, b.repository_id, &d.effects).await?;
+        }
+        Ok(IngestResult { correlation_id: e.delivery_id.clone(), run_id: None, status: Status::Ignored, reason: Some(code) })
+    }
+
+    /// The run's spec: the decision's plan, the agent, learning mode and profile hints looked up
+    /// in the store, and the summaries of the delivery.
+    async fn run_spec(
+        &self,
+        db: &mut Conn,
+        e: &Event,
+        payload: &Value,
+        b: &q::BoundRepository,
+        sender: &q::SenderRecord,
+        plan: &RunPlan,
+    ) -> Result<RunSpec, IngestError> {
         let agent = match &plan.agent_key {
             Some(key) => match q::agent(db, key, b.project_id).await? {
                 Some(a) if a.is_active => Some(a),
@@ -298,7 +333,7 @@ impl Ingestor {
             .unwrap_or(self.settings.learning_mode_default);
         let last =
             q::last_run(db, b.repository_id, plan.issue_number, if plan.issue_number.is_none() { plan.pr_number } else { None }).await?;
-        let spec = RunSpec {
+        Ok(RunSpec {
             version: RUN_SPEC_VERSION,
             source: "github".into(),
             delivery_id: e.delivery_id.clone(),
@@ -318,7 +353,7 @@ impl Ingestor {
             },
             learning_mode,
             discussion_mode: plan.discussion,
-            agent: agent.as_ref().map(|a| AgentRef { id: a.id, key: a.key.clone(), name: a.name.clone() }),
+            agent: agent.map(|a| AgentRef { id: a.id, key: a.key, name: a.name }),
             issue: github::issue_summary(payload).or_else(|| plan.issue_number.map(|number| IssueSummary { number, ..Default::default() })),
             pull_request: github::pull_request_summary(payload),
             trigger: Trigger { source: plan.source, label: plan.label.clone(), kind: plan.kind },
@@ -326,15 +361,30 @@ impl Ingestor {
                 .map(|l| ProfileHints { last_run_issue_labels: l.issue_labels, last_run_pull_request_labels: l.pull_request_labels })
                 .unwrap_or_default(),
             runtime: plan.runtime.clone(),
-        };
+        })
+    }
+
+    /// Inserts the pending run (a duplicate of a derived correlation id starts nothing), records
+    /// its events, owes its effects and wakes the workers on commit.
+    async fn start_run(
+        &self,
+        db: &mut Conn,
+        b: &q::BoundRepository,
+        plan: &RunPlan,
+        spec: &RunSpec,
+        d: &Decision,
+        audit: &Audit,
+    ) -> Result<IngestResult, IngestError> {
+        let learning_mode = spec.learning_mode;
+        let base = &audit.base;
         let (run_id, inserted) = q::insert_run(
             db,
             &q::NewRun {
                 correlation_id: &plan.correlation_id,
                 project_id: b.project_id,
                 repository_id: b.repository_id,
-                agent_id: agent.as_ref().map(|a| a.id),
-                spec: &spec,
+                agent_id: spec.agent.as_ref().map(|a| a.id),
+                spec,
                 learning_mode,
                 repository_full_name: &spec.repository.full_name,
                 issue_number: plan.issue_number,
@@ -350,7 +400,7 @@ impl Ingestor {
         .await?;
         if !inserted {
             // Another delivery of the same trigger (a derived correlation id) already made the run.
-            q::flow_event(db, &plan.correlation_id, Some(run_id), "system", ACTOR, "webhook.duplicate", &base).await?;
+            q::flow_event(db, &plan.correlation_id, Some(run_id), "system", ACTOR, "webhook.duplicate", base).await?;
             return Ok(IngestResult {
                 correlation_id: plan.correlation_id.clone(),
                 run_id: Some(run_id),
@@ -358,7 +408,7 @@ impl Ingestor {
                 reason: None,
             });
         }
-        let details = with(json!({
+        let details = audit.with(json!({
             "run_id": run_id,
             "kind": plan.kind,
             "trigger_label": plan.label,

@@ -13,7 +13,7 @@ use crate::prompt::PromptContext;
 use crate::session;
 use crate::workspace::Identity;
 use ck8s_domain::agent_run::{PromptKind, seed_stage, target_branch, write_scope};
-use ck8s_domain::forge::RepositoryProvider;
+use ck8s_domain::forge::{RepositoryProvider, ReviewComment};
 use ck8s_domain::report::chain;
 use ck8s_domain::run_spec::AgentExit;
 use ck8s_domain::stage::Stage;
@@ -71,46 +71,15 @@ async fn prepare(cfg: &Config, provider: &GithubProvider, cb: &Callbacks) -> Res
     } else if revise && let Some(pr) = provider.find_pull_by_head(&cfg.repo, &branch).await.map_err(e1)? {
         existing_pr = Some(pr.number);
     }
-    let mut review_notes = Vec::new();
-    let mut review_comments = Vec::new();
-    if revise && let Some(n) = existing_pr {
-        for rv in provider.list_reviews(&cfg.repo, n).await.map_err(e1)? {
-            if let Some(b) = rv.body.filter(|b| rv.state == "CHANGES_REQUESTED" && !b.trim().is_empty()) {
-                review_notes.push(format!("{}: {b}", rv.author));
-            }
-        }
-        review_comments = provider.list_review_comments(&cfg.repo, n).await.map_err(e1)?;
-        for c in review_comments.iter().filter(|c| c.in_reply_to.is_none() && c.author != cfg.platform.git_bot_username) {
-            review_notes.push(format!("[id {}] {}:{} — {}: {}", c.id, c.path, c.line.unwrap_or(0), c.author, c.body));
-        }
-    }
+    let (review_notes, review_comments) = match existing_pr {
+        Some(n) if revise => review_notes(cfg, provider, n).await?,
+        _ => (Vec::new(), Vec::new()),
+    };
 
     let home = cfg.workdir.join("codex-home");
-    let mut resume = None;
-    let mut restored_from = None;
-    if revise || reviewer {
-        match cb.latest_session(&branch).await {
-            Ok(Some(s)) => {
-                let stored = s.codex_cli_session_json.as_deref().and_then(|t| serde_json::from_str::<serde_json::Value>(t).ok());
-                match (stored, &s.session_id) {
-                    (Some(v), Some(id)) => match session::restore(&home, &v) {
-                        Ok(path) => {
-                            cb.event("run.agent.session.restored", json!({"from_run_id": s.run_id, "session_id": id, "snapshot_version": s.snapshot_version, "path": path.strip_prefix(&home).map(|p| p.display().to_string()).unwrap_or_default()})).await;
-                            resume = Some(id.clone());
-                            restored_from = Some(s.run_id.clone());
-                        }
-                        Err(e) => tracing::warn!(error = %e, "the stored session cannot be restored; starting a new one"),
-                    },
-                    _ => tracing::info!("the latest snapshot has no Codex session; starting a new one"),
-                }
-                if existing_pr.is_none() {
-                    existing_pr = s.pr_number;
-                }
-            }
-            Ok(None) => {}
-            Err(e) => tracing::warn!(error = %e, "cannot look up an earlier session; starting a new one"),
-        }
-    }
+    let restored = if revise || reviewer { restore_session(cb, &home, &branch).await } else { Restored::default() };
+    let existing_pr = existing_pr.or(restored.pr_number);
+    let (resume, restored_from) = (restored.session_id, restored.from_run);
     let scope = write_scope(cfg.run.trigger_kind, &cfg.run.agent_key, cfg.run.discussion);
     let wants_pr = !reviewer && !cfg.run.discussion && cfg.run.trigger_kind.stage != Stage::AiRepair;
     let input = RunInput {
@@ -160,6 +129,59 @@ async fn prepare(cfg: &Config, provider: &GithubProvider, cb: &Callbacks) -> Res
         output_schema: true,
     };
     Ok(Prepared { input, codex, restored_from, existing_pr })
+}
+
+/// What a revise is asked to address: the bodies of change requests and the top-level review
+/// comments not written by the bot (with the comments themselves, to answer them later).
+async fn review_notes(cfg: &Config, provider: &GithubProvider, pr: i64) -> Result<(Vec<String>, Vec<ReviewComment>), Failure> {
+    let e1 = |e: ck8s_domain::forge::ProviderError| Failure::failed(e.to_string());
+    let mut notes = Vec::new();
+    for rv in provider.list_reviews(&cfg.repo, pr).await.map_err(e1)? {
+        if let Some(b) = rv.body.filter(|b| rv.state == "CHANGES_REQUESTED" && !b.trim().is_empty()) {
+            notes.push(format!("{}: {b}", rv.author));
+        }
+    }
+    let comments = provider.list_review_comments(&cfg.repo, pr).await.map_err(e1)?;
+    for c in comments.iter().filter(|c| c.in_reply_to.is_none() && c.author != cfg.platform.git_bot_username) {
+        notes.push(format!("[id {}] {}:{} — {}: {}", c.id, c.path, c.line.unwrap_or(0), c.author, c.body));
+    }
+    Ok((notes, comments))
+}
+
+/// The earlier session a revise or reviewer run continues, restored into `home`.
+#[derive(Debug, Default)]
+struct Restored {
+    session_id: Option<String>,
+    from_run: Option<String>,
+    pr_number: Option<i64>,
+}
+
+/// Restores the latest snapshot of the branch (best effort: without one, a new session starts).
+async fn restore_session(cb: &Callbacks, home: &std::path::Path, branch: &str) -> Restored {
+    let s = match cb.latest_session(branch).await {
+        Ok(Some(s)) => s,
+        Ok(None) => return Restored::default(),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot look up an earlier session; starting a new one");
+            return Restored::default();
+        }
+    };
+    let mut restored = Restored { pr_number: s.pr_number, ..Default::default() };
+    let stored = s.codex_cli_session_json.as_deref().and_then(|t| serde_json::from_str::<serde_json::Value>(t).ok());
+    match (stored, &s.session_id) {
+        (Some(v), Some(id)) => match session::restore(home, &v) {
+            Ok(path) => {
+                let path = path.strip_prefix(home).map(|p| p.display().to_string()).unwrap_or_default();
+                let payload = json!({"from_run_id": s.run_id, "session_id": id, "snapshot_version": s.snapshot_version, "path": path});
+                cb.event("run.agent.session.restored", payload).await;
+                restored.session_id = Some(id.clone());
+                restored.from_run = Some(s.run_id.clone());
+            }
+            Err(e) => tracing::warn!(error = %e, "the stored session cannot be restored; starting a new one"),
+        },
+        _ => tracing::info!("the latest snapshot has no Codex session; starting a new one"),
+    }
+    restored
 }
 
 /// The platform's session JSON (spec §6.3).
@@ -246,13 +268,35 @@ pub async fn execute(cfg: Config, stop: CancellationToken) -> Result<serde_json:
     };
 
     // Snapshot first (usage rows hang off it), then usage, then what happened on the forge.
+    let version = save_success(&cfg, &cb, &codex.home, &branch, template, existing_pr, &out).await;
+    let usage_rows = cb.usage(&cfg.run.model, &out.transcript.turns).await;
+    report_forge(&cb, &branch, &out).await;
+    Ok(json!({
+        "event": "run.agent.finished", "run_id": cfg.run.run_id, "session_id": out.transcript.session_id,
+        "pr_number": out.pr_number, "pr_url": out.pr_url, "pr_created": out.pr_created, "commit": out.commit,
+        "changed_paths": out.changed_paths, "prompt_source": out.prompt_source, "commands": out.transcript.commands.len(),
+        "snapshot_version": version, "token_usage_rows": usage_rows, "review_replies": out.replies, "review_id": out.review_id,
+        "learning_items": out.learning.len(),
+    }))
+}
+
+/// Stores the successful run's snapshot (the Codex rollout with secrets redacted); its version.
+async fn save_success(
+    cfg: &Config,
+    cb: &Callbacks,
+    home: &std::path::Path,
+    branch: &str,
+    template: (String, String),
+    existing_pr: Option<i64>,
+    out: &RunOutcome,
+) -> Option<i32> {
     let secrets: Vec<&str> = [&cfg.bot_token, &cfg.model_key, &cfg.run_token].iter().map(|s| s.expose_secret()).collect();
-    let codex_session = session::collect(&codex.home, out.transcript.session_id.as_deref(), &secrets);
-    let sj = session_json(&cfg, "succeeded", &branch, existing_pr, Some(&out), None);
+    let codex_session = session::collect(home, out.transcript.session_id.as_deref(), &secrets);
+    let sj = session_json(cfg, "succeeded", branch, existing_pr, Some(out), None);
     let snapshot = UpsertAgentSessionRequest {
         expected_version: 0,
         status: "succeeded".into(),
-        branch_name: Some(branch.clone()),
+        branch_name: Some(branch.to_string()),
         pr_number: out.pr_number,
         pr_url: out.pr_url.clone(),
         session_id: out.transcript.session_id.clone(),
@@ -265,7 +309,7 @@ pub async fn execute(cfg: Config, stop: CancellationToken) -> Result<serde_json:
         codex_cli_session_path: codex_session.as_ref().and_then(|v| v["file"].as_str().map(String::from)),
         codex_cli_session_json: codex_session.map(|v| v.to_string()),
     };
-    let version = match cb.save_snapshot(snapshot).await {
+    match cb.save_snapshot(snapshot).await {
         Ok(v) => {
             cb.event("run.agent.session.saved", json!({"snapshot_version": v, "session_id": out.transcript.session_id})).await;
             Some(v)
@@ -274,8 +318,12 @@ pub async fn execute(cfg: Config, stop: CancellationToken) -> Result<serde_json:
             tracing::error!(error = %e, "the session snapshot was not stored; a later revise cannot resume this session");
             None
         }
-    };
-    let usage_rows = cb.usage(&cfg.run.model, &out.transcript.turns).await;
+    }
+}
+
+/// Reports what the run did on the forge: the pull request (and the status comment's `ready`
+/// phase with it), review replies, the reviewer's review, learning-mode explanations.
+async fn report_forge(cb: &Callbacks, branch: &str, out: &RunOutcome) {
     match (out.pr_number, &out.pr_url) {
         (Some(n), Some(url)) => {
             let kind = if out.pr_created { "run.pr.created" } else { "run.pr.updated" };
@@ -308,13 +356,6 @@ pub async fn execute(cfg: Config, stop: CancellationToken) -> Result<serde_json:
         cb.feedback(items).await;
         cb.event("run.learning.feedback_posted", json!({"pr_number": out.pr_number, "items": out.learning.len()})).await;
     }
-    Ok(json!({
-        "event": "run.agent.finished", "run_id": cfg.run.run_id, "session_id": out.transcript.session_id,
-        "pr_number": out.pr_number, "pr_url": out.pr_url, "pr_created": out.pr_created, "commit": out.commit,
-        "changed_paths": out.changed_paths, "prompt_source": out.prompt_source, "commands": out.transcript.commands.len(),
-        "snapshot_version": version, "token_usage_rows": usage_rows, "review_replies": out.replies, "review_id": out.review_id,
-        "learning_items": out.learning.len(),
-    }))
 }
 
 /// Why a run ends when its pod is stopped.
