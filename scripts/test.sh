@@ -8,8 +8,16 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 started=$(date +%s)
 step() { echo; echo "==> $* ($(( $(date +%s) - started ))s)"; }
 
-step "1/5 the domain crate stays pure, code is formatted"
+step "1/5 the domain crate stays pure, the seams stay typed, no dependency is unused, code is formatted"
 scripts/check-domain-deps.sh
+scripts/check-seams.sh
+tools_dir="${CODEXK8S_TOOLS_DIR:-$HOME/.cache/codex-k8s/tools}"
+if ! "$tools_dir/bin/cargo-machete" --version >/dev/null 2>&1; then
+  echo "installing cargo-machete 0.9.2 from crates.io into $tools_dir (once, about a minute)"
+  cargo install cargo-machete --version 0.9.2 --locked --quiet --root "$tools_dir"
+fi
+"$tools_dir/bin/cargo-machete" --skip-target-dir >/dev/null \
+  || { "$tools_dir/bin/cargo-machete" --skip-target-dir; echo "test.sh: remove the unused dependencies above (a false positive goes under [package.metadata.cargo-machete] ignored)" >&2; exit 1; }
 cargo fmt --all --check || { echo "test.sh: run \`cargo fmt --all\` and commit the result" >&2; exit 1; }
 
 step "2/5 test fixtures (GitHub's published webhook examples, from npm), embedded PostgreSQL 18 + pgvector, the test Kubernetes cluster (first run builds it from Go modules: about 7 minutes on 2 cores)"

@@ -53,7 +53,7 @@ pub fn load_file(path: &Path) -> Result<ServiceStack, StackError> {
 
 /// Parses and validates `services.yaml` text; `file` names it in errors.
 pub fn load_str(text: &str, file: &str) -> Result<ServiceStack, StackError> {
-    let de = serde_yaml::Deserializer::from_str(text);
+    let de = yaml_serde::Deserializer::from_str(text);
     let stack: ServiceStack = serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
