@@ -3,7 +3,7 @@
 //! signature valid (401, constant time, before anything is parsed), JSON syntax (400); then the
 //! delivery goes to control-plane over gRPC. 202 for accepted, 200 for duplicate or ignored.
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use crate::metrics::WebhookMetrics;
 use axum::Json;
 use axum::body::Body;
@@ -56,7 +56,7 @@ pub async fn github(State(s): State<Arc<WebhookState>>, headers: HeaderMap, body
     let event = header(&headers, "x-github-event").unwrap_or_default().to_string();
     let (result, response) = match handle(&s, &headers, body).await {
         Ok((status, answer)) => (answer.status.to_string(), (status, Json(answer)).into_response()),
-        Err(e) => (e.code.to_string(), e.into_response()),
+        Err(e) => (e.code.as_str().to_string(), e.into_response()),
     };
     s.metrics.observe(&result, &event, started.elapsed().as_secs_f64());
     response
@@ -64,20 +64,23 @@ pub async fn github(State(s): State<Arc<WebhookState>>, headers: HeaderMap, body
 
 async fn handle(s: &WebhookState, headers: &HeaderMap, body: Body) -> Result<(StatusCode, Answer), ApiError> {
     let delivery = header(headers, "x-github-delivery")
-        .ok_or_else(|| ApiError::new("invalid_argument", "missing X-GitHub-Delivery header").field("X-GitHub-Delivery"))?;
+        .ok_or_else(|| ApiError::new(ErrorCode::InvalidArgument, "missing X-GitHub-Delivery header").field("X-GitHub-Delivery"))?;
     if !valid_delivery_id(delivery) {
-        return Err(ApiError::new("invalid_argument", "X-GitHub-Delivery must be at most 200 letters, digits, '-', '_', '.' or ':'")
-            .field("X-GitHub-Delivery"));
+        return Err(ApiError::new(
+            ErrorCode::InvalidArgument,
+            "X-GitHub-Delivery must be at most 200 letters, digits, '-', '_', '.' or ':'",
+        )
+        .field("X-GitHub-Delivery"));
     }
     let event = header(headers, "x-github-event")
-        .ok_or_else(|| ApiError::new("invalid_argument", "missing X-GitHub-Event header").field("X-GitHub-Event"))?;
+        .ok_or_else(|| ApiError::new(ErrorCode::InvalidArgument, "missing X-GitHub-Event header").field("X-GitHub-Event"))?;
     if !valid_event(event) {
-        return Err(ApiError::new("invalid_argument", "X-GitHub-Event must be a lowercase event name").field("X-GitHub-Event"));
+        return Err(ApiError::new(ErrorCode::InvalidArgument, "X-GitHub-Event must be a lowercase event name").field("X-GitHub-Event"));
     }
     let signature = header(headers, "x-hub-signature-256")
-        .ok_or_else(|| ApiError::new("unauthorized", "missing X-Hub-Signature-256 header").field("X-Hub-Signature-256"))?;
+        .ok_or_else(|| ApiError::new(ErrorCode::Unauthorized, "missing X-Hub-Signature-256 header").field("X-Hub-Signature-256"))?;
 
-    let too_large = || ApiError::new("payload_too_large", format!("body exceeds {} bytes", s.max_body_bytes));
+    let too_large = || ApiError::new(ErrorCode::PayloadTooLarge, format!("body exceeds {} bytes", s.max_body_bytes));
     let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > s.max_body_bytes as u64) {
         return Err(too_large());
@@ -86,10 +89,10 @@ async fn handle(s: &WebhookState, headers: &HeaderMap, body: Body) -> Result<(St
     let bytes = axum::body::to_bytes(body, s.max_body_bytes).await.map_err(|_| too_large())?;
 
     if !ck8s_crypto::verify_github_signature(&s.secret, &bytes, signature) {
-        return Err(ApiError::new("unauthorized", "X-Hub-Signature-256 does not match the body").field("X-Hub-Signature-256"));
+        return Err(ApiError::new(ErrorCode::Unauthorized, "X-Hub-Signature-256 does not match the body").field("X-Hub-Signature-256"));
     }
     if serde_json::from_slice::<serde::de::IgnoredAny>(&bytes).is_err() {
-        return Err(ApiError::new("invalid_argument", "body is not valid JSON"));
+        return Err(ApiError::new(ErrorCode::InvalidArgument, "body is not valid JSON"));
     }
 
     let mut req = tonic::Request::new(IngestGithubWebhookRequest {
@@ -110,7 +113,7 @@ async fn handle(s: &WebhookState, headers: &HeaderMap, body: Body) -> Result<(St
         Ok(IngestStatus::Accepted) => "accepted",
         Ok(IngestStatus::Duplicate) => "duplicate",
         Ok(IngestStatus::Ignored) => "ignored",
-        _ => return Err(ApiError::new("internal", "unexpected answer from control-plane")),
+        _ => return Err(ApiError::new(ErrorCode::Internal, "unexpected answer from control-plane")),
     };
     let code = if status == "accepted" { StatusCode::ACCEPTED } else { StatusCode::OK };
     Ok((code, Answer { correlation_id: a.correlation_id, run_id: a.run_id, status, duplicate: status == "duplicate", reason: a.reason }))
