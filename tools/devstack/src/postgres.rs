@@ -4,8 +4,7 @@
 //! the server if devstack started it.
 
 use crate::say;
-use crate::supervisor::run_checked;
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use tokio::process::Command;
@@ -87,4 +86,13 @@ impl Postgres {
         c.args(["-X", "-q", "-t", "-A", "-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "postgres", "-d", "postgres", "-c", &sql]);
         c
     }
+}
+
+/// Runs a command to completion and returns its trimmed stdout; fails with its output otherwise.
+async fn run_checked(cmd: &mut Command, what: &str) -> Result<String> {
+    let out = cmd.stdin(Stdio::null()).output().await.with_context(|| format!("cannot run {what}"))?;
+    if !out.status.success() {
+        bail!("{what} failed ({}):\n{}{}", out.status, String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }

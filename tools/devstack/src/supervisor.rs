@@ -13,9 +13,7 @@ use anyhow::{Context, Result, bail};
 use ck8s_testkit::process::supervise::{self, LoggedChild, NotReady, Stopped};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
-use tokio::process::Command;
 
 /// The running services, in start order.
 pub struct Supervisor {
@@ -93,13 +91,4 @@ impl Supervisor {
             }
         }
     }
-}
-
-/// Runs a command to completion and returns its trimmed stdout; fails with its output otherwise.
-pub async fn run_checked(cmd: &mut Command, what: &str) -> Result<String> {
-    let out = cmd.stdin(Stdio::null()).output().await.with_context(|| format!("cannot run {what}"))?;
-    if !out.status.success() {
-        bail!("{what} failed ({}):\n{}{}", out.status, String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }

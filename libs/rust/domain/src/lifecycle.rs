@@ -252,6 +252,14 @@ pub fn plan_launch(
         last_run_issue: spec.profile_hints.last_run_issue_labels.clone(),
         last_run_pull_request: spec.profile_hints.last_run_pull_request_labels.clone(),
     };
+    // The platform's deploy runs (push to main) name no agent: none may start, least of all in
+    // the production namespace they are routed to. Until self-deploy exists they fail here.
+    let Some(agent) = spec.agent.as_ref().filter(|_| !spec.runtime.deploy_only) else {
+        return Err(Finish::precondition(
+            FailureReason::AgentContextResolve,
+            "a deploy run starts no agent, and self-deploy is not available yet; nothing was launched",
+        ));
+    };
     let review_driven = spec.trigger.source == crate::policy::TriggerSource::PullRequestReview;
     let (model, reasoning) = profile::resolve(labels, &profile_labels, review_driven, &s.default_model, &s.default_reasoning)
         .map_err(|e| Finish::precondition(FailureReason::PreconditionFailed, e.to_string()))?;
@@ -286,8 +294,8 @@ pub fn plan_launch(
         trigger_kind: spec.trigger.kind,
         trigger_label: spec.trigger.label.clone(),
         discussion: spec.discussion_mode,
-        agent_key: spec.agent.as_ref().map(|a| a.key.clone()).unwrap_or_default(),
-        agent_name: spec.agent.as_ref().map(|a| a.name.clone()).unwrap_or_default(),
+        agent_key: agent.key.clone(),
+        agent_name: agent.name.clone(),
         model: model.value.clone(),
         reasoning_effort: reasoning.value.clone(),
         locale: s.locale,

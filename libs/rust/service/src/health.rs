@@ -97,7 +97,7 @@ async fn ready(State(s): State<HealthState>) -> Response {
             Ok(Ok(())) => "ok".to_string(),
             Ok(Err(e)) => {
                 ok = false;
-                chain(e.as_ref())
+                ck8s_domain::report::chain(e.as_ref())
             }
             Err(_) => {
                 ok = false;
@@ -113,18 +113,6 @@ async fn ready(State(s): State<HealthState>) -> Response {
         "checks": results,
     });
     (status, Json(body)).into_response()
-}
-
-/// An error and its causes, joined by `: `.
-fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        text.push_str(": ");
-        text.push_str(&c.to_string());
-        cause = c.source();
-    }
-    text
 }
 
 async fn metrics_handler(State(s): State<HealthState>) -> Response {

@@ -52,7 +52,7 @@ impl Shutdown {
         self.tasks.spawn(async move {
             let r = fut.await.map_err(Into::into);
             if let Err(e) = &r {
-                tracing::error!(task = name, error = %chain(e.as_ref()), "task failed; shutting down");
+                tracing::error!(task = name, error = %ck8s_domain::report::Report(e.as_ref()), "task failed; shutting down");
                 token.cancel();
             }
             (name, r)
@@ -103,18 +103,6 @@ impl Shutdown {
             }
         }
     }
-}
-
-/// An error and its causes, joined by `: `.
-pub(crate) fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        text.push_str(": ");
-        text.push_str(&c.to_string());
-        cause = c.source();
-    }
-    text
 }
 
 async fn wait_for_signal() {
@@ -202,6 +190,6 @@ mod tests {
         });
         s.spawn("bad", async { Err(std::io::Error::other("boom")) });
         let err = s.run_until_stopped(Duration::from_secs(1)).await.unwrap_err();
-        assert_eq!(chain(&err), "task bad failed: boom");
+        assert_eq!(ck8s_domain::report::chain(&err), "task bad failed: boom");
     }
 }

@@ -40,7 +40,7 @@ where
     match runtime.block_on(run(config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            let e = crate::shutdown::chain(&e);
+            let e = ck8s_domain::report::chain(&e);
             tracing::error!(error = %e, "{service} stopped with an error");
             eprintln!("{service}: {e}");
             ExitCode::from(EXIT_FAILURE)

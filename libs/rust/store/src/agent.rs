@@ -61,6 +61,23 @@ pub async fn authorize(pool: &PgPool, token_hash: &[u8; 32]) -> Result<Option<Ru
     .map_err(StoreError::from)
 }
 
+/// The run of a token whose run was canceled less than `grace` ago. Such a token may still store
+/// the `cancelled` snapshot of its stopped job, and nothing else (the caller enforces that).
+pub async fn authorize_canceled(pool: &PgPool, token_hash: &[u8; 32], grace: Duration) -> Result<Option<RunAuth>, StoreError> {
+    sqlx::query_as(
+        "SELECT r.id AS run_id, r.correlation_id, r.project_id, r.repository_id, r.repository_full_name, r.issue_number, r.pr_number,
+                r.agent_key, r.trigger_kind, r.status
+           FROM run_tokens t JOIN agent_runs r ON r.id = t.run_id
+          WHERE t.token_hash = $1 AND t.expires_at > now() AND r.status = 'canceled'
+            AND r.finished_at > now() - $2 * interval '1 second'",
+    )
+    .bind(&token_hash[..])
+    .bind(grace.as_secs() as f64)
+    .fetch_optional(pool)
+    .await
+    .map_err(StoreError::from)
+}
+
 /// Deletes the run's token (the run finished).
 pub async fn revoke_run_token(db: &mut PgConnection, run: Uuid) -> Result<(), StoreError> {
     sqlx::query("DELETE FROM run_tokens WHERE run_id = $1").bind(run).execute(db).await?;

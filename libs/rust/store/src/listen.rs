@@ -87,10 +87,18 @@ impl Listener {
         }
     }
 
+    /// Waits before the next attempt. The pause grows before it starts, so a caller that gives up
+    /// waiting (its own poll timer fired) still backs off next time; only the first failure of a
+    /// run of failures is a warning.
     async fn pause(&mut self, e: &StoreError) {
-        tracing::warn!(channel = self.channel, error = %ck8s_domain::report::Report(e), retry_in_ms = self.backoff.as_millis() as u64, "LISTEN connection failed; polling meanwhile");
-        self.first_error_logged = true;
-        tokio::time::sleep(self.backoff).await;
+        let wait = self.backoff;
         self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+        if wait == MIN_BACKOFF {
+            tracing::warn!(channel = self.channel, error = %ck8s_domain::report::Report(e), "LISTEN connection failed; polling meanwhile and retrying");
+        } else {
+            tracing::debug!(channel = self.channel, error = %ck8s_domain::report::Report(e), retry_in_ms = wait.as_millis() as u64, "LISTEN still failing");
+        }
+        self.first_error_logged = true;
+        tokio::time::sleep(wait).await;
     }
 }

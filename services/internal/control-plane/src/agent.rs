@@ -46,8 +46,26 @@ fn db_error(e: ck8s_store::StoreError) -> Status {
     }
 }
 
+/// How long after a cancel the canceled run's token may still store its `cancelled` snapshot:
+/// the worker stops the job after marking the run canceled, and the stopped runner saves what
+/// its session has so far.
+pub const CANCELED_SNAPSHOT_GRACE: std::time::Duration = std::time::Duration::from_secs(10 * 60);
+
+/// Which runs a call may act for.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Allow {
+    /// Only a pending or running run.
+    Live,
+    /// Also a run canceled within the grace (only for a `cancelled` snapshot).
+    CanceledSnapshot,
+}
+
 impl AgentApi {
     async fn caller<T>(&self, req: &Request<T>) -> Result<Caller, Status> {
+        self.caller_allowing(req, Allow::Live).await
+    }
+
+    async fn caller_allowing<T>(&self, req: &Request<T>, allow: Allow) -> Result<Caller, Status> {
         let header = req
             .metadata()
             .get("authorization")
@@ -59,7 +77,11 @@ impl AgentApi {
             .filter(|t| !t.is_empty() && t.len() <= 256)
             .ok_or_else(|| Status::unauthenticated("malformed authorization header: expected `Bearer <run token>`"))?;
         let digest = ck8s_crypto::sha256(token.as_bytes());
-        match store::authorize(&self.pool, &digest).await.map_err(db_error)? {
+        let mut run = store::authorize(&self.pool, &digest).await.map_err(db_error)?;
+        if run.is_none() && allow == Allow::CanceledSnapshot {
+            run = store::authorize_canceled(&self.pool, &digest, CANCELED_SNAPSHOT_GRACE).await.map_err(db_error)?;
+        }
+        match run {
             Some(run) => {
                 let span = tracing::Span::current();
                 span.record("run_id", tracing::field::display(run.run_id));
@@ -164,7 +186,8 @@ impl AgentCallbacks for AgentApi {
 
     #[tracing::instrument(skip_all, fields(rpc = "upsert_agent_session", run_id = tracing::field::Empty, correlation_id = tracing::field::Empty))]
     async fn upsert_agent_session(&self, req: Request<UpsertAgentSessionRequest>) -> Result<Response<UpsertAgentSessionResponse>, Status> {
-        let c = self.caller(&req).await?;
+        let allow = if req.get_ref().status == "cancelled" { Allow::CanceledSnapshot } else { Allow::Live };
+        let c = self.caller_allowing(&req, allow).await?;
         let r = req.into_inner();
         if !SESSION_STATUSES.contains(&r.status.as_str()) {
             return Err(Status::invalid_argument(format!("status must be one of {}", SESSION_STATUSES.join(", "))));

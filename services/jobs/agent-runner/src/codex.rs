@@ -149,9 +149,10 @@ struct GroupGuard(Option<u32>);
 
 impl Drop for GroupGuard {
     fn drop(&mut self) {
-        if let Some(pgid) = self.0 {
-            // No `unsafe` for killpg(2): the `kill` utility signals the group by its negative id.
-            let _ = std::process::Command::new("kill").args(["-s", "KILL", "--", &format!("-{pgid}")]).status();
+        let Some(pgid) = self.0.and_then(|p| i32::try_from(p).ok()).and_then(rustix::process::Pid::from_raw) else { return };
+        match rustix::process::kill_process_group(pgid, rustix::process::Signal::KILL) {
+            Ok(()) => tracing::info!(pgid = pgid.as_raw_nonzero().get(), "stopped the Codex CLI and its commands"),
+            Err(e) => tracing::warn!(error = %e, "cannot stop the Codex CLI's process group"),
         }
     }
 }

@@ -28,14 +28,27 @@ fn processes_with(needle: &str) -> Vec<u32> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_mid_run_kills_codex_and_stores_the_session_so_far() {
+    stop_mid_run(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_canceled_run_still_stores_the_session_of_its_stopped_job() {
+    // How a cancel reaches a job: the run is marked canceled first, then its job is stopped.
+    stop_mid_run(true).await;
+}
+
+async fn stop_mid_run(cancel_first: bool) {
+    // Each case has its own scenario (tests/scenarios), so their long commands can be told apart.
+    let (title, long_command) = if cancel_first { ("Take a while", "sleep 619") } else { ("Take your time", "sleep 617") };
     let db = ck8s_testkit::fresh_db().await;
     let project: uuid::Uuid =
         sqlx::query_scalar("INSERT INTO projects (slug, name) VALUES ('acme', 'acme') RETURNING id").fetch_one(&db.pool).await.unwrap();
     let run: uuid::Uuid = sqlx::query_scalar(
         "INSERT INTO agent_runs (correlation_id, project_id, run_payload, repository_full_name, issue_number, agent_key, trigger_kind)
-         VALUES ('stop-1', $1, '{}', 'acme/app', 1, 'dev', 'dev') RETURNING id",
+         VALUES ($2, $1, '{}', 'acme/app', 1, 'dev', 'dev') RETURNING id",
     )
     .bind(project)
+    .bind(if cancel_first { "stop-canceled" } else { "stop-1" })
     .fetch_one(&db.pool)
     .await
     .unwrap();
@@ -45,7 +58,7 @@ async fn sigterm_mid_run_kills_codex_and_stores_the_session_so_far() {
 
     let cp_env = ck8s_testkit::process::control_plane_env(&db, &[]);
     let scenarios = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/scenarios");
-    let work = std::env::temp_dir().join(format!("ck8s-signal-{}", std::process::id()));
+    let work = std::env::temp_dir().join(format!("ck8s-signal-{}-{cancel_first}", std::process::id()));
     let _ = std::fs::remove_dir_all(&work);
     let (run_s, token_s, work_s) = (run.to_string(), token.clone(), work.clone());
     let (cp, forge, model, mut child) = tokio::task::spawn_blocking(move || {
@@ -54,7 +67,7 @@ async fn sigterm_mid_run_kills_codex_and_stores_the_session_so_far() {
         let bot = forge.user_of_kind("acme", "Bot");
         assert_eq!(forge.call("POST", "/_sim/repos", Some(&bot), Some(json!({"name": "app"}))).0, 201);
         common::seed(&forge, &bot, "acme/app", &work_s);
-        let issue = json!({"title": "Take your time", "body": "Wait for the long build."});
+        let issue = json!({"title": title, "body": "Wait for the long build."});
         assert_eq!(forge.call("POST", "/repos/acme/app/issues", Some(&bot), Some(issue)).0, 201);
         let model = ServiceProcess::start(
             &bin_path("model-sim"),
@@ -107,10 +120,16 @@ async fn sigterm_mid_run_kills_codex_and_stores_the_session_so_far() {
 
     // Codex is at work once its long command runs.
     let started = Instant::now();
-    while processes_with("sleep 617").is_empty() {
+    while processes_with(long_command).is_empty() {
         assert!(child.try_wait().unwrap().is_none(), "the runner ended before Codex started its command");
         assert!(started.elapsed() < Duration::from_secs(120), "Codex never started the long command");
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    if cancel_first {
+        assert!(matches!(
+            ck8s_store::runs::cancel(&db.pool, run, "alice", "not needed").await.unwrap(),
+            ck8s_store::runs::Cancel::Canceled { .. }
+        ));
     }
     let pid = child.id().to_string();
     assert!(std::process::Command::new("kill").args(["-s", "TERM", &pid]).status().unwrap().success());
@@ -122,7 +141,7 @@ async fn sigterm_mid_run_kills_codex_and_stores_the_session_so_far() {
     let failed: Value =
         stdout.lines().find_map(|l| serde_json::from_str::<Value>(l).ok().filter(|v| v["event"] == "run.agent.failed")).expect(&all);
     assert!(failed["error"].as_str().unwrap().contains("SIGTERM"), "{failed}");
-    assert!(processes_with("sleep 617").is_empty(), "Codex's command was killed with it");
+    assert!(processes_with(long_command).is_empty(), "Codex's command was killed with it");
 
     let (status, session_id, codex_json, branch): (String, Option<String>, Option<Value>, Option<String>) =
         sqlx::query_as("SELECT status, session_id, codex_cli_session_json, branch_name FROM agent_sessions WHERE run_id = $1")
@@ -138,7 +157,9 @@ async fn sigterm_mid_run_kills_codex_and_stores_the_session_so_far() {
     assert!(!codex_json.to_string().contains(MODEL_KEY) && !codex_json.to_string().contains(&token), "secrets are redacted");
     let events: Vec<String> =
         sqlx::query_scalar("SELECT event_type FROM flow_events WHERE run_id = $1 ORDER BY id").bind(run).fetch_all(&db.pool).await.unwrap();
-    assert!(events.contains(&"run.agent.session.saved".to_string()), "{events:?}");
+    let saved = events.contains(&"run.agent.session.saved".to_string());
+    // A canceled run's token stores the snapshot and nothing else: its event is refused.
+    assert_eq!(saved, !cancel_first, "{events:?}");
     drop((cp, forge, model));
     let _ = std::fs::remove_dir_all(&work);
 }

@@ -107,6 +107,23 @@ fn conflicting_model_labels_fail_the_launch_as_a_precondition() {
 }
 
 #[test]
+fn a_deploy_run_launches_no_agent() {
+    let r = run();
+    let mut spec = r.spec().unwrap();
+    spec.agent = None;
+    spec.trigger.kind = TriggerKind::DEPLOY;
+    spec.runtime.deploy_only = true;
+    spec.runtime.namespace = Some("codex-k8s-prod".into());
+    let f = plan_launch(&r, &spec, None, &LabelCatalog::default(), &settings(), at(NOW)).unwrap_err();
+    assert_eq!((f.reason, f.event), (Some(FailureReason::AgentContextResolve), "run.failed.precondition"));
+    assert!(f.message.unwrap().contains("deploy run starts no agent"));
+    // Deploy-only even with an agent named: still nothing is launched.
+    let mut named = r.spec().unwrap();
+    named.runtime.deploy_only = true;
+    assert!(plan_launch(&r, &named, None, &LabelCatalog::default(), &settings(), at(NOW)).is_err());
+}
+
+#[test]
 fn only_full_env_revise_runs_without_a_routed_namespace_reuse_one() {
     let mut spec = run().spec().unwrap();
     assert_eq!(reuse_key(&spec), None, "a work run starts fresh");

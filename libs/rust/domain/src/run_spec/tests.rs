@@ -154,3 +154,35 @@ fn exit_codes_mean_the_same_on_both_ends() {
     assert_eq!(AgentExit::ScopeViolation.code(), 3);
     assert_eq!(AgentExit::from_code(137), AgentExit::Failed);
 }
+
+/// A payload exactly as the ingest of the build before versioning wrote it.
+fn unversioned_payload() -> serde_json::Value {
+    json!({
+        "source": "github", "delivery_id": "d-1", "event_type": "issues", "received_at": "2026-12-06T10:00:00+00:00",
+        "action": "labeled", "correlation_id": "d-1",
+        "repository": {"id": 42, "full_name": "acme/app", "name": "app", "private": false, "fork": false},
+        "installation": {"id": null},
+        "sender": {"id": 7, "login": "alice"},
+        "raw_payload": {"action": "labeled"},
+        "project": {"id": Uuid::nil(), "repository_id": Uuid::nil(), "services_yaml": "services.yaml", "binding_resolved": true},
+        "learning_mode": false, "discussion_mode": false,
+        "agent": {"id": Uuid::nil(), "key": "dev", "name": "AI Developer"},
+        "issue": {"id": 1, "number": 12, "title": "Say hello", "html_url": "https://github.com/acme/app/issues/12", "state": "open",
+                  "user": "alice", "labels": ["run:dev"], "pull_request": null},
+        "pull_request": null,
+        "trigger": {"source": "issue_label", "label": "run:dev", "kind": "dev"},
+        "profile_hints": {"last_run_issue_labels": [], "last_run_pull_request_labels": []},
+        "runtime": {"mode": "full-env", "source": "routing", "target_env": "ai", "namespace": null, "build_ref": "main",
+                    "deploy_only": false, "access_profile": "candidate"},
+    })
+}
+
+#[test]
+fn a_payload_of_the_build_before_versioning_reads_as_version_1() {
+    let mut v = unversioned_payload();
+    assert_eq!(RunSpec::decode(&v).unwrap_err().field(), "version", "unmarked, it is refused by name");
+    v["version"] = json!(1); // what migration 0012 adds to stored payloads
+    let spec = RunSpec::decode(&v).unwrap();
+    assert_eq!((spec.issue_number(), spec.agent_key(), spec.trigger.kind), (Some(12), "dev", TriggerKind::work(Stage::Dev)));
+    assert_eq!(spec.runtime.access_profile, Some(AccessProfile::Candidate));
+}

@@ -89,3 +89,34 @@ async fn the_eight_system_agents_are_seeded_as_the_domain_defines_them() {
     expected.sort();
     assert_eq!(rows, expected);
 }
+
+#[tokio::test]
+async fn runs_queued_before_the_upgrade_get_their_payload_version() {
+    // Migrate up to 0011, queue a run the way the build before versioning did, then apply the rest.
+    let db = ck8s_testkit::empty_db().await;
+    for m in MIGRATOR.iter().filter(|m| m.version < 20260101000012) {
+        sqlx::raw_sql(&m.sql).execute(&db.pool).await.unwrap();
+    }
+    let project: uuid::Uuid =
+        sqlx::query_scalar("INSERT INTO projects (slug, name) VALUES ('acme', 'acme') RETURNING id").fetch_one(&db.pool).await.unwrap();
+    let old =
+        serde_json::json!({"trigger": {"source": "issue_label", "label": "run:dev", "kind": "dev"}, "runtime": {"deploy_only": false}});
+    let versioned = serde_json::json!({"version": 1, "trigger": {"kind": "dev"}});
+    for (corr, payload) in [("old", &old), ("new", &versioned)] {
+        sqlx::query("INSERT INTO agent_runs (correlation_id, project_id, run_payload) VALUES ($1, $2, $3)")
+            .bind(corr)
+            .bind(project)
+            .bind(payload)
+            .execute(&db.pool)
+            .await
+            .unwrap();
+    }
+    let last = MIGRATOR.iter().find(|m| m.version == 20260101000012).expect("migration 0012");
+    sqlx::raw_sql(&last.sql).execute(&db.pool).await.unwrap();
+    let rows: Vec<(String, serde_json::Value)> =
+        sqlx::query_as("SELECT correlation_id, run_payload FROM agent_runs ORDER BY correlation_id").fetch_all(&db.pool).await.unwrap();
+    assert_eq!(rows[0].1, serde_json::json!({"version": 1, "trigger": {"kind": "dev"}}), "a versioned payload is left as it was");
+    let mut expected = old.clone();
+    expected["version"] = serde_json::json!(1);
+    assert_eq!(rows[1].1, expected, "the old payload keeps every field and gains its version");
+}

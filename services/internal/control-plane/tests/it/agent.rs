@@ -219,3 +219,38 @@ async fn agent_callbacks_act_only_for_the_live_run_of_their_token_and_check_ever
     assert_eq!(err.code(), Code::Unauthenticated);
     assert!(err.message().contains("finished"), "{}", err.message());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_canceled_runs_token_may_only_store_its_cancelled_snapshot_and_only_for_a_while() {
+    let (db, i) = setup().await;
+    let (run, token) = run_with_token(&db.pool, &i, "d-cancel-1", "run:dev").await;
+    let e = env(&db);
+    let svc = tokio::task::spawn_blocking(move || ServiceProcess::start(BIN, &e, &["http", "grpc"])).await.unwrap();
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", svc.addr("grpc"))).unwrap().connect().await.unwrap();
+    let mut c = client(&channel, &token);
+    assert!(matches!(
+        ck8s_store::runs::cancel(&db.pool, run, "alice", "not needed").await.unwrap(),
+        ck8s_store::runs::Cancel::Canceled { .. }
+    ));
+
+    // Everything but the cancelled snapshot is refused at once.
+    let event = InsertRunFlowEventRequest { event_type: "run.agent.ready".into(), payload_json: "{}".into() };
+    assert_eq!(c.insert_run_flow_event(event).await.unwrap_err().code(), Code::Unauthenticated);
+    let stored = session(0, "succeeded", json!({"version": "v1", "status": "succeeded"}), None);
+    assert_eq!(c.upsert_agent_session(stored).await.unwrap_err().code(), Code::Unauthenticated);
+    let cancelled = session(0, "cancelled", json!({"version": "v1", "status": "cancelled"}), None);
+    assert_eq!(c.upsert_agent_session(cancelled.clone()).await.unwrap().into_inner().version, 1);
+    let status: String =
+        sqlx::query_scalar("SELECT status FROM agent_sessions WHERE run_id = $1").bind(run).fetch_one(&db.pool).await.unwrap();
+    assert_eq!(status, "cancelled");
+
+    // After the grace, not even that.
+    sqlx::query("UPDATE agent_runs SET finished_at = now() - interval '11 minutes' WHERE id = $1")
+        .bind(run)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let late = session(1, "cancelled", json!({"version": "v1", "status": "cancelled", "late": true}), None);
+    assert_eq!(c.upsert_agent_session(late).await.unwrap_err().code(), Code::Unauthenticated);
+    drop(svc);
+}

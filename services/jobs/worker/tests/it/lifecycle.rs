@@ -407,9 +407,11 @@ async fn a_lost_listen_connection_is_opened_again_and_a_notify_still_wakes_the_w
     let dir = runs_dir("listen");
     // Polling is off for the test's length: only a notification can wake the worker.
     let (env, d) = (db.env(), dir.clone());
-    let w = tokio::task::spawn_blocking(move || worker_with(env, "w-listen", &d, "true", &[("CODEXK8S_WORKER_POLL_INTERVAL", "10m")]))
-        .await
-        .unwrap();
+    let w = tokio::task::spawn_blocking(move || {
+        worker_with(env, "w-listen", &d, "true", &[("CODEXK8S_WORKER_POLL_INTERVAL", "10m"), ("CODEXK8S_WORKER_CLAIM_LIMIT", "1")])
+    })
+    .await
+    .unwrap();
     let started = Instant::now();
     let first = loop {
         if let Some(pid) = listener_pid(&db.pool, &db.name).await {
@@ -429,13 +431,60 @@ async fn a_lost_listen_connection_is_opened_again_and_a_notify_still_wakes_the_w
         assert!(started.elapsed() < Duration::from_secs(20), "the worker did not listen again after losing its connection");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    // A run arrives the way ingest announces it.
-    let run = pending(&db.pool, p, "after-reconnect", 71, &[]).await;
-    let mut tx = db.pool.begin().await.unwrap();
-    ck8s_store::ingest::notify_run_pending(&mut tx, run).await.unwrap();
-    tx.commit().await.unwrap();
-    let notified = Instant::now();
-    assert_eq!(wait_status(&db.pool, run, "succeeded", Duration::from_secs(10)).await, "succeeded", "the notification woke the worker");
-    println!("woken and finished {} ms after the NOTIFY (polling interval 10 minutes)", notified.elapsed().as_millis());
+    // Runs arrive the way ingest announces them. The worker ticks once when its connection is
+    // back and claims one run per tick, so the second run can only be claimed after a tick that a
+    // notification woke.
+    let mut finished = Vec::new();
+    for (corr, issue) in [("after-reconnect-1", 71), ("after-reconnect-2", 72)] {
+        let run = pending(&db.pool, p, corr, issue, &[]).await;
+        let mut tx = db.pool.begin().await.unwrap();
+        ck8s_store::ingest::notify_run_pending(&mut tx, run).await.unwrap();
+        tx.commit().await.unwrap();
+        let notified = Instant::now();
+        assert_ne!(wait_status(&db.pool, run, "running", Duration::from_secs(10)).await, "pending", "the notification woke the worker");
+        finished.push((run, notified.elapsed().as_millis()));
+    }
+    println!("claimed {:?} ms after their NOTIFY (polling interval 10 minutes)", finished.iter().map(|f| f.1).collect::<Vec<_>>());
+    drop(w);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_deploy_run_starts_no_agent_and_says_why() {
+    let db = ck8s_testkit::fresh_db().await;
+    let p = project(&db.pool).await;
+    let mut spec = ck8s_testkit::fixtures::run_spec(p, Uuid::nil(), 1, &[]);
+    spec.agent = None;
+    spec.issue = None;
+    spec.trigger = ck8s_domain::run_spec::Trigger {
+        source: ck8s_domain::policy::TriggerSource::PushMain,
+        label: None,
+        kind: ck8s_domain::stage::TriggerKind::DEPLOY,
+    };
+    spec.runtime.deploy_only = true;
+    spec.runtime.namespace = Some("codex-k8s-prod".into());
+    let run: Uuid = sqlx::query_scalar(
+        "INSERT INTO agent_runs (correlation_id, project_id, run_payload, runtime_mode, trigger_kind) VALUES ('push-1', $1, $2, 'full-env', 'deploy') RETURNING id",
+    )
+    .bind(p)
+    .bind(spec.to_value())
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    let dir = runs_dir("deploy");
+    let (env, d) = (db.env(), dir.clone());
+    let w = tokio::task::spawn_blocking(move || worker(env, "w-deploy", &d, "echo launched > launched.txt")).await.unwrap();
+    assert_eq!(wait_status(&db.pool, run, "failed", Duration::from_secs(20)).await, "failed");
+    let (reason, message, namespace): (Option<String>, Option<String>, Option<String>) =
+        sqlx::query_as("SELECT failure_reason, failure_message, namespace FROM agent_runs WHERE id = $1")
+            .bind(run)
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(reason.as_deref(), Some("agent_context_resolve"));
+    assert!(message.unwrap().contains("deploy run starts no agent"));
+    assert_eq!(namespace, None, "nothing was prepared or launched");
+    assert!(!dir.join("codex-k8s-prod").exists(), "the production namespace was not touched");
+    let kinds: Vec<String> = events(&db.pool, run).await.into_iter().map(|e| e.0).collect();
+    assert_eq!(kinds, vec!["run.failed.precondition"], "no token, no namespace, no job");
     drop(w);
 }
