@@ -65,17 +65,14 @@ pub fn job_state(job: &Job, pods: &[Pod]) -> JobState {
             .find(|c| c.type_ == "Failed" && c.status == "True")
             .and_then(|c| c.reason.or(c.message))
             .unwrap_or_else(|| "job failed".into());
-        let exit_code = pods
-            .iter()
-            .flat_map(|p| p.status.iter().flat_map(|s| s.container_statuses.iter().flatten()))
-            .filter(|c| c.name == "run")
-            .find_map(|c| c.state.as_ref().and_then(|s| s.terminated.as_ref()).map(|t| t.exit_code));
-        return JobState::Failed { reason, exit_code };
+        return JobState::Failed { reason, exit_code: run_exit_code(pods) };
     }
     for pod in pods {
         let Some(ps) = &pod.status else { continue };
         if ps.phase.as_deref() == Some("Failed") {
-            return JobState::Failed { reason: ps.reason.clone().unwrap_or_else(|| "pod failed".into()), exit_code: None };
+            // The pod can fail before the Job controller counts it: its exit code is already known.
+            let reason = ps.reason.clone().unwrap_or_else(|| "pod failed".into());
+            return JobState::Failed { reason, exit_code: run_exit_code(std::slice::from_ref(pod)) };
         }
         for cs in ps.container_statuses.iter().flatten() {
             if let Some(w) = cs.state.as_ref().and_then(|s| s.waiting.as_ref()) {
@@ -87,6 +84,14 @@ pub fn job_state(job: &Job, pods: &[Pod]) -> JobState {
         }
     }
     if status.active.unwrap_or(0) > 0 { JobState::Running } else { JobState::Pending }
+}
+
+/// The exit code of the terminated `run` container of any of `pods`.
+fn run_exit_code(pods: &[Pod]) -> Option<i32> {
+    pods.iter()
+        .flat_map(|p| p.status.iter().flat_map(|s| s.container_statuses.iter().flatten()))
+        .filter(|c| c.name == "run")
+        .find_map(|c| c.state.as_ref().and_then(|s| s.terminated.as_ref()).map(|t| t.exit_code))
 }
 
 impl KubernetesRuntime {
@@ -299,7 +304,18 @@ mod tests {
             }),
             ..Default::default()
         };
-        assert_eq!(job_state(&job_with(failed), &[pod]), JobState::Failed { reason: "DeadlineExceeded".into(), exit_code: Some(42) });
+        assert_eq!(
+            job_state(&job_with(failed), std::slice::from_ref(&pod)),
+            JobState::Failed { reason: "DeadlineExceeded".into(), exit_code: Some(42) }
+        );
+
+        // The pod failed before the Job controller counted it: the exit code is known already.
+        let mut failed_pod = pod;
+        if let Some(ps) = failed_pod.status.as_mut() {
+            ps.phase = Some("Failed".into());
+        }
+        let still_active = job_with(JobStatus { active: Some(1), ..Default::default() });
+        assert_eq!(job_state(&still_active, &[failed_pod]), JobState::Failed { reason: "pod failed".into(), exit_code: Some(42) });
     }
 
     #[test]
