@@ -20,7 +20,7 @@ fi
   || { "$tools_dir/bin/cargo-machete" --skip-target-dir; echo "test.sh: remove the unused dependencies above (a false positive goes under [package.metadata.cargo-machete] ignored)" >&2; exit 1; }
 cargo fmt --all --check || { echo "test.sh: run \`cargo fmt --all\` and commit the result" >&2; exit 1; }
 
-step "2/5 test fixtures (GitHub's published webhook examples, from npm), embedded PostgreSQL 18 + pgvector, the test Kubernetes cluster (first run builds it from Go modules: about 7 minutes on 2 cores)"
+step "2/5 test fixtures (GitHub's published webhook examples, from npm), embedded PostgreSQL 18 + pgvector, the test Kubernetes cluster (first run builds it from Go modules: about 8 minutes on 2 cores)"
 command -v npm >/dev/null || { echo "test.sh: npm is required to install the GitHub webhook examples" >&2; exit 1; }
 (cd tools/fixtures && npm install --no-audit --no-fund --loglevel=error)
 echo "the Codex CLI (npm @openai/codex, pinned in tools/codex; about 400 MB, once)"
@@ -39,10 +39,10 @@ tools/test-cluster/cluster.sh status >/dev/null 2>&1 && cluster_was_running=1
 tools/test-cluster/cluster.sh start >/dev/null \
   || { echo "test.sh: the test Kubernetes cluster did not start (reason above); the Kubernetes tests cannot run" >&2; exit 1; }
 
-step "3/5 clippy (warnings are errors)"
+step "3/5 clippy (warnings are errors; a fresh clone compiles first: about 5 minutes on 2 cores)"
 cargo clippy --workspace --all-targets --locked --quiet -- -D warnings
 
-step "4/5 cargo test --workspace (a fresh clone compiles first: about 8 minutes on 2 cores)"
+step "4/5 cargo test --workspace (a fresh clone compiles the tests first: about 5 minutes on 2 cores)"
 log=$(mktemp)
 cargo test --workspace --locked --no-fail-fast --lib --bins --tests 2>&1 | tee "$log"
 passed=$(grep -E '^test result:' "$log" | sed -E 's/.* ([0-9]+) passed.*/\1/' | awk '{s+=$1} END {print s+0}')
