@@ -30,25 +30,13 @@ pub enum Stage {
     Deploy,
 }
 
-/// Every stage, in the order of the main path followed by the extras.
-const ALL: [Stage; 16] = [
-    Stage::Intake,
-    Stage::Vision,
-    Stage::Prd,
-    Stage::Arch,
-    Stage::Design,
-    Stage::Plan,
-    Stage::Dev,
-    Stage::Qa,
-    Stage::Release,
-    Stage::Postdeploy,
-    Stage::Ops,
-    Stage::DocAudit,
-    Stage::SelfImprove,
-    Stage::Rethink,
-    Stage::AiRepair,
-    Stage::Deploy,
-];
+/// The stages off the main path, in catalog order.
+const EXTRAS: [Stage; 5] = [Stage::DocAudit, Stage::SelfImprove, Stage::Rethink, Stage::AiRepair, Stage::Deploy];
+
+/// Every stage: the main path, then the extras.
+fn all() -> impl Iterator<Item = Stage> {
+    Stage::MAIN_PATH.into_iter().chain(EXTRAS)
+}
 
 impl Stage {
     /// The main path `intake → … → ops` (spec §3.1).
@@ -68,12 +56,12 @@ impl Stage {
 
     /// Stages that a `run:*` label triggers, in catalog order.
     pub fn labelled() -> impl Iterator<Item = Stage> {
-        ALL.into_iter().filter(|s| *s != Stage::Deploy)
+        all().filter(|s| *s != Stage::Deploy)
     }
 
     /// Stages with a `:revise` variant.
     pub fn revisable_stages() -> impl Iterator<Item = Stage> {
-        ALL.into_iter().filter(|s| s.revisable())
+        all().filter(|s| s.revisable())
     }
 
     /// The key: `dev`, `doc_audit`, `ai_repair`, `deploy`.
@@ -133,7 +121,7 @@ impl Stage {
 
     /// The stage with this key or slug (`doc_audit` or `doc-audit`).
     pub fn parse(s: &str) -> Option<Stage> {
-        ALL.into_iter().find(|st| st.key() == s || st.slug() == s)
+        all().find(|st| st.key() == s || st.slug() == s)
     }
 }
 
