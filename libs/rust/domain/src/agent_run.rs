@@ -127,9 +127,69 @@ fn allowed(scope: &WriteScope, path: &str) -> bool {
     }
 }
 
-/// Checks the paths changed since the run's baseline (commits and work tree) against the scope.
-pub fn check_write_scope(scope: &WriteScope, changed: &[String]) -> Result<(), ScopeViolation> {
-    let bad: Vec<String> = changed.iter().filter(|p| !allowed(scope, p)).cloned().collect();
+/// What a path is in a work tree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Entry {
+    File {
+        executable: bool,
+    },
+    Symlink,
+    /// A nested repository (a submodule commit): never part of a run's change.
+    Gitlink,
+}
+
+/// How a path changed between the run's baseline and the agent's work tree.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// A new path.
+    Added {
+        path: String,
+        entry: Entry,
+    },
+    /// The content, the mode or the kind (file ↔ link) of a path changed.
+    Modified {
+        path: String,
+        from: Entry,
+        to: Entry,
+    },
+    Deleted {
+        path: String,
+        entry: Entry,
+    },
+}
+
+impl Change {
+    /// The path (relative, `/`-separated).
+    pub fn path(&self) -> &str {
+        match self {
+            Change::Added { path, .. } | Change::Modified { path, .. } | Change::Deleted { path, .. } => path,
+        }
+    }
+
+    /// The kinds of entry on either side of the change.
+    fn entries(&self) -> [Option<Entry>; 2] {
+        match self {
+            Change::Added { entry, .. } | Change::Deleted { entry, .. } => [Some(*entry), None],
+            Change::Modified { from, to, .. } => [Some(*from), Some(*to)],
+        }
+    }
+
+    /// Whether the change is allowed in `scope`: the path is in scope, only an unrestricted scope
+    /// touches symbolic links, and no scope touches nested repositories.
+    fn allowed_in(&self, scope: &WriteScope) -> bool {
+        let kinds = self.entries();
+        allowed(scope, self.path())
+            && !kinds.contains(&Some(Entry::Gitlink))
+            && (*scope == WriteScope::Unrestricted || !kinds.contains(&Some(Entry::Symlink)))
+    }
+}
+
+/// Checks a change set against the write scope: every changed path must be in scope (a move is a
+/// deletion plus an addition, so moving code into a `.md` path deletes code out of scope), and
+/// only an unrestricted scope may add, remove or change symbolic links; nested repositories are
+/// refused in every scope.
+pub fn check_changes(scope: &WriteScope, changes: &[Change]) -> Result<(), ScopeViolation> {
+    let bad: Vec<String> = changes.iter().filter(|c| !c.allowed_in(scope)).map(|c| c.path().to_string()).collect();
     if bad.is_empty() { Ok(()) } else { Err(ScopeViolation { scope: scope.clone(), paths: bad }) }
 }
 
@@ -169,6 +229,8 @@ pub struct CodexTranscript {
     pub errors: Vec<String>,
     /// Lines that were not JSON events (kept out of the transcript, counted).
     pub unparsed_lines: usize,
+    /// Commands beyond [`MAX_COMMANDS`] (counted, not kept).
+    pub commands_dropped: usize,
 }
 
 /// Captured output kept per command and message, in bytes.
@@ -198,44 +260,60 @@ fn cap(mut s: String) -> String {
 /// Reads a `codex exec --json` stream; secrets are redacted from every kept text.
 pub fn read_codex_events(stream: &str, secrets: &[&str]) -> CodexTranscript {
     let mut t = CodexTranscript::default();
-    let text = |v: &serde_json::Value| cap(redact(v.as_str().unwrap_or_default(), secrets));
-    for line in stream.lines().filter(|l| !l.trim().is_empty()) {
+    for line in stream.lines() {
+        t.feed(line, secrets);
+    }
+    t
+}
+
+/// Commands kept in a transcript; later ones are counted, not kept.
+pub const MAX_COMMANDS: usize = 500;
+
+impl CodexTranscript {
+    /// Reads one line of a `codex exec --json` stream as it arrives: memory stays bounded
+    /// whatever the agent prints (each text is capped at [`OUTPUT_CAP`], at most [`MAX_COMMANDS`]
+    /// commands are kept), and every secret is redacted before anything is kept.
+    pub fn feed(&mut self, line: &str, secrets: &[&str]) {
+        let text = |v: &serde_json::Value| cap(redact(v.as_str().unwrap_or_default(), secrets));
+        if line.trim().is_empty() {
+            return;
+        }
         let Ok(e) = serde_json::from_str::<serde_json::Value>(line) else {
-            t.unparsed_lines += 1;
-            continue;
+            self.unparsed_lines += 1;
+            return;
         };
         match e["type"].as_str().unwrap_or_default() {
-            "thread.started" => t.session_id = e["thread_id"].as_str().map(String::from),
+            "thread.started" => self.session_id = e["thread_id"].as_str().map(String::from),
             "item.completed" => {
                 let item = &e["item"];
                 match item["type"].as_str().unwrap_or_default() {
-                    "command_execution" => t.commands.push(CommandRun {
+                    "command_execution" if self.commands.len() < MAX_COMMANDS => self.commands.push(CommandRun {
                         command: text(&item["command"]),
                         exit_code: item["exit_code"].as_i64(),
                         output: text(&item["aggregated_output"]),
                     }),
-                    "agent_message" => t.final_message = Some(text(&item["text"])),
-                    "error" => t.errors.push(text(&item["message"])),
+                    "command_execution" => self.commands_dropped += 1,
+                    "agent_message" => self.final_message = Some(text(&item["text"])),
+                    "error" => self.errors.push(text(&item["message"])),
                     _ => {}
                 }
             }
             "turn.completed" => {
                 let u = &e["usage"];
                 let n = |k: &str| u[k].as_u64().unwrap_or(0);
-                t.turns.push(TurnUsage {
+                self.turns.push(TurnUsage {
                     input_tokens: n("input_tokens"),
                     cached_input_tokens: n("cached_input_tokens"),
                     output_tokens: n("output_tokens"),
                     reasoning_output_tokens: n("reasoning_output_tokens"),
                 });
             }
-            "turn.failed" | "error" => {
-                t.errors.push(text(if e["error"]["message"].is_string() { &e["error"]["message"] } else { &e["message"] }))
+            "turn.failed" | "error" if self.errors.len() < MAX_COMMANDS => {
+                self.errors.push(text(if e["error"]["message"].is_string() { &e["error"]["message"] } else { &e["message"] }))
             }
             _ => {}
         }
     }
-    t
 }
 
 /// Flow-event families the agent runner may append (spec Appendix A, agent events).
@@ -373,7 +451,9 @@ mod tests {
 
     #[test]
     fn write_scopes_allow_only_what_the_stage_may_touch() {
-        let changed = |p: &[&str]| p.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let changed = |p: &[&str]| {
+            p.iter().map(|s| Change::Added { path: s.to_string(), entry: Entry::File { executable: false } }).collect::<Vec<_>>()
+        };
         assert_eq!(write_scope(k("dev"), "dev", false), WriteScope::Unrestricted);
         assert_eq!(write_scope(k("dev_revise"), "dev", false), WriteScope::Unrestricted);
         assert_eq!(write_scope(k("ai_repair"), "sre", false), WriteScope::Unrestricted);
@@ -382,16 +462,16 @@ mod tests {
         assert_eq!(write_scope(TriggerKind::DEPLOY, "dev", false), WriteScope::MarkdownOnly);
         assert_eq!(write_scope(k("dev"), "reviewer", false), WriteScope::Nothing);
         assert_eq!(write_scope(k("dev"), "dev", true), WriteScope::Nothing);
-        assert!(check_write_scope(&WriteScope::Unrestricted, &changed(&["src/main.rs"])).is_ok());
-        let v = check_write_scope(&WriteScope::MarkdownOnly, &changed(&["docs/prd.md", "src/lib.rs"])).unwrap_err();
+        assert!(check_changes(&WriteScope::Unrestricted, &changed(&["src/main.rs"])).is_ok());
+        let v = check_changes(&WriteScope::MarkdownOnly, &changed(&["docs/prd.md", "src/lib.rs"])).unwrap_err();
         assert_eq!(v.paths, vec!["src/lib.rs"]);
         assert!(v.to_string().starts_with("failed_precondition"));
-        assert!(check_write_scope(&WriteScope::Nothing, &changed(&["README.md"])).is_err());
-        assert!(check_write_scope(&WriteScope::Nothing, &[]).is_ok());
+        assert!(check_changes(&WriteScope::Nothing, &changed(&["README.md"])).is_err());
+        assert!(check_changes(&WriteScope::Nothing, &[]).is_ok());
         assert_eq!(write_scope(k("self_improve_revise"), "km", false), WriteScope::SelfImprove);
         let si = write_scope(k("self_improve"), "km", false);
         assert!(
-            check_write_scope(
+            check_changes(
                 &si,
                 &changed(&[
                     "services/jobs/agent-runner/internal/runner/promptseeds/dev-work.md",
@@ -403,7 +483,7 @@ mod tests {
             )
             .is_ok()
         );
-        let v = check_write_scope(
+        let v = check_changes(
             &si,
             &changed(&[
                 "services/jobs/agent-runner/src/main.rs",
@@ -412,6 +492,27 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(v.paths.len(), 2);
+    }
+
+    #[test]
+    fn change_sets_are_checked_path_by_path_and_links_need_an_unrestricted_scope() {
+        let file = Entry::File { executable: false };
+        let moved = [Change::Deleted { path: "src/lib.rs".into(), entry: file }, Change::Added { path: "docs/lib.md".into(), entry: file }];
+        let v = check_changes(&WriteScope::MarkdownOnly, &moved).unwrap_err();
+        assert_eq!(v.paths, vec!["src/lib.rs"], "a move of code into a markdown path deletes code");
+        assert!(check_changes(&WriteScope::Unrestricted, &moved).is_ok());
+        let cyrillic = [Change::Added { path: "docs/заметки.md".into(), entry: file }];
+        assert!(check_changes(&WriteScope::MarkdownOnly, &cyrillic).is_ok(), "names in any script are paths like others");
+        let link = [Change::Added { path: "docs/env.md".into(), entry: Entry::Symlink }];
+        assert!(check_changes(&WriteScope::MarkdownOnly, &link).is_err(), "a markdown-named link is still a link");
+        assert!(check_changes(&WriteScope::Unrestricted, &link).is_ok());
+        let made_link = [Change::Modified { path: "README.md".into(), from: file, to: Entry::Symlink }];
+        assert!(check_changes(&WriteScope::MarkdownOnly, &made_link).is_err());
+        let chmod = [Change::Modified { path: "build.sh".into(), from: file, to: Entry::File { executable: true } }];
+        assert!(check_changes(&WriteScope::MarkdownOnly, &chmod).is_err(), "a mode change is a change of its path");
+        assert!(check_changes(&WriteScope::Nothing, &[]).is_ok());
+        let nested = [Change::Added { path: "vendor/x".into(), entry: Entry::Gitlink }];
+        assert!(check_changes(&WriteScope::Unrestricted, &nested).is_err(), "no scope adds a nested repository");
     }
 
     #[test]

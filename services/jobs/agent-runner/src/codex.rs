@@ -6,7 +6,8 @@
 //! runs in a process group of its own on the async runtime; if the run is dropped (the pod is
 //! stopped), the whole group — Codex and every command it started — is killed.
 
-use ck8s_domain::agent_run::{CodexTranscript, read_codex_events, redact};
+use crate::sandbox::AgentUser;
+use ck8s_domain::agent_run::{CodexTranscript, redact};
 use secrecy::{ExposeSecret, SecretString};
 use std::path::{Path, PathBuf};
 
@@ -37,6 +38,8 @@ pub struct Codex {
     pub mcp_token: Option<SecretString>,
     /// Ask for the final message as the JSON report (`--output-schema`, the domain's report schema).
     pub output_schema: bool,
+    /// The user the agent runs as (`None`: the runner's own).
+    pub agent: Option<AgentUser>,
 }
 
 /// Running Codex failed.
@@ -46,6 +49,10 @@ pub enum CodexError {
     Start(String, std::io::Error),
     #[error("the Codex CLI exited with {code:?}: {message}")]
     Failed { code: Option<i32>, message: String, transcript: Box<CodexTranscript> },
+    #[error(
+        "the agent's user cannot run the Codex CLI: {0}; install it where every user can read it (scripts/codex.sh does) and point CODEXK8S_CODEX_BIN at it"
+    )]
+    Unreachable(String),
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }
@@ -92,7 +99,39 @@ impl Codex {
         s
     }
 
-    /// Runs one Codex turn in `workdir` (new, or resuming `session`); `extra_secrets` are redacted too.
+    /// The command line and environment of one Codex turn in `workdir` (new, or resuming
+    /// `session`). The environment is all the agent gets: its home, the proxy's key (worth
+    /// nothing beyond this run's proxy) and — only with an MCP server — the run's MCP token.
+    pub fn invocation(&self, workdir: &Path, prompt: &str, session: Option<&str>) -> Result<Invocation, CodexError> {
+        self.write_config()?;
+        let mut args: Vec<String> = vec!["exec".into(), "--json".into(), "--skip-git-repo-check".into(), "--cd".into()];
+        args.push(workdir.display().to_string());
+        if self.output_schema {
+            let schema = self.home.join("report-schema.json");
+            std::fs::write(&schema, ck8s_domain::agent_run::report_schema().to_string())?;
+            args.extend(["--output-schema".into(), schema.display().to_string()]);
+        }
+        if let Some(s) = session {
+            args.extend(["resume".into(), s.to_string()]);
+        }
+        args.push(prompt.to_string());
+        let home = self.home.display().to_string();
+        let mut env = vec![
+            ("PATH".to_string(), std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into())),
+            ("HOME".into(), home.clone()),
+            ("CODEX_HOME".into(), home),
+            ("OPENAI_API_KEY".into(), self.api_key.expose_secret().to_string()),
+            ("GIT_TERMINAL_PROMPT".into(), "0".into()),
+        ];
+        if let (Some(t), Some(_)) = (&self.mcp_token, &self.mcp) {
+            env.push(("CODEXK8S_MCP_BEARER_TOKEN".into(), t.expose_secret().to_string()));
+        }
+        Ok(Invocation { program: self.binary.display().to_string(), args, env, cwd: workdir.display().to_string() })
+    }
+
+    /// Runs one Codex turn in `workdir` as the agent's user (when there is one); `extra_secrets`
+    /// are redacted too. Its output is read line by line as it comes (bounded, redacted); when it
+    /// ends, every process the agent left behind is killed before the runner looks at its files.
     pub async fn exec(
         &self,
         workdir: &Path,
@@ -100,59 +139,153 @@ impl Codex {
         session: Option<&str>,
         extra_secrets: &[&str],
     ) -> Result<CodexTranscript, CodexError> {
-        self.write_config()?;
-        let mut cmd = tokio::process::Command::new(&self.binary);
-        cmd.arg("exec").args(["--json", "--skip-git-repo-check", "--cd"]).arg(workdir);
-        if self.output_schema {
-            let schema = self.home.join("report-schema.json");
-            std::fs::write(&schema, ck8s_domain::agent_run::report_schema().to_string())?;
-            cmd.arg("--output-schema").arg(schema);
+        let inv = self.invocation(workdir, prompt, session)?;
+        if let Some(agent) = self.agent {
+            if let Some(why) = crate::sandbox::unreachable_for_others(&self.binary) {
+                return Err(CodexError::Unreachable(why));
+            }
+            agent.hand_over(&self.home)?;
         }
-        if let Some(s) = session {
-            cmd.args(["resume", s]);
-        }
-        cmd.arg(prompt)
-            .current_dir(workdir)
+        let mut cmd = tokio::process::Command::new(&inv.program);
+        cmd.args(&inv.args)
+            .current_dir(&inv.cwd)
             .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into()))
-            .env("HOME", &self.home)
-            .env("CODEX_HOME", &self.home)
-            .env("OPENAI_API_KEY", self.api_key.expose_secret())
-            .env("GIT_TERMINAL_PROMPT", "0")
+            .envs(inv.env.iter().map(|(k, v)| (k, v)))
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .process_group(0)
             .kill_on_drop(true);
-        if let Some(t) = &self.mcp_token {
-            cmd.env("CODEXK8S_MCP_BEARER_TOKEN", t.expose_secret());
+        if let Some(agent) = self.agent {
+            cmd.uid(agent.uid).gid(agent.gid);
         }
-        let child = cmd.spawn().map_err(|e| CodexError::Start(self.binary.display().to_string(), e))?;
-        let mut group = GroupGuard(child.id());
-        let out = child.wait_with_output().await?;
-        group.0 = None;
         let mut secrets = self.secrets();
         secrets.extend(extra_secrets.iter().map(|s| s.to_string()));
         let refs: Vec<&str> = secrets.iter().map(String::as_str).collect();
-        let transcript = read_codex_events(&String::from_utf8_lossy(&out.stdout), &refs);
-        if !out.status.success() {
-            let stderr = redact(String::from_utf8_lossy(&out.stderr).trim(), &refs);
+        let mut child = cmd.spawn().map_err(|e| CodexError::Start(self.binary.display().to_string(), e))?;
+        let mut group = GroupGuard { pgid: child.id(), agent: self.agent };
+        let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
+        let read_out = async {
+            let mut t = CodexTranscript::default();
+            if let Some(out) = stdout {
+                let mut lines = BoundedLines::new(out);
+                while let Some(line) = lines.next().await? {
+                    t.feed(&line, &refs);
+                }
+                t.unparsed_lines += lines.overlong;
+            }
+            Ok::<_, std::io::Error>(t)
+        };
+        let read_err = async {
+            let mut tail = String::new();
+            if let Some(err) = stderr {
+                let mut lines = BoundedLines::new(err);
+                while let Some(line) = lines.next().await? {
+                    tail.push_str(&line);
+                    tail.push('\n');
+                    if tail.len() > STDERR_TAIL {
+                        let cut = tail.len() - STDERR_TAIL / 2;
+                        tail = tail[tail.ceil_char_boundary(cut)..].to_string();
+                    }
+                }
+            }
+            Ok::<_, std::io::Error>(tail)
+        };
+        let (transcript, tail, status) = tokio::try_join!(read_out, read_err, child.wait())?;
+        group.pgid = None;
+        drop(group);
+        if !status.success() {
+            let stderr = redact(tail.trim(), &refs);
             let message = transcript.errors.last().cloned().unwrap_or(stderr);
-            return Err(CodexError::Failed { code: out.status.code(), message, transcript: Box::new(transcript) });
+            tracing::warn!(status = %status, "the Codex CLI failed");
+            return Err(CodexError::Failed { code: status.code(), message, transcript: Box::new(transcript) });
         }
         Ok(transcript)
     }
 }
 
-/// Kills a process group when dropped while armed: the Codex CLI and whatever it started.
-struct GroupGuard(Option<u32>);
+/// One agent command: what the runner asks to be run, locally or by the agent container's host.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Invocation {
+    pub program: String,
+    pub args: Vec<String>,
+    /// The whole environment (nothing else is inherited).
+    pub env: Vec<(String, String)>,
+    pub cwd: String,
+}
+
+/// Bytes of Codex's stderr kept (the end of it).
+const STDERR_TAIL: usize = 64 * 1024;
+/// The longest line read from the agent; longer ones are skipped and counted.
+const LINE_CAP: usize = 4 * 1024 * 1024;
+
+/// Lines of a pipe, each at most [`LINE_CAP`] bytes: a longer line is drained and skipped, so an
+/// agent printing without end cannot make the runner hold its output.
+struct BoundedLines<R> {
+    reader: tokio::io::BufReader<R>,
+    overlong: usize,
+}
+
+impl<R: tokio::io::AsyncRead + Unpin> BoundedLines<R> {
+    fn new(r: R) -> Self {
+        Self { reader: tokio::io::BufReader::new(r), overlong: 0 }
+    }
+
+    async fn next(&mut self) -> std::io::Result<Option<String>> {
+        use tokio::io::AsyncBufReadExt;
+        let mut line = Vec::new();
+        let mut skipping = false;
+        loop {
+            let buf = self.reader.fill_buf().await?;
+            if buf.is_empty() {
+                return Ok((!line.is_empty() && !skipping).then(|| String::from_utf8_lossy(&line).into_owned()));
+            }
+            let (chunk, done) = match buf.iter().position(|&b| b == b'\n') {
+                Some(i) => (&buf[..i], Some(i + 1)),
+                None => (buf, None),
+            };
+            if !skipping {
+                line.extend_from_slice(chunk);
+                if line.len() > LINE_CAP {
+                    skipping = true;
+                    line = Vec::new();
+                    self.overlong += 1;
+                }
+            }
+            let used = done.unwrap_or(buf.len());
+            self.reader.consume(used);
+            if done.is_some() {
+                if skipping {
+                    skipping = false;
+                    continue;
+                }
+                return Ok(Some(String::from_utf8_lossy(&line).into_owned()));
+            }
+        }
+    }
+}
+
+/// Stops the agent when dropped: while armed (Codex still running: the run was stopped), its
+/// process group is killed; always, every process of the agent's user is killed — including
+/// those that left the group (`setsid`, a double fork).
+struct GroupGuard {
+    pgid: Option<u32>,
+    agent: Option<AgentUser>,
+}
 
 impl Drop for GroupGuard {
     fn drop(&mut self) {
-        let Some(pgid) = self.0.and_then(|p| i32::try_from(p).ok()).and_then(rustix::process::Pid::from_raw) else { return };
-        match rustix::process::kill_process_group(pgid, rustix::process::Signal::KILL) {
-            Ok(()) => tracing::info!(pgid = pgid.as_raw_nonzero().get(), "stopped the Codex CLI and its commands"),
-            Err(e) => tracing::warn!(error = %e, "cannot stop the Codex CLI's process group"),
+        if let Some(pgid) = self.pgid.and_then(|p| i32::try_from(p).ok()).and_then(rustix::process::Pid::from_raw) {
+            match rustix::process::kill_process_group(pgid, rustix::process::Signal::KILL) {
+                Ok(()) => tracing::info!(pgid = pgid.as_raw_nonzero().get(), "stopped the Codex CLI and its commands"),
+                Err(e) => tracing::warn!(error = %e, "cannot stop the Codex CLI's process group"),
+            }
+        }
+        if let Some(agent) = self.agent {
+            let n = agent.kill_all();
+            if n > 0 {
+                tracing::info!(processes = n, uid = agent.uid, "stopped what the agent left running");
+            }
         }
     }
 }
@@ -173,6 +306,7 @@ mod tests {
             api_key: SecretString::from("sk-canary-123456".to_string()),
             mcp_token: Some(SecretString::from("run-token-canary".to_string())),
             output_schema: true,
+            agent: None,
         };
         let t = c.config_toml();
         assert!(t.starts_with("model_provider = \"codexk8s\"\nmodel = \"gpt-5.4\"\nmodel_reasoning_effort = \"high\""), "{t}");

@@ -10,6 +10,7 @@ use crate::codex::{Codex, Mcp, Provider};
 use crate::config::Config;
 use crate::pipeline::{RunError, RunInput, RunOutcome, run};
 use crate::prompt::PromptContext;
+use crate::sandbox::{AgentUser, Claim};
 use crate::session;
 use crate::workspace::Identity;
 use ck8s_domain::agent_run::{PromptKind, seed_stage, target_branch, write_scope};
@@ -41,6 +42,8 @@ pub(crate) struct Prepared {
     codex: Codex,
     restored_from: Option<String>,
     existing_pr: Option<i64>,
+    /// The agent's user, held for the whole run.
+    _claim: Option<Claim>,
 }
 
 async fn prepare(cfg: &Config, provider: &GithubProvider, cb: &Callbacks) -> Result<Prepared, Failure> {
@@ -76,7 +79,16 @@ async fn prepare(cfg: &Config, provider: &GithubProvider, cb: &Callbacks) -> Res
         _ => (Vec::new(), Vec::new()),
     };
 
-    let home = cfg.workdir.join("codex-home");
+    let claim = AgentUser::claim(&cfg.run.run_id.to_string())
+        .map_err(|e| Failure::failed(format!("cannot claim a user for the agent under /run/codex-k8s/agents: {e}")))?;
+    if claim.is_none() {
+        cb.event(
+            "run.agent.isolation",
+            json!({"separate_user": false, "reason": "the runner is not root, so the agent runs as the runner's user"}),
+        )
+        .await;
+    }
+    let home = cfg.workdir.join("agent").join("codex-home");
     let restored = if revise || reviewer { restore_session(cb, &home, &branch).await } else { Restored::default() };
     let existing_pr = existing_pr.or(restored.pr_number);
     let (resume, restored_from) = (restored.session_id, restored.from_run);
@@ -87,7 +99,7 @@ async fn prepare(cfg: &Config, provider: &GithubProvider, cb: &Callbacks) -> Res
         clone_url: format!("{}/{}.git", cfg.platform.git_base_url.trim_end_matches('/'), cfg.repo.full_name()),
         bot_token: cfg.bot_token.clone(),
         identity: Identity { name: cfg.run.agent_name.clone(), email: cfg.platform.git_bot_mail.clone() },
-        workdir: cfg.workdir.join("repo"),
+        workdir: cfg.workdir.clone(),
         prompt: PromptContext {
             repository: cfg.repo.full_name(),
             run_id: cfg.run.run_id.to_string(),
@@ -125,10 +137,12 @@ async fn prepare(cfg: &Config, provider: &GithubProvider, cb: &Callbacks) -> Res
         provider: Some(Provider { base_url: cfg.model_base_url.clone() }),
         mcp: cfg.platform.mcp_url.clone().map(|url| Mcp { url }),
         api_key: cfg.model_key.clone(),
-        mcp_token: Some(cfg.run_token.clone()),
+        // The run token reaches the agent only for the platform's MCP server.
+        mcp_token: cfg.platform.mcp_url.as_ref().map(|_| cfg.run_token.clone()),
         output_schema: true,
+        agent: claim.as_ref().map(|c| c.user),
     };
-    Ok(Prepared { input, codex, restored_from, existing_pr })
+    Ok(Prepared { input, codex, restored_from, existing_pr, _claim: claim })
 }
 
 /// What a revise is asked to address: the bodies of change requests and the top-level review
@@ -228,7 +242,7 @@ pub async fn execute(cfg: Config, stop: CancellationToken) -> Result<serde_json:
         p = prepare(&cfg, &provider, &cb) => p,
         () = stop.cancelled() => Err(Failure::failed(STOPPED)),
     };
-    let Prepared { input, codex, restored_from, existing_pr } = match prepared {
+    let Prepared { input, codex, restored_from, existing_pr, _claim } = match prepared {
         Ok(p) => p,
         Err(f) => {
             save_failure(&cfg, &cb, "", None, &f).await;

@@ -4,7 +4,8 @@
 //! from seeds; `codex` writes Codex's configuration and runs it; `pipeline` takes a run from the
 //! work tree to a pull request with its labels moved, review comments answered, the reviewer's
 //! review or the learning-mode explanations posted; `session` carries Codex sessions in and out of
-//! snapshots; `callbacks` reports to control-plane with the run's token.
+//! snapshots; `callbacks` reports to control-plane with the run's token; `sandbox` is the
+//! unprivileged user the agent runs as.
 
 pub mod callbacks;
 pub mod codex;
@@ -12,5 +13,6 @@ pub mod config;
 pub mod job;
 pub mod pipeline;
 pub mod prompt;
+pub mod sandbox;
 pub mod session;
 pub mod workspace;

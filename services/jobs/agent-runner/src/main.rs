@@ -17,6 +17,7 @@ fn bad_settings(e: impl std::fmt::Display) -> ExitCode {
 }
 
 fn main() -> ExitCode {
+    agent_runner::sandbox::seal_runner();
     ck8s_service::telemetry::init("agent-runner");
     let cfg = match Layers::from_parts(std::env::vars(), std::env::args().skip(1).collect::<Vec<String>>()).and_then(|l| Config::load(&l)) {
         Ok(c) => c,

@@ -7,8 +7,9 @@
 
 use crate::codex::{Codex, CodexError};
 use crate::prompt::{PromptContext, render};
+use crate::sandbox::AgentUser;
 use crate::workspace::{Identity, Workspace, WorkspaceError};
-use ck8s_domain::agent_run::{AgentReport, CodexTranscript, ScopeViolation, WriteScope, check_write_scope, redact};
+use ck8s_domain::agent_run::{AgentReport, CodexTranscript, ScopeViolation, WriteScope, check_changes, redact};
 use ck8s_domain::forge::{
     LineComment, NewPullRequest, NewReview, ProviderError, PullRequestUpdate, RepoRef, RepositoryProvider, ReviewComment, ReviewEvent,
 };
@@ -39,6 +40,25 @@ pub struct RunInput {
     pub bot_login: String,
     /// Every secret of the run, redacted from all text the run posts.
     pub secrets: Vec<SecretString>,
+}
+
+/// Makes the run's directories: `<workdir>` (others may pass through, not list), `runner/`
+/// (the runner's alone) and `agent/` (the agent's). Leftovers of an earlier attempt are removed.
+fn layout(workdir: &std::path::Path, agent: Option<AgentUser>) -> Result<(PathBuf, PathBuf), WorkspaceError> {
+    use std::os::unix::fs::PermissionsExt;
+    let (runner, agent_dir) = (workdir.join("runner"), workdir.join("agent"));
+    for d in [&runner, &agent_dir.join("repo")] {
+        if d.exists() {
+            std::fs::remove_dir_all(d)?;
+        }
+    }
+    std::fs::create_dir_all(&runner)?;
+    std::fs::create_dir_all(&agent_dir)?;
+    std::fs::set_permissions(workdir, std::fs::Permissions::from_mode(0o711))?;
+    std::fs::set_permissions(&runner, std::fs::Permissions::from_mode(0o700))?;
+    let agent_mode = if agent.is_some() { 0o700 } else { 0o755 };
+    std::fs::set_permissions(&agent_dir, std::fs::Permissions::from_mode(agent_mode))?;
+    Ok((runner, agent_dir))
 }
 
 /// A learning-mode explanation posted on the pull request (spec §8).
@@ -93,11 +113,15 @@ impl RunError {
     }
 }
 
-/// Runs the agent once.
+/// Runs the agent once. The runner's clone (`<workdir>/runner`, private) is where git holds the
+/// bot token; the agent gets a copy (`<workdir>/agent`, its own) and its change comes back as the
+/// files of that copy, checked against the write scope path by path before one commit is pushed.
 pub async fn run(input: RunInput, codex: &Codex, provider: &dyn RepositoryProvider) -> Result<RunOutcome, RunError> {
     let p = &input.prompt;
+    let (runner_dir, agent_dir) = layout(&input.workdir, codex.agent)?;
     let ws = Workspace::prepare(
-        &input.workdir,
+        &runner_dir.join("repo"),
+        &runner_dir.join("git-home"),
         &input.clone_url,
         &p.base_branch,
         &p.target_branch,
@@ -107,11 +131,17 @@ pub async fn run(input: RunInput, codex: &Codex, provider: &dyn RepositoryProvid
     )
     .await?;
     let prompt = render(&ws.dir, p);
+    let agent_tree = agent_dir.join("repo");
+    ws.agent_tree(&agent_tree, &input.clone_url).await?;
+    if let Some(agent) = codex.agent {
+        agent.hand_over(&agent_dir).map_err(WorkspaceError::from)?;
+    }
     let token = input.bot_token.expose_secret().to_string();
-    let transcript = codex.exec(&ws.dir, &prompt.text, input.resume_session.as_deref(), &[&token]).await?;
+    let transcript = codex.exec(&agent_tree, &prompt.text, input.resume_session.as_deref(), &[&token]).await?;
 
-    let changed = ws.changed_paths().await?;
-    check_write_scope(&input.scope, &changed)?;
+    let changes = ws.stage_from(&agent_tree).await?;
+    check_changes(&input.scope, &changes)?;
+    let changed: Vec<String> = changes.iter().map(|c| c.path().to_string()).collect();
     let secrets: Vec<&str> = input.secrets.iter().map(|s| s.expose_secret()).chain([token.as_str()]).collect();
     let clean = |t: &str| redact(t, &secrets);
     let report = AgentReport::from_final_message(transcript.final_message.as_deref().unwrap_or_default());
@@ -136,7 +166,7 @@ pub async fn run(input: RunInput, codex: &Codex, provider: &dyn RepositoryProvid
         return Ok(outcome);
     }
     let subject = format!("{}: {}", p.agent_name, p.issue_title);
-    outcome.commit = ws.commit_all(&subject).await?;
+    outcome.commit = ws.commit_staged(&subject).await?;
     if outcome.commit.is_some() || input.revise {
         ws.push().await?;
     }

@@ -1,22 +1,31 @@
-//! The run's git work tree (product spec §6.1 steps 3, 5 and 9): clone over the provider's git
-//! URL with the bot token given only through a `GIT_ASKPASS` helper and the helper's environment
-//! (never in the URL, the arguments, `.git/config` or any message), check out the target branch
-//! or create it from the base, remember the baseline, list what changed since it, commit and push.
-//! git runs as a child process on the async runtime (`tokio::process`), killed if the run is
-//! dropped (a stopped pod).
+//! The runner's own git work tree (product spec §6.1 steps 3, 5 and 9; ADR-0015). Only the runner
+//! runs git with the bot token, and only in a clone nobody else writes: git runs with a neutral
+//! configuration (no system or global config, no hooks, no fsmonitor, no credential helpers, no
+//! quoted paths), and the token reaches git only through a `GIT_ASKPASS` helper that answers for
+//! the configured forge host alone — never in a URL, an argument, `.git/config` or a message.
+//!
+//! The agent works in a copy of this clone that it owns ([`Workspace::agent_tree`]); its change
+//! comes back by staging the agent's files into the runner's index ([`Workspace::stage_from`]):
+//! git reads them as plain files under the runner's own configuration, so nothing the agent
+//! wrote in its `.git` runs, and the change set is exact (no rename detection, every mode and
+//! link visible). The runner then makes one commit of the final tree and pushes it.
 
+use ck8s_domain::agent_run::{Change, Entry};
 use secrecy::{ExposeSecret, SecretString};
 use std::path::{Path, PathBuf};
 
 /// A step of the work tree failed.
 #[derive(Debug, thiserror::Error)]
 pub enum WorkspaceError {
-    /// A revise run found no branch to continue (exit code 42 path).
+    /// A revise run found no branch to continue (`AgentExit::NothingToRevise`).
     #[error("revise run: branch {0} does not exist on the remote, so there is no pull request to revise")]
     NothingToRevise(String),
     /// git failed; the message is redacted.
     #[error("git {step} failed: {message}")]
     Git { step: String, message: String },
+    /// git answered something the runner cannot read.
+    #[error("git {step} gave an unexpected answer: {message}")]
+    Unexpected { step: String, message: String },
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }
@@ -34,9 +43,12 @@ pub struct Workspace {
     pub branch: String,
     /// HEAD before the agent ran (`None` for a brand-new repository).
     pub baseline: Option<String>,
-    askpass_dir: PathBuf,
+    /// The runner's private directory: the askpass helper and git's (empty) home.
+    private: PathBuf,
     token: SecretString,
     identity: Identity,
+    /// `host[:port]` of the forge: the only place the token is given to.
+    forge_authority: String,
 }
 
 impl std::fmt::Debug for Workspace {
@@ -49,14 +61,36 @@ impl std::fmt::Debug for Workspace {
     }
 }
 
-/// The askpass helper: git calls it with a prompt; it answers the user name or the token, which
-/// it reads from its own environment.
-const ASKPASS: &str =
-    "#!/bin/sh\ncase \"$1\" in\n  Username*) echo x-access-token ;;\n  *) printf '%s\\n' \"$CODEXK8S_GIT_TOKEN\" ;;\nesac\n";
+/// The askpass helper: git calls it with a prompt naming the URL; it answers only for the forge's
+/// host (`CODEXK8S_GIT_HOST`), with the user name or the token it reads from its environment.
+const ASKPASS: &str = "#!/bin/sh\ncase \"$1\" in\n  *\"//$CODEXK8S_GIT_HOST'\"*|*\"@$CODEXK8S_GIT_HOST'\"*) ;;\n  *) exit 1 ;;\nesac\ncase \"$1\" in\n  Username*) echo x-access-token ;;\n  *) printf '%s\\n' \"$CODEXK8S_GIT_TOKEN\" ;;\nesac\n";
+
+/// Settings every git command runs with, whatever any configuration file says.
+const NEUTRAL: [&str; 12] = [
+    "-c",
+    "core.hooksPath=/dev/null",
+    "-c",
+    "core.fsmonitor=false",
+    "-c",
+    "credential.helper=",
+    "-c",
+    "core.quotePath=false",
+    "-c",
+    "protocol.ext.allow=never",
+    "-c",
+    "submodule.recurse=false",
+];
 
 fn redact(text: &str, token: &SecretString) -> String {
     let t = token.expose_secret();
     if t.len() >= 6 { text.replace(t, "[REDACTED]") } else { text.to_string() }
+}
+
+/// `host[:port]` of a URL (`https://github.com` → `github.com`).
+fn authority(url: &str) -> String {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let host = rest.split('/').next().unwrap_or(rest);
+    host.rsplit_once('@').map_or(host, |(_, h)| h).to_string()
 }
 
 impl Workspace {
@@ -64,12 +98,20 @@ impl Workspace {
         let out = tokio::process::Command::new("git")
             .arg("-C")
             .arg(dir)
+            .args(NEUTRAL)
             .args(["-c", &format!("user.name={}", self.identity.name), "-c", &format!("user.email={}", self.identity.email)])
             .args(args)
-            .env("GIT_ASKPASS", self.askpass_dir.join("askpass.sh"))
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into()))
+            .env("HOME", &self.private)
+            .env("XDG_CONFIG_HOME", &self.private)
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .env("LC_ALL", "C")
+            .env("GIT_ASKPASS", self.private.join("askpass.sh"))
             .env("GIT_TERMINAL_PROMPT", "0")
+            .env("CODEXK8S_GIT_HOST", &self.forge_authority)
             .env("CODEXK8S_GIT_TOKEN", self.token.expose_secret())
-            .env_remove("SSH_ASKPASS")
             .stdin(std::process::Stdio::null())
             .kill_on_drop(true)
             .output()
@@ -78,7 +120,7 @@ impl Workspace {
             let message = redact(String::from_utf8_lossy(&out.stderr).trim(), &self.token);
             return Err(WorkspaceError::Git { step: step.into(), message });
         }
-        Ok(redact(String::from_utf8_lossy(&out.stdout).trim(), &self.token))
+        Ok(redact(String::from_utf8_lossy(&out.stdout).trim_end_matches('\n'), &self.token))
     }
 
     async fn git(&self, step: &str, args: &[&str]) -> Result<String, WorkspaceError> {
@@ -92,8 +134,11 @@ impl Workspace {
     /// Clones `clone_url` into `dir` (which must not exist or be empty) and checks out `branch`:
     /// the remote branch when it exists; otherwise, for a new run, a branch from `origin/<base>`
     /// (or an empty history for an empty repository); for a revise run, `NothingToRevise`.
+    /// `private` is a directory only the runner can read (the askpass helper lives there).
+    #[allow(clippy::too_many_arguments)]
     pub async fn prepare(
         dir: &Path,
+        private: &Path,
         clone_url: &str,
         base: &str,
         branch: &str,
@@ -101,17 +146,24 @@ impl Workspace {
         token: SecretString,
         identity: Identity,
     ) -> Result<Self, WorkspaceError> {
-        let askpass_dir = std::env::temp_dir().join(format!("ck8s-askpass-{}-{}", std::process::id(), uuid::Uuid::new_v4()));
-        std::fs::create_dir_all(&askpass_dir)?;
-        let script = askpass_dir.join("askpass.sh");
+        std::fs::create_dir_all(private)?;
+        let script = private.join("askpass.sh");
         std::fs::write(&script, ASKPASS)?;
         {
             use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(&askpass_dir, std::fs::Permissions::from_mode(0o700))?;
+            std::fs::set_permissions(private, std::fs::Permissions::from_mode(0o700))?;
             std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o700))?;
         }
         std::fs::create_dir_all(dir)?;
-        let mut ws = Workspace { dir: dir.to_path_buf(), branch: branch.into(), baseline: None, askpass_dir, token, identity };
+        let mut ws = Workspace {
+            dir: dir.to_path_buf(),
+            branch: branch.into(),
+            baseline: None,
+            private: private.to_path_buf(),
+            token,
+            identity,
+            forge_authority: authority(clone_url),
+        };
         let parent = dir.parent().unwrap_or(dir).to_path_buf();
         ws.git_in(&parent, "clone", &["clone", "--quiet", "--no-tags", clone_url, &dir.display().to_string()]).await?;
         if ws.remote_has(branch).await? {
@@ -127,36 +179,96 @@ impl Workspace {
         Ok(ws)
     }
 
-    /// Paths changed since the baseline: commits, staged and unstaged edits, new files.
-    pub async fn changed_paths(&self) -> Result<Vec<String>, WorkspaceError> {
-        let tracked = match &self.baseline {
-            Some(b) => self.git("diff", &["diff", "--name-only", b]).await?,
-            None => self.git("ls-files", &["ls-files", "--cached"]).await?,
-        };
-        let untracked = self.git("ls-files", &["ls-files", "--others", "--exclude-standard"]).await?;
-        let paths: std::collections::BTreeSet<String> =
-            tracked.lines().chain(untracked.lines()).filter(|l| !l.is_empty()).map(String::from).collect();
-        Ok(paths.into_iter().collect())
+    /// Makes the agent's work tree at `dir`: a copy of this clone at the baseline, whose remote
+    /// points at the forge without any credential. The caller hands it over to the agent.
+    pub async fn agent_tree(&self, dir: &Path, remote_url: &str) -> Result<(), WorkspaceError> {
+        let parent = dir.parent().unwrap_or(dir).to_path_buf();
+        std::fs::create_dir_all(&parent)?;
+        let source = self.dir.display().to_string();
+        self.git_in(&parent, "clone", &["clone", "--quiet", "--no-hardlinks", &source, &dir.display().to_string()]).await?;
+        self.git_in(dir, "remote", &["remote", "set-url", "origin", remote_url]).await?;
+        Ok(())
     }
 
-    /// Commits everything (if anything changed); returns the new HEAD.
-    pub async fn commit_all(&self, message: &str) -> Result<Option<String>, WorkspaceError> {
-        self.git("add", &["add", "-A"]).await?;
-        if self.git("status", &["status", "--porcelain"]).await?.is_empty() {
+    /// Stages the agent's files (read as plain files from `agent_dir`, honouring its
+    /// `.gitignore`) into this clone's index and returns what changed against the baseline.
+    pub async fn stage_from(&self, agent_dir: &Path) -> Result<Vec<Change>, WorkspaceError> {
+        let tree = format!("--work-tree={}", agent_dir.display());
+        // The agent owns the files; the repository (this clone's .git) is the runner's.
+        let safe = format!("safe.directory={}", agent_dir.display());
+        self.git("stage", &["-c", &safe, &tree, "add", "--all", "--", "."]).await?;
+        let raw = self.git("diff", &["diff", "--cached", "--no-renames", "--raw", "-z", "--no-abbrev"]).await?;
+        parse_raw(&raw).map_err(|message| WorkspaceError::Unexpected { step: "diff".into(), message })
+    }
+
+    /// Commits the staged change (if any); returns the new HEAD.
+    pub async fn commit_staged(&self, message: &str) -> Result<Option<String>, WorkspaceError> {
+        if self.git("status", &["diff", "--cached", "--name-only", "-z"]).await?.is_empty() {
             return Ok(None);
         }
-        self.git("commit", &["commit", "--quiet", "-m", message]).await?;
+        self.git("commit", &["commit", "--quiet", "--no-verify", "-m", message]).await?;
         self.git("rev-parse", &["rev-parse", "HEAD"]).await.map(Some)
     }
 
     /// Pushes the branch to the remote.
     pub async fn push(&self) -> Result<(), WorkspaceError> {
-        self.git("push", &["push", "--quiet", "origin", &format!("HEAD:refs/heads/{}", self.branch)]).await.map(|_| ())
+        self.git("push", &["push", "--quiet", "--no-verify", "origin", &format!("HEAD:refs/heads/{}", self.branch)]).await.map(|_| ())
     }
 }
 
-impl Drop for Workspace {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.askpass_dir);
+fn entry(mode: &str) -> Result<Option<Entry>, String> {
+    match mode {
+        "000000" => Ok(None),
+        "100644" => Ok(Some(Entry::File { executable: false })),
+        "100755" => Ok(Some(Entry::File { executable: true })),
+        "120000" => Ok(Some(Entry::Symlink)),
+        "160000" => Ok(Some(Entry::Gitlink)),
+        other => Err(format!("unknown mode {other}")),
+    }
+}
+
+/// Reads `git diff --raw -z` (`:<old mode> <new mode> <old> <new> <status>\0<path>\0` per path).
+fn parse_raw(raw: &str) -> Result<Vec<Change>, String> {
+    let mut fields = raw.split('\0').filter(|f| !f.is_empty());
+    let mut out = Vec::new();
+    while let Some(meta) = fields.next() {
+        let path = fields.next().ok_or_else(|| format!("no path after {meta:?}"))?.to_string();
+        let parts: Vec<&str> = meta.trim_start_matches(':').split(' ').collect();
+        let [old, new, ..] = parts.as_slice() else { return Err(format!("cannot read {meta:?}")) };
+        out.push(match (entry(old)?, entry(new)?) {
+            (None, Some(entry)) => Change::Added { path, entry },
+            (Some(entry), None) => Change::Deleted { path, entry },
+            (Some(from), Some(to)) => Change::Modified { path, from, to },
+            (None, None) => return Err(format!("{path}: neither side exists")),
+        });
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn raw_diffs_read_into_changes_with_modes_and_links() {
+        let raw = ":000000 100644 0000 3e75 A\0docs/заметки.md\0:100644 000000 45b9 0000 D\0src/lib.rs\0:100644 100755 45b9 45b9 M\0build.sh\0:000000 120000 0000 3594 A\0link.md\0";
+        let c = parse_raw(raw).unwrap();
+        assert_eq!(c[0], Change::Added { path: "docs/заметки.md".into(), entry: Entry::File { executable: false } });
+        assert_eq!(c[1], Change::Deleted { path: "src/lib.rs".into(), entry: Entry::File { executable: false } });
+        assert_eq!(
+            c[2],
+            Change::Modified { path: "build.sh".into(), from: Entry::File { executable: false }, to: Entry::File { executable: true } }
+        );
+        assert_eq!(c[3], Change::Added { path: "link.md".into(), entry: Entry::Symlink });
+        assert!(parse_raw(":100644 100644 a b M\0").is_err());
+        assert!(parse_raw(":100600 100644 a b M\0x\0").is_err());
+        assert_eq!(parse_raw("").unwrap(), vec![]);
+    }
+
+    #[test]
+    fn the_token_goes_only_to_the_forge_host() {
+        assert_eq!(authority("https://github.com"), "github.com");
+        assert_eq!(authority("http://127.0.0.1:8090/git"), "127.0.0.1:8090");
+        assert_eq!(authority("https://user@ghe.example:8443/"), "ghe.example:8443");
     }
 }

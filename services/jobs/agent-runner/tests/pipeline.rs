@@ -11,6 +11,7 @@ mod common;
 use agent_runner::codex::{Codex, Provider};
 use agent_runner::pipeline::{RunError, RunInput, run};
 use agent_runner::prompt::PromptContext;
+use agent_runner::sandbox::{AgentUser, Claim};
 use agent_runner::workspace::Identity;
 use ck8s_domain::agent_run::WriteScope;
 use ck8s_domain::forge::{RepoRef, RepositoryProvider};
@@ -30,6 +31,7 @@ struct World {
     model_url: String,
     bot: String,
     root: std::path::PathBuf,
+    claims: std::sync::Mutex<Vec<Claim>>,
 }
 
 fn world(name: &str) -> World {
@@ -47,12 +49,20 @@ fn world(name: &str) -> World {
     let _ = std::fs::remove_dir_all(&root);
     std::fs::create_dir_all(&root).unwrap();
     common::seed(&forge, &bot, "acme/app", &root);
-    World { forge, _model: model, model_url, bot, root }
+    World { forge, _model: model, model_url, bot, root, claims: Default::default() }
 }
 
 impl World {
     fn provider(&self) -> GithubProvider {
         GithubProvider::new(Github::new(GithubSettings::new(self.forge.url(), SecretString::from(self.bot.clone()))).unwrap())
+    }
+
+    /// The agent user of a run (held until the world ends).
+    fn claim(&self, run: &str) -> Option<AgentUser> {
+        let claim = AgentUser::claim(&format!("{run}-{}", std::process::id())).unwrap()?;
+        let user = claim.user;
+        self.claims.lock().unwrap().push(claim);
+        Some(user)
     }
 
     fn codex(&self, home: &str) -> Codex {
@@ -66,6 +76,7 @@ impl World {
             api_key: SecretString::from(MODEL_KEY.to_string()),
             mcp_token: None,
             output_schema: true,
+            agent: self.claim(home),
         }
     }
 
@@ -144,7 +155,8 @@ async fn a_run_dev_issue_becomes_a_pull_request_and_a_revise_resumes_and_updates
 
     let mut first = w.input("r1", n, "Say hello", WriteScope::Unrestricted, false);
     first.prompt.learning_mode = true;
-    let out = run(first, &w.codex("codex-home"), &gh).await.unwrap();
+    let codex = w.codex("codex-home");
+    let out = run(first, &codex, &gh).await.unwrap();
     assert!(out.pr_created);
     let pr = out.pr_number.unwrap();
     assert!(out.report.summary.starts_with("Added `hello.sh`"), "the JSON report is read: {:?}", out.report);
@@ -157,6 +169,13 @@ async fn a_run_dev_issue_becomes_a_pull_request_and_a_revise_resumes_and_updates
     assert_eq!(explained.len(), 1);
     assert!(explained[0].contains("Alternatives rejected"), "{}", explained[0]);
     assert_eq!(out.changed_paths, vec!["hello.sh"]);
+    if let Some(agent) = codex.agent {
+        use std::os::unix::fs::MetadataExt;
+        let made = std::fs::metadata(w.root.join("r1/agent/repo/hello.sh")).unwrap();
+        assert_eq!((made.uid(), made.gid()), (agent.uid, agent.gid), "Codex ran as the agent's own user");
+        let private = std::fs::metadata(w.root.join("r1/runner")).unwrap();
+        assert_eq!((private.uid(), private.mode() & 0o777), (0, 0o700), "the runner's clone is its own");
+    }
     let session = out.transcript.session_id.clone().expect("a Codex session");
     assert!(out.transcript.turns.iter().any(|t| t.input_tokens > 0), "token usage for token_usage rows");
     let (_, pull) = w.forge.call("GET", &format!("/repos/acme/app/pulls/{pr}"), Some(&w.bot), None);
