@@ -454,6 +454,8 @@ pub struct PlatformEnv {
     pub mcp_url: Option<String>,
     /// The `state:in-review` label's name.
     pub in_review_label: String,
+    /// Tokens (input + output) one run may spend; the runner's model proxy refuses beyond it.
+    pub agent_token_budget: u64,
 }
 
 const GITHUB_API_URL: &str = "GITHUB_API_URL";
@@ -464,6 +466,7 @@ const CODEX_BIN: &str = "CODEX_BIN";
 const MODEL_BASE_URL: &str = "MODEL_BASE_URL";
 const CONTROL_PLANE_MCP_URL: &str = "CONTROL_PLANE_MCP_URL";
 const STATE_IN_REVIEW_LABEL: &str = "STATE_IN_REVIEW_LABEL";
+const AGENT_TOKEN_BUDGET: &str = "AGENT_TOKEN_BUDGET";
 
 impl Default for PlatformEnv {
     fn default() -> Self {
@@ -476,13 +479,14 @@ impl Default for PlatformEnv {
             model_base_url: None,
             mcp_url: None,
             in_review_label: "state:in-review".into(),
+            agent_token_budget: 5_000_000,
         }
     }
 }
 
 impl PlatformEnv {
     /// The unprefixed keys, for readers that must mark them as used.
-    pub const KEYS: [&'static str; 8] = [
+    pub const KEYS: [&'static str; 9] = [
         GITHUB_API_URL,
         GIT_BASE_URL,
         GIT_BOT_USERNAME,
@@ -491,6 +495,7 @@ impl PlatformEnv {
         MODEL_BASE_URL,
         CONTROL_PLANE_MCP_URL,
         STATE_IN_REVIEW_LABEL,
+        AGENT_TOKEN_BUDGET,
     ];
 
     /// The job environment (`CODEXK8S_*`).
@@ -504,6 +509,7 @@ impl PlatformEnv {
             (MODEL_BASE_URL, self.model_base_url.clone()),
             (CONTROL_PLANE_MCP_URL, self.mcp_url.clone()),
             (STATE_IN_REVIEW_LABEL, Some(self.in_review_label.clone())),
+            (AGENT_TOKEN_BUDGET, Some(self.agent_token_budget.to_string())),
         ])
     }
 
@@ -520,6 +526,7 @@ impl PlatformEnv {
             model_base_url: get(MODEL_BASE_URL),
             mcp_url: get(CONTROL_PLANE_MCP_URL),
             in_review_label: get(STATE_IN_REVIEW_LABEL).unwrap_or(d.in_review_label),
+            agent_token_budget: get(AGENT_TOKEN_BUDGET).and_then(|v| v.parse().ok()).unwrap_or(d.agent_token_budget),
         }
     }
 }

@@ -10,6 +10,7 @@ use crate::codex::{Codex, Mcp, Provider};
 use crate::config::Config;
 use crate::pipeline::{RunError, RunInput, RunOutcome, run};
 use crate::prompt::PromptContext;
+use crate::proxy::{ModelProxy, ProxySettings};
 use crate::sandbox::{AgentUser, Claim};
 use crate::session;
 use crate::workspace::Identity;
@@ -42,6 +43,8 @@ pub(crate) struct Prepared {
     codex: Codex,
     restored_from: Option<String>,
     existing_pr: Option<i64>,
+    /// The model proxy the agent talks to; its counts are the run's token usage.
+    proxy: ModelProxy,
     /// The agent's user, held for the whole run.
     _claim: Option<Claim>,
 }
@@ -129,20 +132,27 @@ async fn prepare(cfg: &Config, provider: &GithubProvider, cb: &Callbacks) -> Res
         bot_login: cfg.platform.git_bot_username.clone(),
         secrets: vec![cfg.model_key.clone(), cfg.run_token.clone()],
     };
+    // The agent reaches the model only through the runner's proxy, which holds the real key.
+    let settings = ProxySettings {
+        upstream: cfg.model_base_url.clone(),
+        api_key: cfg.model_key.clone(),
+        budget_tokens: cfg.platform.agent_token_budget,
+    };
+    let proxy = ModelProxy::start(settings).await.map_err(|e| Failure::failed(e.to_string()))?;
     let codex = Codex {
         binary: cfg.platform.codex_bin.clone().into(),
         home,
         model: cfg.run.model.clone(),
         reasoning_effort: cfg.run.reasoning_effort.clone(),
-        provider: Some(Provider { base_url: cfg.model_base_url.clone() }),
+        provider: Some(Provider { base_url: proxy.base_url() }),
         mcp: cfg.platform.mcp_url.clone().map(|url| Mcp { url }),
-        api_key: cfg.model_key.clone(),
+        api_key: proxy.agent_key(),
         // The run token reaches the agent only for the platform's MCP server.
         mcp_token: cfg.platform.mcp_url.as_ref().map(|_| cfg.run_token.clone()),
         output_schema: true,
         agent: claim.as_ref().map(|c| c.user),
     };
-    Ok(Prepared { input, codex, restored_from, existing_pr, _claim: claim })
+    Ok(Prepared { input, codex, restored_from, existing_pr, proxy, _claim: claim })
 }
 
 /// What a revise is asked to address: the bodies of change requests and the top-level review
@@ -242,7 +252,7 @@ pub async fn execute(cfg: Config, stop: CancellationToken) -> Result<serde_json:
         p = prepare(&cfg, &provider, &cb) => p,
         () = stop.cancelled() => Err(Failure::failed(STOPPED)),
     };
-    let Prepared { input, codex, restored_from, existing_pr, _claim } = match prepared {
+    let Prepared { input, codex, restored_from, existing_pr, proxy, _claim } = match prepared {
         Ok(p) => p,
         Err(f) => {
             save_failure(&cfg, &cb, "", None, &f).await;
@@ -274,16 +284,16 @@ pub async fn execute(cfg: Config, stop: CancellationToken) -> Result<serde_json:
                 cb.event("run.revise.pr_not_found", json!({"branch": branch, "reason": f.message})).await;
             }
             save_failure(&cfg, &cb, &branch, transcript.as_ref().and_then(|t| t.session_id.as_deref()), &f).await;
-            if let Some(t) = &transcript {
-                cb.usage(&cfg.run.model, &t.turns).await;
-            }
+            report_proxy(&cb, &proxy).await;
+            cb.usage(&cfg.run.model, &proxy.usage()).await;
             return Err(f);
         }
     };
 
     // Snapshot first (usage rows hang off it), then usage, then what happened on the forge.
     let version = save_success(&cfg, &cb, &codex.home, &branch, template, existing_pr, &out).await;
-    let usage_rows = cb.usage(&cfg.run.model, &out.transcript.turns).await;
+    report_proxy(&cb, &proxy).await;
+    let usage_rows = cb.usage(&cfg.run.model, &proxy.usage()).await;
     report_forge(&cb, &branch, &out).await;
     Ok(json!({
         "event": "run.agent.finished", "run_id": cfg.run.run_id, "session_id": out.transcript.session_id,
@@ -292,6 +302,15 @@ pub async fn execute(cfg: Config, stop: CancellationToken) -> Result<serde_json:
         "snapshot_version": version, "token_usage_rows": usage_rows, "review_replies": out.replies, "review_id": out.review_id,
         "learning_items": out.learning.len(),
     }))
+}
+
+/// Tells what the model proxy refused, if anything (an agent calling other APIs, a wrong key, a
+/// spent budget).
+async fn report_proxy(cb: &Callbacks, proxy: &ModelProxy) {
+    let refused = proxy.refused();
+    if !refused.is_empty() {
+        cb.event("run.agent.model_proxy.refused", json!({"count": refused.len(), "requests": refused})).await;
+    }
 }
 
 /// Stores the successful run's snapshot (the Codex rollout with secrets redacted); its version.

@@ -13,6 +13,7 @@ pub mod config;
 pub mod job;
 pub mod pipeline;
 pub mod prompt;
+pub mod proxy;
 pub mod sandbox;
 pub mod session;
 pub mod workspace;

@@ -137,7 +137,8 @@ pub async fn run(input: RunInput, codex: &Codex, provider: &dyn RepositoryProvid
         agent.hand_over(&agent_dir).map_err(WorkspaceError::from)?;
     }
     let token = input.bot_token.expose_secret().to_string();
-    let transcript = codex.exec(&agent_tree, &prompt.text, input.resume_session.as_deref(), &[&token]).await?;
+    let redacted: Vec<&str> = input.secrets.iter().map(|s| s.expose_secret()).chain([token.as_str()]).collect();
+    let transcript = codex.exec(&agent_tree, &prompt.text, input.resume_session.as_deref(), &redacted).await?;
 
     let changes = ws.stage_from(&agent_tree).await?;
     check_changes(&input.scope, &changes)?;

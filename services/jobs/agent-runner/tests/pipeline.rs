@@ -11,6 +11,7 @@ mod common;
 use agent_runner::codex::{Codex, Provider};
 use agent_runner::pipeline::{RunError, RunInput, run};
 use agent_runner::prompt::PromptContext;
+use agent_runner::proxy::{ModelProxy, ProxySettings};
 use agent_runner::sandbox::{AgentUser, Claim};
 use agent_runner::workspace::Identity;
 use ck8s_domain::agent_run::WriteScope;
@@ -32,6 +33,7 @@ struct World {
     bot: String,
     root: std::path::PathBuf,
     claims: std::sync::Mutex<Vec<Claim>>,
+    proxy: std::sync::OnceLock<ModelProxy>,
 }
 
 fn world(name: &str) -> World {
@@ -49,12 +51,26 @@ fn world(name: &str) -> World {
     let _ = std::fs::remove_dir_all(&root);
     std::fs::create_dir_all(&root).unwrap();
     common::seed(&forge, &bot, "acme/app", &root);
-    World { forge, _model: model, model_url, bot, root, claims: Default::default() }
+    World { forge, _model: model, model_url, bot, root, claims: Default::default(), proxy: Default::default() }
 }
 
 impl World {
     fn provider(&self) -> GithubProvider {
         GithubProvider::new(Github::new(GithubSettings::new(self.forge.url(), SecretString::from(self.bot.clone()))).unwrap())
+    }
+
+    /// The model proxy the agents talk to (the runner's, holding model-sim's key).
+    fn proxy(&self) -> &ModelProxy {
+        self.proxy.get().expect("started")
+    }
+
+    async fn start_proxy(&self) {
+        let settings = ProxySettings {
+            upstream: self.model_url.clone(),
+            api_key: SecretString::from(MODEL_KEY.to_string()),
+            budget_tokens: 10_000_000,
+        };
+        let _ = self.proxy.set(ModelProxy::start(settings).await.unwrap());
     }
 
     /// The agent user of a run (held until the world ends).
@@ -71,9 +87,9 @@ impl World {
             home: self.root.join(home),
             model: "gpt-5.4".into(),
             reasoning_effort: "high".into(),
-            provider: Some(Provider { base_url: self.model_url.clone() }),
+            provider: Some(Provider { base_url: self.proxy().base_url() }),
             mcp: None,
-            api_key: SecretString::from(MODEL_KEY.to_string()),
+            api_key: self.proxy().agent_key(),
             mcp_token: None,
             output_schema: true,
             agent: self.claim(home),
@@ -150,6 +166,7 @@ fn no_canary(root: &Path, secrets: &[&str]) {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_run_dev_issue_becomes_a_pull_request_and_a_revise_resumes_and_updates_it() {
     let w = tokio::task::spawn_blocking(|| world("e2e")).await.unwrap();
+    w.start_proxy().await;
     let gh = w.provider();
     let n = w.issue("Say hello");
 
@@ -177,7 +194,10 @@ async fn a_run_dev_issue_becomes_a_pull_request_and_a_revise_resumes_and_updates
         assert_eq!((private.uid(), private.mode() & 0o777), (0, 0o700), "the runner's clone is its own");
     }
     let session = out.transcript.session_id.clone().expect("a Codex session");
-    assert!(out.transcript.turns.iter().any(|t| t.input_tokens > 0), "token usage for token_usage rows");
+    assert!(out.transcript.turns.iter().any(|t| t.input_tokens > 0), "Codex saw the usage too");
+    let counted = w.proxy().usage();
+    assert_eq!(counted.len(), 4, "the proxy counted every answer of the scenario: {counted:?}");
+    assert!(counted.iter().all(|t| t.input_tokens > 0), "token usage for token_usage rows");
     let (_, pull) = w.forge.call("GET", &format!("/repos/acme/app/pulls/{pr}"), Some(&w.bot), None);
     assert_eq!((pull["head"]["ref"].as_str(), pull["base"]["ref"].as_str()), (Some("codex/issue-1"), Some("main")));
     assert!(pull["body"].as_str().unwrap().contains(&format!("Closes #{n}")));
@@ -238,6 +258,7 @@ async fn a_run_dev_issue_becomes_a_pull_request_and_a_revise_resumes_and_updates
 #[tokio::test(flavor = "multi_thread")]
 async fn scope_violations_push_nothing_and_a_revise_without_a_branch_exits_42() {
     let w = tokio::task::spawn_blocking(|| world("scope")).await.unwrap();
+    w.start_proxy().await;
     let gh = w.provider();
     let n = w.issue("Say hello");
 

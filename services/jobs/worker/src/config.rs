@@ -48,6 +48,7 @@ fn platform_env(r: &mut ck8s_config::Reader<'_>) -> PlatformEnv {
         model_base_url: r.opt_string("MODEL_BASE_URL"),
         mcp_url: r.opt_string("CONTROL_PLANE_MCP_URL"),
         in_review_label: r.string("STATE_IN_REVIEW_LABEL", &d.in_review_label),
+        agent_token_budget: r.parse("AGENT_TOKEN_BUDGET", d.agent_token_budget, "a number of tokens"),
     }
 }
 
