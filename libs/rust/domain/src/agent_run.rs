@@ -236,6 +236,38 @@ pub struct CodexTranscript {
 /// Captured output kept per command and message, in bytes.
 pub const OUTPUT_CAP: usize = 256 * 1024;
 
+/// Prefixes of credentials whatever their value: the platform's run and proxy tokens, GitHub's
+/// tokens, OpenAI's keys.
+pub const TOKEN_PREFIXES: [&str; 8] = ["ck8srun_", "ck8sproxy_", "ghp_", "gho_", "ghs_", "ghu_", "github_pat_", "sk-proj-"];
+
+/// Replaces every secret with `[REDACTED]`: the known values (see [`redact`]) and anything shaped
+/// like a credential — one of [`TOKEN_PREFIXES`] followed by at least 16 token characters — so a
+/// token the platform never saw (another run's, one the agent found) is hidden too.
+pub fn redact_all(text: &str, secrets: &[&str]) -> String {
+    let text = redact(text, secrets);
+    let token_char = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-';
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text.as_str();
+    'scan: while !rest.is_empty() {
+        for p in TOKEN_PREFIXES {
+            if let Some(tail) = rest.strip_prefix(p) {
+                let n = tail.find(|c: char| !token_char(c)).unwrap_or(tail.len());
+                if n >= 16 {
+                    out.push_str("[REDACTED]");
+                    rest = &tail[n..];
+                    continue 'scan;
+                }
+            }
+        }
+        let mut chars = rest.chars();
+        if let Some(c) = chars.next() {
+            out.push(c);
+        }
+        rest = chars.as_str();
+    }
+    out
+}
+
 /// Replaces every secret (non-empty, at least 6 characters) with `[REDACTED]`.
 pub fn redact(text: &str, secrets: &[&str]) -> String {
     let mut out = text.to_string();
@@ -274,7 +306,7 @@ impl CodexTranscript {
     /// whatever the agent prints (each text is capped at [`OUTPUT_CAP`], at most [`MAX_COMMANDS`]
     /// commands are kept), and every secret is redacted before anything is kept.
     pub fn feed(&mut self, line: &str, secrets: &[&str]) {
-        let text = |v: &serde_json::Value| cap(redact(v.as_str().unwrap_or_default(), secrets));
+        let text = |v: &serde_json::Value| cap(redact_all(v.as_str().unwrap_or_default(), secrets));
         if line.trim().is_empty() {
             return;
         }
@@ -492,6 +524,17 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(v.paths.len(), 2);
+    }
+
+    #[test]
+    fn credentials_are_redacted_by_value_and_by_shape() {
+        let text = "run ck8srun_AbCdEf0123456789xyz key=sk-proj-0123456789abcdefXYZ pat github_pat_11ABCDEFG0123456789_abc \
+                    short ghp_abc ok; tasks-ck8srun_AbCdEf0123456789xyz kept; known s3cr3t-value; привет ghs_0123456789abcdefghij.";
+        let r = redact_all(text, &["s3cr3t-value"]);
+        assert!(!r.contains("ck8srun_AbCd") && r.contains("tasks-[REDACTED] kept"), "embedded ones too: {r}");
+        assert_eq!(r.matches("[REDACTED]").count(), 6, "{r}");
+        assert!(r.contains("ghp_abc ok") && r.contains("привет [REDACTED]."), "short shapes stay: {r}");
+        assert!(!r.contains("s3cr3t-value") && !r.contains("sk-proj-0123") && !r.contains("github_pat_11"));
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! redacted of the run's secrets first. Events and phases are best effort (a failure is logged and
 //! the run goes on); the snapshot and the resume lookup return their errors.
 
-use ck8s_domain::agent_run::{TurnUsage, redact};
+use ck8s_domain::agent_run::{TurnUsage, redact_all};
 use ck8s_proto::auth::SendToken;
 use ck8s_proto::controlplane::v1::agent_callbacks_client::AgentCallbacksClient;
 use ck8s_proto::controlplane::v1::{
@@ -77,7 +77,7 @@ impl Callbacks {
     /// `text` without any of the run's secrets.
     pub fn clean(&self, text: &str) -> String {
         let s: Vec<&str> = self.secrets.iter().map(|s| s.expose_secret()).collect();
-        redact(text, &s)
+        redact_all(text, &s)
     }
 
     fn clean_json(&self, v: &Value) -> String {

@@ -7,7 +7,7 @@
 //! stopped), the whole group — Codex and every command it started — is killed.
 
 use crate::sandbox::AgentUser;
-use ck8s_domain::agent_run::{CodexTranscript, redact};
+use ck8s_domain::agent_run::{CodexTranscript, redact_all};
 use secrecy::{ExposeSecret, SecretString};
 use std::path::{Path, PathBuf};
 
@@ -195,7 +195,7 @@ impl Codex {
         group.pgid = None;
         drop(group);
         if !status.success() {
-            let stderr = redact(tail.trim(), &refs);
+            let stderr = redact_all(tail.trim(), &refs);
             let message = transcript.errors.last().cloned().unwrap_or(stderr);
             tracing::warn!(status = %status, "the Codex CLI failed");
             return Err(CodexError::Failed { code: status.code(), message, transcript: Box::new(transcript) });

@@ -91,7 +91,13 @@ async fn prepare(cfg: &Config, provider: &GithubProvider, cb: &Callbacks) -> Res
         )
         .await;
     }
-    let home = cfg.workdir.join("agent").join("codex-home");
+    // What an earlier attempt's agent left (it may have planted links for the runner to follow
+    // while restoring the session as root) goes first.
+    let agent_dir = cfg.workdir.join("agent");
+    if agent_dir.exists() {
+        std::fs::remove_dir_all(&agent_dir).map_err(|e| Failure::failed(format!("cannot clear {}: {e}", agent_dir.display())))?;
+    }
+    let home = agent_dir.join("codex-home");
     let restored = if revise || reviewer { restore_session(cb, &home, &branch).await } else { Restored::default() };
     let existing_pr = existing_pr.or(restored.pr_number);
     let (resume, restored_from) = (restored.session_id, restored.from_run);

@@ -9,7 +9,7 @@ use crate::codex::{Codex, CodexError};
 use crate::prompt::{PromptContext, render};
 use crate::sandbox::AgentUser;
 use crate::workspace::{Identity, Workspace, WorkspaceError};
-use ck8s_domain::agent_run::{AgentReport, CodexTranscript, ScopeViolation, WriteScope, check_changes, redact};
+use ck8s_domain::agent_run::{AgentReport, CodexTranscript, ScopeViolation, WriteScope, check_changes, redact_all};
 use ck8s_domain::forge::{
     LineComment, NewPullRequest, NewReview, ProviderError, PullRequestUpdate, RepoRef, RepositoryProvider, ReviewComment, ReviewEvent,
 };
@@ -45,7 +45,13 @@ pub struct RunInput {
 /// Makes the run's directories: `<workdir>` (others may pass through, not list), `runner/`
 /// (the runner's alone) and `agent/` (the agent's). Leftovers of an earlier attempt are removed.
 fn layout(workdir: &std::path::Path, agent: Option<AgentUser>) -> Result<(PathBuf, PathBuf), WorkspaceError> {
-    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    std::fs::create_dir_all(workdir)?;
+    let meta = std::fs::symlink_metadata(workdir)?;
+    if !meta.is_dir() || meta.uid() != rustix::process::geteuid().as_raw() {
+        let message = format!("{} is not a directory of the runner's own (a link, or made by someone else)", workdir.display());
+        return Err(WorkspaceError::Unexpected { step: "work directory".into(), message });
+    }
     let (runner, agent_dir) = (workdir.join("runner"), workdir.join("agent"));
     for d in [&runner, &agent_dir.join("repo")] {
         if d.exists() {
@@ -144,7 +150,7 @@ pub async fn run(input: RunInput, codex: &Codex, provider: &dyn RepositoryProvid
     check_changes(&input.scope, &changes)?;
     let changed: Vec<String> = changes.iter().map(|c| c.path().to_string()).collect();
     let secrets: Vec<&str> = input.secrets.iter().map(|s| s.expose_secret()).chain([token.as_str()]).collect();
-    let clean = |t: &str| redact(t, &secrets);
+    let clean = |t: &str| redact_all(t, &secrets);
     let report = AgentReport::from_final_message(transcript.final_message.as_deref().unwrap_or_default());
     let mut outcome = RunOutcome {
         transcript,

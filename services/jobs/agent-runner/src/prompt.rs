@@ -55,10 +55,11 @@ pub struct Prompt {
 
 fn seed(repo_dir: &Path, ctx: &PromptContext) -> (String, String) {
     let candidates = seed_candidates(&ctx.stage, &ctx.role, &ctx.kind, &ctx.locale);
-    let dir = repo_dir.join(".codex-k8s/prompts");
     for name in &candidates {
-        if let Ok(text) = std::fs::read_to_string(dir.join(name)) {
-            return (text, format!("repo:{name}"));
+        match repo_seed(repo_dir, name) {
+            Ok(Some(text)) => return (text, format!("repo:{name}")),
+            Ok(None) => {}
+            Err(why) => tracing::warn!(seed = %name, %why, "a repository seed was skipped"),
         }
     }
     for name in &candidates {
@@ -68,6 +69,42 @@ fn seed(repo_dir: &Path, ctx: &PromptContext) -> (String, String) {
     }
     let fallback = if ctx.kind == "revise" { BUILT_IN[2].1 } else { BUILT_IN[1].1 };
     (fallback.to_string(), format!("builtin:prompt_{}.tmpl", ctx.kind))
+}
+
+/// The largest repository seed read.
+pub const SEED_CAP: u64 = 64 * 1024;
+
+/// A seed of the repository (`.codex-k8s/prompts/<name>`): `None` when there is none; an error
+/// when it is there but not a regular file of the repository — a symbolic link anywhere on its
+/// path (it could point at `/proc/self/environ`), something else than a file, or over
+/// [`SEED_CAP`] — or not UTF-8.
+fn repo_seed(repo_dir: &Path, name: &str) -> Result<Option<String>, String> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut path = repo_dir.to_path_buf();
+    for (i, part) in [".codex-k8s", "prompts", name].iter().enumerate() {
+        path.push(part);
+        let meta = match std::fs::symlink_metadata(&path) {
+            Ok(m) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e.to_string()),
+        };
+        let last = i == 2;
+        if meta.file_type().is_symlink() {
+            return Err(format!("{part} is a symbolic link"));
+        }
+        if (last && !meta.is_file()) || (!last && !meta.is_dir()) {
+            return Err(format!("{part} is not a {}", if last { "regular file" } else { "directory" }));
+        }
+        if last && meta.len() > SEED_CAP {
+            return Err(format!("{} bytes, over the {SEED_CAP}-byte cap", meta.len()));
+        }
+    }
+    let nofollow = i32::try_from(rustix::fs::OFlags::NOFOLLOW.bits()).unwrap_or(0);
+    let f = std::fs::OpenOptions::new().read(true).custom_flags(nofollow).open(&path).map_err(|e| e.to_string())?;
+    let mut text = String::new();
+    f.take(SEED_CAP).read_to_string(&mut text).map_err(|e| e.to_string())?;
+    Ok(Some(text))
 }
 
 /// Renders the run's prompt.
@@ -182,6 +219,29 @@ mod tests {
         assert_eq!(p.source, "repo:dev-dev-work_en.md");
         assert!(p.text.contains("Most specific, base main, locale en"));
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_seed_that_is_a_link_a_directory_or_too_big_is_skipped() {
+        let dir = std::env::temp_dir().join(format!("ck8s-prompt-s-{}", std::process::id()));
+        let seeds = dir.join(".codex-k8s/prompts");
+        std::fs::create_dir_all(&seeds).unwrap();
+        std::os::unix::fs::symlink("/proc/self/environ", seeds.join("dev-dev-work_en.md")).unwrap();
+        std::fs::create_dir_all(seeds.join("role-dev-work_en.md")).unwrap();
+        std::fs::write(seeds.join("dev-work.md"), "x".repeat(usize::try_from(SEED_CAP).unwrap() + 1)).unwrap();
+        let p = render(&dir, &ctx());
+        assert_eq!(p.source, "builtin:default-work.md", "every repository seed was refused");
+        assert!(!p.text.contains("PATH="), "the environment did not leak into the prompt");
+        // A link higher up the path counts too.
+        let other = std::env::temp_dir().join(format!("ck8s-prompt-o-{}", std::process::id()));
+        std::fs::create_dir_all(other.join("prompts")).unwrap();
+        std::fs::write(other.join("prompts/dev-work.md"), "from elsewhere").unwrap();
+        std::fs::remove_dir_all(dir.join(".codex-k8s")).unwrap();
+        std::os::unix::fs::symlink(&other, dir.join(".codex-k8s")).unwrap();
+        assert_eq!(render(&dir, &ctx()).source, "builtin:default-work.md");
+        assert_eq!(repo_seed(&dir, "dev-work.md").unwrap_err(), ".codex-k8s is a symbolic link");
+        let _ = std::fs::remove_dir_all(&dir);
+        let _ = std::fs::remove_dir_all(&other);
     }
 
     #[test]

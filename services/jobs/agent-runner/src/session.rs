@@ -2,7 +2,7 @@
 //! `$CODEX_HOME/sessions` (JSON Lines), carried as `{file, lines}` with secrets redacted, and
 //! restored to the same relative path in a fresh `CODEX_HOME` so `codex exec resume` finds it.
 
-use ck8s_domain::agent_run::redact;
+use ck8s_domain::agent_run::redact_all;
 use serde_json::{Value, json};
 use std::path::{Component, Path, PathBuf};
 
@@ -15,17 +15,34 @@ pub enum SessionError {
     Io(#[from] std::io::Error),
 }
 
-fn rollouts(dir: &Path, out: &mut Vec<PathBuf>) {
-    if let Ok(rd) = std::fs::read_dir(dir) {
-        for e in rd.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                rollouts(&p, out);
-            } else if p.extension().is_some_and(|x| x == "jsonl") {
-                out.push(p);
-            }
+/// The largest rollout file read.
+pub const ROLLOUT_CAP: u64 = 64 * 1024 * 1024;
+
+/// Rollout files under `dir`. The agent wrote this tree, so nothing in it is followed: links are
+/// skipped (one could point at `/proc/<runner>/environ`), and so are files that are not plain,
+/// single-linked files of a sane size.
+fn rollouts(dir: &Path, out: &mut Vec<PathBuf>, depth: usize) {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(rd) = std::fs::read_dir(dir) else { return };
+    for e in rd.flatten() {
+        let (p, Ok(meta)) = (e.path(), std::fs::symlink_metadata(e.path())) else { continue };
+        if meta.is_dir() && depth < 8 {
+            rollouts(&p, out, depth + 1);
+        } else if meta.is_file() && meta.nlink() == 1 && meta.len() <= ROLLOUT_CAP && p.extension().is_some_and(|x| x == "jsonl") {
+            out.push(p);
         }
     }
+}
+
+/// Reads a file without following a link at its end, at most [`ROLLOUT_CAP`] bytes.
+fn read_plain(path: &Path) -> Option<String> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let nofollow = i32::try_from(rustix::fs::OFlags::NOFOLLOW.bits()).unwrap_or(0);
+    let f = std::fs::OpenOptions::new().read(true).custom_flags(nofollow).open(path).ok()?;
+    let mut bytes = Vec::new();
+    f.take(ROLLOUT_CAP).read_to_end(&mut bytes).ok()?;
+    Some(String::from_utf8_lossy(&bytes).into_owned())
 }
 
 /// The newest rollout under `home/sessions` whose name mentions `session_id` (else the newest of
@@ -33,14 +50,14 @@ fn rollouts(dir: &Path, out: &mut Vec<PathBuf>) {
 pub fn collect(home: &Path, session_id: Option<&str>, secrets: &[&str]) -> Option<Value> {
     let root = home.join("sessions");
     let mut files = Vec::new();
-    rollouts(&root, &mut files);
-    let newest = |fs: Vec<&PathBuf>| fs.into_iter().max_by_key(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok()).cloned();
+    rollouts(&root, &mut files, 0);
+    let newest = |fs: Vec<&PathBuf>| fs.into_iter().max_by_key(|p| std::fs::symlink_metadata(p).and_then(|m| m.modified()).ok()).cloned();
     let matching: Vec<&PathBuf> =
         files.iter().filter(|p| session_id.is_some_and(|id| p.file_name().is_some_and(|n| n.to_string_lossy().contains(id)))).collect();
     let file = if matching.is_empty() { newest(files.iter().collect())? } else { newest(matching)? };
-    let text = std::fs::read_to_string(&file).ok()?;
+    let text = read_plain(&file)?;
     let lines: Vec<Value> =
-        text.lines().filter_map(|l| serde_json::from_str::<Value>(&redact(l, secrets).replace("\\u0000", "")).ok()).collect();
+        text.lines().filter_map(|l| serde_json::from_str::<Value>(&redact_all(l, secrets).replace("\\u0000", "")).ok()).collect();
     let rel = file.strip_prefix(&root).ok()?.to_string_lossy().replace('\\', "/");
     Some(json!({"file": rel, "lines": lines}))
 }
@@ -117,6 +134,12 @@ mod tests {
             assert!(matches!(restore(&fresh, &bad), Err(SessionError::Malformed(_))), "{bad}");
         }
         assert!(collect(&home.join("nothing"), None, &[]).is_none());
+        // What the agent planted is not followed: a link named like a rollout, a linked directory.
+        let planted = home.join("planted");
+        std::fs::create_dir_all(planted.join("sessions/x")).unwrap();
+        std::os::unix::fs::symlink("/proc/self/environ", planted.join("sessions/x/rollout-cccc.jsonl")).unwrap();
+        std::os::unix::fs::symlink(&dir, planted.join("sessions/linked")).unwrap();
+        assert!(collect(&planted, Some("cccc"), &[]).is_none(), "neither link was read");
         assert_eq!(session_id(&v).as_deref(), Some("bbbb"), "from the session_meta record");
         let by_name = json!({"file": "2026/12/06/rollout-2026-12-06T10-00-00-0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0.jsonl", "lines": []});
         assert_eq!(session_id(&by_name).as_deref(), Some("0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0"), "from the file name");

@@ -235,6 +235,10 @@ impl Lifecycle {
     async fn capture_logs(&self, run: &RunLease, job: &JobRef) {
         match self.runtime.logs(job, Some(LOG_TAIL_LINES)).await {
             Ok(tail) => {
+                // The runner redacts what it prints; this is the second line: every platform
+                // credential and anything shaped like a token.
+                let known: Vec<&str> = self.settings.job_secret_env.values().map(secrecy::ExposeSecret::expose_secret).collect();
+                let tail = ck8s_domain::agent_run::redact_all(&tail, &known);
                 let v = json!({"tail": tail, "lines": LOG_TAIL_LINES, "captured_at": self.now().to_rfc3339(), "job": job.job_name, "namespace": job.namespace});
                 if let Err(e) = runs::record_logs(&self.pool, run.id, self.worker(), &v).await {
                     tracing::warn!(error = %Report(&e), "cannot store the job log");

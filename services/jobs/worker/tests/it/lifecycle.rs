@@ -59,6 +59,7 @@ async fn pending_runs_are_launched_and_finished_with_their_outcome() {
     // "revise without a pull request".
     let cmd = "case \"$CODEXK8S_RUN_TOKEN\" in ck8srun_*) ;; *) exit 9 ;; esac; \
                echo \"agent for issue $CODEXK8S_ISSUE_NUMBER with $CODEXK8S_AGENT_MODEL in $CODEXK8S_PROMPT_TEMPLATE_LOCALE\"; \
+               test \"$CODEXK8S_ISSUE_NUMBER\" != 13 || echo \"a careless line: token=$CODEXK8S_RUN_TOKEN\"; \
                test \"$CODEXK8S_ISSUE_NUMBER\" != 15 || exit 42; test \"$CODEXK8S_ISSUE_NUMBER\" != 13";
     let (env, d) = (db.env(), dir.clone());
     let svc = tokio::task::spawn_blocking(move || worker(env, "w-outcome", &d, cmd)).await.unwrap();
@@ -91,6 +92,11 @@ async fn pending_runs_are_launched_and_finished_with_their_outcome() {
     let tokens: i64 = sqlx::query_scalar("SELECT count(*) FROM run_tokens WHERE run_id = $1").bind(ok).fetch_one(&db.pool).await.unwrap();
     assert_eq!(tokens, 0, "a finished run's token is revoked");
     assert!(!log.contains("ck8srun_"), "the run token is not in the job log");
+    // A job that prints its token: the stored tail is redacted all the same.
+    let careless: serde_json::Value =
+        sqlx::query_scalar("SELECT agent_logs_json FROM agent_runs WHERE id = $1").bind(bad).fetch_one(&db.pool).await.unwrap();
+    let tail = careless["tail"].as_str().unwrap();
+    assert!(tail.contains("a careless line: token=[REDACTED]") && !tail.contains("ck8srun_"), "the stored tail is redacted: {tail}");
 
     let (reason, message): (Option<String>, Option<String>) =
         sqlx::query_as("SELECT failure_reason, failure_message FROM agent_runs WHERE id = $1")
