@@ -78,7 +78,20 @@ pub const SEED_CAP: u64 = 64 * 1024;
 /// when it is there but not a regular file of the repository — a symbolic link anywhere on its
 /// path (it could point at `/proc/self/environ`), something else than a file, or over
 /// [`SEED_CAP`] — or not UTF-8.
-fn repo_seed(repo_dir: &Path, name: &str) -> Result<Option<String>, String> {
+/// Why a repository seed was skipped.
+#[derive(Debug, thiserror::Error)]
+pub enum SeedError {
+    #[error("{0} is a symbolic link")]
+    Link(String),
+    #[error("{part} is not a {wanted}")]
+    WrongKind { part: String, wanted: &'static str },
+    #[error("{0} bytes, over the {SEED_CAP}-byte cap")]
+    TooLarge(u64),
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+fn repo_seed(repo_dir: &Path, name: &str) -> Result<Option<String>, SeedError> {
     use std::io::Read;
     use std::os::unix::fs::OpenOptionsExt;
     let mut path = repo_dir.to_path_buf();
@@ -87,23 +100,23 @@ fn repo_seed(repo_dir: &Path, name: &str) -> Result<Option<String>, String> {
         let meta = match std::fs::symlink_metadata(&path) {
             Ok(m) => m,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(e.to_string()),
+            Err(e) => return Err(e.into()),
         };
         let last = i == 2;
         if meta.file_type().is_symlink() {
-            return Err(format!("{part} is a symbolic link"));
+            return Err(SeedError::Link(part.to_string()));
         }
         if (last && !meta.is_file()) || (!last && !meta.is_dir()) {
-            return Err(format!("{part} is not a {}", if last { "regular file" } else { "directory" }));
+            return Err(SeedError::WrongKind { part: part.to_string(), wanted: if last { "regular file" } else { "directory" } });
         }
         if last && meta.len() > SEED_CAP {
-            return Err(format!("{} bytes, over the {SEED_CAP}-byte cap", meta.len()));
+            return Err(SeedError::TooLarge(meta.len()));
         }
     }
     let nofollow = i32::try_from(rustix::fs::OFlags::NOFOLLOW.bits()).unwrap_or(0);
-    let f = std::fs::OpenOptions::new().read(true).custom_flags(nofollow).open(&path).map_err(|e| e.to_string())?;
+    let f = std::fs::OpenOptions::new().read(true).custom_flags(nofollow).open(&path)?;
     let mut text = String::new();
-    f.take(SEED_CAP).read_to_string(&mut text).map_err(|e| e.to_string())?;
+    f.take(SEED_CAP).read_to_string(&mut text)?;
     Ok(Some(text))
 }
 
@@ -239,7 +252,7 @@ mod tests {
         std::fs::remove_dir_all(dir.join(".codex-k8s")).unwrap();
         std::os::unix::fs::symlink(&other, dir.join(".codex-k8s")).unwrap();
         assert_eq!(render(&dir, &ctx()).source, "builtin:default-work.md");
-        assert_eq!(repo_seed(&dir, "dev-work.md").unwrap_err(), ".codex-k8s is a symbolic link");
+        assert_eq!(repo_seed(&dir, "dev-work.md").unwrap_err().to_string(), ".codex-k8s is a symbolic link");
         let _ = std::fs::remove_dir_all(&dir);
         let _ = std::fs::remove_dir_all(&other);
     }

@@ -198,7 +198,7 @@ impl Workspace {
         let safe = format!("safe.directory={}", agent_dir.display());
         self.git("stage", &["-c", &safe, &tree, "add", "--all", "--", "."]).await?;
         let raw = self.git("diff", &["diff", "--cached", "--no-renames", "--raw", "-z", "--no-abbrev"]).await?;
-        parse_raw(&raw).map_err(|message| WorkspaceError::Unexpected { step: "diff".into(), message })
+        parse_raw(&raw).map_err(|e| WorkspaceError::Unexpected { step: "diff".into(), message: e.to_string() })
     }
 
     /// Commits the staged change (if any); returns the new HEAD.
@@ -216,30 +216,43 @@ impl Workspace {
     }
 }
 
-fn entry(mode: &str) -> Result<Option<Entry>, String> {
+/// Why `git diff --raw -z` output could not be read.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum RawDiffError {
+    #[error("unknown mode {0}")]
+    UnknownMode(String),
+    #[error("no path after {0:?}")]
+    NoPath(String),
+    #[error("cannot read {0:?}")]
+    Unreadable(String),
+    #[error("{0}: neither side exists")]
+    NeitherSide(String),
+}
+
+fn entry(mode: &str) -> Result<Option<Entry>, RawDiffError> {
     match mode {
         "000000" => Ok(None),
         "100644" => Ok(Some(Entry::File { executable: false })),
         "100755" => Ok(Some(Entry::File { executable: true })),
         "120000" => Ok(Some(Entry::Symlink)),
         "160000" => Ok(Some(Entry::Gitlink)),
-        other => Err(format!("unknown mode {other}")),
+        other => Err(RawDiffError::UnknownMode(other.into())),
     }
 }
 
 /// Reads `git diff --raw -z` (`:<old mode> <new mode> <old> <new> <status>\0<path>\0` per path).
-fn parse_raw(raw: &str) -> Result<Vec<Change>, String> {
+fn parse_raw(raw: &str) -> Result<Vec<Change>, RawDiffError> {
     let mut fields = raw.split('\0').filter(|f| !f.is_empty());
     let mut out = Vec::new();
     while let Some(meta) = fields.next() {
-        let path = fields.next().ok_or_else(|| format!("no path after {meta:?}"))?.to_string();
+        let path = fields.next().ok_or_else(|| RawDiffError::NoPath(meta.into()))?.to_string();
         let parts: Vec<&str> = meta.trim_start_matches(':').split(' ').collect();
-        let [old, new, ..] = parts.as_slice() else { return Err(format!("cannot read {meta:?}")) };
+        let [old, new, ..] = parts.as_slice() else { return Err(RawDiffError::Unreadable(meta.into())) };
         out.push(match (entry(old)?, entry(new)?) {
             (None, Some(entry)) => Change::Added { path, entry },
             (Some(entry), None) => Change::Deleted { path, entry },
             (Some(from), Some(to)) => Change::Modified { path, from, to },
-            (None, None) => return Err(format!("{path}: neither side exists")),
+            (None, None) => return Err(RawDiffError::NeitherSide(path)),
         });
     }
     Ok(out)
@@ -260,7 +273,7 @@ mod tests {
             Change::Modified { path: "build.sh".into(), from: Entry::File { executable: false }, to: Entry::File { executable: true } }
         );
         assert_eq!(c[3], Change::Added { path: "link.md".into(), entry: Entry::Symlink });
-        assert!(parse_raw(":100644 100644 a b M\0").is_err());
+        assert_eq!(parse_raw(":100644 100644 a b M\0"), Err(RawDiffError::NoPath(":100644 100644 a b M".into())));
         assert!(parse_raw(":100600 100644 a b M\0x\0").is_err());
         assert_eq!(parse_raw("").unwrap(), vec![]);
     }
