@@ -187,6 +187,8 @@ impl Topology {
                 ("CODEXK8S_BOOTSTRAP_REPOSITORIES".into(), format!("{}={}", target.repo.full_name(), target.repo_id)),
                 // The platform writes comments and labels as the bot.
                 ("CODEXK8S_GITHUB_PAT".into(), target.bot_token.expose_secret().to_string()),
+                // Pull requests a run names must be the bot's.
+                ("CODEXK8S_GIT_BOT_USERNAME".into(), target.bot_login.clone()),
                 ("CODEXK8S_GITHUB_API_URL".into(), target.api_url.clone()),
                 ("CODEXK8S_SIDE_EFFECTS_POLL_INTERVAL".into(), "500ms".into()),
                 // Status comments link to the run page and the next-step dialog of the console.
@@ -307,11 +309,20 @@ pub fn print_listening(pg: &Postgres, services: &[&Svc], logs: &Path) {
     println!("  logs: {}", logs.display());
 }
 
-/// The Codex CLI the runs use: the one `scripts/codex.sh` installed (dev.sh exports its path),
-/// else the repository's own `tools/codex`.
+/// The Codex CLI the runs use: `CODEXK8S_CODEX_BIN` (dev.sh exports it), else the one
+/// `scripts/codex.sh` installs where the agent's own user can run it (it prints the path, and
+/// installs the pinned CLI first if it is not there yet), else the repository's own `tools/codex`.
 fn codex_bin(root: &Path) -> String {
-    std::env::var("CODEXK8S_CODEX_BIN")
+    if let Some(bin) = std::env::var("CODEXK8S_CODEX_BIN").ok().filter(|b| !b.is_empty()) {
+        return bin;
+    }
+    let installed = std::process::Command::new(root.join("scripts/codex.sh"))
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::inherit())
+        .output()
         .ok()
-        .filter(|b| !b.is_empty())
-        .unwrap_or_else(|| root.join("tools/codex/node_modules/.bin/codex").display().to_string())
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .filter(|p| !p.is_empty());
+    installed.unwrap_or_else(|| root.join("tools/codex/node_modules/.bin/codex").display().to_string())
 }

@@ -74,6 +74,58 @@ pub fn target_branch(explicit: Option<&str>, kind: TriggerKind, base_branch: &st
     }
 }
 
+/// What the control plane knows of a run when its runner names a pull request.
+#[derive(Debug, Clone, Copy)]
+pub struct RunPullFacts<'a> {
+    /// The run's repository (`owner/name`).
+    pub repository: &'a str,
+    /// Login of the platform's bot (the author of every pull request a run opens).
+    pub bot_login: &'a str,
+    /// The branch the run works on ([`target_branch`]).
+    pub branch: &'a str,
+    /// The pull request the run was started for (from the webhook), if any.
+    pub trigger_pr: Option<i64>,
+}
+
+/// Why a pull request is not the run's.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PullRefusal {
+    #[error("its head lives in {}, not in the run's repository", head_repo.as_deref().unwrap_or("a deleted repository"))]
+    OtherRepository { head_repo: Option<String> },
+    #[error("it was opened by {author:?}, not by the platform's bot")]
+    NotTheBot { author: String },
+    #[error("its head is {head_ref:?}, not the run's branch")]
+    OtherBranch { head_ref: String },
+}
+
+/// Whether `pr` (as the forge reports it) may be recorded on the run (§6.2): its head must be a
+/// branch of the run's own repository, and it must be either the pull request the run was
+/// started for or one the bot opened from the run's branch. A number the runner merely claims
+/// would otherwise move PR↔issue links, candidate lineage and cleanup onto someone else's pull
+/// request.
+pub fn check_run_pull(pr: &crate::forge::PullRequest, run: &RunPullFacts<'_>) -> Result<(), PullRefusal> {
+    if !pr.head_repo.as_deref().is_some_and(|r| r.eq_ignore_ascii_case(run.repository)) {
+        return Err(PullRefusal::OtherRepository { head_repo: pr.head_repo.clone() });
+    }
+    if run.trigger_pr == Some(pr.number) {
+        return Ok(());
+    }
+    if !pr.author.eq_ignore_ascii_case(run.bot_login) {
+        return Err(PullRefusal::NotTheBot { author: pr.author.clone() });
+    }
+    if pr.head_ref != run.branch {
+        return Err(PullRefusal::OtherBranch { head_ref: pr.head_ref.clone() });
+    }
+    Ok(())
+}
+
+/// Whether a model or reasoning-effort name reported by a runner is a plain name (letters,
+/// digits, `.`, `_`, `-`, `:`, `/`; 1-100 characters): it is shown in the bot's status comment,
+/// so nothing that markdown or HTML would read is let through.
+pub fn is_plain_name(s: &str) -> bool {
+    (1..=100).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b':' | b'/'))
+}
+
 /// What a run may change (§3.2).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WriteScope {
@@ -446,6 +498,61 @@ pub fn report_schema() -> serde_json::Value {
 
 #[cfg(test)]
 mod tests {
+    fn pull(number: i64, author: &str, head_ref: &str, head_repo: Option<&str>) -> crate::forge::PullRequest {
+        crate::forge::PullRequest {
+            number,
+            title: "t".into(),
+            body: None,
+            state: "open".into(),
+            merged: false,
+            draft: false,
+            head_ref: head_ref.into(),
+            head_sha: "abc".into(),
+            head_repo: head_repo.map(String::from),
+            base_ref: "main".into(),
+            html_url: format!("https://github.com/acme/app/pull/{number}"),
+            author: author.into(),
+        }
+    }
+
+    #[test]
+    fn only_the_bots_pull_request_from_the_runs_branch_or_the_triggering_one_is_the_runs() {
+        let facts = RunPullFacts { repository: "acme/app", bot_login: "codex-bot", branch: "codex/issue-7", trigger_pr: None };
+        assert_eq!(check_run_pull(&pull(3, "codex-bot", "codex/issue-7", Some("acme/app")), &facts), Ok(()));
+        assert_eq!(check_run_pull(&pull(3, "Codex-Bot", "codex/issue-7", Some("ACME/app")), &facts), Ok(()), "logins ignore case");
+        assert_eq!(
+            check_run_pull(&pull(4, "mallory", "codex/issue-7", Some("acme/app")), &facts),
+            Err(PullRefusal::NotTheBot { author: "mallory".into() }),
+            "a human's pull request on the run's branch"
+        );
+        assert_eq!(
+            check_run_pull(&pull(5, "codex-bot", "codex/issue-9", Some("acme/app")), &facts),
+            Err(PullRefusal::OtherBranch { head_ref: "codex/issue-9".into() }),
+            "the bot's pull request of another run"
+        );
+        assert_eq!(
+            check_run_pull(&pull(6, "codex-bot", "codex/issue-7", Some("mallory/app")), &facts),
+            Err(PullRefusal::OtherRepository { head_repo: Some("mallory/app".into()) }),
+            "a fork's pull request with the same branch name"
+        );
+        assert!(matches!(check_run_pull(&pull(6, "codex-bot", "codex/issue-7", None), &facts), Err(PullRefusal::OtherRepository { .. })));
+        // The pull request a review run was started for may be anyone's, but not a fork's.
+        let review = RunPullFacts { trigger_pr: Some(8), ..facts };
+        assert_eq!(check_run_pull(&pull(8, "alice", "feature/x", Some("acme/app")), &review), Ok(()));
+        assert!(check_run_pull(&pull(8, "alice", "feature/x", Some("alice/app")), &review).is_err());
+        assert!(check_run_pull(&pull(9, "alice", "feature/x", Some("acme/app")), &review).is_err());
+    }
+
+    #[test]
+    fn plain_names_are_model_names_and_nothing_markdown_reads() {
+        for ok in ["gpt-5.4", "o3-mini", "high", "openai/gpt-oss-120b", "ft:gpt-4o:acme"] {
+            assert!(is_plain_name(ok), "{ok}");
+        }
+        for bad in ["", "gpt](https://evil.example)", "`x`", "a b", "<img src=x>", "gpt\n", "**bold**", &"x".repeat(101)] {
+            assert!(!is_plain_name(bad), "{bad}");
+        }
+    }
+
     use super::*;
 
     fn k(s: &str) -> TriggerKind {

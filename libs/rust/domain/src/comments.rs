@@ -172,7 +172,13 @@ fn headline(phase: Phase, status: Option<RunStatus>, l: Locale) -> &'static str 
 
 /// Escapes text for a Markdown table cell or inline position.
 fn cell(s: &str) -> String {
-    s.replace('|', "\\|").replace('\n', " ").replace('<', "&lt;").replace('>', "&gt;")
+    s.replace('|', "\\|").replace(['\n', '\r'], " ").replace('<', "&lt;").replace('>', "&gt;")
+}
+
+/// A value shown as a code span in a table cell, escaped as [`cell`]: a backquote would end the
+/// span early and let the rest be read as markdown, so it becomes a plain quote.
+fn code(s: &str) -> String {
+    format!("`{}`", cell(s).replace('`', "'"))
 }
 
 /// The status comment body in the given locale, ending with its marker.
@@ -198,15 +204,10 @@ pub fn render_status(state: &StatusState, locale: Locale) -> String {
         ("Рассуждение", "Reasoning", text(&state.reasoning_effort)),
         ("Причина", "Reason", text(&state.failure_reason)),
     ];
-    out.push_str(&format!(
-        "| {} | |\n|---|---|\n| {} | `{}` |\n",
-        l.pick("Параметр", "Fact"),
-        l.pick("Запуск", "Run"),
-        cell(&state.run_id)
-    ));
+    out.push_str(&format!("| {} | |\n|---|---|\n| {} | {} |\n", l.pick("Параметр", "Fact"), l.pick("Запуск", "Run"), code(&state.run_id)));
     for (ru, en, v) in rows {
         if let Some(v) = v {
-            out.push_str(&format!("| {} | `{}` |\n", l.pick(ru, en), cell(v)));
+            out.push_str(&format!("| {} | {} |\n", l.pick(ru, en), code(v)));
         }
     }
     if let Some(pr) = &state.pr_url {

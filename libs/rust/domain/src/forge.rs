@@ -129,8 +129,13 @@ pub struct PullRequest {
     pub draft: bool,
     pub head_ref: String,
     pub head_sha: String,
+    /// `owner/name` of the repository the head branch lives in (a fork's for a fork's pull
+    /// request); `None` when that repository is gone.
+    pub head_repo: Option<String>,
     pub base_ref: String,
     pub html_url: String,
+    /// Login of the user who opened it.
+    pub author: String,
 }
 
 /// A pull request to open.

@@ -97,6 +97,12 @@ struct RawRef {
     #[serde(rename = "ref")]
     name: String,
     sha: String,
+    repo: Option<RawRefRepo>,
+}
+
+#[derive(Deserialize)]
+struct RawRefRepo {
+    full_name: String,
 }
 
 #[derive(Deserialize)]
@@ -114,6 +120,7 @@ struct RawPull {
     base: RawRef,
     #[serde(default)]
     html_url: String,
+    user: Option<RawUser>,
 }
 
 impl From<RawPull> for PullRequest {
@@ -127,8 +134,10 @@ impl From<RawPull> for PullRequest {
             draft: p.draft,
             head_ref: p.head.name,
             head_sha: p.head.sha,
+            head_repo: p.head.repo.map(|r| r.full_name),
             base_ref: p.base.name,
             html_url: p.html_url,
+            author: p.user.map(|u| u.login).unwrap_or_default(),
         }
     }
 }

@@ -375,3 +375,65 @@ pub async fn owe_status_report(db: &mut PgConnection, run: Uuid, correlation_id:
         crate::ingest::Owed { idempotency_key: &key, correlation_id, run_id: Some(run), repository_id, target_number: i64::from(target) };
     crate::ingest::owe_side_effect(db, at, &effect).await
 }
+
+/// How an agent runner's status report was taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AgentReport {
+    /// Owed as a new report of the run's status comment.
+    Owed,
+    /// Merged into the run's report that is still waiting to be carried out (no extra call to
+    /// the forge).
+    Merged,
+    /// The run has no status comment.
+    NoComment,
+    /// The run has already owed `cap` reports; nothing was stored.
+    Exhausted { cap: i64 },
+}
+
+/// Owes an agent runner's status report, merged and capped per run: while the run's previous
+/// agent report has not been carried out yet the new one is merged into it (so a flood of reports
+/// costs the shared bot token one comment edit), and once `cap` reports were owed no more are.
+pub async fn report_agent_status(
+    pool: &PgPool,
+    run: Uuid,
+    correlation_id: &str,
+    state: &StatusState,
+    cap: i64,
+) -> Result<AgentReport, StoreError> {
+    let mut tx = pool.begin().await?;
+    // One report of a run at a time: the count and the merge below see each other's writes.
+    sqlx::query("SELECT 1 FROM agent_runs WHERE id = $1 FOR UPDATE").bind(run).execute(&mut *tx).await?;
+    let prefix = format!("{run}:status:agent:");
+    let waiting: Option<(i64, String, Value)> = sqlx::query_as(
+        "SELECT id, kind, payload FROM github_side_effects
+          WHERE run_id = $1 AND starts_with(idempotency_key, $2) AND status = 'pending' AND attempts = 0
+          ORDER BY id DESC LIMIT 1 FOR UPDATE",
+    )
+    .bind(run)
+    .bind(&prefix)
+    .fetch_optional(&mut *tx)
+    .await?;
+    if let Some((id, kind, payload)) = waiting
+        && let Ok(OwedEffect::StatusComment { locale, state: earlier, .. }) = OwedEffect::decode(&kind, &payload)
+    {
+        let merged = OwedEffect::status_report(earlier.merge(state), locale);
+        sqlx::query("UPDATE github_side_effects SET payload = $2 WHERE id = $1").bind(id).bind(merged.to_value()).execute(&mut *tx).await?;
+        tx.commit().await?;
+        return Ok(AgentReport::Merged);
+    }
+    let owed: i64 = sqlx::query_scalar("SELECT count(*) FROM github_side_effects WHERE run_id = $1 AND starts_with(idempotency_key, $2)")
+        .bind(run)
+        .bind(&prefix)
+        .fetch_one(&mut *tx)
+        .await?;
+    if owed >= cap {
+        return Ok(AgentReport::Exhausted { cap });
+    }
+    let Some((repository_id, target, locale)) = status_target(&mut tx, run).await? else { return Ok(AgentReport::NoComment) };
+    let key = format!("{prefix}{}", owed + 1);
+    let at =
+        crate::ingest::Owed { idempotency_key: &key, correlation_id, run_id: Some(run), repository_id, target_number: i64::from(target) };
+    crate::ingest::owe_side_effect(&mut tx, at, &OwedEffect::status_report(state.clone(), locale)).await?;
+    tx.commit().await?;
+    Ok(AgentReport::Owed)
+}

@@ -1,10 +1,17 @@
 //! The agent runner's callbacks (`codexk8s.controlplane.v1.AgentCallbacks`, product spec §6.2):
 //! every call is authorised by the per-run bearer token (stored as a SHA-256 digest, valid only
 //! while its run is pending or running) and acts only on that run. Input is checked for shape and
-//! size, and nothing that contains the caller's own token is stored.
+//! size, and nothing that contains the caller's own token is stored. What a run may name is its
+//! own: a pull request only once the forge confirms it is the run's (its URL is then the forge's),
+//! a session only of the run's own branch; status reports are merged and capped per run.
 
-use ck8s_domain::agent_run::{SESSION_STATUSES, canonical_json, is_agent_event_type};
+use ck8s_domain::agent_run::{
+    RunPullFacts, SESSION_STATUSES, canonical_json, check_run_pull, is_agent_event_type, is_plain_name, target_branch,
+};
 use ck8s_domain::comments::{Phase, StatusState};
+use ck8s_domain::forge::{PullRequest, RepoRef};
+use ck8s_domain::stage::{Stage, TriggerKind};
+use ck8s_effects::Providers;
 use ck8s_proto::controlplane::v1::agent_callbacks_server::AgentCallbacks;
 use ck8s_proto::controlplane::v1::{
     AppendTokenUsageRequest, AppendTokenUsageResponse, GetLatestAgentSessionRequest, GetLatestAgentSessionResponse,
@@ -13,7 +20,10 @@ use ck8s_proto::controlplane::v1::{
 };
 use ck8s_store::agent::{self as store, RunAuth, SnapshotWrite};
 use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use tonic::{Request, Response, Status};
+use uuid::Uuid;
 
 /// Largest event payload.
 pub const MAX_EVENT_BYTES: usize = 64 * 1024;
@@ -26,9 +36,19 @@ pub const MAX_MESSAGE_BYTES: usize = 10 * 1024 * 1024;
 const MAX_ITEMS: usize = 500;
 const MAX_TEXT: usize = 64 * 1024;
 
+/// Most status reports one run may owe (each is an edit of the bot's comment with the shared
+/// token); reports merged into one still waiting do not count.
+pub const MAX_STATUS_REPORTS: i64 = 30;
+/// Most confirmed pull requests remembered (then the memory starts over).
+const MAX_CONFIRMED: usize = 10_000;
+
 /// The service.
 pub struct AgentApi {
-    pub pool: ck8s_store::Pool,
+    pool: ck8s_store::Pool,
+    forge: Arc<dyn Providers>,
+    bot_login: String,
+    /// Pull requests the forge confirmed as a run's, with their forge URL.
+    confirmed: Mutex<HashMap<(Uuid, i64), String>>,
 }
 
 /// The caller's run and its raw token (to refuse storing it).
@@ -61,6 +81,12 @@ enum Allow {
 }
 
 impl AgentApi {
+    /// The service on `pool`, asking the forge through `forge` whether a pull request is a run's
+    /// (the bot, `bot_login`, opens every pull request of a run).
+    pub fn new(pool: ck8s_store::Pool, forge: Arc<dyn Providers>, bot_login: String) -> Self {
+        Self { pool, forge, bot_login, confirmed: Mutex::new(HashMap::new()) }
+    }
+
     async fn caller<T>(&self, req: &Request<T>) -> Result<Caller, Status> {
         self.caller_allowing(req, Allow::Live).await
     }
@@ -130,6 +156,105 @@ fn small_number(what: &str, v: Option<i64>) -> Result<Option<i32>, Status> {
         .transpose()
 }
 
+fn forge_error(what: &str, e: impl std::fmt::Display) -> Status {
+    tracing::warn!(error = %e, "{what}: the forge did not answer");
+    Status::unavailable(format!("{what}: the forge could not be asked; retry later"))
+}
+
+impl AgentApi {
+    /// The forge of the caller's repository and the repository itself.
+    async fn forge_of(&self, c: &Caller) -> Result<(Arc<dyn ck8s_domain::forge::RepositoryProvider>, RepoRef), Status> {
+        let (Some(id), Some(full)) = (c.run.repository_id, c.run.repository_full_name.as_deref()) else {
+            return Err(Status::failed_precondition("the run has no repository"));
+        };
+        let row = ck8s_store::effects::repository(&self.pool, id)
+            .await
+            .map_err(db_error)?
+            .ok_or_else(|| Status::failed_precondition("the run's repository is no longer registered"))?;
+        let provider = self.forge.for_repository(&row).map_err(|e| {
+            tracing::error!(error = %e, "no forge client for the run's repository");
+            Status::failed_precondition("the run's repository cannot be reached with its token; see control-plane logs")
+        })?;
+        let repo = RepoRef::parse(full).ok_or_else(|| Status::failed_precondition("the run's repository name is malformed"))?;
+        Ok((provider, repo))
+    }
+
+    /// The branch the run works on, as the runner derives it (`None` for ai-repair, which works on
+    /// the base branch).
+    fn run_branch(c: &Caller) -> Option<String> {
+        let kind = c.run.trigger_kind.as_deref().and_then(|k| TriggerKind::parse(k).ok())?;
+        (kind.stage != Stage::AiRepair).then(|| target_branch(None, kind, "", c.run.issue_number.map(i64::from), &c.run.run_id.to_string()))
+    }
+
+    /// Confirms with the forge that pull request `n` is the caller run's; returns its URL there.
+    async fn confirm_pull(&self, c: &Caller, n: i32) -> Result<String, Status> {
+        let key = (c.run.run_id, i64::from(n));
+        if let Some(url) = self.confirmed.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
+            return Ok(url.clone());
+        }
+        let (provider, repo) = self.forge_of(c).await?;
+        let pr: PullRequest = match provider.pull(&repo, i64::from(n)).await {
+            Ok(pr) => pr,
+            Err(ck8s_domain::forge::ProviderError::NotFound(_)) => {
+                return Err(Status::permission_denied(format!("pull request #{n} does not exist in the run's repository")));
+            }
+            Err(e) => return Err(forge_error("confirming the pull request", e)),
+        };
+        let branch = Self::run_branch(c).unwrap_or_default();
+        let facts = RunPullFacts {
+            repository: &repo.full_name(),
+            bot_login: &self.bot_login,
+            branch: &branch,
+            trigger_pr: c.run.pr_number.map(i64::from),
+        };
+        check_run_pull(&pr, &facts).map_err(|why| {
+            tracing::warn!(pr = n, %why, "a runner named a pull request that is not its run's");
+            Status::permission_denied(format!("pull request #{n} is not this run's: {why}"))
+        })?;
+        let mut cache = self.confirmed.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.len() >= MAX_CONFIRMED {
+            cache.clear();
+        }
+        cache.insert(key, pr.html_url.clone());
+        Ok(pr.html_url)
+    }
+
+    /// Whether the caller run may read or write sessions of `branch`: its own branch, the head of
+    /// the pull request it was started for, or (ai-repair) its repository's default branch.
+    async fn own_branch(&self, c: &Caller, branch: &str) -> Result<(), Status> {
+        if Self::run_branch(c).as_deref() == Some(branch) {
+            return Ok(());
+        }
+        let refuse =
+            || Status::permission_denied(format!("branch {:?} is not this run's branch", branch.chars().take(100).collect::<String>()));
+        let ai_repair = c.run.trigger_kind.as_deref().and_then(|k| TriggerKind::parse(k).ok()).is_some_and(|k| k.stage == Stage::AiRepair);
+        if !ai_repair && c.run.pr_number.is_none() {
+            return Err(refuse());
+        }
+        let (provider, repo) = self.forge_of(c).await?;
+        let head = if ai_repair {
+            provider.repository(&repo).await.map_err(|e| forge_error("reading the repository", e))?.default_branch
+        } else {
+            let n = i64::from(c.run.pr_number.unwrap_or_default());
+            let pr = provider.pull(&repo, n).await.map_err(|e| forge_error("reading the run's pull request", e))?;
+            if !pr.head_repo.as_deref().is_some_and(|r| r.eq_ignore_ascii_case(&repo.full_name())) {
+                return Err(refuse());
+            }
+            pr.head_ref
+        };
+        if head == branch { Ok(()) } else { Err(refuse()) }
+    }
+}
+
+fn plain(what: &str, v: &Option<String>) -> Result<(), Status> {
+    match v {
+        Some(s) if !is_plain_name(s) => Err(Status::invalid_argument(format!(
+            "{what} must be a plain name (letters, digits, `.`, `_`, `-`, `:`, `/`; 1-100 characters)"
+        ))),
+        _ => Ok(()),
+    }
+}
+
 #[tonic::async_trait]
 impl AgentCallbacks for AgentApi {
     #[tracing::instrument(skip_all, fields(rpc = "insert_run_flow_event", run_id = tracing::field::Empty, correlation_id = tracing::field::Empty))]
@@ -172,15 +297,34 @@ impl AgentCallbacks for AgentApi {
         if r.pr_url.as_deref().is_some_and(|u| !u.starts_with("https://") && !u.starts_with("http://")) {
             return Err(Status::invalid_argument("pr_url must be an http(s) URL"));
         }
+        plain("model", &r.model)?;
+        plain("reasoning_effort", &r.reasoning_effort)?;
+        // The link shown is the forge's, never the runner's.
+        let pr_url = match pr_number {
+            Some(n) => Some(self.confirm_pull(&c, n).await?),
+            None if r.pr_url.is_some() => return Err(Status::invalid_argument("pr_url needs pr_number (the link shown is the forge's)")),
+            None => None,
+        };
         let state = StatusState {
             phase: Some(phase),
             pr_number: pr_number.map(i64::from),
-            pr_url: r.pr_url,
+            pr_url,
             model: r.model,
             reasoning_effort: r.reasoning_effort,
             ..Default::default()
         };
-        let owed = store::report_status(&self.pool, c.run.run_id, &c.run.correlation_id, &state).await.map_err(db_error)?;
+        let owed = match store::report_agent_status(&self.pool, c.run.run_id, &c.run.correlation_id, &state, MAX_STATUS_REPORTS)
+            .await
+            .map_err(db_error)?
+        {
+            store::AgentReport::Owed | store::AgentReport::Merged => true,
+            store::AgentReport::NoComment => false,
+            store::AgentReport::Exhausted { cap } => {
+                return Err(Status::resource_exhausted(format!(
+                    "this run has owed {cap} status reports, the most a run may; report less often"
+                )));
+            }
+        };
         Ok(Response::new(UpsertRunStatusCommentResponse { owed }))
     }
 
@@ -230,6 +374,14 @@ impl AgentCallbacks for AgentApi {
             short(what, v, 1000)?;
             c.clean(what, v.as_deref().unwrap_or(""))?;
         }
+        if let Some(branch) = &r.branch_name {
+            self.own_branch(&c, branch).await?;
+        }
+        let pr_number = small_number("pr_number", r.pr_number)?;
+        let pr_url = match pr_number {
+            Some(n) => Some(self.confirm_pull(&c, n).await?),
+            None => None,
+        };
         let checksum = ck8s_crypto::sha256_hex(
             canonical_json(&json!({"codex_cli_session_json": codex.clone().unwrap_or(Value::Null), "session_json": session_json}))
                 .as_bytes(),
@@ -237,8 +389,8 @@ impl AgentCallbacks for AgentApi {
         let snapshot = store::Snapshot {
             status: r.status,
             branch_name: r.branch_name,
-            pr_number: small_number("pr_number", r.pr_number)?,
-            pr_url: r.pr_url,
+            pr_number,
+            pr_url,
             session_id: r.session_id,
             template_kind: r.template_kind,
             template_source: r.template_source,
@@ -271,6 +423,7 @@ impl AgentCallbacks for AgentApi {
         let (Some(repo), Some(agent)) = (&c.run.repository_full_name, &c.run.agent_key) else {
             return Ok(Response::new(GetLatestAgentSessionResponse::default()));
         };
+        self.own_branch(&c, &r.branch_name).await?;
         let found = store::latest_session(&self.pool, repo, &r.branch_name, agent, c.run.run_id).await.map_err(db_error)?;
         Ok(Response::new(match found {
             Some(s) => GetLatestAgentSessionResponse {
@@ -341,13 +494,11 @@ impl AgentCallbacks for AgentApi {
             }
             short("file_path", &f.file_path, 1000)?;
             c.clean("explanation", &f.explanation)?;
-            rows.push(store::Feedback {
-                kind: f.kind,
-                pr_number: small_number("pr_number", f.pr_number)?,
-                file_path: f.file_path,
-                line: f.line,
-                explanation: f.explanation,
-            });
+            let pr_number = small_number("pr_number", f.pr_number)?;
+            if let Some(n) = pr_number {
+                self.confirm_pull(&c, n).await?;
+            }
+            rows.push(store::Feedback { kind: f.kind, pr_number, file_path: f.file_path, line: f.line, explanation: f.explanation });
         }
         let n = store::record_feedback(&self.pool, &c.run, &rows).await.map_err(db_error)?;
         Ok(Response::new(RecordLearningFeedbackResponse { stored: n as i32 }))

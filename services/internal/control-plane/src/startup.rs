@@ -102,8 +102,9 @@ pub async fn run(cfg: Config) -> Result<(), ControlPlaneError> {
     let auth = ck8s_proto::auth::RequireToken::new(secrecy::ExposeSecret::expose_secret(&cfg.internal_api_token));
     let api = ControlPlaneServer::with_interceptor(ControlPlaneApi { pool: pool.clone(), ingestor }, auth);
     // The agent runner's callbacks authenticate per run (run token), not with the internal token.
-    let agent =
-        AgentCallbacksServer::new(crate::agent::AgentApi { pool: pool.clone() }).max_decoding_message_size(crate::agent::MAX_MESSAGE_BYTES);
+    let forge = Arc::new(crate::effects::SealedProviders { sealer: sealer.clone(), base_url: cfg.github_api_url.clone() });
+    let agent = AgentCallbacksServer::new(crate::agent::AgentApi::new(pool.clone(), forge, cfg.ingest.policy.bot_login.clone()))
+        .max_decoding_message_size(crate::agent::MAX_MESSAGE_BYTES);
     shutdown.spawn("grpc", async move {
         tonic::transport::Server::builder()
             .add_service(api)

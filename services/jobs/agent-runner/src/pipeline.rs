@@ -106,6 +106,9 @@ pub enum RunError {
     Scope(#[from] ScopeViolation),
     #[error("repository provider: {0}")]
     Provider(#[from] ProviderError),
+    /// The agent's change holds a platform secret; nothing was committed or pushed.
+    #[error("the agent's change holds a platform secret in {}; nothing was pushed (the secret never left the runner)", .0.join(", "))]
+    SecretInChange(Vec<String>),
 }
 
 impl RunError {
@@ -113,7 +116,7 @@ impl RunError {
     pub fn exit(&self) -> AgentExit {
         match self {
             RunError::Workspace(WorkspaceError::NothingToRevise(_)) => AgentExit::NothingToRevise,
-            RunError::Scope(_) => AgentExit::ScopeViolation,
+            RunError::Scope(_) | RunError::SecretInChange(_) => AgentExit::ScopeViolation,
             _ => AgentExit::Failed,
         }
     }
@@ -149,7 +152,11 @@ pub async fn run(input: RunInput, codex: &Codex, provider: &dyn RepositoryProvid
     let changes = ws.stage_from(&agent_tree).await?;
     check_changes(&input.scope, &changes)?;
     let changed: Vec<String> = changes.iter().map(|c| c.path().to_string()).collect();
-    let secrets: Vec<&str> = input.secrets.iter().map(|s| s.expose_secret()).chain([token.as_str()]).collect();
+    let secrets = redacted;
+    let leaking = ws.staged_with(&secrets).await?;
+    if !leaking.is_empty() {
+        return Err(RunError::SecretInChange(leaking));
+    }
     let clean = |t: &str| redact_all(t, &secrets);
     let report = AgentReport::from_final_message(transcript.final_message.as_deref().unwrap_or_default());
     let mut outcome = RunOutcome {

@@ -94,9 +94,10 @@ fn authority(url: &str) -> String {
 }
 
 impl Workspace {
-    async fn git_in(&self, dir: &Path, step: &str, args: &[&str]) -> Result<String, WorkspaceError> {
-        let out = tokio::process::Command::new("git")
-            .arg("-C")
+    /// git in `dir` with the neutral settings, an empty environment and the askpass.
+    fn command(&self, dir: &Path, args: &[&str]) -> tokio::process::Command {
+        let mut cmd = tokio::process::Command::new("git");
+        cmd.arg("-C")
             .arg(dir)
             .args(NEUTRAL)
             .args(["-c", &format!("user.name={}", self.identity.name), "-c", &format!("user.email={}", self.identity.email)])
@@ -113,9 +114,12 @@ impl Workspace {
             .env("CODEXK8S_GIT_HOST", &self.forge_authority)
             .env("CODEXK8S_GIT_TOKEN", self.token.expose_secret())
             .stdin(std::process::Stdio::null())
-            .kill_on_drop(true)
-            .output()
-            .await?;
+            .kill_on_drop(true);
+        cmd
+    }
+
+    async fn git_in(&self, dir: &Path, step: &str, args: &[&str]) -> Result<String, WorkspaceError> {
+        let out = self.command(dir, args).output().await?;
         if !out.status.success() {
             let message = redact(String::from_utf8_lossy(&out.stderr).trim(), &self.token);
             return Err(WorkspaceError::Git { step: step.into(), message });
@@ -199,6 +203,34 @@ impl Workspace {
         self.git("stage", &["-c", &safe, &tree, "add", "--all", "--", "."]).await?;
         let raw = self.git("diff", &["diff", "--cached", "--no-renames", "--raw", "-z", "--no-abbrev"]).await?;
         parse_raw(&raw).map_err(|e| WorkspaceError::Unexpected { step: "diff".into(), message: e.to_string() })
+    }
+
+    /// The staged files whose content holds any of `secrets` (matched as fixed strings, binary
+    /// files too). The patterns go to git through a file in the runner's private directory, never
+    /// on a command line.
+    pub async fn staged_with(&self, secrets: &[&str]) -> Result<Vec<String>, WorkspaceError> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let patterns: Vec<&str> = secrets.iter().copied().filter(|s| s.len() >= 6 && !s.contains('\n')).collect();
+        if patterns.is_empty() {
+            return Ok(vec![]);
+        }
+        let file = self.private.join("secret-patterns");
+        {
+            let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&file)?;
+            f.write_all(patterns.join("\n").as_bytes())?;
+        }
+        let path = file.display().to_string();
+        let out = self.command(&self.dir, &["grep", "--cached", "-F", "-l", "-z", "-a", "-f", &path]).output().await;
+        let _ = std::fs::remove_file(&file);
+        let out = out?;
+        match out.status.code() {
+            Some(0) => Ok(String::from_utf8_lossy(&out.stdout).split('\0').filter(|p| !p.is_empty()).map(String::from).collect()),
+            Some(1) => Ok(vec![]),
+            _ => {
+                Err(WorkspaceError::Git { step: "grep".into(), message: redact(String::from_utf8_lossy(&out.stderr).trim(), &self.token) })
+            }
+        }
     }
 
     /// Commits the staged change (if any); returns the new HEAD.

@@ -28,6 +28,19 @@ fn the_marker_round_trips_and_survives_hostile_values() {
 }
 
 #[test]
+fn reported_values_cannot_leave_their_code_span() {
+    let mut s = state(Phase::Ready);
+    s.model = Some("gpt` [log in again](https://evil.example) `".into());
+    s.reasoning_effort = Some("high`**urgent**".into());
+    let body = render_status(&s, Locale::En);
+    let row = body.lines().find(|l| l.starts_with("| Model |")).unwrap();
+    assert_eq!(row, "| Model | `gpt' [log in again](https://evil.example) '` |", "one code span, the link inert inside it");
+    assert!(body.contains("| Reasoning | `high'**urgent**` |"), "{body}");
+    let shown = &body[..body.find("<!-- codex-k8s:run-status").unwrap()];
+    assert_eq!(shown.matches('`').count() % 2, 0, "every span is closed: {shown}");
+}
+
+#[test]
 fn phases_only_advance_and_fields_are_kept() {
     let started = state(Phase::Started);
     let late_created = StatusState { run_id: started.run_id.clone(), phase: Some(Phase::Created), ..Default::default() };

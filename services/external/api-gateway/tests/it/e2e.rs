@@ -87,6 +87,7 @@ async fn a_labelled_issue_becomes_a_pull_request_and_a_review_becomes_its_revisi
             ("CODEXK8S_AGENT_DEFAULT_LOCALE", "en"),
             ("CODEXK8S_BOOTSTRAP_REPOSITORIES", &format!("acme/app={repo_id}")),
             ("CODEXK8S_GITHUB_PAT", &bot),
+            ("CODEXK8S_GIT_BOT_USERNAME", "acme"),
             ("CODEXK8S_SIDE_EFFECTS_ENABLED", "true"),
             ("CODEXK8S_GITHUB_API_URL", &forge_url),
             ("CODEXK8S_SIDE_EFFECTS_POLL_INTERVAL", "200ms"),

@@ -1,12 +1,15 @@
 //! The agent runner's callbacks over real gRPC to the control-plane binary: authorisation by the
 //! per-run token (missing, malformed, unknown, another run's, a finished run's), bad and oversized
-//! input, snapshot compare-and-swap, usage, learning feedback and status reports.
+//! input, snapshot compare-and-swap, usage, learning feedback and status reports; and the run
+//! token's scope: pull requests confirmed with forge-sim, sessions of the run's branch only,
+//! status reports merged and capped.
 
 use super::{BIN, env};
 use crate::ingest::{issue_labeled, setup};
 use ck8s_proto::auth::SendToken;
 use ck8s_proto::controlplane::v1::agent_callbacks_client::AgentCallbacksClient;
 use ck8s_proto::controlplane::v1::*;
+use ck8s_testkit::forge::ForgeSim;
 use ck8s_testkit::process::ServiceProcess;
 use secrecy::ExposeSecret;
 use serde_json::{Value, json};
@@ -54,8 +57,8 @@ async fn agent_callbacks_act_only_for_the_live_run_of_their_token_and_check_ever
     let (db, i) = setup().await;
     let (run, token) = run_with_token(&db.pool, &i, "d-agent-1", "run:dev").await;
     let (other_run, other_token) = run_with_token(&db.pool, &i, "d-agent-2", "run:plan").await;
-    let e = env(&db);
-    let svc = tokio::task::spawn_blocking(move || ServiceProcess::start(BIN, &e, &["http", "grpc"])).await.unwrap();
+    let st = forge_stack(&db).await;
+    let svc = &st.svc;
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", svc.addr("grpc"))).unwrap().connect().await.unwrap();
     let event = |t: &str, p: &str| InsertRunFlowEventRequest { event_type: t.into(), payload_json: p.into() };
 
@@ -155,7 +158,7 @@ async fn agent_callbacks_act_only_for_the_live_run_of_their_token_and_check_ever
     // Learning feedback.
     let item = LearningFeedback {
         kind: "post_pr".into(),
-        pr_number: Some(3),
+        pr_number: Some(1),
         file_path: Some("hello.sh".into()),
         line: Some(2),
         explanation: "Why: ...".into(),
@@ -253,4 +256,141 @@ async fn a_canceled_runs_token_may_only_store_its_cancelled_snapshot_and_only_fo
     let late = session(1, "cancelled", json!({"version": "v1", "status": "cancelled", "late": true}), None);
     assert_eq!(c.upsert_agent_session(late).await.unwrap_err().code(), Code::Unauthenticated);
     drop(svc);
+}
+
+/// forge-sim with `acme/app` owned by the bot `acme` (pull request #1 is the bot's from
+/// `codex/issue-12`, the branch of the runs made here), the repository's token in the database
+/// replaced by the bot's, and a control-plane that asks forge-sim and carries out no effects.
+struct ForgeStack {
+    svc: ServiceProcess,
+    forge: ForgeSim,
+    bot: String,
+}
+
+async fn forge_stack(db: &ck8s_testkit::TestDb) -> ForgeStack {
+    let forge = tokio::task::spawn_blocking(ForgeSim::start).await.unwrap();
+    let bot = forge.user_of_kind("acme", "Bot");
+    assert_eq!(forge.call("POST", "/_sim/repos", Some(&bot), Some(json!({"name": "app"}))).0, 201);
+    let own = json!({"title": "Run's change", "head": "codex/issue-12", "base": "main"});
+    assert_eq!(forge.call("POST", "/repos/acme/app/pulls", Some(&bot), Some(own)).1["number"], 1);
+    let sealer = ck8s_crypto::Sealer::from_hex(&secrecy::SecretString::from(super::KEY.to_string())).unwrap();
+    sqlx::query("UPDATE repositories SET token_encrypted = $1 WHERE owner = 'acme' AND name = 'app'")
+        .bind(sealer.seal(&bot))
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let mut e = env(db);
+    for (k, v) in [
+        ("CODEXK8S_GITHUB_API_URL", forge.url()),
+        ("CODEXK8S_GIT_BOT_USERNAME", "acme".to_string()),
+        ("CODEXK8S_SIDE_EFFECTS_ENABLED", "false".to_string()),
+    ] {
+        e.push((k.to_string(), v));
+    }
+    let svc = tokio::task::spawn_blocking(move || ServiceProcess::start(BIN, &e, &["http", "grpc"])).await.unwrap();
+    ForgeStack { svc, forge, bot }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_run_token_names_only_its_own_pull_request_and_branch_and_its_status_reports_are_merged_and_capped() {
+    let (db, i) = setup().await;
+    let (run, token) = run_with_token(&db.pool, &i, "d-scope-1", "run:dev").await;
+    let st = forge_stack(&db).await;
+    let mallory = st.forge.user("mallory");
+    // #2: a human's pull request from the run's branch; #3: the bot's pull request of another run.
+    let theirs = json!({"title": "Mine", "head": "codex/issue-12", "base": "release"});
+    assert_eq!(st.forge.call("POST", "/repos/acme/app/pulls", Some(&mallory), Some(theirs)).1["number"], 2);
+    let other = json!({"title": "Other run", "head": "codex/issue-99", "base": "main"});
+    assert_eq!(st.forge.call("POST", "/repos/acme/app/pulls", Some(&st.bot), Some(other)).1["number"], 3);
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", st.svc.addr("grpc"))).unwrap().connect().await.unwrap();
+    let mut c = client(&channel, &token);
+    let run_pr = || async {
+        sqlx::query_scalar::<_, Option<i32>>("SELECT pr_number FROM agent_runs WHERE id = $1").bind(run).fetch_one(&db.pool).await.unwrap()
+    };
+
+    // A foreign pull request is never recorded on the run, through a snapshot or a report.
+    let snap = session(0, "running", json!({"version": "v1", "status": "running"}), None);
+    for (n, why) in [(2, "not by the platform's bot"), (3, "not the run's branch"), (999, "does not exist")] {
+        let err = c.upsert_agent_session(UpsertAgentSessionRequest { pr_number: Some(n), ..snap.clone() }).await.unwrap_err();
+        assert_eq!(err.code(), Code::PermissionDenied, "#{n}: {}", err.message());
+        assert!(err.message().contains(why), "#{n}: {}", err.message());
+        let report = UpsertRunStatusCommentRequest { phase: "ready".into(), pr_number: Some(n), ..Default::default() };
+        assert_eq!(c.upsert_run_status_comment(report).await.unwrap_err().code(), Code::PermissionDenied, "#{n}");
+    }
+    assert_eq!(run_pr().await, None, "no foreign number reached the run");
+    let sessions: i64 = sqlx::query_scalar("SELECT count(*) FROM agent_sessions").fetch_one(&db.pool).await.unwrap();
+    assert_eq!(sessions, 0);
+
+    // Its own pull request is recorded, with the forge's link in place of the runner's.
+    let phishing = UpsertAgentSessionRequest { pr_number: Some(1), pr_url: Some("https://evil.example/login".into()), ..snap.clone() };
+    assert_eq!(c.upsert_agent_session(phishing).await.unwrap().into_inner().version, 1);
+    assert_eq!(run_pr().await, Some(1));
+    let url: String =
+        sqlx::query_scalar("SELECT pr_url FROM agent_sessions WHERE run_id = $1").bind(run).fetch_one(&db.pool).await.unwrap();
+    let forge_url = st.forge.call("GET", "/repos/acme/app/pulls/1", Some(&st.bot), None).1["html_url"].as_str().unwrap().to_string();
+    assert_eq!(url, forge_url);
+
+    // Sessions of another branch can be neither written nor read.
+    let elsewhere = UpsertAgentSessionRequest { expected_version: 1, branch_name: Some("codex/issue-99".into()), ..snap.clone() };
+    assert_eq!(c.upsert_agent_session(elsewhere).await.unwrap_err().code(), Code::PermissionDenied);
+    let err = c.get_latest_agent_session(GetLatestAgentSessionRequest { branch_name: "codex/issue-99".into() }).await.unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{}", err.message());
+    assert!(c.get_latest_agent_session(GetLatestAgentSessionRequest { branch_name: "codex/issue-12".into() }).await.is_ok());
+
+    // Status reports: the link is the forge's; a link without its number, and names markdown
+    // would read, are refused.
+    let ready = UpsertRunStatusCommentRequest {
+        phase: "ready".into(),
+        pr_number: Some(1),
+        pr_url: Some("https://evil.example/login".into()),
+        model: Some("gpt-5.4".into()),
+        ..Default::default()
+    };
+    assert!(c.upsert_run_status_comment(ready.clone()).await.unwrap().into_inner().owed);
+    for bad in [
+        UpsertRunStatusCommentRequest { pr_number: None, ..ready.clone() },
+        UpsertRunStatusCommentRequest { model: Some("gpt](https://evil.example)".into()), ..ready.clone() },
+        UpsertRunStatusCommentRequest { reasoning_effort: Some("high`<img src=x>".into()), ..ready.clone() },
+    ] {
+        assert_eq!(c.upsert_run_status_comment(bad).await.unwrap_err().code(), Code::InvalidArgument);
+    }
+    // A flood while the last report waits is merged into it: one edit of the comment.
+    for _ in 0..100 {
+        assert!(c.upsert_run_status_comment(ready.clone()).await.unwrap().into_inner().owed);
+    }
+    let agent_reports = || async {
+        sqlx::query_as::<_, (i64, Value)>(
+            "SELECT id, payload FROM github_side_effects WHERE run_id = $1 AND idempotency_key LIKE '%:status:agent:%' ORDER BY id",
+        )
+        .bind(run)
+        .fetch_all(&db.pool)
+        .await
+        .unwrap()
+    };
+    let owed = agent_reports().await;
+    assert_eq!(owed.len(), 1, "101 reports, one owed effect");
+    assert_eq!(owed[0].1["state"]["pr_url"].as_str(), Some(url.as_str()), "the forge's link, not the runner's");
+    assert!(!owed[0].1.to_string().contains("evil.example"));
+    // Once carried out, a report may be owed again, up to the cap.
+    for n in 1..=control_plane::agent::MAX_STATUS_REPORTS {
+        sqlx::query("UPDATE github_side_effects SET status = 'done', done_at = now() WHERE run_id = $1 AND status = 'pending'")
+            .bind(run)
+            .execute(&db.pool)
+            .await
+            .unwrap();
+        let answer = c.upsert_run_status_comment(ready.clone()).await;
+        if n < control_plane::agent::MAX_STATUS_REPORTS {
+            assert!(answer.unwrap().into_inner().owed, "report {n}");
+        } else {
+            let err = answer.unwrap_err();
+            assert_eq!(err.code(), Code::ResourceExhausted, "{}", err.message());
+            assert!(err.message().contains("report less often"), "{}", err.message());
+        }
+    }
+    assert_eq!(agent_reports().await.len() as i64, control_plane::agent::MAX_STATUS_REPORTS);
+
+    // Learning feedback may name only the run's pull request too.
+    let item = LearningFeedback { kind: "post_pr".into(), pr_number: Some(3), explanation: "Why: ...".into(), ..Default::default() };
+    let err = c.record_learning_feedback(RecordLearningFeedbackRequest { items: vec![item] }).await.unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
 }
