@@ -391,7 +391,7 @@ pub fn next_action(run: &RunLease, job: Option<&JobState>, now: DateTime<Utc>, n
             ),
             AgentExit::ScopeViolation => Finish::failed(
                 FailureReason::WriteScopeViolation,
-                "the agent changed files outside its stage's write scope; nothing was pushed (see the run's log)",
+                "the agent's change was refused: files outside its stage's write scope, or a platform secret in it; nothing was pushed (the run's log names the files)",
                 "run.failed",
             ),
             _ => Finish::failed(FailureReason::KubernetesJobFailed, reason.clone(), "run.failed"),

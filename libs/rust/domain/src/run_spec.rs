@@ -540,7 +540,8 @@ pub enum AgentExit {
     Failed,
     /// The job's settings were invalid.
     BadSettings,
-    /// The agent changed files outside its stage's write scope; nothing was pushed.
+    /// The agent's change was refused (outside its stage's write scope, or holding a platform
+    /// secret); nothing was pushed.
     ScopeViolation,
     /// A revise run found no pull request or branch to continue.
     NothingToRevise,

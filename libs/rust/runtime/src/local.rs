@@ -126,6 +126,9 @@ impl LocalRuntime {
             return Ok(job); // already launched: launching is idempotent
         }
         std::fs::create_dir_all(dir.join("workspace")).map_err(io)?;
+        // The job's files (its log, the secret file while it exists) are the runner's alone: an
+        // agent running as a user of its own cannot even list them.
+        std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o700)).map_err(io)?;
 
         let secrets: String = spec.secret_env.iter().map(|(k, v)| format!("export {k}={}\n", shell_quote(v))).collect();
         write_private(&dir.join("secrets.env"), &secrets).map_err(io)?;

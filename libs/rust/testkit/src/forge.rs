@@ -63,7 +63,14 @@ impl ForgeSim {
     /// Pushes one commit with `files` (path, content) to `main` of `repo` over git smart HTTP as
     /// `token`'s user, using `root` as scratch space.
     pub fn push_main(&self, token: &str, repo: &str, files: &[(&str, &str)], root: &std::path::Path) {
-        use base64::Engine;
+        self.push_main_with_links(token, repo, files, &[], root);
+    }
+
+    /// [`ForgeSim::push_main`] with symbolic links too (`(path, target)`).
+    ///
+    /// # Panics
+    /// If a file cannot be written or git fails.
+    pub fn push_main_with_links(&self, token: &str, repo: &str, files: &[(&str, &str)], links: &[(&str, &str)], root: &std::path::Path) {
         let dir = root.join("seed");
         let _ = std::fs::remove_dir_all(&dir);
         for (path, content) in files {
@@ -71,8 +78,12 @@ impl ForgeSim {
             std::fs::create_dir_all(p.parent().expect("a file path")).expect("seed directory");
             std::fs::write(p, content).expect("seed file");
         }
-        let header =
-            format!("http.extraHeader=Authorization: Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("x:{token}")));
+        for (path, target) in links {
+            let p = dir.join(path);
+            std::fs::create_dir_all(p.parent().expect("a link path")).expect("seed directory");
+            std::os::unix::fs::symlink(target, p).expect("seed link");
+        }
+        let header = git_auth(token);
         for args in [
             vec!["init", "-q", "--initial-branch=main"],
             vec!["add", "-A"],
@@ -83,4 +94,10 @@ impl ForgeSim {
             assert!(ok, "git {}", args[0]);
         }
     }
+}
+
+/// The git setting (`-c <this>`) that authenticates to forge-sim's git as `token`'s user.
+pub fn git_auth(token: &str) -> String {
+    use base64::Engine;
+    format!("http.extraHeader=Authorization: Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("x:{token}")))
 }

@@ -216,13 +216,14 @@ async fn sweep_leftovers(admin: &mut PgConnection) {
 
 pub mod github;
 
-/// Every file under `dir`, recursively (missing directories give none).
+/// Every file under `dir`, recursively, links not followed (an agent may plant a link to `/`;
+/// missing directories give none).
 pub fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();
     if let Ok(rd) = std::fs::read_dir(dir) {
         for e in rd.flatten() {
             let p = e.path();
-            if p.is_dir() { out.extend(files_under(&p)) } else { out.push(p) }
+            if e.file_type().is_ok_and(|t| t.is_dir()) { out.extend(files_under(&p)) } else { out.push(p) }
         }
     }
     out

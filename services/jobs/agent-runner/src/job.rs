@@ -245,6 +245,20 @@ fn session_json(
 /// it started are killed — and the session so far is saved as a `cancelled` snapshot, so a
 /// revise run can resume it.
 pub async fn execute(cfg: Config, stop: CancellationToken) -> Result<serde_json::Value, Failure> {
+    let agent_dir = cfg.workdir.join("agent");
+    let result = execute_run(cfg, stop).await;
+    // What the agent leaves (its tree, and its Codex home with everything it printed) goes once
+    // the run is over: the session that matters is stored, redacted, through control-plane. The
+    // agent's processes are gone by now, and removal follows none of the links it may have made.
+    if let Err(e) = std::fs::remove_dir_all(&agent_dir)
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        tracing::warn!(error = %e, dir = %agent_dir.display(), "cannot remove what the agent left");
+    }
+    result
+}
+
+async fn execute_run(cfg: Config, stop: CancellationToken) -> Result<serde_json::Value, Failure> {
     let secrets = vec![cfg.bot_token.clone(), cfg.model_key.clone()];
     let cb = Callbacks::connect(&cfg.run.control_plane_target, &cfg.run_token, secrets).await.map_err(|e| Failure::failed(chain(&e)))?;
     cb.started(json!({"agent_key": cfg.run.agent_key, "trigger_kind": cfg.run.trigger_kind, "repository": cfg.repo.full_name(), "learning_mode": cfg.run.learning_mode}))

@@ -7,29 +7,10 @@
 //! pull request and answers the review comment. Finally a canary scan: no captured log, event,
 //! comment or snapshot holds the bot token, the model key or any run token.
 
+use crate::stack::{MODEL_KEY, Setup, Stack, assert_no_secret, wait_for};
 use ck8s_domain::comments::{Phase, StatusState};
-use ck8s_testkit::forge::ForgeSim;
-use ck8s_testkit::process::{INTERNAL_TOKEN, ServiceProcess, bin_path, control_plane_env};
 use serde_json::{Value, json};
-use std::time::{Duration, Instant};
-
-const SECRET: &str = "e2e-webhook-secret";
-const MODEL_KEY: &str = "sk-model-canary-e2e-4417";
-
-async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut f: F, diag: &dyn Fn() -> String) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let start = Instant::now();
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(start.elapsed() < timeout, "{what} did not happen within {timeout:?}\n{}", diag());
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
-}
+use std::time::Duration;
 
 async fn run_of(pool: &sqlx::PgPool, kind: &str) -> Option<(uuid::Uuid, String, String)> {
     sqlx::query_as("SELECT id, status, correlation_id FROM agent_runs WHERE trigger_kind = $1 ORDER BY created_at DESC LIMIT 1")
@@ -68,86 +49,10 @@ fn labels(v: &Value) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_labelled_issue_becomes_a_pull_request_and_a_review_becomes_its_revision_end_to_end() {
-    let db = ck8s_testkit::fresh_db().await;
-    let root = std::env::temp_dir().join(format!("ck8s-e2e-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&root);
-    std::fs::create_dir_all(&root).unwrap();
-    let fs = tokio::task::spawn_blocking(ForgeSim::start).await.unwrap();
-    let bot = fs.user_of_kind("acme", "Bot");
-    let alice = fs.user("alice");
-    let (s, repo) = fs.call("POST", "/_sim/repos", Some(&bot), Some(json!({"name": "app"})));
-    assert_eq!(s, 201);
-    fs.push_main(&bot, "acme/app", &[("README.md", "# app\n")], &root);
+    let stack = Stack::start("e2e", Setup::default()).await;
+    let (db, fs, alice) = (&stack.db, &stack.fs, stack.alice.clone());
+    let diag = || stack.diag();
 
-    let forge_url = fs.url();
-    let repo_id = repo["id"].as_i64().unwrap().to_string();
-    let cp_env = control_plane_env(
-        &db,
-        &[
-            ("CODEXK8S_AGENT_DEFAULT_LOCALE", "en"),
-            ("CODEXK8S_BOOTSTRAP_REPOSITORIES", &format!("acme/app={repo_id}")),
-            ("CODEXK8S_GITHUB_PAT", &bot),
-            ("CODEXK8S_GIT_BOT_USERNAME", "acme"),
-            ("CODEXK8S_SIDE_EFFECTS_ENABLED", "true"),
-            ("CODEXK8S_GITHUB_API_URL", &forge_url),
-            ("CODEXK8S_SIDE_EFFECTS_POLL_INTERVAL", "200ms"),
-            ("CODEXK8S_CONSOLE_URL", "https://console.example.com"),
-            ("CODEXK8S_LEARNING_MODE_DEFAULT", "true"),
-        ],
-    );
-    let runs_dir = root.join("runs");
-    let worker_env = {
-        let mut e = db.env();
-        let codex = ck8s_testkit::codex::binary().display().to_string();
-        e.extend(
-            [
-                ("CODEXK8S_HTTP_ADDR", "127.0.0.1:0".to_string()),
-                ("CODEXK8S_WORKER_ID", "e2e-worker".to_string()),
-                ("CODEXK8S_WORKER_POLL_INTERVAL", "300ms".to_string()),
-                ("CODEXK8S_AGENT_DEFAULT_LOCALE", "en".to_string()),
-                ("CODEXK8S_WORKER_JOB_COMMAND", bin_path("agent-runner")),
-                ("CODEXK8S_WORKER_LOCAL_RUNTIME_DIR", runs_dir.display().to_string()),
-                ("CODEXK8S_GITHUB_API_URL", forge_url.clone()),
-                ("CODEXK8S_GIT_BASE_URL", format!("{forge_url}/git")),
-                ("CODEXK8S_CODEX_BIN", codex),
-                ("CODEXK8S_GIT_BOT_TOKEN", bot.clone()),
-                ("CODEXK8S_GIT_BOT_USERNAME", "acme".to_string()),
-                ("CODEXK8S_GIT_BOT_MAIL", "acme@codex-k8s.local".to_string()),
-                ("CODEXK8S_OPENAI_API_KEY", MODEL_KEY.to_string()),
-            ]
-            .map(|(k, v)| (k.to_string(), v)),
-        );
-        e
-    };
-    let (model, cp, worker, gw) = tokio::task::spawn_blocking(move || {
-        let model = ServiceProcess::start(
-            &bin_path("model-sim"),
-            &[("CODEXK8S_MODEL_SIM_HTTP_ADDR".into(), "127.0.0.1:0".into()), ("CODEXK8S_MODEL_SIM_API_KEY".into(), MODEL_KEY.into())],
-            &["http"],
-        );
-        let cp = ServiceProcess::start(&bin_path("control-plane"), &cp_env, &["http", "grpc"]);
-        let (status, body) = cp.wait_http_ok("http", "/readyz", Duration::from_secs(20));
-        assert_eq!(status, 200, "control-plane not ready: {body}");
-        let mut we = worker_env;
-        we.push(("CODEXK8S_CONTROL_PLANE_GRPC_TARGET".into(), format!("http://{}", cp.addr("grpc"))));
-        we.push(("CODEXK8S_MODEL_BASE_URL".into(), format!("http://{}/v1", model.addr("http"))));
-        let worker = ServiceProcess::start(&bin_path("worker"), &we, &["http"]);
-        let gw_env = vec![
-            ("CODEXK8S_HTTP_ADDR".to_string(), "127.0.0.1:0".to_string()),
-            ("CODEXK8S_CONTROL_PLANE_GRPC_TARGET".to_string(), format!("http://{}", cp.addr("grpc"))),
-            ("CODEXK8S_GITHUB_WEBHOOK_SECRET".to_string(), SECRET.to_string()),
-            ("CODEXK8S_INTERNAL_API_TOKEN".to_string(), INTERNAL_TOKEN.to_string()),
-        ];
-        let gw = ServiceProcess::start(env!("CARGO_BIN_EXE_api-gateway"), &gw_env, &["http"]);
-        (model, cp, worker, gw)
-    })
-    .await
-    .unwrap();
-    let diag = || format!("control-plane:\n{}\nworker:\n{}", cp.output(), worker.output());
-
-    let hook = json!({"config": {"url": format!("http://{}/api/v1/webhooks/github", gw.addr("http")), "secret": SECRET, "content_type": "json"},
-                      "events": ["issues", "pull_request", "pull_request_review", "issue_comment"]});
-    assert_eq!(fs.call("POST", "/repos/acme/app/hooks", Some(&bot), Some(hook)).0, 201);
     let (s, issue) =
         fs.call("POST", "/repos/acme/app/issues", Some(&alice), Some(json!({"title": "Say hello", "body": "A greeting script, please."})));
     assert_eq!(s, 201);
@@ -295,37 +200,11 @@ async fn a_labelled_issue_becomes_a_pull_request_and_a_review_becomes_its_revisi
 
     // 3. The canary: nothing captured holds a secret.
     // (model-sim plays OpenAI: what the agent prints reaches the model by design, so its own log is
-    // not ours to check.)
-    let mut captured = vec![cp.output(), worker.output(), gw.output()];
-    for table in ["flow_events", "agent_sessions", "agent_runs", "learning_feedback", "github_side_effects", "run_status_comments"] {
-        let rows: Vec<String> =
-            sqlx::query_scalar(&format!("SELECT row_to_json(t)::text FROM {table} t")).fetch_all(&db.pool).await.unwrap();
-        captured.push(rows.join("\n"));
-    }
-    for path in [
-        "/repos/acme/app/issues/1/comments",
-        &format!("/repos/acme/app/issues/{pr}/comments"),
-        &format!("/repos/acme/app/pulls/{pr}/comments"),
-        &format!("/repos/acme/app/pulls/{pr}"),
-    ] {
-        captured.push(fs.call("GET", path, Some(&alice), None).1.to_string());
-    }
-    captured.extend(
-        ck8s_testkit::files_under(&runs_dir)
-            .into_iter()
-            .filter(|p| !p.components().any(|c| c.as_os_str() == "codex-home"))
-            .filter_map(|p| std::fs::read_to_string(p).ok()),
-    );
-    let all = captured.join("\n");
+    // not ours to check; the agent's own directories hold what it printed.)
+    let all = stack.captured(false).await;
     assert!(all.contains("[REDACTED]"), "the agent did print its credentials (the canary bait), so redaction had work to do");
-    for (name, secret) in [("bot token", bot.as_str()), ("model key", MODEL_KEY)] {
-        assert!(!all.contains(secret), "the {name} leaked into captured output");
-    }
-    let run_token = all
-        .match_indices("ck8srun_")
-        .map(|(i, _)| &all[i..(i + 72).min(all.len())])
-        .find(|t| t[8..].chars().all(|c| c.is_ascii_hexdigit()) && t.len() == 72);
-    assert_eq!(run_token, None, "a run token leaked into captured output");
-    drop((gw, worker, cp, model));
+    assert_no_secret(&all, &[("bot token", stack.bot.as_str()), ("model key", MODEL_KEY)], "captured output");
+    let root = stack.root.clone();
+    drop(stack);
     let _ = std::fs::remove_dir_all(&root);
 }

@@ -4,6 +4,8 @@
 
 mod e2e;
 mod forge;
+mod hostile;
+mod stack;
 mod webhook;
 
 use ck8s_testkit::process::{ServiceProcess, bin_path, free_port, http_get, run_to_exit};
