@@ -108,6 +108,22 @@ async fn wait_state(rt: &KubernetesRuntime, job: &JobRef, done: impl Fn(&JobStat
     }
 }
 
+/// The pod of a Job, once the Job controller has made it.
+async fn wait_pod(client: &Client, ns: &str, job: &str) -> k8s_openapi::api::core::v1::Pod {
+    let started = Instant::now();
+    loop {
+        let pods = Api::<k8s_openapi::api::core::v1::Pod>::namespaced(client.clone(), ns)
+            .list(&ListParams::default().labels(&format!("job-name={job}")))
+            .await
+            .unwrap();
+        if let Some(p) = pods.items.into_iter().next() {
+            return p;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "the Job controller made no pod for {job}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn prepare_and_launch_create_exactly_the_run_objects_and_repeating_changes_nothing() {
     let (rt, client) = runtime().await;
@@ -115,7 +131,8 @@ async fn prepare_and_launch_create_exactly_the_run_objects_and_repeating_changes
         let ns = cluster::unique_name("ck8s-prep");
         let env = environment(&ns, Some(profile));
         rt.prepare(&env).await.unwrap();
-        let spec = job_spec(&ns, "run-job", &[("KWOK_RUN_DURATION", "600s"), ("CODEXK8S_RUN_ID", "run-1")]);
+        let mut spec = job_spec(&ns, "run-job", &[("KWOK_RUN_DURATION", "600s"), ("CODEXK8S_RUN_ID", "run-1")]);
+        spec.service_account = Some(object.into());
         rt.launch(&spec).await.unwrap();
 
         let nsobj: Namespace = Api::all(client.clone()).get(&ns).await.unwrap();
@@ -170,6 +187,20 @@ async fn prepare_and_launch_create_exactly_the_run_objects_and_repeating_changes
         );
         assert_eq!(container.env_from.as_ref().unwrap()[0].secret_ref.as_ref().unwrap().name, "run-job-credentials");
         assert_eq!(job.spec.as_ref().unwrap().backoff_limit, Some(0));
+        // The pod the Job controller made, as admission left it: the agent's sidecar has no
+        // Secret, and only it has a service-account token (the profile needs the cluster); the
+        // runner has none.
+        let pod = wait_pod(&client, &ns, "run-job").await;
+        let pod_spec = pod.spec.unwrap();
+        assert_eq!(pod_spec.automount_service_account_token, Some(false));
+        let agent = &pod_spec.init_containers.as_ref().expect("the agent's sidecar")[0];
+        assert_eq!((agent.name.as_str(), agent.restart_policy.as_deref()), ("agent", Some("Always")));
+        assert!(agent.env_from.is_none() && agent.env.iter().flatten().all(|e| !e.name.starts_with("CODEXK8S_")));
+        let token_at = |c: &k8s_openapi::api::core::v1::Container| {
+            c.volume_mounts.iter().flatten().any(|m| m.mount_path == "/var/run/secrets/kubernetes.io/serviceaccount")
+        };
+        assert!(token_at(agent), "the agent may reach the cluster its profile allows");
+        assert!(!token_at(&pod_spec.containers[0]), "the runner holds no service-account token");
         let jobs = Api::<Job>::namespaced(client.clone(), &ns).list(&ListParams::default()).await.unwrap();
         assert_eq!(jobs.items.len(), 1);
 
@@ -268,6 +299,16 @@ async fn the_job_controller_and_kwok_drive_jobs_to_success_and_failure_and_cance
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
     let of_long = ListParams::default().labels("job-name=job-long");
     assert_eq!(pods.list(&of_long).await.unwrap().items.len(), 1);
+    // A run without an access profile: no container of its pod holds a service-account token.
+    let spec = wait_pod(&client, &ns, "job-long").await.spec.unwrap();
+    let mounts: Vec<String> = spec
+        .init_containers
+        .iter()
+        .flatten()
+        .chain(&spec.containers)
+        .flat_map(|c| c.volume_mounts.iter().flatten().map(|m| m.mount_path.clone()))
+        .collect();
+    assert_eq!(mounts, ["/agent", "/agent", "/runner"], "the shared volume and the runner's own, no token");
     rt.cancel(&long).await.unwrap();
     rt.cancel(&long).await.unwrap(); // cancelling twice is not an error
     let started = Instant::now();

@@ -40,6 +40,9 @@ pub struct Codex {
     pub output_schema: bool,
     /// The user the agent runs as (`None`: the runner's own).
     pub agent: Option<AgentUser>,
+    /// The agent container's host directory (Kubernetes: the agent runs in a container of its
+    /// own, [`crate::host`]); `None` runs Codex here.
+    pub host: Option<PathBuf>,
 }
 
 /// Running Codex failed.
@@ -53,6 +56,8 @@ pub enum CodexError {
         "the agent's user cannot run the Codex CLI: {0}; install it where every user can read it (scripts/codex.sh does) and point CODEXK8S_CODEX_BIN at it"
     )]
     Unreachable(String),
+    #[error(transparent)]
+    Host(#[from] crate::host::HostError),
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }
@@ -140,6 +145,33 @@ impl Codex {
         extra_secrets: &[&str],
     ) -> Result<CodexTranscript, CodexError> {
         let inv = self.invocation(workdir, prompt, session)?;
+        let mut secrets = self.secrets();
+        secrets.extend(extra_secrets.iter().map(|s| s.to_string()));
+        let refs: Vec<&str> = secrets.iter().map(String::as_str).collect();
+        let (transcript, tail, code) = match &self.host {
+            Some(dir) => {
+                let mut remote = crate::host::Remote::start(dir, &inv)?;
+                let exit = remote.wait().await?;
+                // The files are the agent's: opened without following links, read with caps.
+                let out = tokio::fs::File::from_std(crate::host::open_plain(&remote.file("stdout"))?);
+                let err = tokio::fs::File::from_std(crate::host::open_plain(&remote.file("stderr"))?);
+                let (t, tail) = tokio::try_join!(read_transcript(Some(out), &refs), read_tail(Some(err)))?;
+                (t, tail, exit.code)
+            }
+            None => self.exec_here(&inv, &refs).await?,
+        };
+        if code != Some(0) {
+            let stderr = redact_all(tail.trim(), &refs);
+            let message = transcript.errors.last().cloned().unwrap_or(stderr);
+            tracing::warn!(code = ?code, "the Codex CLI failed");
+            return Err(CodexError::Failed { code, message, transcript: Box::new(transcript) });
+        }
+        Ok(transcript)
+    }
+
+    /// Runs `inv` here, as the agent's user when there is one; every process that user left is
+    /// killed when it ends (or when the run is dropped).
+    async fn exec_here(&self, inv: &Invocation, refs: &[&str]) -> Result<(CodexTranscript, String, Option<i32>), CodexError> {
         if let Some(agent) = self.agent {
             if let Some(why) = crate::sandbox::unreachable_for_others(&self.binary) {
                 return Err(CodexError::Unreachable(why));
@@ -159,49 +191,44 @@ impl Codex {
         if let Some(agent) = self.agent {
             cmd.uid(agent.uid).gid(agent.gid);
         }
-        let mut secrets = self.secrets();
-        secrets.extend(extra_secrets.iter().map(|s| s.to_string()));
-        let refs: Vec<&str> = secrets.iter().map(String::as_str).collect();
         let mut child = cmd.spawn().map_err(|e| CodexError::Start(self.binary.display().to_string(), e))?;
         let mut group = GroupGuard { pgid: child.id(), agent: self.agent };
         let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
-        let read_out = async {
-            let mut t = CodexTranscript::default();
-            if let Some(out) = stdout {
-                let mut lines = BoundedLines::new(out);
-                while let Some(line) = lines.next().await? {
-                    t.feed(&line, &refs);
-                }
-                t.unparsed_lines += lines.overlong;
-            }
-            Ok::<_, std::io::Error>(t)
-        };
-        let read_err = async {
-            let mut tail = String::new();
-            if let Some(err) = stderr {
-                let mut lines = BoundedLines::new(err);
-                while let Some(line) = lines.next().await? {
-                    tail.push_str(&line);
-                    tail.push('\n');
-                    if tail.len() > STDERR_TAIL {
-                        let cut = tail.len() - STDERR_TAIL / 2;
-                        tail = tail[tail.ceil_char_boundary(cut)..].to_string();
-                    }
-                }
-            }
-            Ok::<_, std::io::Error>(tail)
-        };
-        let (transcript, tail, status) = tokio::try_join!(read_out, read_err, child.wait())?;
+        let (transcript, tail, status) = tokio::try_join!(read_transcript(stdout, refs), read_tail(stderr), child.wait())?;
         group.pgid = None;
         drop(group);
-        if !status.success() {
-            let stderr = redact_all(tail.trim(), &refs);
-            let message = transcript.errors.last().cloned().unwrap_or(stderr);
-            tracing::warn!(status = %status, "the Codex CLI failed");
-            return Err(CodexError::Failed { code: status.code(), message, transcript: Box::new(transcript) });
-        }
-        Ok(transcript)
+        Ok((transcript, tail, status.code()))
     }
+}
+
+/// Codex's JSON events, line by line with caps, redacted as they are read.
+async fn read_transcript<R: tokio::io::AsyncRead + Unpin>(out: Option<R>, refs: &[&str]) -> std::io::Result<CodexTranscript> {
+    let mut t = CodexTranscript::default();
+    if let Some(out) = out {
+        let mut lines = BoundedLines::new(out);
+        while let Some(line) = lines.next().await? {
+            t.feed(&line, refs);
+        }
+        t.unparsed_lines += lines.overlong;
+    }
+    Ok(t)
+}
+
+/// The last [`STDERR_TAIL`] bytes (about) of Codex's stderr.
+async fn read_tail<R: tokio::io::AsyncRead + Unpin>(err: Option<R>) -> std::io::Result<String> {
+    let mut tail = String::new();
+    if let Some(err) = err {
+        let mut lines = BoundedLines::new(err);
+        while let Some(line) = lines.next().await? {
+            tail.push_str(&line);
+            tail.push('\n');
+            if tail.len() > STDERR_TAIL {
+                let cut = tail.len() - STDERR_TAIL / 2;
+                tail = tail[tail.ceil_char_boundary(cut)..].to_string();
+            }
+        }
+    }
+    Ok(tail)
 }
 
 /// One agent command: what the runner asks to be run, locally or by the agent container's host.
@@ -307,6 +334,7 @@ mod tests {
             mcp_token: Some(SecretString::from("run-token-canary".to_string())),
             output_schema: true,
             agent: None,
+            host: None,
         };
         let t = c.config_toml();
         assert!(t.starts_with("model_provider = \"codexk8s\"\nmodel = \"gpt-5.4\"\nmodel_reasoning_effort = \"high\""), "{t}");

@@ -27,8 +27,14 @@ pub struct Config {
     pub bot_token: SecretString,
     pub model_key: SecretString,
     pub run_token: SecretString,
-    /// Where the work tree and `CODEX_HOME` live.
+    /// The runner's own directory (its clone; on the local runtime the agent's too).
     pub workdir: PathBuf,
+    /// The agent's directory: its work tree and `CODEX_HOME` (`CODEXK8S_AGENT_WORKDIR`; on
+    /// Kubernetes the volume shared with the agent's container; else `<workdir>/agent`).
+    pub agent_dir: PathBuf,
+    /// The agent container's host directory (`CODEXK8S_AGENT_HOST_DIR`, Kubernetes): the agent
+    /// runs there, not as a process of the runner.
+    pub agent_host: Option<PathBuf>,
 }
 
 impl Config {
@@ -51,13 +57,16 @@ impl Config {
         let model_key = r.required_secret("OPENAI_API_KEY", "the model API key (the worker passes it as a secret)");
         let run_token = r.required_secret("RUN_TOKEN", "the run's bearer token for control-plane (the worker passes it as a secret)");
         let workdir = r.opt_string("RUN_WORKDIR").map(PathBuf::from);
+        let agent_dir = r.opt_string("AGENT_WORKDIR").map(PathBuf::from);
+        let agent_host = r.opt_string("AGENT_HOST_DIR").map(PathBuf::from);
         r.finish()?;
         // `finish` fails whenever the run could not be read, so it is there.
         let Some(run) = run else { return Err(ConfigError::Invalid(vec![])) };
         let repo = RepoRef::parse(&run.repository_full_name).unwrap_or_else(|| RepoRef::new("-", "-"));
         let workdir = workdir.unwrap_or_else(|| std::env::temp_dir().join(format!("codex-k8s-run-{}", run.run_id)));
         let model_base_url = platform.model_base_url.clone().unwrap_or_else(|| OPENAI_BASE_URL.to_string());
-        Ok(Self { run, platform, repo, model_base_url, bot_token, model_key, run_token, workdir })
+        let agent_dir = agent_dir.unwrap_or_else(|| workdir.join("agent"));
+        Ok(Self { run, platform, repo, model_base_url, bot_token, model_key, run_token, workdir, agent_dir, agent_host })
     }
 }
 

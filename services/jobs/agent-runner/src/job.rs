@@ -82,9 +82,13 @@ async fn prepare(cfg: &Config, provider: &GithubProvider, cb: &Callbacks) -> Res
         _ => (Vec::new(), Vec::new()),
     };
 
-    let claim = AgentUser::claim(&cfg.run.run_id.to_string())
-        .map_err(|e| Failure::failed(format!("cannot claim a user for the agent under /run/codex-k8s/agents: {e}")))?;
-    if claim.is_none() {
+    // In a pod the agent has a container of its own; here it gets a user of its own.
+    let claim = match cfg.agent_host {
+        Some(_) => None,
+        None => AgentUser::claim(&cfg.run.run_id.to_string())
+            .map_err(|e| Failure::failed(format!("cannot claim a user for the agent under /run/codex-k8s/agents: {e}")))?,
+    };
+    if claim.is_none() && cfg.agent_host.is_none() {
         cb.event(
             "run.agent.isolation",
             json!({"separate_user": false, "reason": "the runner is not root, so the agent runs as the runner's user"}),
@@ -93,7 +97,7 @@ async fn prepare(cfg: &Config, provider: &GithubProvider, cb: &Callbacks) -> Res
     }
     // What an earlier attempt's agent left (it may have planted links for the runner to follow
     // while restoring the session as root) goes first.
-    let agent_dir = cfg.workdir.join("agent");
+    let agent_dir = cfg.agent_dir.clone();
     if agent_dir.exists() {
         std::fs::remove_dir_all(&agent_dir).map_err(|e| Failure::failed(format!("cannot clear {}: {e}", agent_dir.display())))?;
     }
@@ -109,6 +113,7 @@ async fn prepare(cfg: &Config, provider: &GithubProvider, cb: &Callbacks) -> Res
         bot_token: cfg.bot_token.clone(),
         identity: Identity { name: cfg.run.agent_name.clone(), email: cfg.platform.git_bot_mail.clone() },
         workdir: cfg.workdir.clone(),
+        agent_dir: cfg.agent_dir.clone(),
         prompt: PromptContext {
             repository: cfg.repo.full_name(),
             run_id: cfg.run.run_id.to_string(),
@@ -157,6 +162,7 @@ async fn prepare(cfg: &Config, provider: &GithubProvider, cb: &Callbacks) -> Res
         mcp_token: cfg.platform.mcp_url.as_ref().map(|_| cfg.run_token.clone()),
         output_schema: true,
         agent: claim.as_ref().map(|c| c.user),
+        host: cfg.agent_host.clone(),
     };
     Ok(Prepared { input, codex, restored_from, existing_pr, proxy, _claim: claim })
 }
@@ -245,7 +251,7 @@ fn session_json(
 /// it started are killed — and the session so far is saved as a `cancelled` snapshot, so a
 /// revise run can resume it.
 pub async fn execute(cfg: Config, stop: CancellationToken) -> Result<serde_json::Value, Failure> {
-    let agent_dir = cfg.workdir.join("agent");
+    let agent_dir = cfg.agent_dir.clone();
     let result = execute_run(cfg, stop).await;
     // What the agent leaves (its tree, and its Codex home with everything it printed) goes once
     // the run is over: the session that matters is stored, redacted, through control-plane. The

@@ -5,11 +5,13 @@
 //! work tree to a pull request with its labels moved, review comments answered, the reviewer's
 //! review or the learning-mode explanations posted; `session` carries Codex sessions in and out of
 //! snapshots; `callbacks` reports to control-plane with the run's token; `sandbox` is the
-//! unprivileged user the agent runs as.
+//! unprivileged user the agent runs as; `host` carries the agent's commands out in a container of
+//! its own (Kubernetes).
 
 pub mod callbacks;
 pub mod codex;
 pub mod config;
+pub mod host;
 pub mod job;
 pub mod pipeline;
 pub mod prompt;

@@ -24,6 +24,8 @@ pub struct RunInput {
     pub bot_token: SecretString,
     pub identity: Identity,
     pub workdir: PathBuf,
+    /// The agent's directory (`<workdir>/agent` on the local runtime).
+    pub agent_dir: PathBuf,
     pub prompt: PromptContext,
     pub scope: WriteScope,
     /// Whether the run should end with a pull request (not for reviewer/discussion/ai-repair).
@@ -43,8 +45,9 @@ pub struct RunInput {
 }
 
 /// Makes the run's directories: `<workdir>` (others may pass through, not list), `runner/`
-/// (the runner's alone) and `agent/` (the agent's). Leftovers of an earlier attempt are removed.
-fn layout(workdir: &std::path::Path, agent: Option<AgentUser>) -> Result<(PathBuf, PathBuf), WorkspaceError> {
+/// (the runner's alone) and `agent_dir` (the agent's: `<workdir>/agent`, or the volume shared with
+/// the agent's container). Leftovers of an earlier attempt are removed.
+fn layout(workdir: &std::path::Path, agent_dir: &std::path::Path, agent: Option<AgentUser>) -> Result<PathBuf, WorkspaceError> {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
     std::fs::create_dir_all(workdir)?;
     let meta = std::fs::symlink_metadata(workdir)?;
@@ -52,19 +55,19 @@ fn layout(workdir: &std::path::Path, agent: Option<AgentUser>) -> Result<(PathBu
         let message = format!("{} is not a directory of the runner's own (a link, or made by someone else)", workdir.display());
         return Err(WorkspaceError::Unexpected { step: "work directory".into(), message });
     }
-    let (runner, agent_dir) = (workdir.join("runner"), workdir.join("agent"));
+    let runner = workdir.join("runner");
     for d in [&runner, &agent_dir.join("repo")] {
         if d.exists() {
             std::fs::remove_dir_all(d)?;
         }
     }
     std::fs::create_dir_all(&runner)?;
-    std::fs::create_dir_all(&agent_dir)?;
+    std::fs::create_dir_all(agent_dir)?;
     std::fs::set_permissions(workdir, std::fs::Permissions::from_mode(0o711))?;
     std::fs::set_permissions(&runner, std::fs::Permissions::from_mode(0o700))?;
     let agent_mode = if agent.is_some() { 0o700 } else { 0o755 };
-    std::fs::set_permissions(&agent_dir, std::fs::Permissions::from_mode(agent_mode))?;
-    Ok((runner, agent_dir))
+    std::fs::set_permissions(agent_dir, std::fs::Permissions::from_mode(agent_mode))?;
+    Ok(runner)
 }
 
 /// A learning-mode explanation posted on the pull request (spec §8).
@@ -127,7 +130,8 @@ impl RunError {
 /// files of that copy, checked against the write scope path by path before one commit is pushed.
 pub async fn run(input: RunInput, codex: &Codex, provider: &dyn RepositoryProvider) -> Result<RunOutcome, RunError> {
     let p = &input.prompt;
-    let (runner_dir, agent_dir) = layout(&input.workdir, codex.agent)?;
+    let agent_dir = input.agent_dir.clone();
+    let runner_dir = layout(&input.workdir, &agent_dir, codex.agent)?;
     let ws = Workspace::prepare(
         &runner_dir.join("repo"),
         &runner_dir.join("git-home"),

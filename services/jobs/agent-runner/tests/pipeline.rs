@@ -93,6 +93,7 @@ impl World {
             mcp_token: None,
             output_schema: true,
             agent: self.claim(home),
+            host: None,
         }
     }
 
@@ -103,6 +104,7 @@ impl World {
             bot_token: SecretString::from(self.bot.clone()),
             identity: Identity { name: "AI Developer".into(), email: "acme@example.com".into() },
             workdir: self.root.join(dir),
+            agent_dir: self.root.join(dir).join("agent"),
             prompt: PromptContext {
                 repository: "acme/app".into(),
                 run_id: format!("run-{dir}"),
@@ -279,4 +281,42 @@ async fn scope_violations_push_nothing_and_a_revise_without_a_branch_exits_42() 
     let err = run(w.input("s3", 99, "Say hello", WriteScope::Unrestricted, true), &w.codex("codex-home"), &gh).await.unwrap_err();
     assert_eq!((err.exit(), err.exit().code()), (AgentExit::NothingToRevise, 42), "{err}");
     let _ = std::fs::remove_dir_all(&w.root);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn in_a_pod_the_agent_runs_in_a_container_of_its_own_reached_only_through_the_shared_directory() {
+    let w = tokio::task::spawn_blocking(|| world("pod")).await.unwrap();
+    w.start_proxy().await;
+    let gh = w.provider();
+    let n = w.issue("Say hello");
+    // The agent's container: the host on the shared volume, with no credential in its
+    // environment (the pod gives it no Secret).
+    let shared = w.root.join("shared");
+    let host_dir = shared.join("host");
+    let mut host = std::process::Command::new(env!("CARGO_BIN_EXE_agent-runner"))
+        .arg("agent-host")
+        .arg(&host_dir)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .spawn()
+        .unwrap();
+    let mut input = w.input("private", n, "Say hello", WriteScope::Unrestricted, false);
+    input.agent_dir = shared.join("work");
+    let mut codex = w.codex("unused-home");
+    codex.home = shared.join("work/codex-home");
+    codex.agent = None;
+    codex.host = Some(host_dir.clone());
+    let out = run(input, &codex, &gh).await.unwrap();
+    assert!(out.pr_created, "{out:?}");
+    assert_eq!(out.changed_paths, vec!["hello.sh"]);
+    assert!(out.report.summary.starts_with("Added `hello.sh`"), "{:?}", out.report);
+    // Codex ran in the host: its output and exit are in the shared directory.
+    let files: Vec<String> =
+        std::fs::read_dir(&host_dir).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+    assert_eq!(files.iter().filter(|f| f.ends_with(".exit")).count(), 1, "{files:?}");
+    assert!(!w.root.join("private/agent").exists(), "the agent's tree is on the shared volume, not beside the runner's clone");
+    assert!(shared.join("work/repo/hello.sh").exists());
+    let _ = host.kill();
+    let _ = host.wait();
+    no_canary(&shared, &[&w.bot, MODEL_KEY]);
 }

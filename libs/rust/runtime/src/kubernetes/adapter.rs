@@ -74,7 +74,8 @@ pub fn job_state(job: &Job, pods: &[Pod]) -> JobState {
             let reason = ps.reason.clone().unwrap_or_else(|| "pod failed".into());
             return JobState::Failed { reason, exit_code: run_exit_code(std::slice::from_ref(pod)) };
         }
-        for cs in ps.container_statuses.iter().flatten() {
+        // The agent's sidecar is an init container: stuck there is stuck too.
+        for cs in ps.container_statuses.iter().flatten().chain(ps.init_container_statuses.iter().flatten()) {
             if let Some(w) = cs.state.as_ref().and_then(|s| s.waiting.as_ref()) {
                 let reason = w.reason.clone().unwrap_or_default();
                 if STUCK.contains(&reason.as_str()) || reason.ends_with("BackOff") {

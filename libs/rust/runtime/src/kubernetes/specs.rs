@@ -2,13 +2,18 @@
 //! be checked without a cluster: the namespace with its managed labels and lease annotations,
 //! service account, Role and RoleBinding per access profile (never `secrets`), ResourceQuota, a
 //! default-deny NetworkPolicy with the allowed egress, the per-run credentials Secret, and the Job
-//! that references it (credentials never appear as plain env values).
+//! that references it (credentials never appear as plain env values). The Job's pod splits the run
+//! (ADR-0015): the runner container has the Secret; the agent runs in a container of its own
+//! with no Secret, no service-account token unless the access profile needs the cluster, and no
+//! view of the runner's processes, and the two share only the agent's volume.
 
 use ck8s_domain::runtime::JobSpec;
 use k8s_openapi::api::batch::v1::{Job, JobSpec as K8sJobSpec};
 use k8s_openapi::api::core::v1::{
-    Container, EnvFromSource, EnvVar, Namespace, PodSpec, PodTemplateSpec, ResourceQuota, ResourceQuotaSpec, Secret, SecretEnvSource,
-    ServiceAccount,
+    Capabilities, ConfigMapProjection, Container, DownwardAPIProjection, DownwardAPIVolumeFile, EmptyDirVolumeSource, EnvFromSource,
+    EnvVar, KeyToPath, Namespace, ObjectFieldSelector, PodSecurityContext, PodSpec, PodTemplateSpec, ProjectedVolumeSource, ResourceQuota,
+    ResourceQuotaSpec, Secret, SecretEnvSource, SecurityContext, ServiceAccount, ServiceAccountTokenProjection, Volume, VolumeMount,
+    VolumeProjection,
 };
 use k8s_openapi::api::networking::v1::{
     IPBlock, NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicyPort, NetworkPolicySpec,
@@ -296,8 +301,73 @@ pub struct JobSettings {
     pub ttl_seconds_after_finished: i32,
 }
 
-/// The run's Job: one attempt, a hard deadline, cleaned up after it finishes; credentials come
-/// from the Secret through `envFrom`.
+/// Where the agent's volume (shared by both containers) is mounted.
+pub const AGENT_MOUNT: &str = "/agent";
+/// Where the runner's own volume is mounted.
+pub const RUNNER_MOUNT: &str = "/runner";
+/// Where the agent container finds a service-account token when its profile needs the cluster
+/// (the path Kubernetes clients look at).
+pub const TOKEN_MOUNT: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+/// The unprivileged user both containers run as.
+pub const RUN_AS: i64 = 65532;
+
+fn mount(name: &str, path: &str, read_only: bool) -> VolumeMount {
+    VolumeMount { name: name.into(), mount_path: path.into(), read_only: read_only.then_some(true), ..Default::default() }
+}
+
+fn locked_down() -> SecurityContext {
+    SecurityContext {
+        allow_privilege_escalation: Some(false),
+        capabilities: Some(Capabilities { drop: Some(vec!["ALL".into()]), ..Default::default() }),
+        ..Default::default()
+    }
+}
+
+/// The projected service-account token (with the cluster's CA and the namespace) the agent
+/// container gets when its access profile needs the cluster: the pod itself mounts none.
+fn token_volume() -> Volume {
+    Volume {
+        name: "agent-token".into(),
+        projected: Some(ProjectedVolumeSource {
+            sources: Some(vec![
+                VolumeProjection {
+                    service_account_token: Some(ServiceAccountTokenProjection {
+                        path: "token".into(),
+                        expiration_seconds: Some(3600),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                },
+                VolumeProjection {
+                    config_map: Some(ConfigMapProjection {
+                        name: "kube-root-ca.crt".into(),
+                        items: Some(vec![KeyToPath { key: "ca.crt".into(), path: "ca.crt".into(), ..Default::default() }]),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                },
+                VolumeProjection {
+                    downward_api: Some(DownwardAPIProjection {
+                        items: Some(vec![DownwardAPIVolumeFile {
+                            path: "namespace".into(),
+                            field_ref: Some(ObjectFieldSelector { field_path: "metadata.namespace".into(), ..Default::default() }),
+                            ..Default::default()
+                        }]),
+                    }),
+                    ..Default::default()
+                },
+            ]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// The run's Job: one attempt, a hard deadline, cleaned up after it finishes. Its pod has the
+/// runner (`run`: the command, credentials from the Secret through `envFrom`, its own volume for
+/// its clone) and the agent (`agent`: a sidecar running `<command> agent-host`, which carries out
+/// what the runner asks in the shared volume). The Job ends with the runner; Kubernetes then stops
+/// the sidecar.
 pub fn job(spec: &JobSpec, settings: &JobSettings) -> Job {
     let labels = map(&[
         ("app.kubernetes.io/name", "codex-k8s-run"),
@@ -306,18 +376,48 @@ pub fn job(spec: &JobSpec, settings: &JobSettings) -> Job {
         ("codex-k8s.dev/project-id", &spec.project_id),
     ]);
     let annotations = map(&[("codex-k8s.dev/correlation-id", &spec.correlation_id)]);
-    let env: Vec<EnvVar> = spec.env.iter().map(|(k, v)| EnvVar { name: k.clone(), value: Some(v.clone()), ..Default::default() }).collect();
+    let var = |k: &str, v: String| EnvVar { name: k.into(), value: Some(v), ..Default::default() };
+    let mut env: Vec<EnvVar> = spec.env.iter().map(|(k, v)| var(k, v.clone())).collect();
+    env.extend([
+        var("CODEXK8S_RUN_WORKDIR", format!("{RUNNER_MOUNT}/run")),
+        var("CODEXK8S_AGENT_WORKDIR", format!("{AGENT_MOUNT}/work")),
+        var("CODEXK8S_AGENT_HOST_DIR", format!("{AGENT_MOUNT}/host")),
+    ]);
     let env_from = (!spec.secret_env.is_empty()).then(|| {
         vec![EnvFromSource { secret_ref: Some(SecretEnvSource { name: secret_name(spec), optional: Some(false) }), ..Default::default() }]
     });
-    let container = Container {
+    let runner = Container {
         name: "run".into(),
         image: Some(spec.image.clone()),
         command: Some(spec.command.clone()),
         env: Some(env),
         env_from,
+        volume_mounts: Some(vec![mount("agent", AGENT_MOUNT, false), mount("runner", RUNNER_MOUNT, false)]),
+        security_context: Some(locked_down()),
         ..Default::default()
     };
+    let cluster_access = spec.service_account.is_some();
+    let mut agent_mounts = vec![mount("agent", AGENT_MOUNT, false)];
+    if cluster_access {
+        agent_mounts.push(mount("agent-token", TOKEN_MOUNT, true));
+    }
+    let program = spec.command.first().cloned().unwrap_or_default();
+    let agent = Container {
+        name: "agent".into(),
+        image: Some(spec.image.clone()),
+        command: Some(vec![program, "agent-host".into(), format!("{AGENT_MOUNT}/host")]),
+        env: Some(vec![var("HOME", format!("{AGENT_MOUNT}/work"))]),
+        // A sidecar: started before the runner, stopped once the runner has ended.
+        restart_policy: Some("Always".into()),
+        volume_mounts: Some(agent_mounts),
+        security_context: Some(locked_down()),
+        ..Default::default()
+    };
+    let empty = |name: &str| Volume { name: name.into(), empty_dir: Some(EmptyDirVolumeSource::default()), ..Default::default() };
+    let mut volumes = vec![empty("agent"), empty("runner")];
+    if cluster_access {
+        volumes.push(token_volume());
+    }
     Job {
         metadata: meta(&spec.job_name, Some(&spec.namespace), labels.clone(), annotations.clone()),
         spec: Some(K8sJobSpec {
@@ -329,7 +429,20 @@ pub fn job(spec: &JobSpec, settings: &JobSettings) -> Job {
                 spec: Some(PodSpec {
                     restart_policy: Some("Never".into()),
                     service_account_name: spec.service_account.clone(),
-                    containers: vec![container],
+                    // No container gets a token by default; the agent's is projected above.
+                    automount_service_account_token: Some(false),
+                    share_process_namespace: Some(false),
+                    enable_service_links: Some(false),
+                    security_context: Some(PodSecurityContext {
+                        run_as_non_root: Some(true),
+                        run_as_user: Some(RUN_AS),
+                        run_as_group: Some(RUN_AS),
+                        fs_group: Some(RUN_AS),
+                        ..Default::default()
+                    }),
+                    init_containers: Some(vec![agent]),
+                    containers: vec![runner],
+                    volumes: Some(volumes),
                     ..Default::default()
                 }),
             },

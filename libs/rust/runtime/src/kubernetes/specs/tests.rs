@@ -150,6 +150,45 @@ fn the_job_runs_once_with_a_deadline_and_takes_credentials_from_its_secret() {
 }
 
 #[test]
+fn the_agent_runs_in_a_container_of_its_own_without_the_secret_or_a_token_it_does_not_need() {
+    let mut spec = job_spec();
+    let j = job(&spec, &JobSettings { ttl_seconds_after_finished: 600 });
+    let pod = j.spec.unwrap().template.spec.unwrap();
+    assert_eq!(pod.automount_service_account_token, Some(false), "no container gets a token by default");
+    assert_eq!(pod.share_process_namespace, Some(false), "the agent cannot see the runner's processes");
+    let agent = &pod.init_containers.as_ref().unwrap()[0];
+    assert_eq!((agent.name.as_str(), agent.restart_policy.as_deref()), ("agent", Some("Always")), "a sidecar");
+    assert_eq!(agent.command.as_deref().unwrap(), ["/usr/local/bin/codex-k8s-agent-runner", "agent-host", "/agent/host"]);
+    assert!(agent.env_from.is_none(), "the agent gets no Secret");
+    let agent_json = serde_json::to_string(agent).unwrap();
+    assert!(!agent_json.contains("CODEXK8S_") && !agent_json.contains("credentials"), "{agent_json}");
+    let mounts = |c: &Container| c.volume_mounts.iter().flatten().map(|m| (m.name.clone(), m.mount_path.clone())).collect::<Vec<_>>();
+    // The profile needs the cluster: the agent, and only the agent, gets a projected token.
+    assert_eq!(mounts(agent), vec![("agent".into(), "/agent".into()), ("agent-token".into(), TOKEN_MOUNT.into())]);
+    let runner = &pod.containers[0];
+    assert_eq!(mounts(runner), vec![("agent".into(), "/agent".into()), ("runner".into(), "/runner".into())], "its clone is its own");
+    let env: BTreeMap<String, String> =
+        runner.env.iter().flatten().map(|e| (e.name.clone(), e.value.clone().unwrap_or_default())).collect();
+    assert_eq!(env["CODEXK8S_AGENT_HOST_DIR"], "/agent/host");
+    assert_eq!(env["CODEXK8S_AGENT_WORKDIR"], "/agent/work");
+    assert_eq!(env["CODEXK8S_RUN_WORKDIR"], "/runner/run");
+    for c in [agent, runner] {
+        let sc = c.security_context.as_ref().unwrap();
+        assert_eq!(sc.allow_privilege_escalation, Some(false));
+        assert_eq!(sc.capabilities.as_ref().unwrap().drop.as_deref(), Some(&["ALL".to_string()][..]));
+    }
+    assert_eq!(pod.security_context.unwrap().run_as_non_root, Some(true));
+    let volumes: Vec<String> = pod.volumes.unwrap().into_iter().map(|v| v.name).collect();
+    assert_eq!(volumes, ["agent", "runner", "agent-token"]);
+
+    // Without a profile there is no token at all.
+    spec.service_account = None;
+    let pod = job(&spec, &JobSettings { ttl_seconds_after_finished: 600 }).spec.unwrap().template.spec.unwrap();
+    assert_eq!(mounts(&pod.init_containers.unwrap()[0]), vec![("agent".into(), "/agent".into())]);
+    assert!(!pod.volumes.unwrap().iter().any(|v| v.projected.is_some()));
+}
+
+#[test]
 fn namespaces_from_the_worker_always_get_the_managed_labels() {
     let ns = namespace_with("codex-issue-x", &map(&[("codex-k8s.dev/run-id", "r1"), (MANAGED_BY, "spoofed")]), &BTreeMap::new());
     assert!(is_managed(ns.metadata.labels.as_ref()));
