@@ -119,6 +119,10 @@ pub fn check_run_pull(pr: &crate::forge::PullRequest, run: &RunPullFacts<'_>) ->
     Ok(())
 }
 
+/// Most status reports one run may owe (each is an edit of the bot's comment with the shared
+/// token); reports merged into one still waiting do not count.
+pub const MAX_STATUS_REPORTS: i64 = 30;
+
 /// Whether a model or reasoning-effort name reported by a runner is a plain name (letters,
 /// digits, `.`, `_`, `-`, `:`, `/`; 1-100 characters): it is shown in the bot's status comment,
 /// so nothing that markdown or HTML would read is let through.

@@ -36,9 +36,7 @@ pub const MAX_MESSAGE_BYTES: usize = 10 * 1024 * 1024;
 const MAX_ITEMS: usize = 500;
 const MAX_TEXT: usize = 64 * 1024;
 
-/// Most status reports one run may owe (each is an edit of the bot's comment with the shared
-/// token); reports merged into one still waiting do not count.
-pub const MAX_STATUS_REPORTS: i64 = 30;
+pub use ck8s_domain::agent_run::MAX_STATUS_REPORTS;
 /// Most confirmed pull requests remembered (then the memory starts over).
 const MAX_CONFIRMED: usize = 10_000;
 

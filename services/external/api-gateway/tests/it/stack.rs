@@ -38,8 +38,12 @@ pub struct Setup<'a> {
     /// Symbolic links of `main` (`(path, target)`).
     pub links: &'a [(&'a str, &'a str)],
     /// Scenario templates (`(file name, text)`); `{{FORGE_URL}}`, `{{MODEL_URL}}`,
-    /// `{{BOT_TOKEN}}`, `{{MODEL_KEY}}`, `{{MARK_DIR}}` and `{{RUNS_DIR}}` are filled in.
+    /// `{{BOT_TOKEN}}`, `{{MODEL_KEY}}`, `{{MARK_DIR}}`, `{{RUNS_DIR}}` and `{{CP_GRPC}}`
+    /// (control-plane's gRPC address) are filled in.
     pub scenarios: &'a [(&'a str, &'a str)],
+    /// Whether the platform's MCP server is configured (then the agent holds the run token as
+    /// its MCP bearer token).
+    pub mcp: bool,
 }
 
 /// A running stack (stopped when dropped).
@@ -75,8 +79,9 @@ impl Stack {
         let files: &[(&str, &str)] = if setup.files.is_empty() { &[("README.md", "# app\n")] } else { setup.files };
         fs.push_main_with_links(&bot, "acme/app", files, setup.links, &root);
 
-        // model-sim's port is chosen first: the scenarios name it.
+        // model-sim's and control-plane's ports are chosen first: the scenarios name them.
         let model_addr = format!("127.0.0.1:{}", free_port());
+        let cp_grpc = format!("127.0.0.1:{}", free_port());
         let scenarios_dir = root.join("scenarios");
         std::fs::create_dir_all(&scenarios_dir).unwrap();
         for (file, template) in setup.scenarios {
@@ -86,7 +91,8 @@ impl Stack {
                 .replace("{{BOT_TOKEN}}", &bot)
                 .replace("{{MODEL_KEY}}", MODEL_KEY)
                 .replace("{{MARK_DIR}}", &mark_dir.display().to_string())
-                .replace("{{RUNS_DIR}}", &root.join("runs").display().to_string());
+                .replace("{{RUNS_DIR}}", &root.join("runs").display().to_string())
+                .replace("{{CP_GRPC}}", &cp_grpc);
             std::fs::write(scenarios_dir.join(file), text).unwrap();
         }
 
@@ -104,6 +110,7 @@ impl Stack {
                 ("CODEXK8S_SIDE_EFFECTS_POLL_INTERVAL", "200ms"),
                 ("CODEXK8S_CONSOLE_URL", "https://console.example.com"),
                 ("CODEXK8S_LEARNING_MODE_DEFAULT", "true"),
+                ("CODEXK8S_GRPC_ADDR", &cp_grpc),
             ],
         );
         let runs_dir = root.join("runs");
@@ -127,6 +134,9 @@ impl Stack {
             ]
             .map(|(k, v)| (k.to_string(), v)),
         );
+        if setup.mcp {
+            worker_env.push(("CODEXK8S_CONTROL_PLANE_MCP_URL".into(), format!("http://{cp_grpc}/mcp")));
+        }
         let (model, cp, worker, gw) = tokio::task::spawn_blocking(move || {
             let model = ServiceProcess::start(
                 &bin_path("model-sim"),
