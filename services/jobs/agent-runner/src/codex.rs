@@ -6,6 +6,7 @@
 //! runs in a process group of its own on the async runtime; if the run is dropped (the pod is
 //! stopped), the whole group — Codex and every command it started — is killed.
 
+use crate::host::Invocation;
 use crate::sandbox::AgentUser;
 use ck8s_domain::agent_run::{CodexTranscript, redact_all};
 use secrecy::{ExposeSecret, SecretString};
@@ -229,16 +230,6 @@ async fn read_tail<R: tokio::io::AsyncRead + Unpin>(err: Option<R>) -> std::io::
         }
     }
     Ok(tail)
-}
-
-/// One agent command: what the runner asks to be run, locally or by the agent container's host.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Invocation {
-    pub program: String,
-    pub args: Vec<String>,
-    /// The whole environment (nothing else is inherited).
-    pub env: Vec<(String, String)>,
-    pub cwd: String,
 }
 
 /// Bytes of Codex's stderr kept (the end of it).

@@ -12,13 +12,22 @@
 //! Everything in the directory is the agent's to write, so the runner treats it as it treats the
 //! agent's output anywhere: opened without following links, read line by line with caps.
 
-use crate::codex::Invocation;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// How often each side looks at the shared directory.
 pub const POLL: Duration = Duration::from_millis(100);
+
+/// One agent command: what the runner asks to be run, locally or by the agent container's host.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Invocation {
+    pub program: String,
+    pub args: Vec<String>,
+    /// The whole environment (nothing else is inherited).
+    pub env: Vec<(String, String)>,
+    pub cwd: String,
+}
 
 /// One command for the host.
 #[derive(Debug, Clone, Serialize, Deserialize)]

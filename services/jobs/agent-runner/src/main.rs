@@ -28,25 +28,10 @@ fn main() -> ExitCode {
         Ok(c) => c,
         Err(e) => return bad_settings(e),
     };
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("agent-runner: cannot start the async runtime: {e}");
-            return ExitCode::from(AgentExit::Failed.code());
-        }
+    let outcome = match until_sigterm("stopping the run and saving its session", |stop| job::execute(cfg, stop)) {
+        Ok(o) => o,
+        Err(code) => return code,
     };
-    let stop = tokio_util::sync::CancellationToken::new();
-    let outcome = rt.block_on(async {
-        let on_signal = stop.clone();
-        tokio::spawn(async move {
-            if let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                term.recv().await;
-                tracing::warn!("SIGTERM: stopping the run and saving its session");
-                on_signal.cancel();
-            }
-        });
-        job::execute(cfg, stop).await
-    });
     match outcome {
         Ok(v) => {
             println!("{v}");
@@ -66,24 +51,10 @@ fn agent_host(args: &[String]) -> ExitCode {
         eprintln!("agent-runner: usage: agent-runner agent-host <shared directory>");
         return ExitCode::from(AgentExit::BadSettings.code());
     };
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("agent-runner: cannot start the async runtime: {e}");
-            return ExitCode::from(AgentExit::Failed.code());
-        }
+    let served = match until_sigterm("stopping the agent's command", |stop| agent_runner::host::serve(std::path::Path::new(dir), stop)) {
+        Ok(o) => o,
+        Err(code) => return code,
     };
-    let stop = tokio_util::sync::CancellationToken::new();
-    let served = rt.block_on(async {
-        let on_signal = stop.clone();
-        tokio::spawn(async move {
-            if let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                term.recv().await;
-                on_signal.cancel();
-            }
-        });
-        agent_runner::host::serve(std::path::Path::new(dir), stop).await
-    });
     match served {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -91,4 +62,29 @@ fn agent_host(args: &[String]) -> ExitCode {
             ExitCode::from(AgentExit::Failed.code())
         }
     }
+}
+
+/// Runs `work` on a single-threaded runtime; SIGTERM cancels the token it is given (`what` says
+/// what that does). Fails only when the runtime cannot start.
+fn until_sigterm<F, Fut>(what: &'static str, work: F) -> Result<Fut::Output, ExitCode>
+where
+    F: FnOnce(tokio_util::sync::CancellationToken) -> Fut,
+    Fut: std::future::Future,
+{
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| {
+        eprintln!("agent-runner: cannot start the async runtime: {e}");
+        ExitCode::from(AgentExit::Failed.code())
+    })?;
+    let stop = tokio_util::sync::CancellationToken::new();
+    Ok(rt.block_on(async {
+        let on_signal = stop.clone();
+        tokio::spawn(async move {
+            if let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                term.recv().await;
+                tracing::warn!("SIGTERM: {what}");
+                on_signal.cancel();
+            }
+        });
+        work(stop).await
+    }))
 }

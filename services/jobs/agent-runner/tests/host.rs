@@ -6,7 +6,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // helpers of tests: a panic is a failed test
 
-use agent_runner::codex::Invocation;
+use agent_runner::host::Invocation;
 use agent_runner::host::{Exit, Remote, open_plain};
 use std::io::Read;
 use std::time::{Duration, Instant};
