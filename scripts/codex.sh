@@ -12,7 +12,7 @@ elif [ "$(id -u)" = 0 ]; then dir=/var/cache/codex-k8s/codex
 else dir="$src"; fi
 if [ "$dir" != "$src" ]; then
   mkdir -p "$dir"
-  chmod 755 "$dir" "$(dirname "$dir")"
+  chmod a+rx "$dir" "$(dirname "$dir")"
   if ! cmp -s "$src/package-lock.json" "$dir/package-lock.json"; then
     rm -rf "$dir/node_modules"
     cp "$src/package.json" "$src/package-lock.json" "$dir/"
