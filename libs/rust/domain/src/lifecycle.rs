@@ -10,7 +10,7 @@ use crate::policy::RuntimeMode;
 use crate::profile::{self, ProfileLabels, Resolved};
 use crate::run::RunStatus;
 use crate::run_spec::{AgentEnv, AgentExit, PlatformEnv, RunSpec, RunSpecError};
-use crate::runtime::{EnvironmentInfo, JobRef, JobSpec, JobState, RunEnvironment};
+use crate::runtime::{AGENT_HOST_DIR, EnvironmentInfo, JobRef, JobSpec, JobState, RunEnvironment};
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
@@ -311,6 +311,8 @@ pub fn plan_launch(
         job_name,
         image: s.job_image.clone(),
         command: vec!["sh".into(), "-c".into(), s.job_command.clone()],
+        // The same program in the agent's container, as the host of the shared volume.
+        agent_command: vec!["sh".into(), "-c".into(), format!("exec {} agent-host {AGENT_HOST_DIR}", s.job_command)],
         env,
         secret_env: BTreeMap::new(),
         active_deadline: s.run_timeout,

@@ -7,6 +7,52 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
+/// Where a run pod mounts the volume its two containers share (ADR-0015): the agent's work tree,
+/// its `CODEX_HOME` and the host directory the runner hands commands through.
+pub const AGENT_VOLUME: &str = "/agent";
+/// The host directory in that volume.
+pub const AGENT_HOST_DIR: &str = "/agent/host";
+
+/// The TCP port of an `http(s)://host[:port][/path]` URL (80 or 443 when it names none).
+pub fn url_port(url: &str) -> Option<u16> {
+    let (scheme, rest) = url.split_once("://")?;
+    let default = match scheme {
+        "http" => 80,
+        "https" => 443,
+        _ => return None,
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let (host, port) = match host_port.strip_prefix('[') {
+        Some(v6) => {
+            let (h, after) = v6.split_once(']')?;
+            (h, after.strip_prefix(':'))
+        }
+        None => match host_port.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (host_port, None),
+        },
+    };
+    if host.is_empty() {
+        return None;
+    }
+    match port {
+        Some(p) => p.parse().ok(),
+        None => Some(default),
+    }
+}
+
+/// The platform ports a run pod reaches: control-plane's gRPC callbacks (where the runner dials)
+/// and its MCP endpoint when there is one; empty when the target is not a URL.
+pub fn platform_ports(control_plane_target: &str, mcp_url: Option<&str>) -> Vec<i32> {
+    let Some(grpc) = url_port(control_plane_target) else { return vec![] };
+    let mut ports = vec![i32::from(grpc)];
+    if let Some(p) = mcp_url.and_then(url_port).map(i32::from).filter(|p| !ports.contains(p)) {
+        ports.push(p);
+    }
+    ports
+}
+
 /// A boxed future, so the port stays object-safe without an async-trait dependency.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -22,8 +68,12 @@ pub struct JobSpec {
     pub job_name: String,
     /// Image (Kubernetes); ignored by the local runtime.
     pub image: String,
-    /// Program and arguments.
+    /// Program and arguments (the runner).
     pub command: Vec<String>,
+    /// The agent's container (Kubernetes): the same program as the agent's host on
+    /// [`AGENT_HOST_DIR`]. The local runtime has no such container: there the runner runs the
+    /// agent as a user of its own.
+    pub agent_command: Vec<String>,
     /// Non-secret environment.
     pub env: BTreeMap<String, String>,
     /// Credentials: never plain env values in a pod spec; the Kubernetes adapter puts them in a
@@ -150,6 +200,18 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_pod_reaches_control_plane_where_the_runner_dials_it() {
+        assert_eq!(platform_ports("http://control-plane:9090", Some("http://control-plane:8081/mcp")), [9090, 8081]);
+        assert_eq!(platform_ports("http://127.0.0.1:9090", None), [9090]);
+        assert_eq!(platform_ports("https://cp.example", Some("https://cp.example/mcp")), [443]);
+        assert_eq!(platform_ports("http://[::1]:7000", None), [7000]);
+        assert_eq!(platform_ports("control-plane:9090", None), Vec::<i32>::new(), "not a URL");
+        assert_eq!(url_port("http://user@host:81/x"), Some(81));
+        assert_eq!(url_port("http://:81"), None);
+        assert_eq!(url_port("ftp://host"), None);
+    }
+
+    #[test]
     fn names_must_be_dns_labels() {
         assert!(validate_name("job", "codex-k8s-run-abc").is_ok());
         for bad in ["", "-a", "a-", "A", "a_b", "../x", &"a".repeat(64)] {
@@ -167,6 +229,7 @@ mod tests {
             job_name: "j".into(),
             image: "i".into(),
             command: vec!["true".into()],
+            agent_command: vec!["true".into()],
             env: BTreeMap::new(),
             secret_env: BTreeMap::new(),
             active_deadline: Duration::from_secs(1),

@@ -21,7 +21,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 fn settings() -> KubernetesSettings {
-    KubernetesSettings { ttl_seconds_after_finished: 600, quota_pods: 4, mcp_port: 8081 }
+    KubernetesSettings { ttl_seconds_after_finished: 600, quota_pods: 4, platform_ports: vec![9090, 8081] }
 }
 
 async fn runtime() -> (KubernetesRuntime, Client) {
@@ -50,6 +50,7 @@ fn job_spec(ns: &str, name: &str, env: &[(&str, &str)]) -> JobSpec {
         job_name: name.into(),
         image: "registry.invalid/codex-k8s/agent-runner:test".into(),
         command: vec!["agent-runner".into()],
+        agent_command: vec!["agent-runner".into(), "agent-host".into(), "/agent/host".into()],
         env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
         secret_env: BTreeMap::from([("CODEXK8S_RUN_TOKEN".into(), "run-token-canary".into())]),
         active_deadline: Duration::from_secs(600),
@@ -270,8 +271,48 @@ async fn run_service_accounts_never_read_secrets_and_the_readonly_profile_change
     ] {
         assert!(!allowed(&client, &ro, &ro_ns, verb, group, resource, sub).await, "read-only must not {verb} {resource} {sub:?}");
     }
+    // The fences of the namespace hold against a candidate too.
+    for (verb, group, resource) in [
+        ("delete", "networking.k8s.io", "networkpolicies"),
+        ("create", "networking.k8s.io", "networkpolicies"),
+        ("patch", "", "resourcequotas"),
+        ("delete", "", "limitranges"),
+        ("create", "rbac.authorization.k8s.io", "roles"),
+        ("create", "rbac.authorization.k8s.io", "rolebindings"),
+    ] {
+        assert!(!allowed(&client, &cand, &cand_ns, verb, group, resource, None).await, "a candidate must not {verb} {resource}");
+    }
     // Neither profile reaches another namespace.
     assert!(!allowed(&client, &cand, &ro_ns, "create", "apps", "deployments", None).await);
+
+    // Pod Security admission refuses what a candidate could otherwise use to become root on the
+    // node: a hostPath mount, the host's network, a root container. (Created as the cluster's
+    // admin: RBAC lets a candidate create pods, admission is what stops these. This API server
+    // also refuses privileged containers cluster-wide, with a 422; Pod Security is what a cluster
+    // that allows them relies on.)
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &cand_ns);
+    for (name, spec) in [
+        ("privileged", serde_json::json!({"containers": [{"name": "c", "image": "x", "securityContext": {"privileged": true}}]})),
+        (
+            "host-path",
+            serde_json::json!({"containers": [{"name": "c", "image": "x", "volumeMounts": [{"name": "h", "mountPath": "/h"}]}],
+                               "volumes": [{"name": "h", "hostPath": {"path": "/"}}]}),
+        ),
+        ("host-network", serde_json::json!({"hostNetwork": true, "containers": [{"name": "c", "image": "x"}]})),
+        ("as-root", serde_json::json!({"containers": [{"name": "c", "image": "x", "securityContext": {"runAsUser": 0}}]})),
+    ] {
+        let pod: Pod = serde_json::from_value(serde_json::json!({"metadata": {"name": name}, "spec": spec})).unwrap();
+        match pods.create(&PostParams::default(), &pod).await {
+            Err(kube::Error::Api(e)) if name == "privileged" && e.code == 422 => {
+                assert!(e.message.contains("privileged"), "{name}: {}", e.message);
+            }
+            Err(kube::Error::Api(e)) => {
+                assert_eq!(e.code, 403, "{name}: {}", e.message);
+                assert!(e.message.contains("violates PodSecurity \"restricted"), "{name}: {}", e.message);
+            }
+            other => panic!("a {name} pod was admitted into a run namespace: {other:?}"),
+        }
+    }
     rt.delete_environment(&cand_ns).await.unwrap();
     rt.delete_environment(&ro_ns).await.unwrap();
 }
@@ -308,7 +349,7 @@ async fn the_job_controller_and_kwok_drive_jobs_to_success_and_failure_and_cance
         .chain(&spec.containers)
         .flat_map(|c| c.volume_mounts.iter().flatten().map(|m| m.mount_path.clone()))
         .collect();
-    assert_eq!(mounts, ["/agent", "/agent", "/runner"], "the shared volume and the runner's own, no token");
+    assert_eq!(mounts, ["/agent", "/tmp", "/agent", "/runner", "/tmp"], "the shared volume, the runner's own and scratch, no token");
     rt.cancel(&long).await.unwrap();
     rt.cancel(&long).await.unwrap(); // cancelling twice is not an error
     let started = Instant::now();

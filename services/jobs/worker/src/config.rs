@@ -67,11 +67,8 @@ impl Config {
         if runtime != "local" && runtime != "kubernetes" {
             r.issue("WORKER_RUNTIME", format!("unsupported runtime {runtime:?}: expected local or kubernetes"));
         }
-        let kubernetes = ck8s_runtime::KubernetesSettings {
-            ttl_seconds_after_finished: r.parse("WORKER_JOB_TTL_SECONDS", 600i32, "seconds"),
-            quota_pods: r.parse("WORKER_RUN_QUOTA_PODS", 20u32, "a number of pods"),
-            mcp_port: i32::from(r.port("CONTROL_PLANE_MCP_PORT", 8081)),
-        };
+        let (job_ttl, quota_pods) =
+            (r.parse("WORKER_JOB_TTL_SECONDS", 600i32, "seconds"), r.parse("WORKER_RUN_QUOTA_PODS", 20u32, "a number of pods"));
         let slots = r.parse("WORKER_SLOTS_PER_PROJECT", 2i32, "a number of slots, 1-100");
         if !(1..=100).contains(&slots) {
             r.issue("WORKER_SLOTS_PER_PROJECT", "must be between 1 and 100");
@@ -107,6 +104,13 @@ impl Config {
             sweep_namespaces: r.bool("WORKER_RUN_NAMESPACE_CLEANUP", true),
             logs_retention: Duration::from_secs(86_400 * r.parse("RUN_AGENT_LOGS_RETENTION_DAYS", 7u64, "a number of days")),
         };
+        // The run pod may reach control-plane exactly where the runner dials it: one source.
+        let launch = &lifecycle.launch;
+        let platform_ports = ck8s_domain::runtime::platform_ports(&launch.control_plane_target, launch.platform.mcp_url.as_deref());
+        if platform_ports.is_empty() {
+            r.issue("CONTROL_PLANE_GRPC_TARGET", "must be an http(s) URL with a host (http://control-plane:9090)");
+        }
+        let kubernetes = ck8s_runtime::KubernetesSettings { ttl_seconds_after_finished: job_ttl, quota_pods, platform_ports };
         let cfg = Self {
             launch_runs: r.bool("WORKER_LAUNCH_RUNS", true),
             runtime,

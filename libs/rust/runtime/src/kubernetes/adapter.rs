@@ -7,7 +7,7 @@ use ck8s_domain::runtime::{
     BoxFuture, EnvironmentInfo, JobRef, JobRuntime, JobSpec, JobState, RunEnvironment, RuntimeError, validate_name,
 };
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{Namespace, Pod, ResourceQuota, Secret, ServiceAccount};
+use k8s_openapi::api::core::v1::{LimitRange, Namespace, Pod, ResourceQuota, Secret, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::api::{Api, DeleteParams, ListParams, LogParams, Patch, PatchParams, PropagationPolicy};
@@ -23,8 +23,9 @@ pub const FIELD_MANAGER: &str = "codex-k8s-worker";
 pub struct KubernetesSettings {
     pub ttl_seconds_after_finished: i32,
     pub quota_pods: u32,
-    /// Port of control-plane's MCP endpoint, allowed by the network policy.
-    pub mcp_port: i32,
+    /// control-plane's ports a run pod may reach (its gRPC callbacks, its MCP endpoint), allowed
+    /// by the run's network policy.
+    pub platform_ports: Vec<i32>,
 }
 
 /// The Kubernetes job runtime.
@@ -141,7 +142,9 @@ impl JobRuntime for KubernetesRuntime {
             }
             self.apply(Api::<ResourceQuota>::namespaced(self.client.clone(), ns), &specs::resource_quota(ns, self.settings.quota_pods))
                 .await?;
-            self.apply(Api::<NetworkPolicy>::namespaced(self.client.clone(), ns), &specs::network_policy(ns, self.settings.mcp_port)).await
+            self.apply(Api::<LimitRange>::namespaced(self.client.clone(), ns), &specs::limit_range(ns)).await?;
+            self.apply(Api::<NetworkPolicy>::namespaced(self.client.clone(), ns), &specs::network_policy(ns, &self.settings.platform_ports))
+                .await
         })
     }
 

@@ -11,9 +11,9 @@ use ck8s_domain::runtime::JobSpec;
 use k8s_openapi::api::batch::v1::{Job, JobSpec as K8sJobSpec};
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMapProjection, Container, DownwardAPIProjection, DownwardAPIVolumeFile, EmptyDirVolumeSource, EnvFromSource,
-    EnvVar, KeyToPath, Namespace, ObjectFieldSelector, PodSecurityContext, PodSpec, PodTemplateSpec, ProjectedVolumeSource, ResourceQuota,
-    ResourceQuotaSpec, Secret, SecretEnvSource, SecurityContext, ServiceAccount, ServiceAccountTokenProjection, Volume, VolumeMount,
-    VolumeProjection,
+    EnvVar, KeyToPath, LimitRange, LimitRangeItem, LimitRangeSpec, Namespace, ObjectFieldSelector, PodSecurityContext, PodSpec,
+    PodTemplateSpec, ProjectedVolumeSource, ResourceQuota, ResourceQuotaSpec, ResourceRequirements, SeccompProfile, Secret,
+    SecretEnvSource, SecurityContext, ServiceAccount, ServiceAccountTokenProjection, Volume, VolumeMount, VolumeProjection,
 };
 use k8s_openapi::api::networking::v1::{
     IPBlock, NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicyPort, NetworkPolicySpec,
@@ -79,11 +79,29 @@ fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
     pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
 }
 
-/// A run namespace from the labels and annotations the worker chose, plus the managed labels.
-pub fn namespace_with(name: &str, labels: &BTreeMap<String, String>, annotations: &BTreeMap<String, String>) -> Namespace {
-    let mut labels = labels.clone();
+/// Pod Security Admission: every pod of a run namespace must meet the `restricted` standard
+/// (no privileged or host-namespace pods, no hostPath, non-root, no added capabilities), so a
+/// candidate that may create pods still cannot become root on the node.
+const POD_SECURITY: [(&str, &str); 4] = [
+    ("pod-security.kubernetes.io/enforce", "restricted"),
+    ("pod-security.kubernetes.io/enforce-version", "latest"),
+    ("pod-security.kubernetes.io/audit", "restricted"),
+    ("pod-security.kubernetes.io/warn", "restricted"),
+];
+
+fn run_namespace_labels(labels: &mut BTreeMap<String, String>) {
     labels.insert(MANAGED_BY.into(), MANAGED_BY_VALUE.into());
     labels.insert(PURPOSE.into(), "run".into());
+    for (k, v) in POD_SECURITY {
+        labels.insert(k.into(), v.into());
+    }
+}
+
+/// A run namespace from the labels and annotations the worker chose, plus the managed and Pod
+/// Security labels.
+pub fn namespace_with(name: &str, labels: &BTreeMap<String, String>, annotations: &BTreeMap<String, String>) -> Namespace {
+    let mut labels = labels.clone();
+    run_namespace_labels(&mut labels);
     Namespace { metadata: meta(name, None, labels, annotations.clone()), ..Default::default() }
 }
 
@@ -100,6 +118,7 @@ pub fn namespace(name: &str, m: &RunMeta) -> Namespace {
     if let Some(i) = m.issue_number {
         labels.insert("codex-k8s.dev/issue-number".into(), i.to_string());
     }
+    run_namespace_labels(&mut labels);
     let annotations = map(&[
         ("codex-k8s.dev/correlation-id", &m.correlation_id),
         ("codex-k8s.dev/namespace-lease-ttl", &m.lease_ttl),
@@ -133,8 +152,9 @@ fn rule(groups: &[&str], resources: &[&str], verbs: &[&str]) -> PolicyRule {
     }
 }
 
-/// Core kinds a candidate may manage. `secrets` is deliberately absent.
-const CORE_WORKLOAD: [&str; 16] = [
+/// Core kinds a candidate may manage. `secrets` is deliberately absent, and so are the quota and
+/// limits that bound the namespace (a candidate may read them, not change them).
+const CORE_WORKLOAD: [&str; 14] = [
     "pods",
     "pods/exec",
     "pods/attach",
@@ -146,8 +166,6 @@ const CORE_WORKLOAD: [&str; 16] = [
     "persistentvolumeclaims",
     "events",
     "endpoints",
-    "resourcequotas",
-    "limitranges",
     "serviceaccounts",
     "replicationcontrollers",
     "podtemplates",
@@ -159,9 +177,13 @@ const ALL_VERBS: [&str; 8] = ["get", "list", "watch", "create", "update", "patch
 /// The Role of a profile.
 pub fn role(ns: &str, profile: AccessProfile) -> Role {
     let rules = match profile {
+        // Workloads, not the fences around them: no NetworkPolicy, quota, limits, RBAC or secrets.
         AccessProfile::Candidate => vec![
             rule(&[""], &CORE_WORKLOAD, &ALL_VERBS),
-            rule(&["apps", "batch", "autoscaling", "networking.k8s.io", "policy"], &["*"], &ALL_VERBS),
+            rule(&[""], &["resourcequotas", "limitranges"], &READ),
+            rule(&["apps", "batch", "autoscaling", "policy"], &["*"], &ALL_VERBS),
+            rule(&["networking.k8s.io"], &["ingresses"], &ALL_VERBS),
+            rule(&["networking.k8s.io"], &["networkpolicies"], &READ),
         ],
         AccessProfile::ProductionReadonly => vec![
             rule(
@@ -216,6 +238,27 @@ pub fn resource_quota(ns: &str, pods: u32) -> ResourceQuota {
     }
 }
 
+fn quantities(pairs: &[(&str, &str)]) -> BTreeMap<String, Quantity> {
+    pairs.iter().map(|(k, v)| (k.to_string(), Quantity(v.to_string()))).collect()
+}
+
+/// `codex-run-limits`: what a container of the namespace gets when it asks for nothing, and the
+/// most memory one may have, so a candidate's workloads cannot starve the node.
+pub fn limit_range(ns: &str) -> LimitRange {
+    LimitRange {
+        metadata: meta("codex-run-limits", Some(ns), map(&[(MANAGED_BY, MANAGED_BY_VALUE)]), BTreeMap::new()),
+        spec: Some(LimitRangeSpec {
+            limits: vec![LimitRangeItem {
+                type_: "Container".into(),
+                default_request: Some(quantities(&[("cpu", "100m"), ("memory", "128Mi")])),
+                default: Some(quantities(&[("cpu", "2"), ("memory", "2Gi")])),
+                max: Some(quantities(&[("memory", "16Gi")])),
+                ..Default::default()
+            }],
+        }),
+    }
+}
+
 fn port(protocol: &str, port: i32) -> NetworkPolicyPort {
     NetworkPolicyPort { protocol: Some(protocol.into()), port: Some(IntOrString::Int(port)), ..Default::default() }
 }
@@ -231,9 +274,15 @@ fn zone_selector(zones: &[&str]) -> LabelSelector {
     }
 }
 
+/// Addresses the run's web egress never reaches: the cloud metadata service (and all of
+/// link-local), and the private and shared ranges where the cluster's pods, services and nodes
+/// live; the platform is reached through its own rule.
+pub const EGRESS_EXCEPT: [&str; 5] = ["169.254.0.0/16", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10"];
+
 /// Default deny; ingress only from platform/system zones; egress to cluster DNS, to the
-/// platform's MCP port, and TCP 80/443 anywhere.
-pub fn network_policy(ns: &str, mcp_port: i32) -> NetworkPolicy {
+/// platform's ports (control-plane's gRPC callbacks and its MCP endpoint: the same settings the
+/// runner dials), and TCP 80/443 to the internet outside [`EGRESS_EXCEPT`].
+pub fn network_policy(ns: &str, platform_ports: &[i32]) -> NetworkPolicy {
     let dns = NetworkPolicyEgressRule {
         to: Some(vec![NetworkPolicyPeer {
             namespace_selector: Some(LabelSelector {
@@ -251,10 +300,13 @@ pub fn network_policy(ns: &str, mcp_port: i32) -> NetworkPolicy {
             pod_selector: Some(LabelSelector { match_labels: Some(map(&[("app.kubernetes.io/name", "codex-k8s")])), ..Default::default() }),
             ..Default::default()
         }]),
-        ports: Some(vec![port("TCP", mcp_port)]),
+        ports: Some(platform_ports.iter().map(|p| port("TCP", *p)).collect()),
     };
     let web = NetworkPolicyEgressRule {
-        to: Some(vec![NetworkPolicyPeer { ip_block: Some(IPBlock { cidr: "0.0.0.0/0".into(), except: None }), ..Default::default() }]),
+        to: Some(vec![NetworkPolicyPeer {
+            ip_block: Some(IPBlock { cidr: "0.0.0.0/0".into(), except: Some(EGRESS_EXCEPT.iter().map(|c| c.to_string()).collect()) }),
+            ..Default::default()
+        }]),
         ports: Some(vec![port("TCP", 80), port("TCP", 443)]),
     };
     NetworkPolicy {
@@ -301,8 +353,8 @@ pub struct JobSettings {
     pub ttl_seconds_after_finished: i32,
 }
 
-/// Where the agent's volume (shared by both containers) is mounted.
-pub const AGENT_MOUNT: &str = "/agent";
+/// Where the agent's volume (shared by both containers) is mounted: the job's contract.
+pub use ck8s_domain::runtime::{AGENT_HOST_DIR, AGENT_VOLUME as AGENT_MOUNT};
 /// Where the runner's own volume is mounted.
 pub const RUNNER_MOUNT: &str = "/runner";
 /// Where the agent container finds a service-account token when its profile needs the cluster
@@ -319,8 +371,13 @@ fn locked_down() -> SecurityContext {
     SecurityContext {
         allow_privilege_escalation: Some(false),
         capabilities: Some(Capabilities { drop: Some(vec!["ALL".into()]), ..Default::default() }),
+        read_only_root_filesystem: Some(true),
         ..Default::default()
     }
+}
+
+fn resources(requests: &[(&str, &str)], limits: &[(&str, &str)]) -> ResourceRequirements {
+    ResourceRequirements { requests: Some(quantities(requests)), limits: Some(quantities(limits)), ..Default::default() }
 }
 
 /// The projected service-account token (with the cluster's CA and the namespace) the agent
@@ -365,9 +422,9 @@ fn token_volume() -> Volume {
 
 /// The run's Job: one attempt, a hard deadline, cleaned up after it finishes. Its pod has the
 /// runner (`run`: the command, credentials from the Secret through `envFrom`, its own volume for
-/// its clone) and the agent (`agent`: a sidecar running `<command> agent-host`, which carries out
-/// what the runner asks in the shared volume). The Job ends with the runner; Kubernetes then stops
-/// the sidecar.
+/// its clone) and the agent (`agent`: a sidecar running the host, which carries out
+/// what the runner asks in the shared volume: `agent_command`). The Job ends with the runner;
+/// Kubernetes then stops the sidecar.
 pub fn job(spec: &JobSpec, settings: &JobSettings) -> Job {
     let labels = map(&[
         ("app.kubernetes.io/name", "codex-k8s-run"),
@@ -381,7 +438,7 @@ pub fn job(spec: &JobSpec, settings: &JobSettings) -> Job {
     env.extend([
         var("CODEXK8S_RUN_WORKDIR", format!("{RUNNER_MOUNT}/run")),
         var("CODEXK8S_AGENT_WORKDIR", format!("{AGENT_MOUNT}/work")),
-        var("CODEXK8S_AGENT_HOST_DIR", format!("{AGENT_MOUNT}/host")),
+        var("CODEXK8S_AGENT_HOST_DIR", AGENT_HOST_DIR.to_string()),
     ]);
     let env_from = (!spec.secret_env.is_empty()).then(|| {
         vec![EnvFromSource { secret_ref: Some(SecretEnvSource { name: secret_name(spec), optional: Some(false) }), ..Default::default() }]
@@ -392,29 +449,34 @@ pub fn job(spec: &JobSpec, settings: &JobSettings) -> Job {
         command: Some(spec.command.clone()),
         env: Some(env),
         env_from,
-        volume_mounts: Some(vec![mount("agent", AGENT_MOUNT, false), mount("runner", RUNNER_MOUNT, false)]),
+        volume_mounts: Some(vec![
+            mount("agent", AGENT_MOUNT, false),
+            mount("runner", RUNNER_MOUNT, false),
+            mount("runner-tmp", "/tmp", false),
+        ]),
         security_context: Some(locked_down()),
+        resources: Some(resources(&[("cpu", "100m"), ("memory", "256Mi")], &[("cpu", "2"), ("memory", "2Gi")])),
         ..Default::default()
     };
     let cluster_access = spec.service_account.is_some();
-    let mut agent_mounts = vec![mount("agent", AGENT_MOUNT, false)];
+    let mut agent_mounts = vec![mount("agent", AGENT_MOUNT, false), mount("agent-tmp", "/tmp", false)];
     if cluster_access {
         agent_mounts.push(mount("agent-token", TOKEN_MOUNT, true));
     }
-    let program = spec.command.first().cloned().unwrap_or_default();
     let agent = Container {
         name: "agent".into(),
         image: Some(spec.image.clone()),
-        command: Some(vec![program, "agent-host".into(), format!("{AGENT_MOUNT}/host")]),
+        command: Some(spec.agent_command.clone()),
         env: Some(vec![var("HOME", format!("{AGENT_MOUNT}/work"))]),
         // A sidecar: started before the runner, stopped once the runner has ended.
         restart_policy: Some("Always".into()),
         volume_mounts: Some(agent_mounts),
         security_context: Some(locked_down()),
+        resources: Some(resources(&[("cpu", "500m"), ("memory", "1Gi")], &[("cpu", "4"), ("memory", "8Gi")])),
         ..Default::default()
     };
     let empty = |name: &str| Volume { name: name.into(), empty_dir: Some(EmptyDirVolumeSource::default()), ..Default::default() };
-    let mut volumes = vec![empty("agent"), empty("runner")];
+    let mut volumes = vec![empty("agent"), empty("runner"), empty("runner-tmp"), empty("agent-tmp")];
     if cluster_access {
         volumes.push(token_volume());
     }
@@ -438,6 +500,7 @@ pub fn job(spec: &JobSpec, settings: &JobSettings) -> Job {
                         run_as_user: Some(RUN_AS),
                         run_as_group: Some(RUN_AS),
                         fs_group: Some(RUN_AS),
+                        seccomp_profile: Some(SeccompProfile { type_: "RuntimeDefault".into(), ..Default::default() }),
                         ..Default::default()
                     }),
                     init_containers: Some(vec![agent]),

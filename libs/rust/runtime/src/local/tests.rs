@@ -16,6 +16,7 @@ fn spec(job: &str, script: &str) -> JobSpec {
         job_name: job.into(),
         image: "unused".into(),
         command: vec!["sh".into(), "-c".into(), script.into()],
+        agent_command: vec![],
         env: BTreeMap::from([("CODEXK8S_RUN_ID".to_string(), "run-1".to_string())]),
         secret_env: BTreeMap::new(),
         active_deadline: Duration::from_secs(60),

@@ -8,7 +8,7 @@ use ck8s_runtime::{KubernetesRuntime, KubernetesSettings};
 use ck8s_testkit::cluster;
 use ck8s_testkit::process::ServiceProcess;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{Container, Namespace, Pod, PodSpec};
+use k8s_openapi::api::core::v1::{Namespace, Pod};
 use kube::api::{Api, PostParams};
 use sqlx::PgPool;
 use std::collections::BTreeMap;
@@ -90,7 +90,7 @@ async fn the_worker_takes_a_run_from_pending_to_succeeded_on_the_cluster() {
         ]
     );
     drop(w);
-    KubernetesRuntime::new(client, KubernetesSettings { ttl_seconds_after_finished: 60, quota_pods: 4, mcp_port: 8081 })
+    KubernetesRuntime::new(client, KubernetesSettings { ttl_seconds_after_finished: 60, quota_pods: 4, platform_ports: vec![9090, 8081] })
         .delete_environment(&ns)
         .await
         .unwrap();
@@ -111,7 +111,10 @@ async fn terminating_or_gone(api: &Api<Namespace>, name: &str) -> bool {
 async fn the_sweeper_deletes_only_managed_expired_idle_namespaces() {
     let db = ck8s_testkit::fresh_db().await;
     let client = cluster::client().await;
-    let rt = KubernetesRuntime::new(client.clone(), KubernetesSettings { ttl_seconds_after_finished: 60, quota_pods: 4, mcp_port: 8081 });
+    let rt = KubernetesRuntime::new(
+        client.clone(),
+        KubernetesSettings { ttl_seconds_after_finished: 60, quota_pods: 4, platform_ports: vec![9090, 8081] },
+    );
     let p = project(&db.pool).await;
     let past = chrono::Utc::now() - chrono::Duration::minutes(5);
     let future = chrono::Utc::now() + chrono::Duration::hours(1);
@@ -135,14 +138,16 @@ async fn the_sweeper_deletes_only_managed_expired_idle_namespaces() {
     }
     // A pod that keeps running in the busy namespace (not a Job's, so kwok never finishes it).
     let pods: Api<Pod> = Api::namespaced(client.clone(), &names[2]);
-    let pod = Pod {
-        metadata: kube::api::ObjectMeta { name: Some("still-working".into()), ..Default::default() },
-        spec: Some(PodSpec {
-            containers: vec![Container { name: "run".into(), image: Some("registry.invalid/busy:1".into()), ..Default::default() }],
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
+    // (Run namespaces admit only pods that meet Pod Security `restricted`.)
+    let pod: Pod = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "still-working"},
+        "spec": {
+            "securityContext": {"runAsNonRoot": true, "runAsUser": 65532, "seccompProfile": {"type": "RuntimeDefault"}},
+            "containers": [{"name": "run", "image": "registry.invalid/busy:1",
+                            "securityContext": {"allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]}}}]
+        }
+    }))
+    .unwrap();
     let started = Instant::now();
     loop {
         // Admission needs the namespace's default service account and quota status first.

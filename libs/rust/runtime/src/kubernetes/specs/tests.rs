@@ -24,6 +24,7 @@ fn job_spec() -> JobSpec {
         job_name: "codex-k8s-run-8da5122cce2c".into(),
         image: "registry/codex-k8s/agent-runner:0.1.0".into(),
         command: vec!["/usr/local/bin/codex-k8s-agent-runner".into()],
+        agent_command: vec!["/usr/local/bin/codex-k8s-agent-runner".into(), "agent-host".into(), "/agent/host".into()],
         env: BTreeMap::from([("CODEXK8S_RUN_ID".to_string(), "8da5122c".to_string())]),
         secret_env: BTreeMap::from([("CODEXK8S_GIT_BOT_TOKEN".to_string(), "ghp_top_secret".to_string())]),
         active_deadline: Duration::from_secs(18_000),
@@ -44,6 +45,7 @@ fn the_namespace_carries_managed_labels_and_lease_annotations() {
     assert_eq!(ann["codex-k8s.dev/correlation-id"], "delivery-1");
     assert_eq!(ann["codex-k8s.dev/namespace-lease-expires-at"], "2026-11-23T10:00:00Z");
     assert!(is_managed(ns.metadata.labels.as_ref()));
+    assert_eq!(labels["pod-security.kubernetes.io/enforce"], "restricted", "no privileged, host or root pods in a run namespace");
     assert!(!is_managed(None));
     assert!(!is_managed(Some(&map(&[(MANAGED_BY, "someone-else"), (PURPOSE, "run")]))));
     assert!(!is_managed(Some(&map(&[(MANAGED_BY, MANAGED_BY_VALUE)]))), "purpose label required too");
@@ -91,6 +93,23 @@ fn candidates_manage_workloads_and_read_only_runs_only_read() {
     ] {
         assert!(!grants(&ro, g, res, verb), "read-only can {verb} {g}/{res}");
     }
+    // The fences around the namespace stay: no profile may change its network policy, quota,
+    // limits or RBAC, nor read its secrets.
+    for p in [AccessProfile::Candidate, AccessProfile::ProductionReadonly] {
+        let r = role("ns", p);
+        for (g, res, verb) in [
+            ("networking.k8s.io", "networkpolicies", "delete"),
+            ("networking.k8s.io", "networkpolicies", "create"),
+            ("", "resourcequotas", "update"),
+            ("", "limitranges", "delete"),
+            ("rbac.authorization.k8s.io", "roles", "create"),
+            ("rbac.authorization.k8s.io", "rolebindings", "create"),
+            ("", "secrets", "get"),
+        ] {
+            assert!(!grants(&r, g, res, verb), "{p:?} can {verb} {g}/{res}");
+        }
+    }
+    assert!(grants(&c, "networking.k8s.io", "ingresses", "create") && grants(&c, "", "resourcequotas", "get"));
     let rb = role_binding("ns", AccessProfile::ProductionReadonly);
     assert_eq!(rb.role_ref.name, "codex-runner-readonly");
     assert_eq!(rb.subjects.unwrap()[0].name, "codex-runner-readonly");
@@ -101,7 +120,7 @@ fn candidates_manage_workloads_and_read_only_runs_only_read() {
 fn quota_and_network_policy() {
     let q = resource_quota("ns", 20);
     assert_eq!(q.spec.unwrap().hard.unwrap()["pods"], Quantity("20".into()));
-    let np = network_policy("ns", 8081).spec.unwrap();
+    let np = network_policy("ns", &[9090, 8081]).spec.unwrap();
     assert_eq!(np.policy_types.as_deref(), Some(&["Ingress".to_string(), "Egress".to_string()][..]));
     assert_eq!(np.pod_selector, Some(LabelSelector::default()), "applies to every pod of the namespace");
     let egress = np.egress.unwrap();
@@ -118,7 +137,18 @@ fn quota_and_network_policy() {
             )
         })
         .collect();
-    assert_eq!(ports, vec![("UDP".into(), 53), ("TCP".into(), 53), ("TCP".into(), 8081), ("TCP".into(), 80), ("TCP".into(), 443)]);
+    assert_eq!(
+        ports,
+        vec![("UDP".into(), 53), ("TCP".into(), 53), ("TCP".into(), 9090), ("TCP".into(), 8081), ("TCP".into(), 80), ("TCP".into(), 443)],
+        "control-plane's gRPC callbacks and MCP ports, then the web"
+    );
+    let web = egress[2].to.as_ref().unwrap()[0].ip_block.as_ref().unwrap();
+    let except = web.except.clone().unwrap();
+    assert!(except.contains(&"169.254.0.0/16".to_string()), "never the cloud metadata address: {except:?}");
+    assert!(except.contains(&"10.0.0.0/8".to_string()) && except.contains(&"172.16.0.0/12".to_string()), "nor the cluster's ranges");
+    let lr = limit_range("ns").spec.unwrap();
+    assert_eq!(lr.limits[0].max.as_ref().unwrap()["memory"], Quantity("16Gi".into()));
+    assert!(lr.limits[0].default_request.is_some() && lr.limits[0].default.is_some());
     assert!(
         egress[1].to.as_ref().unwrap()[0].pod_selector.as_ref().unwrap().match_labels.as_ref().unwrap()["app.kubernetes.io/name"]
             == "codex-k8s"
@@ -164,9 +194,16 @@ fn the_agent_runs_in_a_container_of_its_own_without_the_secret_or_a_token_it_doe
     assert!(!agent_json.contains("CODEXK8S_") && !agent_json.contains("credentials"), "{agent_json}");
     let mounts = |c: &Container| c.volume_mounts.iter().flatten().map(|m| (m.name.clone(), m.mount_path.clone())).collect::<Vec<_>>();
     // The profile needs the cluster: the agent, and only the agent, gets a projected token.
-    assert_eq!(mounts(agent), vec![("agent".into(), "/agent".into()), ("agent-token".into(), TOKEN_MOUNT.into())]);
+    assert_eq!(
+        mounts(agent),
+        vec![("agent".into(), "/agent".into()), ("agent-tmp".into(), "/tmp".into()), ("agent-token".into(), TOKEN_MOUNT.into())]
+    );
     let runner = &pod.containers[0];
-    assert_eq!(mounts(runner), vec![("agent".into(), "/agent".into()), ("runner".into(), "/runner".into())], "its clone is its own");
+    assert_eq!(
+        mounts(runner),
+        vec![("agent".into(), "/agent".into()), ("runner".into(), "/runner".into()), ("runner-tmp".into(), "/tmp".into())],
+        "its clone is its own"
+    );
     let env: BTreeMap<String, String> =
         runner.env.iter().flatten().map(|e| (e.name.clone(), e.value.clone().unwrap_or_default())).collect();
     assert_eq!(env["CODEXK8S_AGENT_HOST_DIR"], "/agent/host");
@@ -177,14 +214,23 @@ fn the_agent_runs_in_a_container_of_its_own_without_the_secret_or_a_token_it_doe
         assert_eq!(sc.allow_privilege_escalation, Some(false));
         assert_eq!(sc.capabilities.as_ref().unwrap().drop.as_deref(), Some(&["ALL".to_string()][..]));
     }
-    assert_eq!(pod.security_context.unwrap().run_as_non_root, Some(true));
+    for c in [agent, runner] {
+        let sc = c.security_context.as_ref().unwrap();
+        assert_eq!(sc.read_only_root_filesystem, Some(true), "{} writes only to its volumes", c.name);
+        assert!(mounts(c).contains(&(format!("{}-tmp", if c.name == "run" { "runner" } else { "agent" }), "/tmp".into())));
+        let r = c.resources.as_ref().unwrap();
+        assert!(r.requests.as_ref().unwrap().contains_key("memory") && r.limits.as_ref().unwrap().contains_key("memory"));
+    }
+    let psc = pod.security_context.unwrap();
+    assert_eq!(psc.run_as_non_root, Some(true));
+    assert_eq!(psc.seccomp_profile.unwrap().type_, "RuntimeDefault");
     let volumes: Vec<String> = pod.volumes.unwrap().into_iter().map(|v| v.name).collect();
-    assert_eq!(volumes, ["agent", "runner", "agent-token"]);
+    assert_eq!(volumes, ["agent", "runner", "runner-tmp", "agent-tmp", "agent-token"]);
 
     // Without a profile there is no token at all.
     spec.service_account = None;
     let pod = job(&spec, &JobSettings { ttl_seconds_after_finished: 600 }).spec.unwrap().template.spec.unwrap();
-    assert_eq!(mounts(&pod.init_containers.unwrap()[0]), vec![("agent".into(), "/agent".into())]);
+    assert_eq!(mounts(&pod.init_containers.unwrap()[0]), vec![("agent".into(), "/agent".into()), ("agent-tmp".into(), "/tmp".into())]);
     assert!(!pod.volumes.unwrap().iter().any(|v| v.projected.is_some()));
 }
 
