@@ -173,6 +173,18 @@ pub struct LaunchPlan {
     pub job: JobSpec,
     pub environment: RunEnvironment,
     pub lease_expires: DateTime<Utc>,
+    /// Whether the worker prepares and leases the namespace: only a run namespace of its own
+    /// ([`is_run_namespace`]); a run routed to the platform's namespace (postdeploy, ops,
+    /// ai-repair) runs there as it is, read-only, and the namespace is never labelled, fenced,
+    /// leased or deleted.
+    pub prepare: bool,
+}
+
+/// Whether `namespace` is one the worker makes for runs (`<prefix>-…`): the only namespaces it
+/// prepares, leases, sweeps or deletes. Anything else — the platform's own namespace above all —
+/// it never touches, whatever labels it carries.
+pub fn is_run_namespace(namespace: &str, prefix: &str) -> bool {
+    !prefix.is_empty() && namespace.len() > prefix.len() + 1 && namespace.starts_with(prefix) && namespace[prefix.len()..].starts_with('-')
 }
 
 /// The first 12 alphanumerics of an id, lowercased (names of namespaces and jobs).
@@ -319,7 +331,8 @@ pub fn plan_launch(
         service_account: spec.runtime.access_profile.map(|p| p.service_account().to_string()),
     };
     let (environment, lease_expires) = run_environment(run, spec, &namespace, s.namespace_ttl, now);
-    Ok(LaunchPlan { model, reasoning, namespace, reused, job, environment, lease_expires })
+    let prepare = is_run_namespace(&namespace, &s.namespace_prefix);
+    Ok(LaunchPlan { model, reasoning, namespace, reused, job, environment, lease_expires, prepare })
 }
 
 impl LaunchPlan {

@@ -647,6 +647,7 @@ fn route_issue_trigger(kind: TriggerKind, binding: &Binding, h: &History, cfg: &
             deploy_only: false,
             access_profile: Some(AccessProfile::ProductionReadonly),
         }),
+        // In the platform's namespace only ever read-only: the repair is a change of code.
         Stage::AiRepair => Ok(RuntimePlan {
             mode,
             source: RuntimeSource::Routing,
@@ -654,7 +655,7 @@ fn route_issue_trigger(kind: TriggerKind, binding: &Binding, h: &History, cfg: &
             namespace: Some(cfg.platform_namespace.clone()),
             build_ref: Some(binding.default_ref.clone()),
             deploy_only: false,
-            access_profile: None,
+            access_profile: Some(AccessProfile::ProductionReadonly),
         }),
         Stage::Qa | Stage::Release => match &h.candidate {
             Some(c) => Ok(ai_candidate(RuntimeMode::FullEnv, RuntimeSource::Routing, c.namespace.clone(), c.build_ref.clone())),

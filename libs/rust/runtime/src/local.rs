@@ -209,6 +209,13 @@ impl JobRuntime for LocalRuntime {
         Box::pin(async move {
             validate_name("namespace", &env.namespace)?;
             let dir = self.root.join(&env.namespace);
+            // A directory the runtime did not make (no environment file) is not adopted.
+            if dir.exists() && !dir.join(ENVIRONMENT_FILE).exists() {
+                return Err(RuntimeError::Refused(format!(
+                    "{} exists and was not created by codex-k8s; it is left untouched",
+                    env.namespace
+                )));
+            }
             std::fs::create_dir_all(&dir).map_err(io)?;
             let mut text = String::from("managed-by=codex-k8s-worker\n");
             for (k, v) in env.labels.iter().chain(env.annotations.iter()) {

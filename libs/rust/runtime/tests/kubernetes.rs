@@ -217,6 +217,48 @@ async fn prepare_and_launch_create_exactly_the_run_objects_and_repeating_changes
     }
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_namespace_the_worker_did_not_create_is_never_prepared_listed_or_deleted() {
+    let (rt, client) = runtime().await;
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    // Someone else's namespace — the platform's own, say — even with the run labels on it.
+    let ns = cluster::unique_name("ck8s-foreign");
+    let foreign: Namespace = serde_json::from_value(serde_json::json!({"metadata": {"name": ns, "labels": {
+        "codex-k8s.dev/managed-by": "codex-k8s-worker", "codex-k8s.dev/namespace-purpose": "run", "team": "platform"}}}))
+    .unwrap();
+    namespaces.create(&PostParams::default(), &foreign).await.unwrap();
+
+    match rt.prepare(&environment(&ns, Some("candidate"))).await {
+        Err(ck8s_domain::runtime::RuntimeError::Refused(m)) => assert!(m.contains("not created by codex-k8s"), "{m}"),
+        other => panic!("a foreign namespace was prepared: {other:?}"),
+    }
+    let after = namespaces.get(&ns).await.unwrap();
+    assert!(
+        !after.labels().contains_key("pod-security.kubernetes.io/enforce") && after.labels()["team"] == "platform",
+        "its labels are as they were: {:?}",
+        after.labels()
+    );
+    assert!(after.annotations().is_empty(), "no lease, no marker: {:?}", after.annotations());
+    assert!(Api::<NetworkPolicy>::namespaced(client.clone(), &ns).list(&ListParams::default()).await.unwrap().items.is_empty());
+    assert!(Api::<ResourceQuota>::namespaced(client.clone(), &ns).list(&ListParams::default()).await.unwrap().items.is_empty());
+    assert!(Api::<Role>::namespaced(client.clone(), &ns).list(&ListParams::default()).await.unwrap().items.is_empty());
+
+    assert!(rt.environments().await.unwrap().iter().all(|e| e.namespace != ns), "not listed for the sweeper");
+    match rt.delete_environment(&ns).await {
+        Err(ck8s_domain::runtime::RuntimeError::Refused(m)) => assert!(m.contains("never deleted"), "{m}"),
+        other => panic!("a foreign namespace was deleted: {other:?}"),
+    }
+    assert!(namespaces.get(&ns).await.unwrap().metadata.deletion_timestamp.is_none());
+    namespaces.delete(&ns, &Default::default()).await.unwrap();
+
+    // A namespace it created itself is prepared again and deleted as before.
+    let own = cluster::unique_name("ck8s-own");
+    rt.prepare(&environment(&own, None)).await.unwrap();
+    rt.prepare(&environment(&own, None)).await.unwrap();
+    assert!(rt.environments().await.unwrap().iter().any(|e| e.namespace == own));
+    rt.delete_environment(&own).await.unwrap();
+}
+
 async fn allowed(client: &Client, user: &str, ns: &str, verb: &str, group: &str, resource: &str, sub: Option<&str>) -> bool {
     let review = SubjectAccessReview {
         spec: SubjectAccessReviewSpec {

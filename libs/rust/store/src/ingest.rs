@@ -234,7 +234,9 @@ pub async fn last_run(
 }
 
 /// The candidate lineage of an issue: its latest live or successful run with a PR that has not
-/// been closed, with the build ref and namespace it used.
+/// been closed, with the build ref and namespace it used. A run in production (the platform's
+/// namespace) is never a candidate: a later `run:qa` would otherwise run there with the candidate
+/// profile.
 pub async fn candidate(
     db: &mut PgConnection,
     repository_id: Uuid,
@@ -247,6 +249,7 @@ pub async fn candidate(
            FROM agent_runs r
           WHERE r.repository_id = $1 AND r.issue_number = $2 AND r.pr_number IS NOT NULL
             AND r.status IN ('running', 'succeeded')
+            AND COALESCE(r.run_payload->'runtime'->>'target_env', '') <> 'production'
             AND NOT EXISTS (SELECT 1 FROM cleanup_requests c
                              WHERE c.repository_id = r.repository_id AND c.scope = 'pull_request_namespaces' AND c.number = r.pr_number)
           ORDER BY r.created_at DESC LIMIT 1",

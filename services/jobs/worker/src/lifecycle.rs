@@ -173,16 +173,22 @@ impl Lifecycle {
         let mut job = plan.job.clone();
         job.secret_env = self.issue_credentials(run).await?;
 
-        if let Err(e) = self.runtime.prepare(&plan.environment).await {
-            return self.finish(run, Some(&spec), Finish::launch_error(FailureReason::NamespacePrepareFailed, e.to_string())).await;
-        }
-        runs::set_namespace_lease(&self.pool, run.id, self.worker(), plan.lease_expires).await?;
         let (ns, expires) = (json!({"namespace": plan.namespace}), plan.lease_expires.to_rfc3339());
         let ttl = json!({"namespace": plan.namespace, "expires_at": expires});
-        if plan.reused {
+        if !plan.prepare {
+            // The platform's namespace: used as it is, never labelled, fenced, leased or deleted.
+            let payload =
+                json!({"namespace": plan.namespace, "reason": "not a run namespace: used as it is, never prepared, leased or deleted"});
+            self.event(run.id, &run.correlation_id, "run.namespace.not_prepared", payload).await;
+        } else if let Err(e) = self.runtime.prepare(&plan.environment).await {
+            return self.finish(run, Some(&spec), Finish::launch_error(FailureReason::NamespacePrepareFailed, e.to_string())).await;
+        } else {
+            runs::set_namespace_lease(&self.pool, run.id, self.worker(), plan.lease_expires).await?;
+        }
+        if plan.prepare && plan.reused {
             self.event(run.id, &run.correlation_id, "run.namespace.reuse_fast_path", ns).await;
             self.event(run.id, &run.correlation_id, "run.namespace.ttl_extended", ttl).await;
-        } else {
+        } else if plan.prepare {
             self.event(run.id, &run.correlation_id, "run.namespace.prepared", ns).await;
             self.event(run.id, &run.correlation_id, "run.namespace.ttl_scheduled", ttl).await;
         }
@@ -250,6 +256,9 @@ impl Lifecycle {
 
     /// Renews the namespace lease of an active run.
     async fn extend_namespace_lease(&self, run: &RunLease, namespace: &str) {
+        if !core::is_run_namespace(namespace, &self.settings.launch.namespace_prefix) {
+            return; // not the worker's to lease
+        }
         let spec = match run.spec() {
             Ok(s) => s,
             Err(e) => return tracing::warn!(error = %e, "cannot renew the namespace lease of a run whose payload cannot be read"),
@@ -302,6 +311,11 @@ impl Lifecycle {
         for work in runs::claim_cleanups(&self.pool, self.worker(), CLEANUP_LEASE, 20).await? {
             let mut result = CleanupResult::Done;
             for (run_id, namespace) in &work.namespaces {
+                if !core::is_run_namespace(namespace, &self.settings.launch.namespace_prefix) {
+                    let payload = json!({"namespace": namespace, "reason": "not a run namespace: the platform never deletes it"});
+                    self.event(*run_id, &work.correlation_id, "run.namespace.cleanup_skipped", payload).await;
+                    continue;
+                }
                 match self.runtime.delete_environment(namespace).await {
                     Ok(()) => {
                         let payload = json!({"namespace": namespace, "reason": "closed"});

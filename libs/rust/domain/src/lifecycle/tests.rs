@@ -83,6 +83,25 @@ fn a_launch_resolves_the_profile_names_the_namespace_and_writes_the_whole_enviro
 }
 
 #[test]
+fn only_run_namespaces_of_the_worker_are_prepared_the_platforms_never() {
+    assert!(is_run_namespace("codex-issue-0f1e-i12-r8da5", "codex-issue"));
+    for other in ["codex-k8s-prod", "codex-issue", "codex-issuer-x", "kube-system", "default", "x-codex-issue-1"] {
+        assert!(!is_run_namespace(other, "codex-issue"), "{other}");
+    }
+    assert!(!is_run_namespace("anything", ""), "an empty prefix claims nothing");
+    let r = run();
+    let mut spec = r.spec().unwrap();
+    let p = plan_launch(&r, &spec, None, &LabelCatalog::default(), &settings(), at(NOW)).unwrap();
+    assert!(p.prepare, "its own generated namespace");
+    spec.runtime.namespace = Some("codex-k8s-prod".into());
+    spec.runtime.access_profile = Some(AccessProfile::ProductionReadonly);
+    let p = plan_launch(&r, &spec, None, &LabelCatalog::default(), &settings(), at(NOW)).unwrap();
+    assert_eq!(p.namespace, "codex-k8s-prod");
+    assert!(!p.prepare, "the platform's namespace is never prepared, leased or deleted");
+    assert_eq!(p.job.service_account.as_deref(), Some("codex-runner-readonly"));
+}
+
+#[test]
 fn routed_and_reused_namespaces_win_over_the_generated_one() {
     let r = run();
     let mut spec = r.spec().unwrap();

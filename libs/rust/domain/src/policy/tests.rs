@@ -130,6 +130,12 @@ fn late_stages_route_by_lineage() {
     assert_eq!(run.runtime.access_profile, Some(AccessProfile::ProductionReadonly));
     assert_eq!(run.runtime.target_env.as_deref(), Some("production"));
     assert_eq!(run.agent_key.as_deref(), Some("sre"));
+    // Every run routed to the platform's namespace is read-only there, ai-repair included.
+    for label in ["run:postdeploy", "run:ops", "run:ai-repair"] {
+        let run = decide_with(&labeled(label, &[]), member(), &History::default(), true).run.unwrap();
+        assert_eq!(run.runtime.namespace.as_deref(), Some("codex-k8s-prod"), "{label}");
+        assert_eq!(run.runtime.access_profile, Some(AccessProfile::ProductionReadonly), "{label}");
+    }
 
     let run = decide_with(&labeled("run:intake", &[]), member(), &History::default(), true).run.unwrap();
     assert_eq!(run.runtime.mode, RuntimeMode::CodeOnly);

@@ -129,7 +129,25 @@ impl JobRuntime for KubernetesRuntime {
         Box::pin(async move {
             validate_name("namespace", &env.namespace)?;
             let ns = env.namespace.as_str();
-            self.apply(Api::<Namespace>::all(self.client.clone()), &specs::namespace_with(ns, &env.labels, &env.annotations)).await?;
+            // Only a namespace it creates itself: an existing one without the worker's marker
+            // (the platform's own, anyone's) is never labelled, fenced or leased.
+            let wanted = specs::namespace_with(ns, &env.labels, &env.annotations);
+            let namespaces: Api<Namespace> = Api::all(self.client.clone());
+            let existing = match namespaces.get(ns).await {
+                Ok(found) => Some(found),
+                Err(e) if is_not_found(&e) => match namespaces.create(&kube::api::PostParams::default(), &wanted).await {
+                    Ok(_) => None,
+                    Err(kube::Error::Api(s)) if s.code == 409 => Some(namespaces.get(ns).await.map_err(api_err)?),
+                    Err(e) => return Err(api_err(e)),
+                },
+                Err(e) => return Err(api_err(e)),
+            };
+            if existing.is_some_and(|found| !specs::is_owned(&found.metadata)) {
+                return Err(RuntimeError::Refused(format!(
+                    "namespace {ns} exists and was not created by codex-k8s; it is left untouched (runs get namespaces of their own)"
+                )));
+            }
+            self.apply(namespaces, &wanted).await?;
             let profile = match env.access_profile.as_deref() {
                 Some("candidate") => Some(AccessProfile::Candidate),
                 Some("production-readonly") => Some(AccessProfile::ProductionReadonly),
@@ -155,8 +173,8 @@ impl JobRuntime for KubernetesRuntime {
             let mut out = Vec::new();
             for ns in api.list(&ListParams::default().labels(&selector)).await.map_err(api_err)?.items {
                 let name = ns.metadata.name.clone().unwrap_or_default();
-                if ns.metadata.deletion_timestamp.is_some() {
-                    continue; // already terminating
+                if ns.metadata.deletion_timestamp.is_some() || !specs::is_owned(&ns.metadata) {
+                    continue; // already terminating, or labelled by someone else
                 }
                 let pods: Api<Pod> = Api::namespaced(self.client.clone(), &name);
                 let active_pod = pods
@@ -191,8 +209,8 @@ impl JobRuntime for KubernetesRuntime {
                 Err(e) if is_not_found(&e) => return Ok(()),
                 Err(e) => return Err(api_err(e)),
             };
-            if !specs::is_managed(ns.metadata.labels.as_ref()) {
-                return Err(RuntimeError::Refused(format!("namespace {namespace} is not managed by codex-k8s")));
+            if !specs::is_owned(&ns.metadata) {
+                return Err(RuntimeError::Refused(format!("namespace {namespace} was not created by codex-k8s; it is never deleted")));
             }
             match api.delete(namespace, &DeleteParams::default()).await {
                 Ok(_) => Ok(()),

@@ -30,6 +30,9 @@ pub const MANAGED_BY: &str = "codex-k8s.dev/managed-by";
 pub const MANAGED_BY_VALUE: &str = "codex-k8s-worker";
 /// Purpose label of run namespaces.
 pub const PURPOSE: &str = "codex-k8s.dev/namespace-purpose";
+/// Annotation the worker sets on a namespace it creates (value [`MANAGED_BY_VALUE`]). It prepares,
+/// lists and deletes only namespaces that carry it: labels alone can be on anything.
+pub const CREATED_BY: &str = "codex-k8s.dev/created-by";
 
 /// Access profile of a run's service account.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -102,7 +105,15 @@ fn run_namespace_labels(labels: &mut BTreeMap<String, String>) {
 pub fn namespace_with(name: &str, labels: &BTreeMap<String, String>, annotations: &BTreeMap<String, String>) -> Namespace {
     let mut labels = labels.clone();
     run_namespace_labels(&mut labels);
-    Namespace { metadata: meta(name, None, labels, annotations.clone()), ..Default::default() }
+    let mut annotations = annotations.clone();
+    annotations.insert(CREATED_BY.into(), MANAGED_BY_VALUE.into());
+    Namespace { metadata: meta(name, None, labels, annotations), ..Default::default() }
+}
+
+/// Whether the worker created this namespace: the managed labels and its creation marker.
+pub fn is_owned(metadata: &ObjectMeta) -> bool {
+    is_managed(metadata.labels.as_ref())
+        && metadata.annotations.as_ref().and_then(|a| a.get(CREATED_BY)).map(String::as_str) == Some(MANAGED_BY_VALUE)
 }
 
 /// The run namespace: managed labels and lease annotations.

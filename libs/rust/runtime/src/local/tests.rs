@@ -133,6 +133,9 @@ async fn environments_are_prepared_and_only_managed_ones_deleted() {
     assert_eq!(rt.environments().await.unwrap().len(), 1, "unmanaged directories are not listed");
     assert!(matches!(rt.delete_environment("someone-elses").await, Err(RuntimeError::Refused(_))));
     assert!(dir.join("someone-elses").exists());
+    let foreign = RunEnvironment { namespace: "someone-elses".into(), ..env.clone() };
+    assert!(matches!(rt.prepare(&foreign).await, Err(RuntimeError::Refused(_))), "a directory it did not make is not adopted");
+    assert!(!dir.join("someone-elses").join(ENVIRONMENT_FILE).exists());
 
     rt.delete_environment(&env.namespace).await.unwrap();
     assert!(!dir.join(&env.namespace).exists());

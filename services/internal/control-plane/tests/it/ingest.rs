@@ -279,6 +279,31 @@ async fn qa_continues_the_candidate_lineage_of_the_issue() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_run_in_the_platforms_namespace_never_becomes_the_candidate() {
+    let (db, i) = setup().await;
+    // An ops run of the issue opened PR 41 while running in the platform's namespace.
+    let r = i.ingest("p-1", "issues", &body(&issue_labeled("run:ops", &["run:ops"], "alice"))).await.unwrap();
+    let (target, ns): (Option<String>, Option<String>) =
+        sqlx::query_as("SELECT run_payload->'runtime'->>'target_env', run_payload->'runtime'->>'namespace' FROM agent_runs WHERE id = $1")
+            .bind(r.run_id)
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!((target.as_deref(), ns.as_deref()), (Some("production"), Some("codex-k8s-prod")));
+    sqlx::query(
+        "UPDATE agent_runs SET status = 'succeeded', started_at = now(), finished_at = now(), pr_number = 41, namespace = 'codex-k8s-prod',
+                run_payload = jsonb_set(run_payload, '{pull_request}', '{\"number\": 41, \"head\": {\"sha\": \"def456\"}}')
+          WHERE id = $1",
+    )
+    .bind(r.run_id)
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    // So a qa run finds no candidate, rather than running in production with the candidate Role.
+    assert_eq!(ignored(&i, "p-2", "issues", &issue_labeled("run:qa", &["run:qa"], "alice")).await, "issue_trigger_candidate_not_found");
+}
+
 fn pr_labeled(label: &str, number: i64) -> Value {
     let v = with_repo_and_sender(example("pull_request", Some("labeled")), REPO_ID, "acme/app", "alice", "User");
     with_number(with_labels(v, Some(label), &[label], "pull_request"), "pull_request", number)

@@ -292,6 +292,67 @@ async fn namespaces_live_while_their_run_does_and_only_expired_idle_managed_ones
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_run_in_the_platforms_namespace_never_prepares_leases_or_deletes_it() {
+    let db = ck8s_testkit::fresh_db().await;
+    let p = project(&db.pool).await;
+    let repo = repository(&db.pool, p).await;
+    let dir = runs_dir("platform");
+    let (env, d) = (db.env(), dir.clone());
+    let w = tokio::task::spawn_blocking(move || worker(env, "w-platform", &d, "true")).await.unwrap();
+    // An ops run: routed to the platform's namespace, read-only.
+    let mut spec = ck8s_testkit::fixtures::run_spec(p, repo, 71, &[]);
+    spec.trigger.kind = ck8s_testkit::fixtures::kind("ops");
+    spec.runtime.namespace = Some("codex-k8s-prod".into());
+    spec.runtime.target_env = Some("production".into());
+    spec.runtime.access_profile = Some(ck8s_domain::policy::AccessProfile::ProductionReadonly);
+    let run: Uuid = sqlx::query_scalar(
+        "INSERT INTO agent_runs (correlation_id, project_id, repository_id, run_payload, runtime_mode, issue_number, agent_key, trigger_kind)
+         VALUES ('ops-71', $1, $2, $3, 'full-env', 71, 'sre', 'ops') RETURNING id",
+    )
+    .bind(p)
+    .bind(repo)
+    .bind(spec.to_value())
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(wait_status(&db.pool, run, "succeeded", Duration::from_secs(20)).await, "succeeded");
+    let kinds: Vec<String> = events(&db.pool, run).await.into_iter().map(|e| e.0).collect();
+    assert!(kinds.contains(&"run.namespace.not_prepared".to_string()), "{kinds:?}");
+    assert!(!kinds.iter().any(|k| k == "run.namespace.prepared" || k == "run.namespace.ttl_scheduled"), "{kinds:?}");
+    let (ns, lease): (Option<String>, Option<chrono::DateTime<chrono::Utc>>) =
+        sqlx::query_as("SELECT namespace, namespace_lease_until FROM agent_runs WHERE id = $1")
+            .bind(run)
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!((ns.as_deref(), lease), (Some("codex-k8s-prod"), None), "never leased");
+    assert!(!dir.join("codex-k8s-prod/environment").exists(), "never marked as a run environment");
+
+    // Closing the issue asks for its namespaces to go: the platform's is skipped, not deleted.
+    sqlx::query(
+        "INSERT INTO cleanup_requests (repository_id, correlation_id, scope, number) VALUES ($1, 'close-71', 'issue_namespaces', 71)",
+    )
+    .bind(repo)
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let started = Instant::now();
+    loop {
+        let status: String =
+            sqlx::query_scalar("SELECT status FROM cleanup_requests WHERE correlation_id = 'close-71'").fetch_one(&db.pool).await.unwrap();
+        if status == "done" {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "cleanup request stayed {status}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(dir.join("codex-k8s-prod").exists(), "the platform's namespace is still there");
+    let kinds: Vec<String> = events(&db.pool, run).await.into_iter().map(|e| e.0).collect();
+    assert!(kinds.contains(&"run.namespace.cleanup_skipped".to_string()) && !kinds.iter().any(|k| k == "run.namespace.delete_by_system"));
+    drop(w);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn revise_runs_reuse_the_namespace_of_their_issue_and_closing_the_issue_deletes_it() {
     let db = ck8s_testkit::fresh_db().await;
     let p = project(&db.pool).await;
