@@ -188,6 +188,10 @@ async fn prepare_and_launch_create_exactly_the_run_objects_and_repeating_changes
         );
         assert_eq!(container.env_from.as_ref().unwrap()[0].secret_ref.as_ref().unwrap().name, "run-job-credentials");
         assert_eq!(job.spec.as_ref().unwrap().backoff_limit, Some(0));
+        assert_eq!(job.spec.as_ref().unwrap().suspend, Some(false), "released once its Secret exists");
+        let secret: Secret = get(&client, Some(&ns), "run-job-credentials").await;
+        let owner = &secret.metadata.owner_references.as_ref().expect("owned by the Job")[0];
+        assert_eq!((owner.kind.as_str(), owner.uid.as_str()), ("Job", job.metadata.uid.as_deref().unwrap()));
         // The pod the Job controller made, as admission left it: the agent's sidecar has no
         // Secret, and only it has a service-account token (the profile needs the cluster); the
         // runner has none.
@@ -394,11 +398,14 @@ async fn the_job_controller_and_kwok_drive_jobs_to_success_and_failure_and_cance
     assert_eq!(mounts, ["/agent", "/tmp", "/agent", "/runner", "/tmp"], "the shared volume, the runner's own and scratch, no token");
     rt.cancel(&long).await.unwrap();
     rt.cancel(&long).await.unwrap(); // cancelling twice is not an error
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
     let started = Instant::now();
     loop {
         let left = pods.list(&of_long).await.unwrap().items.len();
         let job_gone = rt.status(&long).await.unwrap() == JobState::NotFound;
-        if left == 0 && job_gone {
+        // The run's Secret goes with its Job (owner reference, garbage collector).
+        let secret_gone = secrets.get_opt("job-long-credentials").await.unwrap().is_none();
+        if left == 0 && job_gone && secret_gone {
             break;
         }
         assert!(started.elapsed() < Duration::from_secs(60), "cancel must delete the job and its pods ({left} pods left)");

@@ -224,11 +224,29 @@ impl JobRuntime for KubernetesRuntime {
         Box::pin(async move {
             validate_name("namespace", &spec.namespace)?;
             validate_name("job name", &spec.job_name)?;
-            if !spec.secret_env.is_empty() {
-                self.apply(Api::<Secret>::namespaced(self.client.clone(), &spec.namespace), &specs::credentials_secret(spec)).await?;
+            // The Job first, suspended (no pod yet), so the Secret can name it as its owner and go
+            // with it; then the Job is released. A Job found suspended was left so by a launch that
+            // stopped half-way: it is finished now. One found running was launched already.
+            let jobs: Api<Job> = Api::namespaced(self.client.clone(), &spec.namespace);
+            let mut job = specs::job(spec, &JobSettings { ttl_seconds_after_finished: self.settings.ttl_seconds_after_finished });
+            let existing = jobs.get_opt(&spec.job_name).await.map_err(api_err)?;
+            if existing.as_ref().is_some_and(|j| j.spec.as_ref().and_then(|s| s.suspend) != Some(true)) {
+                return Ok(JobRef { namespace: spec.namespace.clone(), job_name: spec.job_name.clone() });
             }
-            let job = specs::job(spec, &JobSettings { ttl_seconds_after_finished: self.settings.ttl_seconds_after_finished });
-            self.apply(Api::<Job>::namespaced(self.client.clone(), &spec.namespace), &job).await?;
+            if existing.is_none() {
+                if let Some(s) = job.spec.as_mut() {
+                    s.suspend = Some(true);
+                }
+                self.apply(jobs.clone(), &job).await?;
+            }
+            let uid = jobs.get(&spec.job_name).await.map_err(api_err)?.metadata.uid.unwrap_or_default();
+            if !spec.secret_env.is_empty() {
+                self.apply(Api::<Secret>::namespaced(self.client.clone(), &spec.namespace), &specs::credentials_secret(spec, &uid)).await?;
+            }
+            if let Some(s) = job.spec.as_mut() {
+                s.suspend = Some(false);
+            }
+            self.apply(jobs, &job).await?;
             Ok(JobRef { namespace: spec.namespace.clone(), job_name: spec.job_name.clone() })
         })
     }

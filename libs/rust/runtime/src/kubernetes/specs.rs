@@ -343,19 +343,23 @@ pub fn secret_name(job: &JobSpec) -> String {
 }
 
 /// The per-run Secret holding the job's credentials (created by the worker, which has the RBAC
-/// for it; the run's own service account cannot read secrets).
-pub fn credentials_secret(job: &JobSpec) -> Secret {
-    Secret {
-        metadata: meta(
-            &secret_name(job),
-            Some(&job.namespace),
-            map(&[(MANAGED_BY, MANAGED_BY_VALUE), ("codex-k8s.dev/run-id", &job.run_id)]),
-            BTreeMap::new(),
-        ),
-        type_: Some("Opaque".into()),
-        string_data: Some(job.secret_env.clone()),
+/// for it; the run's own service account cannot read secrets). It is owned by its Job (`job_uid`),
+/// so it goes when the Job goes: cancelled, or cleaned up after it finished.
+pub fn credentials_secret(job: &JobSpec, job_uid: &str) -> Secret {
+    let mut metadata = meta(
+        &secret_name(job),
+        Some(&job.namespace),
+        map(&[(MANAGED_BY, MANAGED_BY_VALUE), ("codex-k8s.dev/run-id", &job.run_id)]),
+        BTreeMap::new(),
+    );
+    metadata.owner_references = Some(vec![k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+        api_version: "batch/v1".into(),
+        kind: "Job".into(),
+        name: job.job_name.clone(),
+        uid: job_uid.into(),
         ..Default::default()
-    }
+    }]);
+    Secret { metadata, type_: Some("Opaque".into()), string_data: Some(job.secret_env.clone()), ..Default::default() }
 }
 
 /// Job settings that are not part of the domain's spec.

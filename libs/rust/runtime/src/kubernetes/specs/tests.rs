@@ -174,7 +174,13 @@ fn the_job_runs_once_with_a_deadline_and_takes_credentials_from_its_secret() {
     assert_eq!(labels["codex-k8s.dev/run-id"], spec.run_id);
     assert_eq!(j.metadata.annotations.as_ref().unwrap()["codex-k8s.dev/correlation-id"], "delivery-1");
 
-    let secret = credentials_secret(&spec);
+    let secret = credentials_secret(&spec, "job-uid-1");
+    let owner = &secret.metadata.owner_references.as_ref().unwrap()[0];
+    assert_eq!(
+        (owner.kind.as_str(), owner.name.as_str(), owner.uid.as_str()),
+        ("Job", spec.job_name.as_str(), "job-uid-1"),
+        "it goes with its Job"
+    );
     assert_eq!(secret.metadata.namespace.as_deref(), Some(spec.namespace.as_str()));
     assert_eq!(secret.string_data.unwrap()["CODEXK8S_GIT_BOT_TOKEN"], "ghp_top_secret");
 }
