@@ -58,6 +58,32 @@ pub async fn claim_delivery(
     Ok(Some(PriorDelivery { correlation_id: row.get(0), run_id: row.get(1) }))
 }
 
+/// An earlier delivery of the same repository with the very same body (`payload_sha256`): a
+/// signed body replayed under a new delivery id. Concurrent replays wait for each other here
+/// (a transaction-scoped advisory lock on the digest).
+pub async fn prior_payload(
+    db: &mut PgConnection,
+    repository_external_id: i64,
+    payload_sha256: &str,
+    except_delivery: &str,
+) -> Result<Option<(String, PriorDelivery)>, StoreError> {
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+        .bind(format!("webhook-payload:{repository_external_id}:{payload_sha256}"))
+        .execute(&mut *db)
+        .await?;
+    let row = sqlx::query(
+        "SELECT delivery_id, correlation_id, run_id FROM webhook_deliveries
+          WHERE repository_external_id = $1 AND payload_sha256 = $2 AND delivery_id <> $3
+          ORDER BY received_at LIMIT 1",
+    )
+    .bind(repository_external_id)
+    .bind(payload_sha256)
+    .bind(except_delivery)
+    .fetch_optional(db)
+    .await?;
+    Ok(row.map(|r| (r.get(0), PriorDelivery { correlation_id: r.get(1), run_id: r.get(2) })))
+}
+
 /// Records how a claimed delivery ended.
 pub async fn finish_delivery(
     db: &mut PgConnection,

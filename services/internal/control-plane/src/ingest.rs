@@ -162,6 +162,23 @@ impl Ingestor {
             });
         }
 
+        // The signature covers the body only: the same signed body under a new delivery id is a
+        // replay, answered like the delivery it copies.
+        if let Some(id) = repo_ext_id
+            && let Some((original, prior)) = q::prior_payload(&mut tx, id, &sha, delivery_id).await?
+        {
+            q::finish_delivery(&mut tx, delivery_id, None, &prior.correlation_id, "duplicate", Some("replayed_payload"), prior.run_id)
+                .await?;
+            let details = json!({"delivery_id": delivery_id, "event": event_name, "replay_of": original});
+            q::flow_event(&mut tx, &prior.correlation_id, prior.run_id, "system", ACTOR, "webhook.duplicate", &details).await?;
+            ck8s_store::commit(tx).await?;
+            return Ok(IngestResult {
+                correlation_id: prior.correlation_id,
+                run_id: prior.run_id,
+                status: Status::Duplicate,
+                reason: Some("replayed_payload".into()),
+            });
+        }
         let bound = match repo_ext_id {
             Some(id) => q::find_binding(&mut tx, "github", id).await?,
             None => None,

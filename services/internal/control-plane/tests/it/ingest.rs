@@ -304,6 +304,23 @@ async fn a_run_in_the_platforms_namespace_never_becomes_the_candidate() {
     assert_eq!(ignored(&i, "p-2", "issues", &issue_labeled("run:qa", &["run:qa"], "alice")).await, "issue_trigger_candidate_not_found");
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_signed_body_replayed_under_a_new_delivery_id_starts_nothing() {
+    let (db, i) = setup().await;
+    let v = body(&issue_labeled("run:dev", &["run:dev"], "alice"));
+    let first = i.ingest("orig-1", "issues", &v).await.unwrap();
+    assert_eq!(first.status, Status::Accepted);
+    for replay in ["replay-1", "replay-2"] {
+        let r = i.ingest(replay, "issues", &v).await.unwrap();
+        assert_eq!((r.status, r.run_id, r.reason.as_deref()), (Status::Duplicate, first.run_id, Some("replayed_payload")), "{replay}");
+    }
+    assert_eq!(count(&db.pool, "SELECT count(*) FROM agent_runs").await, 1);
+    assert_eq!(count(&db.pool, "SELECT count(*) FROM webhook_deliveries WHERE reason = 'replayed_payload'").await, 2);
+    // A different body (another label event) is a new delivery as before.
+    let other = body(&issue_labeled("run:plan", &["run:plan"], "alice"));
+    assert_eq!(i.ingest("orig-2", "issues", &other).await.unwrap().status, Status::Accepted);
+}
+
 fn pr_labeled(label: &str, number: i64) -> Value {
     let v = with_repo_and_sender(example("pull_request", Some("labeled")), REPO_ID, "acme/app", "alice", "User");
     with_number(with_labels(v, Some(label), &[label], "pull_request"), "pull_request", number)
@@ -387,7 +404,10 @@ async fn changes_requested_starts_the_revise_of_the_resolved_stage_or_asks_for_i
             .await
             .unwrap();
     }
-    assert_eq!(ignored(&i, "v-4", "pull_request_review", &review(&[], "changes_requested")).await, "pull_request_review_stage_ambiguous");
+    // (Another review: GitHub gives every review an id of its own, so the body differs from v-3b's.)
+    let mut again = review(&[], "changes_requested");
+    again["review"]["id"] = serde_json::json!(90_004);
+    assert_eq!(ignored(&i, "v-4", "pull_request_review", &again).await, "pull_request_review_stage_ambiguous");
 
     let r = i.ingest("v-5", "pull_request_review", &body(&review(&["run:dev"], "approved"))).await.unwrap();
     assert_eq!((r.status, r.run_id), (Status::Accepted, None));
@@ -396,11 +416,14 @@ async fn changes_requested_starts_the_revise_of_the_resolved_stage_or_asks_for_i
 #[tokio::test(flavor = "multi_thread")]
 async fn discussion_comments_start_one_live_run_and_never_fan_out() {
     let (db, i) = setup().await;
+    // Every comment has an id of its own (as on GitHub), so no two deliveries carry the same body.
+    let next_id = std::sync::atomic::AtomicI64::new(70_000);
     let comment = |sender: &str, labels: &[&str]| {
         let v = with_repo_and_sender(example("issue_comment", Some("created")), REPO_ID, "acme/app", sender, "User");
         let mut v = with_number(with_labels(v, None, labels, "issue"), "issue", 12);
         v["issue"]["pull_request"] = Value::Null;
         v["comment"]["user"]["login"] = Value::String(sender.into());
+        v["comment"]["id"] = serde_json::json!(next_id.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
         v
     };
     let r = i.ingest("k-1", "issue_comment", &body(&comment("alice", &["mode:discussion"]))).await.unwrap();
