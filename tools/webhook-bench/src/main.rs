@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-const SECRET: &str = "bench-secret";
+const SECRET: &str = "bench-webhook-secret-0123";
 
 struct Delivery {
     id: String,

@@ -22,6 +22,9 @@ pub enum CryptoError {
     /// The opened value is not UTF-8 text.
     #[error("sealed value is not text")]
     NotText,
+    /// Encryption failed (a value beyond AES-GCM's limit); nothing was sealed.
+    #[error("the value cannot be sealed")]
+    Seal,
 }
 
 /// Length of the nonce prefix.
@@ -57,15 +60,15 @@ impl Sealer {
         Self { cipher: Aes256Gcm::new(&[0u8; 32].into()) }
     }
 
-    /// Seals `plaintext` as `nonce || ciphertext || tag` with a fresh random nonce.
-    pub fn seal(&self, plaintext: &str) -> Vec<u8> {
+    /// Seals `plaintext` as `nonce || ciphertext || tag` with a fresh random nonce. A failure is an
+    /// error, never a blob that holds no ciphertext.
+    pub fn seal(&self, plaintext: &str) -> Result<Vec<u8>, CryptoError> {
         let mut nonce = [0u8; NONCE_LEN];
         rand::thread_rng().fill_bytes(&mut nonce);
         let mut out = nonce.to_vec();
-        // Encryption with a valid key and nonce cannot fail for inputs below the GCM limit.
-        let ct = self.cipher.encrypt(Nonce::from_slice(&nonce), plaintext.as_bytes()).unwrap_or_default();
+        let ct = self.cipher.encrypt(Nonce::from_slice(&nonce), plaintext.as_bytes()).map_err(|_| CryptoError::Seal)?;
         out.extend_from_slice(&ct);
-        out
+        Ok(out)
     }
 
     /// Opens a value produced by [`Sealer::seal`].
@@ -137,8 +140,8 @@ mod tests {
     #[test]
     fn sealing_round_trips_and_uses_fresh_nonces() {
         let s = Sealer::from_hex(&key('a')).unwrap();
-        let a = s.seal("ghp_token");
-        let b = s.seal("ghp_token");
+        let a = s.seal("ghp_token").unwrap();
+        let b = s.seal("ghp_token").unwrap();
         assert_ne!(a, b, "nonces must differ");
         assert_eq!(a.len(), NONCE_LEN + "ghp_token".len() + TAG_LEN);
         assert!(!a.windows(9).any(|w| w == b"ghp_token"), "plaintext must not appear");
@@ -149,7 +152,7 @@ mod tests {
     fn wrong_key_tampering_and_truncation_are_rejected() {
         let s = Sealer::from_hex(&key('a')).unwrap();
         let other = Sealer::from_hex(&key('b')).unwrap();
-        let mut sealed = s.seal("secret");
+        let mut sealed = s.seal("secret").unwrap();
         assert_eq!(other.open(&sealed).unwrap_err(), CryptoError::Open);
         sealed[NONCE_LEN] ^= 1;
         assert_eq!(s.open(&sealed).unwrap_err(), CryptoError::Open);

@@ -1,7 +1,7 @@
 //! Typed configuration of api-gateway.
 
 use ck8s_config::{ConfigError, Layers};
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -17,6 +17,9 @@ pub struct Config {
     pub shutdown_timeout: Duration,
 }
 
+/// The shortest webhook secret accepted.
+pub const MIN_WEBHOOK_SECRET: usize = 16;
+
 impl Config {
     pub fn load(layers: &Layers) -> Result<Self, ConfigError> {
         let mut r = layers.reader();
@@ -31,10 +34,17 @@ impl Config {
         if !(1024..=64 << 20).contains(&webhook_max_body_bytes) {
             r.issue("WEBHOOK_MAX_BODY_BYTES", "must be between 1024 and 67108864 bytes");
         }
+        let webhook_secret = r.required_secret("GITHUB_WEBHOOK_SECRET", "the secret configured on the repository webhook");
+        if (1..MIN_WEBHOOK_SECRET).contains(&webhook_secret.expose_secret().len()) {
+            r.issue(
+                "GITHUB_WEBHOOK_SECRET",
+                format!("is too short: at least {MIN_WEBHOOK_SECRET} characters (a short secret lets anyone sign webhooks); generate one with `openssl rand -hex 32`"),
+            );
+        }
         let cfg = Self {
             http_addr: r.socket_addr("HTTP_ADDR", "0.0.0.0:8080"),
             control_plane_target,
-            webhook_secret: r.required_secret("GITHUB_WEBHOOK_SECRET", "the secret configured on the repository webhook"),
+            webhook_secret,
             webhook_max_body_bytes,
             internal_api_token: r.required_secret("INTERNAL_API_TOKEN", "the token control-plane expects on its internal API"),
             shutdown_timeout: r.duration("SHUTDOWN_TIMEOUT", Duration::from_secs(20)),

@@ -99,7 +99,16 @@ pub struct Applied {
 }
 
 /// Applies the bootstrap in one transaction.
-pub async fn apply(pool: &ck8s_store::Pool, cfg: &BootstrapConfig, sealer: &Sealer) -> Result<Applied, ck8s_store::StoreError> {
+/// Why the bootstrap could not be applied.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error(transparent)]
+    Store(#[from] ck8s_store::StoreError),
+    #[error("the repository token cannot be sealed")]
+    Seal(#[from] ck8s_crypto::CryptoError),
+}
+
+pub async fn apply(pool: &ck8s_store::Pool, cfg: &BootstrapConfig, sealer: &Sealer) -> Result<Applied, ApplyError> {
     let mut tx = ck8s_store::begin(pool).await?;
     let mut applied = Applied::default();
     let owner_id = match &cfg.owner_email {
@@ -135,7 +144,7 @@ pub async fn apply(pool: &ck8s_store::Pool, cfg: &BootstrapConfig, sealer: &Seal
         }
         let token = cfg.github_token.as_ref().map(|t| t.expose_secret().to_string()).unwrap_or_default();
         for r in &cfg.repositories {
-            let sealed = sealer.seal(&token);
+            let sealed = sealer.seal(&token)?;
             q::upsert_repository(
                 &mut tx,
                 &q::RepositorySeed {

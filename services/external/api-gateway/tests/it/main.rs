@@ -17,7 +17,7 @@ fn gateway_env(target: &str) -> Vec<(String, String)> {
     vec![
         ("CODEXK8S_HTTP_ADDR".into(), "127.0.0.1:0".into()),
         ("CODEXK8S_CONTROL_PLANE_GRPC_TARGET".into(), target.into()),
-        ("CODEXK8S_GITHUB_WEBHOOK_SECRET".into(), "test-secret".into()),
+        ("CODEXK8S_GITHUB_WEBHOOK_SECRET".into(), "test-webhook-secret-0123".into()),
         ("CODEXK8S_INTERNAL_API_TOKEN".into(), ck8s_testkit::process::INTERNAL_TOKEN.into()),
     ]
 }
@@ -40,6 +40,17 @@ fn invalid_configuration_exits_non_zero_naming_the_settings() {
     ] {
         assert!(out.contains(var), "{var} not named in:\n{out}");
     }
+}
+
+#[test]
+fn a_webhook_secret_anyone_could_guess_is_refused_without_being_echoed() {
+    let mut e = gateway_env("http://127.0.0.1:9");
+    e.retain(|(k, _)| k != "CODEXK8S_GITHUB_WEBHOOK_SECRET");
+    e.push(("CODEXK8S_GITHUB_WEBHOOK_SECRET".into(), "hunter2".into()));
+    let (code, out) = run_to_exit(BIN, &e, &[]);
+    assert_eq!(code, Some(2), "{out}");
+    assert!(out.contains("CODEXK8S_GITHUB_WEBHOOK_SECRET") && out.contains("at least 16 characters"), "{out}");
+    assert!(!out.contains("hunter2"), "the secret is never printed: {out}");
 }
 
 #[test]
