@@ -201,6 +201,9 @@ fn write_private(path: &Path, content: &str) -> std::io::Result<()> {
     f.write_all(content.as_bytes())
 }
 
+/// The most of a job log read at once (its end).
+pub const LOG_READ_CAP: u64 = 1 << 20;
+
 /// File in a run directory that marks it as managed and carries its labels and annotations.
 const ENVIRONMENT_FILE: &str = "environment";
 
@@ -285,8 +288,19 @@ impl JobRuntime for LocalRuntime {
         Box::pin(async move {
             validate_name("namespace", &job.namespace)?;
             validate_name("job name", &job.job_name)?;
-            let text = match std::fs::read(self.job_dir(job).join("job.log")) {
-                Ok(b) => String::from_utf8_lossy(&b).to_string(),
+            // At most the last LOG_READ_CAP bytes: a job that printed gigabytes costs no more.
+            let text = match std::fs::File::open(self.job_dir(job).join("job.log")) {
+                Ok(mut f) => {
+                    use std::io::{Read, Seek, SeekFrom};
+                    let len = f.metadata().map_err(io)?.len();
+                    let start = len.saturating_sub(LOG_READ_CAP);
+                    f.seek(SeekFrom::Start(start)).map_err(io)?;
+                    let mut b = Vec::new();
+                    f.take(LOG_READ_CAP).read_to_end(&mut b).map_err(io)?;
+                    // A cut line at the start is dropped.
+                    let from = if start > 0 { b.iter().position(|&c| c == b'\n').map_or(b.len(), |i| i + 1) } else { 0 };
+                    String::from_utf8_lossy(&b[from..]).to_string()
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
                 Err(e) => return Err(io(e)),
             };

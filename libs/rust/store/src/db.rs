@@ -20,6 +20,11 @@ pub struct DbConfig {
     pub ssl_mode: PgSslMode,
     pub max_connections: u32,
     pub connect_timeout: Duration,
+    /// Longest statement, and longest wait for a lock, before PostgreSQL cancels it.
+    pub statement_timeout: Duration,
+    /// Longest a session may sit idle inside a transaction (holding its locks) before
+    /// PostgreSQL ends it.
+    pub idle_in_transaction_timeout: Duration,
 }
 
 impl std::fmt::Debug for DbConfig {
@@ -43,7 +48,12 @@ impl DbConfig {
             .database(&self.name)
             .username(&self.user)
             .ssl_mode(self.ssl_mode)
-            .application_name("codex-k8s");
+            .application_name("codex-k8s")
+            .options([
+                ("statement_timeout", self.statement_timeout.as_millis().to_string()),
+                ("lock_timeout", self.statement_timeout.as_millis().to_string()),
+                ("idle_in_transaction_session_timeout", self.idle_in_transaction_timeout.as_millis().to_string()),
+            ]);
         if let Some(p) = &self.password {
             o = o.password(p.expose_secret());
         }
@@ -73,9 +83,15 @@ pub async fn connect(cfg: &DbConfig) -> Result<PgPool, StoreError> {
     Ok(pool)
 }
 
-/// Applies every pending migration; a second call changes nothing.
+/// Applies every pending migration; a second call changes nothing. Migrations may take longer
+/// than a statement may (an index on a large table): they run without the statement timeout.
 pub async fn migrate(pool: &PgPool) -> Result<(), StoreError> {
-    MIGRATOR.run(pool).await.map_err(StoreError::Migration)
+    let mut conn = pool.acquire().await?;
+    conn.execute("SET statement_timeout = 0; SET lock_timeout = 0").await?;
+    let ran = MIGRATOR.run(&mut *conn).await.map_err(StoreError::Migration);
+    // The connection goes back to the pool: give it the pool's limits again.
+    conn.execute("RESET statement_timeout; RESET lock_timeout").await?;
+    ran
 }
 
 /// The connection pool every service holds.
@@ -109,7 +125,8 @@ pub async fn ping(pool: &PgPool) -> Result<(), StoreError> {
 }
 
 impl DbConfig {
-    /// Reads `CODEXK8S_DB_HOST|PORT|NAME|USER|PASSWORD|SSLMODE|MAX_CONNECTIONS|CONNECT_TIMEOUT`.
+    /// Reads `CODEXK8S_DB_HOST|PORT|NAME|USER|PASSWORD|SSLMODE|MAX_CONNECTIONS|CONNECT_TIMEOUT|
+    /// STATEMENT_TIMEOUT|IDLE_IN_TRANSACTION_TIMEOUT`.
     pub fn read(r: &mut ck8s_config::Reader<'_>) -> Self {
         let ssl = r.string("DB_SSLMODE", "prefer");
         let ssl_mode = parse_ssl_mode(&ssl).unwrap_or_else(|| {
@@ -129,6 +146,8 @@ impl DbConfig {
             ssl_mode,
             max_connections,
             connect_timeout: r.duration("DB_CONNECT_TIMEOUT", Duration::from_secs(5)),
+            statement_timeout: r.duration("DB_STATEMENT_TIMEOUT", Duration::from_secs(60)),
+            idle_in_transaction_timeout: r.duration("DB_IDLE_IN_TRANSACTION_TIMEOUT", Duration::from_secs(300)),
         }
     }
 }

@@ -72,6 +72,11 @@ pub struct ClaimSettings {
     pub default_slots: i32,
 }
 
+/// A project's slot count: its `settings.slots_per_project` when that is a number of 1-100, else
+/// the default (`$2`). A malformed value of one project never breaks claiming for the others.
+const PROJECT_SLOTS: &str = "CASE WHEN p.settings->>'slots_per_project' ~ '^[0-9]{1,3}$'
+      THEN LEAST(GREATEST((p.settings->>'slots_per_project')::int, 1), 100) ELSE $2 END";
+
 /// Whether a run needs a slot: full-env runs that are not deploy-only.
 const NEEDS_SLOT: &str = "(r.runtime_mode = 'full-env' AND NOT COALESCE((r.run_payload->'runtime'->>'deploy_only')::boolean, false))";
 
@@ -84,12 +89,12 @@ pub async fn claim_next(pool: &PgPool, worker: &str, s: ClaimSettings) -> Result
         let mut tx = pool.begin().await?;
         let sql = format!(
             "SELECT r.id, r.project_id, {NEEDS_SLOT} AS needs_slot,
-                    COALESCE((p.settings->>'slots_per_project')::int, $2) AS pool
+                    {PROJECT_SLOTS} AS pool
                FROM agent_runs r LEFT JOIN projects p ON p.id = r.project_id
               WHERE r.status = 'pending' AND NOT (r.id = ANY($1))
                 AND (NOT {NEEDS_SLOT} OR r.project_id IS NULL
                      OR EXISTS (SELECT 1 FROM slots sl WHERE sl.project_id = r.project_id AND (sl.state = 'free' OR sl.lease_until < now()))
-                     OR (SELECT count(*) FROM slots sl WHERE sl.project_id = r.project_id) < COALESCE((p.settings->>'slots_per_project')::int, $2))
+                     OR (SELECT count(*) FROM slots sl WHERE sl.project_id = r.project_id) < {PROJECT_SLOTS})
               ORDER BY r.created_at
               FOR UPDATE OF r SKIP LOCKED
               LIMIT 1"

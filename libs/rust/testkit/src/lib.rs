@@ -79,6 +79,8 @@ impl PgServer {
             ssl_mode: PgSslMode::Disable,
             max_connections: 10,
             connect_timeout: Duration::from_secs(10),
+            statement_timeout: Duration::from_secs(60),
+            idle_in_transaction_timeout: Duration::from_secs(300),
         }
     }
 

@@ -268,7 +268,13 @@ impl JobRuntime for KubernetesRuntime {
             let Some(pod) = self.pods_of(job).await?.into_iter().next() else { return Ok(String::new()) };
             let name = pod.metadata.name.unwrap_or_default();
             let api: Api<Pod> = Api::namespaced(self.client.clone(), &job.namespace);
-            let params = LogParams { container: Some("run".into()), tail_lines: tail_lines.map(|n| n as i64), ..Default::default() };
+            // Bounded like the local runtime's read: the end of the runner's log, at most 1 MiB.
+            let params = LogParams {
+                container: Some("run".into()),
+                tail_lines: tail_lines.map(|n| n as i64),
+                limit_bytes: Some(i64::try_from(crate::local::LOG_READ_CAP).unwrap_or(i64::MAX)),
+                ..Default::default()
+            };
             api.logs(&name, &params).await.map_err(api_err)
         })
     }

@@ -107,6 +107,19 @@ async fn bad_names_and_commands_are_rejected() {
 }
 
 #[tokio::test]
+async fn a_huge_job_log_is_read_from_its_end_only() {
+    let rt = LocalRuntime::new(root("huge-log"));
+    let job = JobRef { namespace: "codex-issue-p-i9".into(), job_name: "loud".into() };
+    std::fs::create_dir_all(rt.job_dir(&job)).unwrap();
+    let mut log = "x".repeat(100).repeat(40_000); // 4 MB of one line
+    log.push_str("\nsecond to last\nlast\n");
+    std::fs::write(rt.job_dir(&job).join("job.log"), &log).unwrap();
+    assert_eq!(rt.logs(&job, Some(2)).await.unwrap(), "second to last\nlast");
+    let all = rt.logs(&job, None).await.unwrap();
+    assert!(all.len() as u64 <= LOG_READ_CAP && all.ends_with("last\n") && !all.starts_with('x'), "{} bytes", all.len());
+}
+
+#[tokio::test]
 async fn environments_are_prepared_and_only_managed_ones_deleted() {
     let dir = root("env");
     let rt = LocalRuntime::new(&dir);

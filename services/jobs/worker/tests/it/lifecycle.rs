@@ -292,6 +292,45 @@ async fn namespaces_live_while_their_run_does_and_only_expired_idle_managed_ones
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn one_projects_malformed_slot_setting_breaks_claiming_for_no_one() {
+    let db = ck8s_testkit::fresh_db().await;
+    let good = project(&db.pool).await;
+    let bad: Uuid = sqlx::query_scalar(
+        "INSERT INTO projects (slug, name, settings) VALUES ('bad', 'bad', '{\"slots_per_project\": \"lots\"}') RETURNING id",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    let repo = repository(&db.pool, good).await;
+    let runs = [
+        pending_full_env(&db.pool, bad, repo, "bad-1", 81, "dev").await,
+        pending_full_env(&db.pool, good, repo, "good-1", 82, "dev").await,
+    ];
+    let (env, d) = (db.env(), runs_dir("slots"));
+    let w = tokio::task::spawn_blocking(move || worker(env, "w-slots", &d, "true")).await.unwrap();
+    for id in runs {
+        assert_eq!(wait_status(&db.pool, id, "succeeded", Duration::from_secs(20)).await, "succeeded", "{}", w.output());
+    }
+    drop(w);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn statements_and_idle_transactions_are_bounded() {
+    let db = ck8s_testkit::fresh_db().await;
+    let mut cfg = db.config.clone();
+    cfg.statement_timeout = Duration::from_millis(300);
+    let pool = ck8s_store::connect(&cfg).await.unwrap();
+    let err = sqlx::query("SELECT pg_sleep(5)").execute(&pool).await.unwrap_err();
+    assert!(err.to_string().contains("statement timeout"), "{err}");
+    let (statement, idle): (String, String) =
+        sqlx::query_as("SELECT current_setting('statement_timeout'), current_setting('idle_in_transaction_session_timeout')")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!((statement.as_str(), idle.as_str()), ("300ms", "5min"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_run_in_the_platforms_namespace_never_prepares_leases_or_deletes_it() {
     let db = ck8s_testkit::fresh_db().await;
     let p = project(&db.pool).await;
