@@ -173,6 +173,17 @@ pub async fn sender_record(db: &mut PgConnection, login: &str, project_id: Uuid)
         .unwrap_or_default())
 }
 
+/// Serialises the deliveries of one issue (or pull request) of a repository until the caller's
+/// transaction ends, so two at once cannot both decide from the same history (both seeing no live
+/// discussion run, say).
+pub async fn lock_issue(db: &mut PgConnection, repository_id: Uuid, number: i64) -> Result<(), StoreError> {
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+        .bind(format!("ingest-issue:{repository_id}:{number}"))
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
 /// Whether a discussion run of the issue is pending or running.
 pub async fn live_discussion_run(db: &mut PgConnection, repository_id: Uuid, issue: i64) -> Result<bool, StoreError> {
     sqlx::query_scalar(

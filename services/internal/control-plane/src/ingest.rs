@@ -222,6 +222,11 @@ impl Ingestor {
     }
 
     async fn history(&self, db: &mut Conn, repository_id: Uuid, e: &Event) -> Result<History, ck8s_store::StoreError> {
+        // One delivery of an issue (or pull request) at a time decides from its history.
+        let number = e.issue.as_ref().map(|i| i.number).or(e.pull_request.as_ref().map(|p| p.number)).filter(|n| *n > 0);
+        if let Some(n) = number {
+            q::lock_issue(db, repository_id, n).await?;
+        }
         let mut h = History::default();
         if let Some(issue) = e.issue.as_ref().filter(|i| !i.is_pull_request && i.number > 0) {
             h.live_discussion_run = q::live_discussion_run(db, repository_id, issue.number).await?;

@@ -321,6 +321,26 @@ async fn a_signed_body_replayed_under_a_new_delivery_id_starts_nothing() {
     assert_eq!(i.ingest("orig-2", "issues", &other).await.unwrap().status, Status::Accepted);
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_comments_on_one_discussion_issue_start_one_run() {
+    let (db, i) = setup().await;
+    let i = std::sync::Arc::new(i);
+    let mut tasks = Vec::new();
+    for n in 0..8 {
+        let v = with_repo_and_sender(example("issue_comment", Some("created")), REPO_ID, "acme/app", "alice", "User");
+        let mut v = with_number(with_labels(v, None, &["mode:discussion"], "issue"), "issue", 12);
+        v["issue"]["pull_request"] = Value::Null;
+        v["comment"]["user"]["login"] = Value::String("alice".into());
+        v["comment"]["id"] = serde_json::json!(80_000 + n);
+        let i = i.clone();
+        tasks.push(tokio::spawn(async move { i.ingest(&format!("race-{n}"), "issue_comment", &body(&v)).await.unwrap() }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(count(&db.pool, "SELECT count(*) FROM agent_runs WHERE (run_payload->>'discussion_mode')::boolean").await, 1);
+}
+
 fn pr_labeled(label: &str, number: i64) -> Value {
     let v = with_repo_and_sender(example("pull_request", Some("labeled")), REPO_ID, "acme/app", "alice", "User");
     with_number(with_labels(v, Some(label), &[label], "pull_request"), "pull_request", number)
