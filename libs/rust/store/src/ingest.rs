@@ -381,6 +381,24 @@ pub async fn insert_run(db: &mut PgConnection, r: &NewRun<'_>) -> Result<(Uuid, 
     }
 }
 
+/// Records the deploy task of a deploy-only run (a push to the platform's `main`). It waits
+/// (`pending`) for self-deploy, which will carry it out; no agent ever starts for it.
+pub async fn owe_deploy_task(db: &mut PgConnection, run: Uuid, spec: &ck8s_domain::run_spec::RunSpec) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO runtime_deploy_tasks (run_id, runtime_mode, namespace, target_env, repository_full_name, build_ref, deploy_only)
+         VALUES ($1, $2, $3, $4, $5, $6, true) ON CONFLICT (run_id) DO NOTHING",
+    )
+    .bind(run)
+    .bind(spec.runtime.mode.as_str())
+    .bind(&spec.runtime.namespace)
+    .bind(spec.runtime.target_env.as_deref().unwrap_or("production"))
+    .bind(&spec.repository.full_name)
+    .bind(spec.runtime.build_ref.as_deref().unwrap_or_default())
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
 /// Appends one audit event.
 pub async fn flow_event(
     db: &mut PgConnection,

@@ -92,6 +92,8 @@ pub async fn claim_next(pool: &PgPool, worker: &str, s: ClaimSettings) -> Result
                     {PROJECT_SLOTS} AS pool
                FROM agent_runs r LEFT JOIN projects p ON p.id = r.project_id
               WHERE r.status = 'pending' AND NOT (r.id = ANY($1))
+                -- Deploy-only runs wait for self-deploy as deploy tasks; the worker starts no agent for them.
+                AND NOT COALESCE((r.run_payload->'runtime'->>'deploy_only')::boolean, false)
                 AND (NOT {NEEDS_SLOT} OR r.project_id IS NULL
                      OR EXISTS (SELECT 1 FROM slots sl WHERE sl.project_id = r.project_id AND (sl.state = 'free' OR sl.lease_until < now()))
                      OR (SELECT count(*) FROM slots sl WHERE sl.project_id = r.project_id) < {PROJECT_SLOTS})

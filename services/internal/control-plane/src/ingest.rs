@@ -444,7 +444,15 @@ impl Ingestor {
         q::flow_event(db, &plan.correlation_id, Some(run_id), "system", ACTOR, "webhook.received", &details).await?;
         q::flow_event(db, &plan.correlation_id, Some(run_id), "system", "control-plane", "run.enqueued", &details).await?;
         self.owe_effects(db, &plan.correlation_id, Some(run_id), b.repository_id, &d.effects).await?;
-        q::notify_run_pending(db, run_id).await?;
+        if spec.runtime.deploy_only {
+            // No agent starts for a deploy: it waits as a deploy task until self-deploy exists.
+            q::owe_deploy_task(db, run_id, spec).await?;
+            let waiting = json!({"run_id": run_id, "build_ref": spec.runtime.build_ref, "namespace": spec.runtime.namespace,
+                                 "reason": "self-deploy is not available yet: the deploy task waits, and no agent is started"});
+            q::flow_event(db, &plan.correlation_id, Some(run_id), "system", "control-plane", "run.deploy.waiting", &waiting).await?;
+        } else {
+            q::notify_run_pending(db, run_id).await?;
+        }
         Ok(IngestResult { correlation_id: plan.correlation_id.clone(), run_id: Some(run_id), status: Status::Accepted, reason: None })
     }
 

@@ -490,6 +490,15 @@ async fn push_to_main_of_the_platform_is_a_deploy_request_and_ping_is_answered()
     assert_eq!(payload["runtime"]["build_ref"], "0123abcd");
     assert_eq!(payload["runtime"]["namespace"], "codex-k8s-prod");
     assert!(effects(&db.pool, "p-1").await.is_empty(), "deploys have no status comment");
+    // No agent is ever started for it: it waits as a deploy task, and says so.
+    let (task, deploy_only, build_ref): (String, bool, String) =
+        sqlx::query_as("SELECT status, deploy_only, build_ref FROM runtime_deploy_tasks WHERE run_id = $1")
+            .bind(r.run_id)
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!((task.as_str(), deploy_only, build_ref.as_str()), ("pending", true, "0123abcd"));
+    assert!(events(&db.pool, "p-1").await.contains(&"run.deploy.waiting".to_string()));
 
     let r = i.ingest("p-2", "push", &body(&push(REPO_ID, "acme/app", "refs/heads/main"))).await.unwrap();
     assert_eq!((r.status, r.run_id), (Status::Accepted, None));
