@@ -48,6 +48,8 @@ pub struct ExecutorSettings {
     pub lag: LagPolicy,
     /// The staff console's base URL: status comments link to `<console>/runs/<run id>`.
     pub console_url: Option<String>,
+    /// The bot's login (`CODEXK8S_GIT_BOT_USERNAME`): the author of every status comment.
+    pub bot_login: String,
 }
 
 impl Default for ExecutorSettings {
@@ -61,6 +63,7 @@ impl Default for ExecutorSettings {
             max_backoff: Duration::from_secs(300),
             lag: LagPolicy::default(),
             console_url: None,
+            bot_login: "codex-bot".into(),
         }
     }
 }
@@ -179,6 +182,7 @@ impl Executor {
             repository_id: o.repository_id,
             repo: repo.clone(),
             number: o.target_number,
+            bot_login: self.settings.bot_login.clone(),
         };
         let run_id = o.run_id.map(|r| r.to_string()).unwrap_or_else(|| o.correlation_id.clone());
         let mut report = StatusState {

@@ -35,6 +35,9 @@ pub struct Target {
     pub repository_id: Uuid,
     pub repo: RepoRef,
     pub number: i64,
+    /// The bot's login: only its comments are ever taken for the run's status comment (anyone
+    /// can post a comment that carries a marker).
+    pub bot_login: String,
 }
 
 /// What the upsert did.
@@ -66,7 +69,10 @@ impl UpsertError {
 
 async fn find_own(p: &dyn RepositoryProvider, t: &Target, run_id: &str) -> Result<Option<(i64, StatusState)>, ProviderError> {
     let comments = p.list_comments(&t.repo, t.number).await?;
-    Ok(comments.into_iter().find_map(|c| StatusState::from_comment(&c.body).filter(|s| s.run_id == run_id).map(|s| (c.id, s))))
+    Ok(comments
+        .into_iter()
+        .filter(|c| c.author.eq_ignore_ascii_case(&t.bot_login))
+        .find_map(|c| StatusState::from_comment(&c.body).filter(|s| s.run_id == run_id).map(|s| (c.id, s))))
 }
 
 /// Merges `report` into the run's status comment, creating the comment only if it does not exist.

@@ -84,7 +84,13 @@ async fn the_status_comment_stays_single_and_monotonic_despite_a_lagging_list_an
     let sim = tokio::task::spawn_blocking(sim).await.unwrap();
     sim.faults(json!({"comment_list_lag_ms": 1500}));
     let gh = sim.provider();
-    let t = Target { correlation_id: "corr-42".into(), repository_id: repo_id, repo: RepoRef::new("codex-bot", "app"), number: 1 };
+    let t = Target {
+        correlation_id: "corr-42".into(),
+        repository_id: repo_id,
+        repo: RepoRef::new("codex-bot", "app"),
+        number: 1,
+        bot_login: "codex-bot".into(),
+    };
     let lag = LagPolicy { attempts: 10, wait: Duration::from_millis(300) };
 
     let first = upsert(&db.pool, &gh, &t, &report(Phase::Created), Locale::En, lag).await.unwrap();
@@ -123,6 +129,42 @@ async fn the_status_comment_stays_single_and_monotonic_despite_a_lagging_list_an
     assert!(phases.len() >= 5, "{phases:?}");
     assert!(phases.windows(2).all(|w| w[0] <= w[1]), "phases written in order: {phases:?}");
     assert_eq!(phases.first(), Some(&Phase::Created));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_marker_in_someone_elses_comment_is_never_taken_for_the_runs_status_comment() {
+    let db = ck8s_testkit::fresh_db().await;
+    let repo_id = repository(&db.pool).await;
+    let sim = tokio::task::spawn_blocking(sim).await.unwrap();
+    let gh = sim.provider();
+    // mallory posts a comment carrying run-42's marker, with her own text above it.
+    let mallory = sim.forge.user("mallory");
+    let forged = format!("[Log in to see the run](https://evil.example)\n\n{}", report(Phase::Started).marker());
+    let (s, _) = sim.forge.call("POST", "/repos/codex-bot/app/issues/1/comments", Some(&mallory), Some(json!({"body": forged})));
+    assert_eq!(s, 201);
+    let t = Target {
+        correlation_id: "corr-42".into(),
+        repository_id: repo_id,
+        repo: RepoRef::new("codex-bot", "app"),
+        number: 1,
+        bot_login: "codex-bot".into(),
+    };
+    // As after a crash between a create and storing its id, the upsert looks through the list.
+    sqlx::query(
+        "INSERT INTO run_status_comments (correlation_id, repository_id, target_number, create_attempted) VALUES ('corr-42', $1, 1, true)",
+    )
+    .bind(repo_id)
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let lag = LagPolicy { attempts: 1, wait: Duration::from_millis(10) };
+    let up = upsert(&db.pool, &gh, &t, &report(Phase::Ready), Locale::En, lag).await.unwrap();
+    assert!(up.created, "the bot writes a comment of its own");
+    let comments = gh.list_comments(&t.repo, 1).await.unwrap();
+    let theirs = comments.iter().find(|c| c.author == "mallory").unwrap();
+    assert!(theirs.body.contains("evil.example"), "hers is left as it was");
+    assert_ne!(up.comment_id, theirs.id);
+    assert_eq!(comments.iter().find(|c| c.id == up.comment_id).unwrap().author, "codex-bot");
 }
 
 struct Fixed(Arc<dyn RepositoryProvider>);

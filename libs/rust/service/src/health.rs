@@ -66,13 +66,31 @@ pub fn health_router(service: &'static str, checks: Vec<ReadinessCheck>, metrics
         .with_state(state)
 }
 
+/// The method as a metrics label: the standard ones by name, anything invented as `other`, so a
+/// client sending made-up methods cannot grow the label set (and memory) without end.
+fn method_label(m: &axum::http::Method) -> String {
+    use axum::http::Method;
+    const KNOWN: [Method; 9] = [
+        Method::GET,
+        Method::POST,
+        Method::PUT,
+        Method::PATCH,
+        Method::DELETE,
+        Method::HEAD,
+        Method::OPTIONS,
+        Method::CONNECT,
+        Method::TRACE,
+    ];
+    if KNOWN.contains(m) { m.as_str().to_string() } else { "other".to_string() }
+}
+
 /// Middleware counting every request by route template, method and status.
 pub fn with_request_metrics(router: Router, metrics: Metrics) -> Router {
     router.layer(middleware::from_fn(move |req: Request, next: Next| {
         let metrics = metrics.clone();
         async move {
             let route = req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_string()).unwrap_or_else(|| "unmatched".to_string());
-            let method = req.method().to_string();
+            let method = method_label(req.method());
             let resp = next.run(req).await;
             metrics.observe_http(&route, &method, resp.status().as_u16());
             resp
@@ -161,5 +179,20 @@ mod tests {
         let (_, body) = get_status(r, "/metrics").await;
         assert!(body.contains("codexk8s_build_info{service=\"svc\""), "{body}");
         assert!(body.contains("codexk8s_http_requests_total{route=\"/healthz\",method=\"GET\",status=\"200\"} 1"), "{body}");
+    }
+
+    #[tokio::test]
+    async fn invented_methods_share_one_label() {
+        use tower::ServiceExt;
+        let metrics = MetricsBuilder::new("svc").build();
+        let r = with_request_metrics(health_router("svc", vec![], metrics.clone(), CancellationToken::new()), metrics.clone());
+        for i in 0..50 {
+            let method = axum::http::Method::from_bytes(format!("INVENTED{i}").as_bytes()).unwrap();
+            let req = axum::http::Request::builder().method(method).uri("/healthz").body(axum::body::Body::empty()).unwrap();
+            r.clone().oneshot(req).await.unwrap();
+        }
+        let (_, body) = get_status(r, "/metrics").await;
+        assert!(!body.contains("INVENTED"), "{body}");
+        assert!(body.contains("method=\"other\""), "{body}");
     }
 }

@@ -44,7 +44,8 @@ pub async fn run(executor: Executor, interval: Duration, token: CancellationToke
     }
 }
 
-/// Default settings with this instance as lease owner and the console's address for links.
-pub fn settings(owner: String, console_url: Option<String>) -> ExecutorSettings {
-    ExecutorSettings { owner, console_url, ..Default::default() }
+/// Default settings with this instance as lease owner, the console's address for links and the
+/// bot's login (the author of status comments).
+pub fn settings(owner: String, console_url: Option<String>, bot_login: String) -> ExecutorSettings {
+    ExecutorSettings { owner, console_url, bot_login, ..Default::default() }
 }

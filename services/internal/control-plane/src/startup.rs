@@ -47,7 +47,7 @@ pub async fn run(cfg: Config) -> Result<(), ControlPlaneError> {
         let executor = ck8s_effects::Executor {
             pool: pool.clone(),
             providers: Arc::new(providers),
-            settings: crate::effects::settings(owner, cfg.console_url.clone()),
+            settings: crate::effects::settings(owner, cfg.console_url.clone(), cfg.ingest.policy.bot_login.clone()),
         };
         tracing::info!(github_api_url = %cfg.github_api_url, "carrying out owed GitHub side effects");
         shutdown.spawn("side-effects", crate::effects::run(executor, cfg.side_effects_interval, shutdown.token()));

@@ -30,6 +30,7 @@ async fn a_label_on_forge_sim_becomes_a_pending_run_and_a_status_comment_on_the_
             ("CODEXK8S_GITHUB_PAT", &acme),
             ("CODEXK8S_SIDE_EFFECTS_ENABLED", "true"),
             ("CODEXK8S_GITHUB_API_URL", &forge_url),
+            ("CODEXK8S_GIT_BOT_USERNAME", "acme"),
             ("CODEXK8S_SIDE_EFFECTS_POLL_INTERVAL", "200ms"),
             ("CODEXK8S_CONSOLE_URL", "https://console.example.com/"),
         ],
