@@ -327,11 +327,7 @@ async fn concurrent_comments_on_one_discussion_issue_start_one_run() {
     let i = std::sync::Arc::new(i);
     let mut tasks = Vec::new();
     for n in 0..8 {
-        let v = with_repo_and_sender(example("issue_comment", Some("created")), REPO_ID, "acme/app", "alice", "User");
-        let mut v = with_number(with_labels(v, None, &["mode:discussion"], "issue"), "issue", 12);
-        v["issue"]["pull_request"] = Value::Null;
-        v["comment"]["user"]["login"] = Value::String("alice".into());
-        v["comment"]["id"] = serde_json::json!(80_000 + n);
+        let v = issue_comment("alice", &["mode:discussion"], 80_000 + n);
         let i = i.clone();
         tasks.push(tokio::spawn(async move { i.ingest(&format!("race-{n}"), "issue_comment", &body(&v)).await.unwrap() }));
     }
@@ -339,6 +335,16 @@ async fn concurrent_comments_on_one_discussion_issue_start_one_run() {
         t.await.unwrap();
     }
     assert_eq!(count(&db.pool, "SELECT count(*) FROM agent_runs WHERE (run_payload->>'discussion_mode')::boolean").await, 1);
+}
+
+/// A comment by `sender` on issue 12 (labelled `labels`) with comment id `id`.
+fn issue_comment(sender: &str, labels: &[&str], id: i64) -> Value {
+    let v = with_repo_and_sender(example("issue_comment", Some("created")), REPO_ID, "acme/app", sender, "User");
+    let mut v = with_number(with_labels(v, None, labels, "issue"), "issue", 12);
+    v["issue"]["pull_request"] = Value::Null;
+    v["comment"]["user"]["login"] = Value::String(sender.into());
+    v["comment"]["id"] = serde_json::json!(id);
+    v
 }
 
 fn pr_labeled(label: &str, number: i64) -> Value {
@@ -438,14 +444,7 @@ async fn discussion_comments_start_one_live_run_and_never_fan_out() {
     let (db, i) = setup().await;
     // Every comment has an id of its own (as on GitHub), so no two deliveries carry the same body.
     let next_id = std::sync::atomic::AtomicI64::new(70_000);
-    let comment = |sender: &str, labels: &[&str]| {
-        let v = with_repo_and_sender(example("issue_comment", Some("created")), REPO_ID, "acme/app", sender, "User");
-        let mut v = with_number(with_labels(v, None, labels, "issue"), "issue", 12);
-        v["issue"]["pull_request"] = Value::Null;
-        v["comment"]["user"]["login"] = Value::String(sender.into());
-        v["comment"]["id"] = serde_json::json!(next_id.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
-        v
-    };
+    let comment = |sender: &str, labels: &[&str]| issue_comment(sender, labels, next_id.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
     let r = i.ingest("k-1", "issue_comment", &body(&comment("alice", &["mode:discussion"]))).await.unwrap();
     assert_eq!(r.status, Status::Accepted);
     let discussion: bool = sqlx::query_scalar("SELECT (run_payload->>'discussion_mode')::boolean FROM agent_runs WHERE id = $1")

@@ -234,6 +234,28 @@ async fn pending_full_env(pool: &PgPool, project: Uuid, repo: Uuid, corr: &str, 
     .unwrap()
 }
 
+/// Records that issue `issue` closed (as ingest does) and waits until a worker has carried the
+/// cleanup request out.
+async fn close_issue(pool: &PgPool, repo: Uuid, corr: &str, issue: i32) {
+    sqlx::query("INSERT INTO cleanup_requests (repository_id, correlation_id, scope, number) VALUES ($1, $2, 'issue_namespaces', $3)")
+        .bind(repo)
+        .bind(corr)
+        .bind(issue)
+        .execute(pool)
+        .await
+        .unwrap();
+    let started = Instant::now();
+    loop {
+        let status: String =
+            sqlx::query_scalar("SELECT status FROM cleanup_requests WHERE correlation_id = $1").bind(corr).fetch_one(pool).await.unwrap();
+        if status == "done" {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "cleanup request {corr} stayed {status}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 fn worker_with(env: Vec<(String, String)>, id: &str, dir: &std::path::Path, command: &str, extra: &[(&str, &str)]) -> ServiceProcess {
     let mut e = env;
     e.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
@@ -407,23 +429,7 @@ async fn a_run_in_the_platforms_namespace_never_prepares_leases_or_deletes_it() 
     assert!(!dir.join("codex-k8s-prod/environment").exists(), "never marked as a run environment");
 
     // Closing the issue asks for its namespaces to go: the platform's is skipped, not deleted.
-    sqlx::query(
-        "INSERT INTO cleanup_requests (repository_id, correlation_id, scope, number) VALUES ($1, 'close-71', 'issue_namespaces', 71)",
-    )
-    .bind(repo)
-    .execute(&db.pool)
-    .await
-    .unwrap();
-    let started = Instant::now();
-    loop {
-        let status: String =
-            sqlx::query_scalar("SELECT status FROM cleanup_requests WHERE correlation_id = 'close-71'").fetch_one(&db.pool).await.unwrap();
-        if status == "done" {
-            break;
-        }
-        assert!(started.elapsed() < Duration::from_secs(20), "cleanup request stayed {status}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    close_issue(&db.pool, repo, "close-71", 71).await;
     assert!(dir.join("codex-k8s-prod").exists(), "the platform's namespace is still there");
     let kinds: Vec<String> = events(&db.pool, run).await.into_iter().map(|e| e.0).collect();
     assert!(kinds.contains(&"run.namespace.cleanup_skipped".to_string()) && !kinds.iter().any(|k| k == "run.namespace.delete_by_system"));
@@ -454,24 +460,8 @@ async fn revise_runs_reuse_the_namespace_of_their_issue_and_closing_the_issue_de
     assert!(events(&db.pool, revise).await.iter().any(|e| e.0 == "run.namespace.reuse_fast_path"));
 
     // The issue closes: ingest records a cleanup request, the worker deletes the namespace.
-    sqlx::query(
-        "INSERT INTO cleanup_requests (repository_id, correlation_id, scope, number) VALUES ($1, 'close-61', 'issue_namespaces', 61)",
-    )
-    .bind(repo)
-    .execute(&db.pool)
-    .await
-    .unwrap();
+    close_issue(&db.pool, repo, "close-61", 61).await;
     let ns = namespaces[0].clone().unwrap();
-    let started = Instant::now();
-    loop {
-        let status: String =
-            sqlx::query_scalar("SELECT status FROM cleanup_requests WHERE correlation_id = 'close-61'").fetch_one(&db.pool).await.unwrap();
-        if status == "done" {
-            break;
-        }
-        assert!(started.elapsed() < Duration::from_secs(20), "cleanup request stayed {status}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
     assert!(!dir.join(&ns).exists());
     let by_system: i64 = sqlx::query_scalar("SELECT count(*) FROM flow_events WHERE event_type = 'run.namespace.delete_by_system'")
         .fetch_one(&db.pool)
