@@ -152,16 +152,32 @@ pub struct SenderRecord {
 }
 
 /// Looks up a sender by GitHub login (case-insensitive) and its membership in `project_id`.
-pub async fn sender_record(db: &mut PgConnection, login: &str, project_id: Uuid) -> Result<SenderRecord, StoreError> {
-    let row = sqlx::query(
-        "SELECT u.id, u.is_platform_owner, u.is_platform_admin, pm.role, pm.learning_mode_override
-           FROM users u LEFT JOIN project_members pm ON pm.user_id = u.id AND pm.project_id = $2
-          WHERE u.github_login = $1::citext",
-    )
-    .bind(login)
-    .bind(project_id)
-    .fetch_optional(db)
-    .await?;
+pub async fn sender_record(db: &mut PgConnection, login: &str, github_id: i64, project_id: Uuid) -> Result<SenderRecord, StoreError> {
+    // The user is whoever holds the sender's GitHub id. A login names a user only while no id is
+    // bound to it yet, and the first event binds it; a login that now belongs to another account
+    // (a member renamed themselves and someone took the old name) matches no one.
+    let columns = "SELECT u.id, u.is_platform_owner, u.is_platform_admin, pm.role, pm.learning_mode_override
+                     FROM users u LEFT JOIN project_members pm ON pm.user_id = u.id AND pm.project_id = $2";
+    let mut row = if github_id > 0 {
+        sqlx::query(&format!("{columns} WHERE u.github_user_id = $1")).bind(github_id).bind(project_id).fetch_optional(&mut *db).await?
+    } else {
+        None
+    };
+    if row.is_none() {
+        row = sqlx::query(&format!("{columns} WHERE u.github_login = $1::citext AND u.github_user_id IS NULL"))
+            .bind(login)
+            .bind(project_id)
+            .fetch_optional(&mut *db)
+            .await?;
+        if let Some(r) = row.as_ref().filter(|_| github_id > 0) {
+            let user: Uuid = r.get(0);
+            sqlx::query("UPDATE users SET github_user_id = $2 WHERE id = $1 AND github_user_id IS NULL")
+                .bind(user)
+                .bind(github_id)
+                .execute(&mut *db)
+                .await?;
+        }
+    }
     Ok(row
         .map(|r| SenderRecord {
             user_id: r.get(0),

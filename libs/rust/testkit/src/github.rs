@@ -62,8 +62,15 @@ pub fn with_repo_and_sender(mut v: Value, repo_id: i64, full_name: &str, sender_
     if let Some(s) = v.get_mut("sender").and_then(Value::as_object_mut) {
         s.insert("login".into(), json!(sender_login));
         s.insert("type".into(), json!(sender_type));
+        s.insert("id".into(), json!(user_id(sender_login)));
     }
     v
+}
+
+/// A stable GitHub user id for a test login (every account has an id of its own, as on GitHub).
+pub fn user_id(login: &str) -> i64 {
+    let h = login.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
+    1_000_000 + i64::try_from(h % 1_000_000_000).unwrap_or(0)
 }
 
 /// Sets the label of a `labeled`/`unlabeled` action and the labels of the issue or PR.

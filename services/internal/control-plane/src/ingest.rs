@@ -190,7 +190,10 @@ impl Ingestor {
             platform: b.project_is_platform,
         });
         let sender = match (&bound, sender_login) {
-            (Some(b), Some(login)) if !login.is_empty() => q::sender_record(&mut tx, login, b.project_id).await?,
+            (Some(b), Some(login)) if !login.is_empty() => {
+                let id = event.sender.as_ref().map_or(0, |s| s.id);
+                q::sender_record(&mut tx, login, id, b.project_id).await?
+            }
             _ => q::SenderRecord::default(),
         };
         let history = match &bound {

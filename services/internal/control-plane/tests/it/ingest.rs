@@ -337,6 +337,25 @@ async fn concurrent_comments_on_one_discussion_issue_start_one_run() {
     assert_eq!(count(&db.pool, "SELECT count(*) FROM agent_runs WHERE (run_payload->>'discussion_mode')::boolean").await, 1);
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_member_is_known_by_github_id_so_a_taken_over_login_is_not_a_member() {
+    let (db, i) = setup().await;
+    // alice's first event binds her GitHub id to her user.
+    let first = i.ingest("id-1", "issues", &body(&issue_labeled("run:dev", &["run:dev"], "alice"))).await.unwrap();
+    assert_eq!(first.status, Status::Accepted);
+    let bound: Option<i64> =
+        sqlx::query_scalar("SELECT github_user_id FROM users WHERE github_login = 'alice'").fetch_one(&db.pool).await.unwrap();
+    assert_eq!(bound, Some(ck8s_testkit::github::user_id("alice")));
+    // Someone else now holds the login "alice" (she renamed herself): not a member.
+    let mut impostor = issue_labeled("run:plan", &["run:plan"], "alice");
+    impostor["sender"]["id"] = serde_json::json!(666);
+    assert_eq!(ignored(&i, "id-2", "issues", &impostor).await, "sender_not_allowed");
+    // alice under her new login is still herself.
+    let mut renamed = issue_labeled("run:qa", &["run:qa"], "alice-renamed");
+    renamed["sender"]["id"] = serde_json::json!(ck8s_testkit::github::user_id("alice"));
+    assert_ne!(ignored(&i, "id-3", "issues", &renamed).await, "sender_not_allowed");
+}
+
 /// A comment by `sender` on issue 12 (labelled `labels`) with comment id `id`.
 fn issue_comment(sender: &str, labels: &[&str], id: i64) -> Value {
     let v = with_repo_and_sender(example("issue_comment", Some("created")), REPO_ID, "acme/app", sender, "User");
