@@ -73,6 +73,17 @@ async fn repository(pool: &PgPool) -> Uuid {
     .unwrap()
 }
 
+/// Issue #1 of `codex-bot/app`, where run-42 reports (as the bot `codex-bot`).
+fn target(repository_id: Uuid) -> Target {
+    Target {
+        correlation_id: "corr-42".into(),
+        repository_id,
+        repo: RepoRef::new("codex-bot", "app"),
+        number: 1,
+        bot_login: "codex-bot".into(),
+    }
+}
+
 fn report(phase: Phase) -> StatusState {
     StatusState { run_id: "run-42".into(), phase: Some(phase), repository: Some("codex-bot/app".into()), ..Default::default() }
 }
@@ -84,13 +95,7 @@ async fn the_status_comment_stays_single_and_monotonic_despite_a_lagging_list_an
     let sim = tokio::task::spawn_blocking(sim).await.unwrap();
     sim.faults(json!({"comment_list_lag_ms": 1500}));
     let gh = sim.provider();
-    let t = Target {
-        correlation_id: "corr-42".into(),
-        repository_id: repo_id,
-        repo: RepoRef::new("codex-bot", "app"),
-        number: 1,
-        bot_login: "codex-bot".into(),
-    };
+    let t = target(repo_id);
     let lag = LagPolicy { attempts: 10, wait: Duration::from_millis(300) };
 
     let first = upsert(&db.pool, &gh, &t, &report(Phase::Created), Locale::En, lag).await.unwrap();
@@ -142,13 +147,7 @@ async fn a_marker_in_someone_elses_comment_is_never_taken_for_the_runs_status_co
     let forged = format!("[Log in to see the run](https://evil.example)\n\n{}", report(Phase::Started).marker());
     let (s, _) = sim.forge.call("POST", "/repos/codex-bot/app/issues/1/comments", Some(&mallory), Some(json!({"body": forged})));
     assert_eq!(s, 201);
-    let t = Target {
-        correlation_id: "corr-42".into(),
-        repository_id: repo_id,
-        repo: RepoRef::new("codex-bot", "app"),
-        number: 1,
-        bot_login: "codex-bot".into(),
-    };
+    let t = target(repo_id);
     // As after a crash between a create and storing its id, the upsert looks through the list.
     sqlx::query(
         "INSERT INTO run_status_comments (correlation_id, repository_id, target_number, create_attempted) VALUES ('corr-42', $1, 1, true)",
