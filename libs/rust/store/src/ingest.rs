@@ -164,9 +164,11 @@ pub async fn sender_record(db: &mut PgConnection, login: &str, github_id: i64, p
         None
     };
     if row.is_none() {
-        row = sqlx::query(&format!("{columns} WHERE u.github_login = $1::citext AND u.github_user_id IS NULL"))
+        // (`= $3` too: a concurrent delivery may have bound this very id a moment ago.)
+        row = sqlx::query(&format!("{columns} WHERE u.github_login = $1::citext AND (u.github_user_id IS NULL OR u.github_user_id = $3)"))
             .bind(login)
             .bind(project_id)
+            .bind(github_id)
             .fetch_optional(&mut *db)
             .await?;
         if let Some(r) = row.as_ref().filter(|_| github_id > 0) {

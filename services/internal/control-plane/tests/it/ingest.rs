@@ -340,7 +340,20 @@ async fn concurrent_comments_on_one_discussion_issue_start_one_run() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_member_is_known_by_github_id_so_a_taken_over_login_is_not_a_member() {
     let (db, i) = setup().await;
-    // alice's first event binds her GitHub id to her user.
+    // alice's first events, on six issues at once, bind her GitHub id to her user; none of them
+    // loses the race to another.
+    let i = std::sync::Arc::new(i);
+    let mut racing = Vec::new();
+    for n in 0..6 {
+        let v = with_repo_and_sender(example("issues", Some("labeled")), REPO_ID, "acme/app", "alice", "User");
+        let v = body(&with_number(with_labels(v, Some("run:dev"), &["run:dev"], "issue"), "issue", 30 + n));
+        let i = i.clone();
+        racing.push(tokio::spawn(async move { i.ingest(&format!("id-race-{n}"), "issues", &v).await.unwrap() }));
+    }
+    for r in racing {
+        let r = r.await.unwrap();
+        assert_eq!(r.status, Status::Accepted, "{r:?}");
+    }
     let first = i.ingest("id-1", "issues", &body(&issue_labeled("run:dev", &["run:dev"], "alice"))).await.unwrap();
     assert_eq!(first.status, Status::Accepted);
     let bound: Option<i64> =
