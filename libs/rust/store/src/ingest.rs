@@ -67,10 +67,7 @@ pub async fn prior_payload(
     payload_sha256: &str,
     except_delivery: &str,
 ) -> Result<Option<(String, PriorDelivery)>, StoreError> {
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
-        .bind(format!("webhook-payload:{repository_external_id}:{payload_sha256}"))
-        .execute(&mut *db)
-        .await?;
+    xact_lock(db, &format!("webhook-payload:{repository_external_id}:{payload_sha256}")).await?;
     let row = sqlx::query(
         "SELECT delivery_id, correlation_id, run_id FROM webhook_deliveries
           WHERE repository_external_id = $1 AND payload_sha256 = $2 AND delivery_id <> $3
@@ -195,10 +192,12 @@ pub async fn sender_record(db: &mut PgConnection, login: &str, github_id: i64, p
 /// transaction ends, so two at once cannot both decide from the same history (both seeing no live
 /// discussion run, say).
 pub async fn lock_issue(db: &mut PgConnection, repository_id: Uuid, number: i64) -> Result<(), StoreError> {
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
-        .bind(format!("ingest-issue:{repository_id}:{number}"))
-        .execute(db)
-        .await?;
+    xact_lock(db, &format!("ingest-issue:{repository_id}:{number}")).await
+}
+
+/// Waits for, then holds until the transaction ends, the advisory lock named `key`.
+async fn xact_lock(db: &mut PgConnection, key: &str) -> Result<(), StoreError> {
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))").bind(key).execute(db).await?;
     Ok(())
 }
 

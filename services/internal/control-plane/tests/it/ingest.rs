@@ -247,15 +247,7 @@ async fn qa_continues_the_candidate_lineage_of_the_issue() {
     let (db, i) = setup().await;
     let r = i.ingest("l-1", "issues", &body(&issue_labeled("run:dev", &["run:dev"], "alice"))).await.unwrap();
     // The dev run opened PR 40 from head abc123 in namespace ns-1 and is running.
-    sqlx::query(
-        "UPDATE agent_runs SET status = 'running', started_at = now(), pr_number = 40, namespace = 'ns-1',
-                run_payload = jsonb_set(run_payload, '{pull_request}', '{\"number\": 40, \"head\": {\"sha\": \"abc123\"}}')
-          WHERE id = $1",
-    )
-    .bind(r.run_id)
-    .execute(&db.pool)
-    .await
-    .unwrap();
+    opened_pr(&db.pool, r.run_id.unwrap(), "running", 40, "ns-1", "abc123").await;
     let r = i.ingest("l-2", "issues", &body(&issue_labeled("run:qa", &["run:qa"], "alice"))).await.unwrap();
     let (payload, pr): (Value, Option<i32>) =
         sqlx::query_as("SELECT run_payload, pr_number FROM agent_runs WHERE id = $1").bind(r.run_id).fetch_one(&db.pool).await.unwrap();
@@ -291,15 +283,7 @@ async fn a_run_in_the_platforms_namespace_never_becomes_the_candidate() {
             .await
             .unwrap();
     assert_eq!((target.as_deref(), ns.as_deref()), (Some("production"), Some("codex-k8s-prod")));
-    sqlx::query(
-        "UPDATE agent_runs SET status = 'succeeded', started_at = now(), finished_at = now(), pr_number = 41, namespace = 'codex-k8s-prod',
-                run_payload = jsonb_set(run_payload, '{pull_request}', '{\"number\": 41, \"head\": {\"sha\": \"def456\"}}')
-          WHERE id = $1",
-    )
-    .bind(r.run_id)
-    .execute(&db.pool)
-    .await
-    .unwrap();
+    opened_pr(&db.pool, r.run_id.unwrap(), "succeeded", 41, "codex-k8s-prod", "def456").await;
     // So a qa run finds no candidate, rather than running in production with the candidate Role.
     assert_eq!(ignored(&i, "p-2", "issues", &issue_labeled("run:qa", &["run:qa"], "alice")).await, "issue_trigger_candidate_not_found");
 }
@@ -377,6 +361,24 @@ fn issue_comment(sender: &str, labels: &[&str], id: i64) -> Value {
     v["comment"]["user"]["login"] = Value::String(sender.into());
     v["comment"]["id"] = serde_json::json!(id);
     v
+}
+
+/// Records that `run` (now `status`) opened pull request `pr` from head `sha` in `namespace`.
+async fn opened_pr(pool: &PgPool, run: uuid::Uuid, status: &str, pr: i32, namespace: &str, sha: &str) {
+    sqlx::query(
+        "UPDATE agent_runs SET status = $2, started_at = now(), finished_at = CASE WHEN $2 = 'running' THEN NULL ELSE now() END,
+                pr_number = $3, namespace = $4,
+                run_payload = jsonb_set(run_payload, '{pull_request}', jsonb_build_object('number', $3, 'head', jsonb_build_object('sha', $5::text)))
+          WHERE id = $1",
+    )
+    .bind(run)
+    .bind(status)
+    .bind(pr)
+    .bind(namespace)
+    .bind(sha)
+    .execute(pool)
+    .await
+    .unwrap();
 }
 
 fn pr_labeled(label: &str, number: i64) -> Value {
