@@ -247,6 +247,8 @@ pub struct HookDelivery {
     pub action: Option<String>,
     pub status_code: i64,
     pub redelivery: bool,
+    /// When the forge made this attempt (absent if it did not say).
+    pub delivered_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// Which deliveries of a webhook to list.
@@ -381,6 +383,8 @@ pub trait RepositoryProvider: Send + Sync {
 
     /// Creates the webhook, or updates the one with the same URL.
     fn ensure_webhook<'a>(&'a self, repo: &'a RepoRef, spec: &'a HookSpec) -> BoxFuture<'a, ProviderResult<Hook>>;
+    /// The repository's webhook that delivers to `url`, if there is one (read-only).
+    fn find_webhook<'a>(&'a self, repo: &'a RepoRef, url: &'a str) -> BoxFuture<'a, ProviderResult<Option<Hook>>>;
     /// Deletes a webhook; a missing one is not an error.
     fn delete_webhook<'a>(&'a self, repo: &'a RepoRef, hook_id: i64) -> BoxFuture<'a, ProviderResult<()>>;
     /// The most recent deliveries of a webhook, newest first, at most `limit`.

@@ -18,6 +18,7 @@ pub mod lifecycle;
 pub mod policy;
 pub mod profile;
 pub mod project;
+pub mod redelivery;
 pub mod report;
 pub mod run;
 pub mod run_spec;

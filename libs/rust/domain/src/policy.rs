@@ -466,6 +466,9 @@ pub fn decide(input: Input<'_>) -> Decision {
         ("pull_request", Some("closed")) => {
             let mut d = Decision::accepted();
             if let (Some(_), Some(pr)) = (input.binding, &e.pull_request) {
+                if let Err(r) = may_steer(&input) {
+                    return Decision::ignored(r);
+                }
                 d.cleanups.push(Cleanup::PullRequestNamespaces { pr: pr.number });
             }
             d
@@ -478,10 +481,27 @@ pub fn decide(input: Input<'_>) -> Decision {
     }
 }
 
+/// Cancelling runs and deleting their namespaces steers the platform: only a sender who may
+/// start runs, or the platform's own bot, may cause it. An issue's author may close it whoever
+/// they are, so closing is no authority by itself (its namespaces expire with their lease).
+fn may_steer(input: &Input<'_>) -> Result<(), IgnoreReason> {
+    let e = input.event;
+    let bot = &input.config.bot_login;
+    if !bot.is_empty() && e.sender.as_ref().is_some_and(|s| norm(&s.login) == norm(bot)) {
+        return Ok(());
+    }
+    authorize(e, input.sender)
+}
+
 fn issue_cleanup(input: Input<'_>) -> Decision {
     let e = input.event;
     let mut d = Decision::accepted();
     let (Some(_), Some(issue)) = (input.binding, &e.issue) else { return d };
+    let steers = matches!(e.action.as_deref(), Some("closed" | "deleted"))
+        || (e.action.as_deref() == Some("unlabeled") && e.label.as_deref().is_some_and(|l| input.config.labels.is_discussion(l)));
+    if steers && let Err(r) = may_steer(&input) {
+        return Decision::ignored(r);
+    }
     match e.action.as_deref() {
         Some("closed" | "deleted") => {
             d.cleanups.push(Cleanup::CancelDiscussion { issue: issue.number });

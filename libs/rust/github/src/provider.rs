@@ -204,11 +204,21 @@ struct RawDelivery {
     status_code: i64,
     #[serde(default)]
     redelivery: bool,
+    #[serde(default)]
+    delivered_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 impl From<RawDelivery> for HookDelivery {
     fn from(d: RawDelivery) -> Self {
-        HookDelivery { id: d.id, guid: d.guid, event: d.event, action: d.action, status_code: d.status_code, redelivery: d.redelivery }
+        HookDelivery {
+            id: d.id,
+            guid: d.guid,
+            event: d.event,
+            action: d.action,
+            status_code: d.status_code,
+            redelivery: d.redelivery,
+            delivered_at: d.delivered_at,
+        }
     }
 }
 
@@ -509,6 +519,13 @@ impl RepositoryProvider for GithubProvider {
                 }
                 None => Ok(self.gh.json::<RawHook, _>(Method::POST, &format!("{}/hooks", repo_path(repo)), Some(&body)).await?.into()),
             }
+        })
+    }
+
+    fn find_webhook<'a>(&'a self, repo: &'a RepoRef, url: &'a str) -> BoxFuture<'a, ProviderResult<Option<Hook>>> {
+        Box::pin(async move {
+            let hooks: Vec<RawHook> = self.gh.all(&format!("{}/hooks", repo_path(repo)), MAX_PAGES).await?;
+            Ok(hooks.into_iter().find(|h| h.config.url.as_deref() == Some(url)).map(Hook::from))
         })
     }
 

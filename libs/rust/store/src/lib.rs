@@ -12,6 +12,7 @@ pub mod effects;
 pub mod error;
 pub mod ingest;
 pub mod listen;
+pub mod redelivery;
 pub mod runs;
 pub mod status_comments;
 pub mod workers;

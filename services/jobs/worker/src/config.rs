@@ -26,6 +26,52 @@ pub struct Config {
     /// `local` or `kubernetes`.
     pub runtime: String,
     pub kubernetes: ck8s_runtime::KubernetesSettings,
+    /// The webhook redelivery loop, when the platform's webhook URL is configured.
+    pub redelivery: Option<RedeliverySettings>,
+}
+
+/// What the webhook redelivery loop needs (`ck8s_effects::redelivery`).
+pub struct RedeliverySettings {
+    /// `CODEXK8S_GITHUB_WEBHOOK_URL`: the URL the platform's webhooks deliver to.
+    pub hook_url: String,
+    pub github_api_url: String,
+    pub sealer: std::sync::Arc<ck8s_crypto::Sealer>,
+    pub interval: Duration,
+    pub policy: ck8s_domain::redelivery::RedeliveryPolicy,
+}
+
+/// The redelivery loop's settings; off (with no key needed) when no webhook URL is configured.
+fn redelivery(r: &mut ck8s_config::Reader<'_>, layers: &Layers, github_api_url: &str) -> Option<RedeliverySettings> {
+    let hook_url = r.opt_string("GITHUB_WEBHOOK_URL")?;
+    if !(hook_url.starts_with("https://") || hook_url.starts_with("http://")) {
+        r.issue(
+            "GITHUB_WEBHOOK_URL",
+            "must be the http(s) URL GitHub delivers webhooks to (https://codex.example.com/api/v1/webhooks/github)",
+        );
+    }
+    let key = r.required_secret("TOKEN_ENCRYPTION_KEY", "64 hex characters, the same key as control-plane's (it opens repository tokens)");
+    let sealer = ck8s_crypto::Sealer::from_hex(&key).unwrap_or_else(|_| {
+        if layers.raw("TOKEN_ENCRYPTION_KEY").is_some_and(|v| !v.trim().is_empty()) {
+            r.issue("TOKEN_ENCRYPTION_KEY", "must be exactly 64 hexadecimal characters (32 bytes)");
+        }
+        ck8s_crypto::Sealer::placeholder()
+    });
+    let d = ck8s_domain::redelivery::RedeliveryPolicy::default();
+    let max_requests = r.parse("WEBHOOK_REDELIVERY_MAX_REQUESTS", d.max_requests, "a number of requests per delivery");
+    if max_requests == 0 {
+        r.issue("WEBHOOK_REDELIVERY_MAX_REQUESTS", "must be at least 1");
+    }
+    Some(RedeliverySettings {
+        hook_url,
+        github_api_url: github_api_url.to_string(),
+        sealer: std::sync::Arc::new(sealer),
+        interval: r.duration("WEBHOOK_REDELIVERY_INTERVAL", Duration::from_secs(60)),
+        policy: ck8s_domain::redelivery::RedeliveryPolicy {
+            max_age: r.duration("WEBHOOK_REDELIVERY_MAX_AGE", d.max_age),
+            max_requests,
+            first_backoff: r.duration("WEBHOOK_REDELIVERY_BACKOFF", d.first_backoff),
+        },
+    })
 }
 
 fn hostname() -> String {
@@ -111,7 +157,9 @@ impl Config {
             r.issue("CONTROL_PLANE_GRPC_TARGET", "must be an http(s) URL with a host (http://control-plane:9090)");
         }
         let kubernetes = ck8s_runtime::KubernetesSettings { ttl_seconds_after_finished: job_ttl, quota_pods, platform_ports };
+        let redelivery = redelivery(&mut r, layers, &lifecycle.launch.platform.github_api_url);
         let cfg = Self {
+            redelivery,
             launch_runs: r.bool("WORKER_LAUNCH_RUNS", true),
             runtime,
             kubernetes,

@@ -35,8 +35,9 @@ pub async fn run(cfg: Config) -> Result<(), WorkerError> {
         pod_name: cfg.pod_name.clone(),
         interval: cfg.heartbeat_interval,
         ttl: cfg.instance_ttl,
-        metrics: worker_metrics,
+        metrics: worker_metrics.clone(),
     };
+    let worker_metrics_for_redelivery = worker_metrics;
     shutdown.spawn("heartbeat", heartbeat.run(shutdown.token()));
 
     if cfg.launch_runs {
@@ -59,6 +60,26 @@ pub async fn run(cfg: Config) -> Result<(), WorkerError> {
         shutdown.spawn("lifecycle", lifecycle.run(shutdown.token()));
     } else {
         tracing::info!("run lifecycle disabled (CODEXK8S_WORKER_LAUNCH_RUNS=false)");
+    }
+
+    if let Some(r) = &cfg.redelivery {
+        let redelivery = ck8s_effects::redelivery::Redelivery {
+            pool: pool.clone(),
+            providers: std::sync::Arc::new(ck8s_effects::SealedProviders { sealer: r.sealer.clone(), base_url: r.github_api_url.clone() }),
+            hook_url: r.hook_url.clone(),
+            policy: r.policy,
+            clock: std::sync::Arc::new(ck8s_domain::clock::SystemClock),
+        };
+        let m = worker_metrics_for_redelivery;
+        let on_pass = move |report: &ck8s_effects::redelivery::PassReport| {
+            m.redelivery_passes.inc();
+            m.redeliveries_requested.inc_by(report.requested.len() as u64);
+            m.redeliveries_abandoned.inc_by(report.abandoned.len() as u64);
+        };
+        tracing::info!(hook_url = %r.hook_url, interval = ?r.interval, "webhook redelivery enabled");
+        shutdown.spawn("webhook-redelivery", ck8s_effects::redelivery::run(redelivery, r.interval, on_pass, shutdown.token()));
+    } else {
+        tracing::info!("webhook redelivery disabled (set CODEXK8S_GITHUB_WEBHOOK_URL to the URL GitHub delivers to)");
     }
 
     let result = shutdown.run_until_stopped(cfg.shutdown_timeout).await;

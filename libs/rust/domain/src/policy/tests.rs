@@ -336,6 +336,35 @@ fn closing_issues_and_prs_requests_cleanup() {
 }
 
 #[test]
+fn only_who_may_start_runs_or_the_bot_may_cancel_or_clean_up_by_closing() {
+    let mut closed = labeled("run:dev", &[]);
+    closed.action = Some("closed".into());
+    let mut unlabeled = labeled("mode:discussion", &[]);
+    unlabeled.action = Some("unlabeled".into());
+    let pr_closed = pr_event("pull_request", "closed", &[]);
+    for e in [&closed, &unlabeled, &pr_closed] {
+        for (standing, reason) in [
+            (SenderStanding::Unknown, "sender_not_allowed"),
+            (SenderStanding::NotMember, "sender_not_project_member"),
+            (SenderStanding::Member(ProjectRole::Read), "sender_role_read_not_permitted"),
+        ] {
+            let d = decide_with(e, standing, &History::default(), true);
+            assert!(d.cleanups.is_empty(), "{:?} by {standing:?} cleaned up", e.action);
+            assert_eq!(d.reason().as_deref(), Some(reason));
+        }
+        // The platform's bot closes what it is done with.
+        let mut by_bot = e.clone();
+        by_bot.sender = Some(Sender { kind: "Bot".into(), ..user("codex-bot").unwrap() });
+        assert!(!decide_with(&by_bot, SenderStanding::Unknown, &History::default(), true).cleanups.is_empty(), "{:?}", e.action);
+    }
+    // Removing a label that steers nothing needs no authority and does nothing.
+    let mut other = labeled("bug", &[]);
+    other.action = Some("unlabeled".into());
+    let d = decide_with(&other, SenderStanding::Unknown, &History::default(), true);
+    assert!(d.cleanups.is_empty() && d.reason().is_none());
+}
+
+#[test]
 fn renamed_labels_are_honoured() {
     let mut o = std::collections::BTreeMap::new();
     o.insert("RUN_DEV_LABEL".to_string(), "ai:build".to_string());

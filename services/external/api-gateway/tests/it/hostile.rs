@@ -87,7 +87,7 @@ async fn a_hostile_agent_holds_no_credential_and_changes_nothing_it_may_not() {
             files: &[("README.md", "# app\n"), ("src/lib.rs", "pub fn answer() -> u32 {\n    42\n}\n"), ("docs/notes.md", "# Notes\n")],
             links: &[(".codex-k8s/prompts/dev-work.md", "/proc/self/environ")],
             scenarios: &SCENARIOS,
-            mcp: false,
+            ..Default::default()
         },
     )
     .await;

@@ -5,6 +5,7 @@
 mod e2e;
 mod forge;
 mod hostile;
+mod redelivery;
 mod stack;
 mod webhook;
 

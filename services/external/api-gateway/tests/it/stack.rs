@@ -44,6 +44,8 @@ pub struct Setup<'a> {
     /// Whether the platform's MCP server is configured (then the agent holds the run token as
     /// its MCP bearer token).
     pub mcp: bool,
+    /// Runs are recorded but never launched (the worker's other loops still run).
+    pub no_launch: bool,
 }
 
 /// A running stack (stopped when dropped).
@@ -58,6 +60,8 @@ pub struct Stack {
     pub mark_dir: PathBuf,
     pub model: ServiceProcess,
     pub cp: ServiceProcess,
+    /// control-plane's environment, to start it again after a test stopped it.
+    pub cp_env: Vec<(String, String)>,
     pub worker: ServiceProcess,
     pub gw: ServiceProcess,
 }
@@ -114,6 +118,11 @@ impl Stack {
             ],
         );
         let runs_dir = root.join("runs");
+        // The gateway's port is chosen first too: the worker's redelivery loop finds the
+        // platform's webhook by the URL it delivers to.
+        let gw_addr = format!("127.0.0.1:{}", free_port());
+        let hook_url = format!("http://{gw_addr}/api/v1/webhooks/github");
+        let key = cp_env.iter().find(|(k, _)| k == "CODEXK8S_TOKEN_ENCRYPTION_KEY").map(|(_, v)| v.clone()).unwrap_or_default();
         let mut worker_env = db.env();
         worker_env.extend(
             [
@@ -131,12 +140,18 @@ impl Stack {
                 ("CODEXK8S_GIT_BOT_MAIL", "acme@codex-k8s.local".to_string()),
                 ("CODEXK8S_OPENAI_API_KEY", MODEL_KEY.to_string()),
                 ("CODEXK8S_MODEL_BASE_URL", format!("http://{model_addr}/v1")),
+                ("CODEXK8S_GITHUB_WEBHOOK_URL", hook_url.clone()),
+                ("CODEXK8S_TOKEN_ENCRYPTION_KEY", key),
+                ("CODEXK8S_WEBHOOK_REDELIVERY_INTERVAL", "300ms".to_string()),
+                ("CODEXK8S_WEBHOOK_REDELIVERY_BACKOFF", "2s".to_string()),
+                ("CODEXK8S_WORKER_LAUNCH_RUNS", (!setup.no_launch).to_string()),
             ]
             .map(|(k, v)| (k.to_string(), v)),
         );
         if setup.mcp {
             worker_env.push(("CODEXK8S_CONTROL_PLANE_MCP_URL".into(), format!("http://{cp_grpc}/mcp")));
         }
+        let cp_env_kept = cp_env.clone();
         let (model, cp, worker, gw) = tokio::task::spawn_blocking(move || {
             let model = ServiceProcess::start(
                 &bin_path("model-sim"),
@@ -153,7 +168,7 @@ impl Stack {
             worker_env.push(("CODEXK8S_CONTROL_PLANE_GRPC_TARGET".into(), format!("http://{}", cp.addr("grpc"))));
             let worker = ServiceProcess::start(&bin_path("worker"), &worker_env, &["http"]);
             let gw_env = vec![
-                ("CODEXK8S_HTTP_ADDR".to_string(), "127.0.0.1:0".to_string()),
+                ("CODEXK8S_HTTP_ADDR".to_string(), gw_addr),
                 ("CODEXK8S_CONTROL_PLANE_GRPC_TARGET".to_string(), format!("http://{}", cp.addr("grpc"))),
                 ("CODEXK8S_GITHUB_WEBHOOK_SECRET".to_string(), SECRET.to_string()),
                 ("CODEXK8S_INTERNAL_API_TOKEN".to_string(), INTERNAL_TOKEN.to_string()),
@@ -163,10 +178,24 @@ impl Stack {
         })
         .await
         .unwrap();
-        let hook = json!({"config": {"url": format!("http://{}/api/v1/webhooks/github", gw.addr("http")), "secret": SECRET, "content_type": "json"},
+        let hook = json!({"config": {"url": hook_url, "secret": SECRET, "content_type": "json"},
                           "events": ["issues", "pull_request", "pull_request_review", "issue_comment"]});
         assert_eq!(fs.call("POST", "/repos/acme/app/hooks", Some(&bot), Some(hook)).0, 201);
-        Stack { db, fs, bot, alice, root, runs_dir, mark_dir, model, cp, worker, gw }
+        Stack { db, fs, bot, alice, root, runs_dir, mark_dir, model, cp, cp_env: cp_env_kept, worker, gw }
+    }
+
+    /// Starts control-plane again (after a test stopped it) on the same gRPC address.
+    pub async fn restart_control_plane(&mut self) {
+        let env = self.cp_env.clone();
+        let cp = tokio::task::spawn_blocking(move || {
+            let cp = ServiceProcess::start(&bin_path("control-plane"), &env, &["http", "grpc"]);
+            let (status, body) = cp.wait_http_ok("http", "/readyz", Duration::from_secs(20));
+            assert_eq!(status, 200, "control-plane not ready again: {body}");
+            cp
+        })
+        .await
+        .unwrap();
+        self.cp = cp;
     }
 
     /// The services' output, for failure messages.

@@ -39,6 +39,28 @@ fn a_heartbeat_ttl_shorter_than_the_interval_is_rejected() {
     assert!(out.contains("CODEXK8S_WORKER_INSTANCE_TTL") && out.contains("CODEXK8S_DB_MAX_CONNECTIONS"), "{out}");
 }
 
+#[test]
+fn webhook_redelivery_needs_the_key_that_opens_repository_tokens_and_a_url() {
+    let e = vec![
+        ("CODEXK8S_GITHUB_WEBHOOK_URL".to_string(), "codex.example.com/hook".to_string()),
+        ("CODEXK8S_WEBHOOK_REDELIVERY_MAX_REQUESTS".to_string(), "0".to_string()),
+    ];
+    let (code, out) = run_to_exit(BIN, &e, &[]);
+    assert_eq!(code, Some(2), "{out}");
+    for setting in ["CODEXK8S_GITHUB_WEBHOOK_URL", "CODEXK8S_TOKEN_ENCRYPTION_KEY", "CODEXK8S_WEBHOOK_REDELIVERY_MAX_REQUESTS"] {
+        assert!(out.contains(setting), "{setting} not named: {out}");
+    }
+    // A key that is there but malformed is named without being echoed.
+    let bad_key = "not-hex-but-a-secret-value";
+    let e = vec![
+        ("CODEXK8S_GITHUB_WEBHOOK_URL".to_string(), "https://codex.example.com/api/v1/webhooks/github".to_string()),
+        ("CODEXK8S_TOKEN_ENCRYPTION_KEY".to_string(), bad_key.to_string()),
+    ];
+    let (code, out) = run_to_exit(BIN, &e, &[]);
+    assert_eq!(code, Some(2), "{out}");
+    assert!(out.contains("CODEXK8S_TOKEN_ENCRYPTION_KEY") && !out.contains(bad_key), "{out}");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn it_heartbeats_while_running_and_marks_itself_stopped_on_sigterm() {
     let db = ck8s_testkit::fresh_db().await;
