@@ -64,6 +64,8 @@ pub struct Topology {
     /// model-sim plays the model (no real model is configured).
     pub model_sim: bool,
     pub gateway: u16,
+    /// The gateway's admin port (metrics, detailed readiness).
+    pub gateway_admin: u16,
     pub cp_http: u16,
     pub cp_grpc: u16,
     pub worker: u16,
@@ -75,8 +77,9 @@ impl Topology {
     /// The fixed ports of the README, or free ones for `--smoke` (chosen together, so no two
     /// services get the same one).
     pub fn new(forge_sim: bool, model_sim: bool, smoke: bool) -> Self {
-        let [gateway, cp_http, cp_grpc, worker, forge, model] = if smoke { free_ports() } else { [8080, 8081, 9090, 8082, 8090, 8091] };
-        Self { forge_sim, model_sim, gateway, cp_http, cp_grpc, worker, forge, model }
+        let [gateway, cp_http, cp_grpc, worker, forge, model, gateway_admin] =
+            if smoke { free_ports() } else { [8080, 8081, 9090, 8082, 8090, 8091, 8089] };
+        Self { forge_sim, model_sim, gateway, gateway_admin, cp_http, cp_grpc, worker, forge, model }
     }
 
     /// Fails, saying how to build them, when a binary this stack needs is not beside devstack.
@@ -103,6 +106,7 @@ impl Topology {
     pub fn check_ports(&self) -> Result<()> {
         let mut ports = vec![
             ("api-gateway", self.gateway),
+            ("api-gateway admin", self.gateway_admin),
             ("control-plane http", self.cp_http),
             ("control-plane grpc", self.cp_grpc),
             ("worker", self.worker),
@@ -158,9 +162,10 @@ impl Topology {
             },
             Svc {
                 name: "api-gateway",
-                ports: vec![("http", self.gateway)],
+                ports: vec![("http", self.gateway), ("admin", self.gateway_admin)],
                 env: vec![
                     ("CODEXK8S_HTTP_ADDR".into(), format!("127.0.0.1:{}", self.gateway)),
+                    ("CODEXK8S_ADMIN_ADDR".into(), format!("127.0.0.1:{}", self.gateway_admin)),
                     ("CODEXK8S_CONTROL_PLANE_GRPC_TARGET".into(), format!("http://127.0.0.1:{}", self.cp_grpc)),
                 ],
                 ready_port: self.gateway,

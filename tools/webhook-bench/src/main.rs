@@ -146,6 +146,7 @@ async fn main() -> Result<()> {
         let _ = cp.wait_http_ok("http", "/readyz", Duration::from_secs(20));
         let gw_env = vec![
             ("CODEXK8S_HTTP_ADDR".to_string(), "127.0.0.1:0".to_string()),
+            ("CODEXK8S_ADMIN_ADDR".to_string(), "127.0.0.1:0".to_string()),
             ("CODEXK8S_CONTROL_PLANE_GRPC_TARGET".to_string(), format!("http://{}", cp.addr("grpc"))),
             ("CODEXK8S_GITHUB_WEBHOOK_SECRET".to_string(), SECRET.to_string()),
             ("CODEXK8S_INTERNAL_API_TOKEN".to_string(), INTERNAL_TOKEN.to_string()),

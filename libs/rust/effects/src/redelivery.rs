@@ -8,7 +8,7 @@
 
 use crate::executor::Providers;
 use ck8s_domain::clock::Clock;
-use ck8s_domain::forge::{DeliveryFilter, RepoRef};
+use ck8s_domain::forge::{DeliveryFilter, ProviderError, RepoRef};
 use ck8s_domain::redelivery::{RedeliveryPolicy, plan};
 use ck8s_store::effects::RepositoryRow;
 use ck8s_store::{Pool, StoreError};
@@ -30,6 +30,21 @@ pub struct Redelivery {
     pub hook_url: String,
     pub policy: RedeliveryPolicy,
     pub clock: Arc<dyn Clock>,
+}
+
+/// Why a pass could not look at a repository (said with what to do; retried every pass).
+#[derive(Debug, thiserror::Error)]
+enum Problem {
+    #[error("{0}")]
+    Setup(String),
+    #[error("no webhook delivers to {0}; bind the repository again to create it")]
+    NoHook(String),
+    #[error("cannot list its webhooks ({0}); the token needs admin:repo_hook")]
+    Hooks(ProviderError),
+    #[error("cannot list the deliveries of hook {0} ({1})")]
+    Deliveries(i64, ProviderError),
+    #[error("cannot ask for delivery {0} again ({1})")]
+    Redeliver(String, ProviderError),
 }
 
 /// One request the pass made.
@@ -68,20 +83,20 @@ impl Redelivery {
 
     /// One repository; the inner error is a problem with GitHub or the token, reported and
     /// retried at the next pass, the outer one a store error that ends the pass.
-    async fn repository(&self, row: &RepositoryRow, report: &mut PassReport) -> Result<Result<(), String>, StoreError> {
+    async fn repository(&self, row: &RepositoryRow, report: &mut PassReport) -> Result<Result<(), Problem>, StoreError> {
         let provider = match self.providers.for_repository(row) {
             Ok(p) => p,
-            Err(e) => return Ok(Err(e.0)),
+            Err(e) => return Ok(Err(Problem::Setup(e.0))),
         };
         let repo = RepoRef::new(&row.owner, &row.name);
         let hook = match provider.find_webhook(&repo, &self.hook_url).await {
             Ok(Some(h)) => h,
-            Ok(None) => return Ok(Err(format!("no webhook delivers to {}; bind the repository again to create it", self.hook_url))),
-            Err(e) => return Ok(Err(format!("cannot list its webhooks ({e}); the token needs admin:repo_hook"))),
+            Ok(None) => return Ok(Err(Problem::NoHook(self.hook_url.clone()))),
+            Err(e) => return Ok(Err(Problem::Hooks(e))),
         };
         let deliveries = match provider.list_deliveries(&repo, hook.id, DeliveryFilter::All, PAGE).await {
             Ok(d) => d,
-            Err(e) => return Ok(Err(format!("cannot list the deliveries of hook {} ({e})", hook.id))),
+            Err(e) => return Ok(Err(Problem::Deliveries(hook.id, e))),
         };
         report.looked_at += 1;
         let mut guids: Vec<String> = deliveries.iter().map(|d| d.guid.clone()).collect();
@@ -94,7 +109,7 @@ impl Redelivery {
         for r in decided.redeliver {
             // A request GitHub refused is not counted: the next pass asks again.
             if let Err(e) = provider.redeliver(&repo, hook.id, r.delivery_id).await {
-                return Ok(Err(format!("cannot ask for delivery {} again ({e})", r.guid)));
+                return Ok(Err(Problem::Redeliver(r.guid, e)));
             }
             ck8s_store::redelivery::record_request(&self.pool, row.id, &r.guid, r.request, now).await?;
             tracing::info!(repository = %repo.full_name(), delivery = %r.guid, event = %r.event, request = r.request, "asked GitHub to deliver a lost webhook again");

@@ -55,6 +55,10 @@ pub enum UpsertError {
     Provider(#[from] ProviderError),
     #[error("the status comment's row cannot be read or written")]
     Store(#[from] StoreError),
+    /// The forge did not finish within the time the run's lock may be held; the lock was given
+    /// back (its connection closed) and the report is retried later.
+    #[error("the status comment was not updated within {0:?}; the forge is slow or unreachable, retrying later")]
+    Deadline(Duration),
 }
 
 impl UpsertError {
@@ -62,7 +66,7 @@ impl UpsertError {
     pub fn is_retryable(&self) -> bool {
         match self {
             UpsertError::Provider(e) => e.is_retryable(),
-            UpsertError::Store(_) => true,
+            UpsertError::Store(_) | UpsertError::Deadline(_) => true,
         }
     }
 }
@@ -84,10 +88,36 @@ pub async fn upsert(
     locale: Locale,
     lag: LagPolicy,
 ) -> Result<Upserted, UpsertError> {
+    upsert_within(pool, p, t, report, locale, lag, MAX_LOCK_HOLD).await
+}
+
+/// How long one upsert may hold its run's lock (a few forge calls, each bounded by the client's
+/// own timeout, plus the lag retries).
+pub const MAX_LOCK_HOLD: Duration = Duration::from_secs(120);
+
+/// [`upsert`], holding the run's lock at most `hold`: past it the forge calls are abandoned, the
+/// lock's connection is closed (PostgreSQL releases the lock with it) and the answer is
+/// [`UpsertError::Deadline`], so a hung forge never blocks the run's other reports for good.
+pub async fn upsert_within(
+    pool: &Pool,
+    p: &dyn RepositoryProvider,
+    t: &Target,
+    report: &StatusState,
+    locale: Locale,
+    lag: LagPolicy,
+    hold: Duration,
+) -> Result<Upserted, UpsertError> {
     let mut lock = status_comments::lock(pool, &t.correlation_id).await?;
-    let result = upsert_locked(&mut lock, p, t, report, locale, lag).await;
-    lock.unlock().await;
-    result
+    match tokio::time::timeout(hold, upsert_locked(&mut lock, p, t, report, locale, lag)).await {
+        Ok(result) => {
+            lock.unlock().await;
+            result
+        }
+        Err(_) => {
+            lock.abandon();
+            Err(UpsertError::Deadline(hold))
+        }
+    }
 }
 
 async fn upsert_locked(

@@ -8,7 +8,8 @@ use ck8s_domain::comments::{Locale, Phase, StatusState};
 use ck8s_domain::forge::{RepoRef, RepositoryProvider};
 use ck8s_domain::run::RunStatus;
 use ck8s_effects::executor::effect_marker;
-use ck8s_effects::{Executor, ExecutorSettings, LagPolicy, ProviderSetupError, Providers, RepositoryRow, Target, upsert};
+use ck8s_effects::status::upsert_within;
+use ck8s_effects::{Executor, ExecutorSettings, LagPolicy, ProviderSetupError, Providers, RepositoryRow, Target, UpsertError, upsert};
 use ck8s_github::{Github, GithubProvider, GithubSettings};
 use ck8s_testkit::forge::ForgeSim;
 use secrecy::SecretString;
@@ -134,6 +135,45 @@ async fn the_status_comment_stays_single_and_monotonic_despite_a_lagging_list_an
     assert!(phases.len() >= 5, "{phases:?}");
     assert!(phases.windows(2).all(|w| w[0] <= w[1]), "phases written in order: {phases:?}");
     assert_eq!(phases.first(), Some(&Phase::Created));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_forge_that_never_answers_holds_the_runs_lock_no_longer_than_the_deadline() {
+    let db = ck8s_testkit::fresh_db().await;
+    let repo_id = repository(&db.pool).await;
+    let t = target(repo_id);
+    // A forge that accepts connections and never answers (its client would wait ten minutes).
+    let hole = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hole_url = format!("http://{}", hole.local_addr().unwrap());
+    let held = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((s, _)) = hole.accept().await {
+            open.push(s);
+        }
+    });
+    let mut settings = GithubSettings::new(hole_url, SecretString::from("t".to_string()));
+    settings.timeout = Duration::from_secs(600);
+    settings.max_attempts = 1;
+    let stuck = GithubProvider::new(Github::new(settings).unwrap());
+    let lag = LagPolicy { attempts: 1, wait: Duration::from_millis(10) };
+
+    let hold = Duration::from_millis(500);
+    let outcome =
+        tokio::time::timeout(Duration::from_secs(30), upsert_within(&db.pool, &stuck, &t, &report(Phase::Created), Locale::En, lag, hold))
+            .await
+            .expect("the upsert outlived its deadline");
+    let err = outcome.unwrap_err();
+    assert!(matches!(err, UpsertError::Deadline(_)) && err.is_retryable(), "{err}");
+
+    // The lock was given back: the next report of the run goes through at once, on a forge that answers.
+    let sim = tokio::task::spawn_blocking(sim).await.unwrap();
+    let next =
+        tokio::time::timeout(Duration::from_secs(30), upsert(&db.pool, &sim.provider(), &t, &report(Phase::Started), Locale::En, lag))
+            .await
+            .expect("the run's lock was still held")
+            .unwrap();
+    assert!(next.created);
+    held.abort();
 }
 
 #[tokio::test(flavor = "multi_thread")]

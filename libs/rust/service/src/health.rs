@@ -1,5 +1,7 @@
 //! `/healthz` (alive), `/readyz` (dependencies reachable) and `/metrics`, plus the
-//! `/health/livez` and `/health/readyz` aliases the deploy manifests probe.
+//! `/health/livez` and `/health/readyz` aliases the deploy manifests probe. A service with a
+//! public port serves these on its admin port ([`health_router`]) and only the bare probes on
+//! the public one ([`public_probes`]: no metrics, no check names).
 
 use crate::error::BoxError;
 use crate::metrics::Metrics;
@@ -51,12 +53,14 @@ struct HealthState {
     checks: Arc<Vec<ReadinessCheck>>,
     metrics: Metrics,
     shutting_down: CancellationToken,
+    /// Whether `/readyz` names the checks (admin port) or only says ready or not (public port).
+    detailed: bool,
 }
 
 /// The health and metrics routes. `/readyz` fails once `shutting_down` is cancelled so load
 /// balancers stop sending traffic while the process drains.
 pub fn health_router(service: &'static str, checks: Vec<ReadinessCheck>, metrics: Metrics, shutting_down: CancellationToken) -> Router {
-    let state = HealthState { service, checks: Arc::new(checks), metrics, shutting_down };
+    let state = HealthState { service, checks: Arc::new(checks), metrics, shutting_down, detailed: true };
     Router::new()
         .route("/healthz", get(live))
         .route("/health/livez", get(live))
@@ -64,6 +68,14 @@ pub fn health_router(service: &'static str, checks: Vec<ReadinessCheck>, metrics
         .route("/health/readyz", get(ready))
         .route("/metrics", get(metrics_handler))
         .with_state(state)
+}
+
+/// The probes of a public port: `/healthz` and `/readyz` answer only alive, ready or not ready
+/// (the same checks run; which one fails is for the admin port and the log), and there is no
+/// `/metrics`.
+pub fn public_probes(service: &'static str, checks: Vec<ReadinessCheck>, metrics: Metrics, shutting_down: CancellationToken) -> Router {
+    let state = HealthState { service, checks: Arc::new(checks), metrics, shutting_down, detailed: false };
+    Router::new().route("/healthz", get(live)).route("/readyz", get(ready)).with_state(state)
 }
 
 /// The method as a metrics label: the standard ones by name, anything invented as `other`, so a
@@ -129,6 +141,9 @@ async fn ready(State(s): State<HealthState>) -> Response {
         results.insert(c.name.to_string(), serde_json::Value::String(text.to_string()));
     }
     let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    if !s.detailed {
+        return (status, Json(serde_json::json!({"status": if ok { "ready" } else { "not_ready" }}))).into_response();
+    }
     let body = serde_json::json!({
         "status": if ok { "ready" } else { "not_ready" },
         "service": s.service,
@@ -174,6 +189,17 @@ mod tests {
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
         assert!(body.contains("\"peer\":\"failing\"") && body.contains("\"db\":\"ok\""), "{body}");
         assert!(!body.contains("connection refused"), "reasons stay in the log: {body}");
+    }
+
+    #[tokio::test]
+    async fn public_probes_say_only_ready_or_not_and_serve_no_metrics() {
+        let metrics = MetricsBuilder::new("t").build();
+        let bad = ReadinessCheck::new("postgres", || async { Err(std::io::Error::other("db.internal:5432 refused")) });
+        let r = public_probes("t", vec![bad], metrics, CancellationToken::new());
+        let (status, body) = get_status(r.clone(), "/readyz").await;
+        assert_eq!((status, body.as_str()), (StatusCode::SERVICE_UNAVAILABLE, r#"{"status":"not_ready"}"#));
+        assert_eq!(get_status(r.clone(), "/healthz").await.0, StatusCode::OK);
+        assert_eq!(get_status(r, "/metrics").await.0, StatusCode::NOT_FOUND);
     }
 
     #[tokio::test]

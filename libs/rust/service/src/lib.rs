@@ -15,7 +15,7 @@ pub mod trace;
 
 pub use config::{ConfigError, Layers, Reader};
 pub use error::{BoxError, ServiceError};
-pub use health::{ReadinessCheck, health_router, with_request_metrics};
+pub use health::{ReadinessCheck, health_router, public_probes, with_request_metrics};
 pub use metrics::{Metrics, MetricsBuilder};
 pub use shutdown::Shutdown;
 pub use trace::with_request_trace;

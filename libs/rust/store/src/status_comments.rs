@@ -80,6 +80,12 @@ impl StatusLock {
         Ok(())
     }
 
+    /// Gives the lock up without a round trip: the connection is closed, not returned to the
+    /// pool, and PostgreSQL releases a session's advisory locks when it ends.
+    pub fn abandon(self) {
+        drop(self.conn.detach());
+    }
+
     /// Releases the lock. A connection that may still hold it never goes back to the pool.
     pub async fn unlock(mut self) {
         let unlocked = sqlx::query("SELECT pg_advisory_unlock(hashtextextended($1, 0))").bind(&self.key).execute(&mut *self.conn).await;

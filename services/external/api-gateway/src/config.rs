@@ -7,7 +7,12 @@ use std::time::Duration;
 
 /// Everything api-gateway reads at start.
 pub struct Config {
+    /// The public port: the webhook endpoint and bare probes.
     pub http_addr: SocketAddr,
+    /// The admin port: detailed readiness and metrics (never exposed outside the cluster).
+    pub admin_addr: SocketAddr,
+    /// Timeouts and caps of the public port.
+    pub limits: ck8s_service::server::Limits,
     /// gRPC endpoint of control-plane, e.g. `http://127.0.0.1:9090`.
     pub control_plane_target: String,
     pub webhook_secret: SecretString,
@@ -31,8 +36,11 @@ impl Config {
             );
         }
         let webhook_max_body_bytes = r.parse("WEBHOOK_MAX_BODY_BYTES", 1usize << 20, "a size in bytes, e.g. 1048576");
-        if !(1024..=64 << 20).contains(&webhook_max_body_bytes) {
-            r.issue("WEBHOOK_MAX_BODY_BYTES", "must be between 1024 and 67108864 bytes");
+        if !(1024..=ck8s_proto::MAX_WEBHOOK_BODY_BYTES).contains(&webhook_max_body_bytes) {
+            r.issue(
+                "WEBHOOK_MAX_BODY_BYTES",
+                format!("must be between 1024 and {} bytes (GitHub's payload cap)", ck8s_proto::MAX_WEBHOOK_BODY_BYTES),
+            );
         }
         let webhook_secret = r.required_secret("GITHUB_WEBHOOK_SECRET", "the secret configured on the repository webhook");
         if (1..MIN_WEBHOOK_SECRET).contains(&webhook_secret.expose_secret().len()) {
@@ -43,6 +51,8 @@ impl Config {
         }
         let cfg = Self {
             http_addr: r.socket_addr("HTTP_ADDR", "0.0.0.0:8080"),
+            admin_addr: r.socket_addr("ADMIN_ADDR", "0.0.0.0:8090"),
+            limits: ck8s_service::server::Limits::read(&mut r),
             control_plane_target,
             webhook_secret,
             webhook_max_body_bytes,

@@ -1,4 +1,5 @@
-//! Wiring: listener (bound early), control-plane channel, routes, drain on shutdown.
+//! Wiring: the public and admin listeners (bound early), control-plane channel, routes, drain on
+//! shutdown.
 
 use crate::config::Config;
 use crate::metrics::WebhookMetrics;
@@ -7,7 +8,7 @@ use axum::Router;
 use axum::routing::post;
 use ck8s_proto::controlplane::v1::GetStatusRequest;
 use ck8s_proto::controlplane::v1::control_plane_client::ControlPlaneClient;
-use ck8s_service::health::{ReadinessCheck, health_router, with_request_metrics};
+use ck8s_service::health::{ReadinessCheck, health_router, public_probes, with_request_metrics};
 use ck8s_service::metrics::MetricsBuilder;
 use ck8s_service::{Shutdown, server};
 use std::sync::Arc;
@@ -38,6 +39,8 @@ enum NotReady {
 pub async fn run(cfg: Config) -> Result<(), GatewayError> {
     let http = server::bind(cfg.http_addr, "CODEXK8S_HTTP_ADDR").await?;
     tracing::info!(listener = "http", addr = %server::local_addr(&http, "http")?, "listening");
+    let admin = server::bind(cfg.admin_addr, "CODEXK8S_ADMIN_ADDR").await?;
+    tracing::info!(listener = "admin", addr = %server::local_addr(&admin, "admin")?, "listening");
 
     let channel = Endpoint::from_shared(cfg.control_plane_target.clone())
         .map_err(GatewayError::ControlPlaneTarget)?
@@ -72,10 +75,14 @@ pub async fn run(cfg: Config) -> Result<(), GatewayError> {
         }
     })];
     let api = Router::new().route("/api/v1/webhooks/github", post(github)).with_state(webhook);
-    let router = ck8s_service::with_request_trace(with_request_metrics(
-        health_router("api-gateway", checks, metrics.clone(), shutdown.token()).merge(api),
-        metrics,
+    // The public port: the webhook and bare probes, with the edge limits. Metrics and which check
+    // fails are on the admin port only.
+    let public = ck8s_service::with_request_trace(with_request_metrics(
+        public_probes("api-gateway", checks.clone(), metrics.clone(), shutdown.token()).merge(api),
+        metrics.clone(),
     ));
-    shutdown.spawn("http", server::serve(http, router, shutdown.token()));
+    shutdown.spawn("http", server::serve_with(http, public, cfg.limits, shutdown.token()));
+    let admin_router = ck8s_service::with_request_trace(health_router("api-gateway", checks, metrics, shutdown.token()));
+    shutdown.spawn("admin", server::serve(admin, admin_router, shutdown.token()));
     Ok(shutdown.run_until_stopped(cfg.shutdown_timeout).await?)
 }

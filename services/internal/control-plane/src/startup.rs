@@ -100,13 +100,22 @@ pub async fn run(cfg: Config) -> Result<(), ControlPlaneError> {
     let ingestor = Arc::new(Ingestor { pool: pool.clone(), settings: cfg.ingest.clone() });
     let token = shutdown.token();
     let auth = ck8s_proto::auth::RequireToken::new(secrecy::ExposeSecret::expose_secret(&cfg.internal_api_token));
-    let api = ControlPlaneServer::with_interceptor(ControlPlaneApi { pool: pool.clone(), ingestor }, auth);
+    // Whatever body the gateway may accept fits (its cap is the same constant's).
+    let api = tonic::service::interceptor::InterceptedService::new(
+        ControlPlaneServer::new(ControlPlaneApi { pool: pool.clone(), ingestor })
+            .max_decoding_message_size(ck8s_proto::MAX_INTERNAL_MESSAGE_BYTES),
+        auth,
+    );
     // The agent runner's callbacks authenticate per run (run token), not with the internal token.
     let forge = Arc::new(crate::effects::SealedProviders { sealer: sealer.clone(), base_url: cfg.github_api_url.clone() });
     let agent = AgentCallbacksServer::new(crate::agent::AgentApi::new(pool.clone(), forge, cfg.ingest.policy.bot_login.clone()))
         .max_decoding_message_size(crate::agent::MAX_MESSAGE_BYTES);
     shutdown.spawn("grpc", async move {
         tonic::transport::Server::builder()
+            // Bounded calls and streams per connection: a stuck or flooding caller holds no more.
+            .timeout(Duration::from_secs(60))
+            .concurrency_limit_per_connection(64)
+            .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .add_service(api)
             .add_service(agent)
             .serve_with_incoming_shutdown(TcpListenerStream::new(grpc), token.cancelled())

@@ -41,6 +41,7 @@ async fn a_label_on_forge_sim_becomes_a_pending_run_and_a_status_comment_on_the_
         assert_eq!(status, 200, "control-plane not ready: {body}");
         let env = vec![
             ("CODEXK8S_HTTP_ADDR".to_string(), "127.0.0.1:0".to_string()),
+            ("CODEXK8S_ADMIN_ADDR".to_string(), "127.0.0.1:0".to_string()),
             ("CODEXK8S_CONTROL_PLANE_GRPC_TARGET".to_string(), format!("http://{}", cp.addr("grpc"))),
             ("CODEXK8S_GITHUB_WEBHOOK_SECRET".to_string(), SECRET.to_string()),
             ("CODEXK8S_INTERNAL_API_TOKEN".to_string(), INTERNAL_TOKEN.to_string()),

@@ -169,6 +169,7 @@ impl Stack {
             let worker = ServiceProcess::start(&bin_path("worker"), &worker_env, &["http"]);
             let gw_env = vec![
                 ("CODEXK8S_HTTP_ADDR".to_string(), gw_addr),
+                ("CODEXK8S_ADMIN_ADDR".to_string(), "127.0.0.1:0".to_string()),
                 ("CODEXK8S_CONTROL_PLANE_GRPC_TARGET".to_string(), format!("http://{}", cp.addr("grpc"))),
                 ("CODEXK8S_GITHUB_WEBHOOK_SECRET".to_string(), SECRET.to_string()),
                 ("CODEXK8S_INTERNAL_API_TOKEN".to_string(), INTERNAL_TOKEN.to_string()),

@@ -29,6 +29,7 @@ fn start(db: ck8s_testkit::TestDb, max_body: Option<usize>) -> Stack {
 fn gateway(target: &str, max_body: Option<usize>) -> ServiceProcess {
     let mut env = vec![
         ("CODEXK8S_HTTP_ADDR".to_string(), "127.0.0.1:0".to_string()),
+        ("CODEXK8S_ADMIN_ADDR".to_string(), "127.0.0.1:0".to_string()),
         ("CODEXK8S_CONTROL_PLANE_GRPC_TARGET".to_string(), target.to_string()),
         ("CODEXK8S_GITHUB_WEBHOOK_SECRET".to_string(), SECRET.to_string()),
         ("CODEXK8S_INTERNAL_API_TOKEN".to_string(), INTERNAL_TOKEN.to_string()),
@@ -36,7 +37,7 @@ fn gateway(target: &str, max_body: Option<usize>) -> ServiceProcess {
     if let Some(m) = max_body {
         env.push(("CODEXK8S_WEBHOOK_MAX_BODY_BYTES".to_string(), m.to_string()));
     }
-    ServiceProcess::start(env!("CARGO_BIN_EXE_api-gateway"), &env, &["http"])
+    ServiceProcess::start(env!("CARGO_BIN_EXE_api-gateway"), &env, &["http", "admin"])
 }
 
 fn sign(body: &[u8]) -> String {
@@ -179,7 +180,8 @@ async fn every_rejection_has_its_status_and_body_and_stores_nothing() {
     assert_eq!(count(&s.db, "flow_events").await, 0);
     assert_eq!(count(&s.db, "agent_runs").await, 0);
 
-    let (_, metrics) = ck8s_testkit::process::http_get(addr, "/metrics");
+    assert_eq!(ck8s_testkit::process::http_get(addr, "/metrics").0, 404, "metrics are on the admin port only");
+    let (_, metrics) = ck8s_testkit::process::http_get(s.gw.addr("admin"), "/metrics");
     assert!(metrics.contains("codexk8s_webhook_requests_total{result=\"unauthorized\",event=\"ping\"} 4"), "{metrics}");
     assert!(metrics.contains("codexk8s_webhook_requests_total{result=\"payload_too_large\",event=\"ping\"} 3"), "{metrics}");
 }
@@ -220,6 +222,21 @@ async fn accepted_duplicate_and_ignored_answers() {
         .await
         .unwrap();
     assert_eq!(rows, 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_largest_body_the_gateway_accepts_is_never_refused_by_control_plane() {
+    // The gateway at GitHub's cap; a signed 6 MiB ping (over tonic's default 4 MiB) reaches
+    // control-plane and gets its real answer, not a transport error.
+    let db = ck8s_testkit::fresh_db().await;
+    let s = tokio::task::spawn_blocking(move || start(db, Some(ck8s_proto::MAX_WEBHOOK_BODY_BYTES))).await.unwrap();
+    let mut ping = example("ping", None);
+    ping["zen"] = Value::String("z".repeat(6 << 20));
+    let body = serde_json::to_vec(&ping).unwrap();
+    let addr = s.gw.addr("http");
+    let (status, p) = tokio::task::spawn_blocking(move || deliver(addr, "big-1", "ping", &body)).await.unwrap();
+    assert_eq!((status, p["status"].as_str(), p["reason"].as_str()), (200, Some("ignored"), Some("ping")), "{p}");
+    assert_eq!(count(&s.db, "webhook_deliveries").await, 1);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -143,8 +143,9 @@ async fn the_internal_api_requires_the_token_and_checks_its_arguments() {
     ] {
         assert_eq!(ok.ingest_github_webhook(bad).await.unwrap_err().code(), tonic::Code::InvalidArgument);
     }
-    // Larger than gRPC accepts (4 MiB): refused before it reaches the use-case.
-    let huge = IngestGithubWebhookRequest { payload: vec![b' '; 5 << 20], ..ingest.clone() };
+    // Larger than the internal API decodes (GitHub's 25 MiB cap plus the envelope): refused
+    // before it reaches the use-case.
+    let huge = IngestGithubWebhookRequest { payload: vec![b' '; ck8s_proto::MAX_INTERNAL_MESSAGE_BYTES + 1], ..ingest.clone() };
     // tonic reports a message over its decoding limit as OUT_OF_RANGE.
     assert_eq!(ok.ingest_github_webhook(huge).await.unwrap_err().code(), tonic::Code::OutOfRange);
     let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM webhook_deliveries").fetch_one(&db.pool).await.unwrap();
