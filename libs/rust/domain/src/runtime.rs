@@ -13,6 +13,22 @@ pub const AGENT_VOLUME: &str = "/agent";
 /// The host directory in that volume.
 pub const AGENT_HOST_DIR: &str = "/agent/host";
 
+/// Whether an image reference names one image for good: a digest (`name@sha256:<64 hex>`), or a
+/// tag other than `latest`. An untagged or `:latest` reference can change under running runs and
+/// between the pods of one run.
+pub fn image_pinned(reference: &str) -> bool {
+    if let Some((name, digest)) = reference.split_once('@') {
+        let hex = digest.strip_prefix("sha256:").unwrap_or("");
+        return !name.is_empty() && hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit());
+    }
+    // The tag follows the last ':' after the last '/' (a registry's port is before a '/').
+    let last = reference.rsplit('/').next().unwrap_or(reference);
+    match last.split_once(':') {
+        Some((name, tag)) => !name.is_empty() && !tag.is_empty() && tag != "latest",
+        None => false,
+    }
+}
+
 /// The TCP port of an `http(s)://host[:port][/path]` URL (80 or 443 when it names none).
 pub fn url_port(url: &str) -> Option<u16> {
     let (scheme, rest) = url.split_once("://")?;
@@ -167,6 +183,14 @@ pub enum RuntimeError {
     Other(String),
 }
 
+impl RuntimeError {
+    /// Whether trying again shortly may succeed (the runtime was unreachable, busy or briefly
+    /// conflicting); a refusal or an invalid request will not change.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, RuntimeError::Unavailable(_))
+    }
+}
+
 /// Executes run jobs.
 pub trait JobRuntime: Send + Sync {
     /// Creates or updates the run's namespace and the objects in it (idempotent).
@@ -197,6 +221,27 @@ pub fn validate_name(kind: &str, name: &str) -> Result<(), RuntimeError> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn only_digests_and_version_tags_pin_an_image() {
+        for pinned in [
+            "codex-k8s/agent-runner:0.1.0",
+            "registry.local:5000/codex-k8s/agent-runner:0.1.0",
+            &format!("codex-k8s/agent-runner@sha256:{}", "a".repeat(64)),
+        ] {
+            assert!(super::image_pinned(pinned), "{pinned}");
+        }
+        for floating in [
+            "codex-k8s/agent-runner",
+            "codex-k8s/agent-runner:latest",
+            "registry.local:5000/codex-k8s/agent-runner",
+            "codex-k8s/agent-runner:",
+            "codex-k8s/agent-runner@sha256:abc",
+            "@sha256:0000000000000000000000000000000000000000000000000000000000000000",
+        ] {
+            assert!(!super::image_pinned(floating), "{floating}");
+        }
+    }
+
     use super::*;
 
     #[test]

@@ -36,7 +36,44 @@ fn shell_quote(v: &str) -> String {
 }
 
 impl LocalRuntime {
-    /// A runtime keeping run directories under `root`.
+    /// A runtime keeping run directories under `root`, made (or checked) to be this process's own:
+    /// a real directory (not a link), owned by the effective user, mode 0700. A directory someone
+    /// else made in a shared place such as `/tmp` is refused, never adopted: its owner could swap
+    /// the run directories inside it.
+    pub fn open(root: impl Into<PathBuf>) -> Result<Self, RuntimeError> {
+        use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+        let root = root.into();
+        if let Some(parent) = root.parent() {
+            std::fs::create_dir_all(parent).map_err(io)?;
+        }
+        match std::fs::DirBuilder::new().mode(0o700).create(&root) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(io(e)),
+        }
+        let meta = std::fs::symlink_metadata(&root).map_err(io)?;
+        // The owner of /proc/self is this process's effective user.
+        let me = std::fs::metadata("/proc/self").map_err(io)?.uid();
+        if !meta.is_dir() || meta.uid() != me {
+            return Err(RuntimeError::Refused(format!(
+                "{} is {} owned by uid {}, not by this worker (uid {me}); remove it, or set CODEXK8S_WORKER_LOCAL_RUNTIME_DIR to a directory of the worker's own",
+                root.display(),
+                if meta.file_type().is_symlink() {
+                    "a link"
+                } else if meta.is_dir() {
+                    "a directory"
+                } else {
+                    "a file"
+                },
+                meta.uid()
+            )));
+        }
+        std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o700)).map_err(io)?;
+        Ok(Self { root })
+    }
+
+    /// A runtime keeping run directories under `root`, as it is (tests; [`LocalRuntime::open`]
+    /// secures it).
     pub fn new(root: impl Into<PathBuf>) -> Self {
         Self { root: root.into() }
     }

@@ -21,7 +21,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 fn settings() -> KubernetesSettings {
-    KubernetesSettings { ttl_seconds_after_finished: 600, quota_pods: 4, platform_ports: vec![9090, 8081] }
+    KubernetesSettings { quota_pods: 4, platform_ports: vec![9090, 8081] }
 }
 
 async fn runtime() -> (KubernetesRuntime, Client) {

@@ -82,6 +82,16 @@ fn hostname() -> String {
         .unwrap_or_else(|| format!("worker-{}", std::process::id()))
 }
 
+/// Run directories of the local runtime by default: under the worker's home (not a shared
+/// temporary directory where another user could make the path first), else the temporary one
+/// (which [`ck8s_runtime::LocalRuntime::open`] still refuses if someone else owns it).
+fn default_local_runtime_dir() -> std::path::PathBuf {
+    match std::env::var_os("HOME").filter(|h| !h.is_empty()) {
+        Some(home) => std::path::PathBuf::from(home).join(".cache/codex-k8s/runs"),
+        None => std::env::temp_dir().join("codex-k8s-runs"),
+    }
+}
+
 /// Platform settings passed on to every job (the agent runner reads them under the same names).
 fn platform_env(r: &mut ck8s_config::Reader<'_>) -> PlatformEnv {
     let d = PlatformEnv::default();
@@ -113,8 +123,7 @@ impl Config {
         if runtime != "local" && runtime != "kubernetes" {
             r.issue("WORKER_RUNTIME", format!("unsupported runtime {runtime:?}: expected local or kubernetes"));
         }
-        let (job_ttl, quota_pods) =
-            (r.parse("WORKER_JOB_TTL_SECONDS", 600i32, "seconds"), r.parse("WORKER_RUN_QUOTA_PODS", 20u32, "a number of pods"));
+        let quota_pods = r.parse("WORKER_RUN_QUOTA_PODS", 20u32, "a number of pods");
         let slots = r.parse("WORKER_SLOTS_PER_PROJECT", 2i32, "a number of slots, 1-100");
         if !(1..=100).contains(&slots) {
             r.issue("WORKER_SLOTS_PER_PROJECT", "must be between 1 and 100");
@@ -139,7 +148,7 @@ impl Config {
                 control_plane_target: r.string("CONTROL_PLANE_GRPC_TARGET", "http://127.0.0.1:9090"),
                 run_timeout: Duration::from_secs(r.parse("WORKER_JOB_ACTIVE_DEADLINE_SECONDS", 18_000u64, "seconds")),
                 namespace_ttl: r.duration("WORKER_NAMESPACE_TTL", Duration::from_secs(24 * 3600)),
-                job_image: r.string("WORKER_JOB_IMAGE", "codex-k8s/agent-runner:latest"),
+                job_image: r.string("WORKER_JOB_IMAGE", concat!("codex-k8s/agent-runner:", env!("CARGO_PKG_VERSION"))),
                 job_command: r.string("WORKER_JOB_COMMAND", "/usr/local/bin/codex-k8s-agent-runner"),
                 platform: platform_env(&mut r),
             },
@@ -149,14 +158,21 @@ impl Config {
                 .collect(),
             sweep_namespaces: r.bool("WORKER_RUN_NAMESPACE_CLEANUP", true),
             logs_retention: Duration::from_secs(86_400 * r.parse("RUN_AGENT_LOGS_RETENTION_DAYS", 7u64, "a number of days")),
+            prepare_window: r.duration("WORKER_PREPARE_RETRY_WINDOW", Duration::from_secs(60)),
         };
+        if !ck8s_domain::runtime::image_pinned(&lifecycle.launch.job_image) {
+            r.issue(
+                "WORKER_JOB_IMAGE",
+                "must be pinned: name@sha256:<digest> or a version tag (an untagged or :latest image can change under running runs)",
+            );
+        }
         // The run pod may reach control-plane exactly where the runner dials it: one source.
         let launch = &lifecycle.launch;
         let platform_ports = ck8s_domain::runtime::platform_ports(&launch.control_plane_target, launch.platform.mcp_url.as_deref());
         if platform_ports.is_empty() {
             r.issue("CONTROL_PLANE_GRPC_TARGET", "must be an http(s) URL with a host (http://control-plane:9090)");
         }
-        let kubernetes = ck8s_runtime::KubernetesSettings { ttl_seconds_after_finished: job_ttl, quota_pods, platform_ports };
+        let kubernetes = ck8s_runtime::KubernetesSettings { quota_pods, platform_ports };
         let redelivery = redelivery(&mut r, layers, &lifecycle.launch.platform.github_api_url);
         let cfg = Self {
             redelivery,
@@ -164,10 +180,7 @@ impl Config {
             runtime,
             kubernetes,
             lifecycle,
-            local_runtime_dir: r
-                .opt_string("WORKER_LOCAL_RUNTIME_DIR")
-                .map(Into::into)
-                .unwrap_or_else(|| std::env::temp_dir().join("codex-k8s-runs")),
+            local_runtime_dir: r.opt_string("WORKER_LOCAL_RUNTIME_DIR").map(Into::into).unwrap_or_else(default_local_runtime_dir),
             db: DbConfig::read(&mut r),
             http_addr: r.socket_addr("HTTP_ADDR", "0.0.0.0:8082"),
             worker_id,

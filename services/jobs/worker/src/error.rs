@@ -18,6 +18,8 @@ pub enum WorkerError {
     NotLive(uuid::Uuid),
     #[error("the Kubernetes runtime cannot start; set KUBECONFIG or run in a cluster, or use CODEXK8S_WORKER_RUNTIME=local")]
     KubernetesSetup(#[source] RuntimeError),
+    #[error("the local runtime's directory cannot be used")]
+    LocalRuntime(#[source] RuntimeError),
     #[error(transparent)]
     Service(#[from] ck8s_service::ServiceError),
 }

@@ -10,7 +10,7 @@ use ck8s_domain::labels::LabelCatalog;
 use ck8s_domain::lifecycle::{self as core, FailureReason, Finish, LaunchPlan, LaunchSettings, Next, RunLease, Sweep};
 use ck8s_domain::report::Report;
 use ck8s_domain::run_spec::{RunSpec, secret_env};
-use ck8s_domain::runtime::{JobRef, JobRuntime, RuntimeError};
+use ck8s_domain::runtime::{JobRef, JobRuntime, RunEnvironment, RuntimeError};
 use ck8s_store::Pool;
 use ck8s_store::listen::{Listener, RUN_PENDING_CHANNEL};
 use ck8s_store::runs::{self, ClaimSettings, CleanupResult, LeaseError};
@@ -39,6 +39,29 @@ pub struct LifecycleSettings {
     pub logs_retention: Duration,
     /// Whether this worker deletes expired idle namespaces (`CODEXK8S_WORKER_RUN_NAMESPACE_CLEANUP`).
     pub sweep_namespaces: bool,
+    /// How long a transient failure to prepare a run's namespace is retried before the run fails
+    /// (`CODEXK8S_WORKER_PREPARE_RETRY_WINDOW`).
+    pub prepare_window: Duration,
+}
+
+/// Prepares `env`, trying a transient failure again (backing off from half a second, doubling,
+/// at most 8 s apart) until `window` has passed; answers the attempts it took, or the last error.
+pub async fn prepare_within(runtime: &dyn JobRuntime, env: &RunEnvironment, window: Duration) -> Result<u32, RuntimeError> {
+    let started = std::time::Instant::now();
+    let mut wait = Duration::from_millis(500);
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        match runtime.prepare(env).await {
+            Ok(()) => return Ok(attempts),
+            Err(e) if e.is_transient() && started.elapsed() + wait <= window => {
+                tracing::warn!(namespace = %env.namespace, attempt = attempts, error = %e, "preparing the namespace failed; trying again");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(8));
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// Lines of the job log kept on the run when it finishes.
@@ -180,7 +203,7 @@ impl Lifecycle {
             let payload =
                 json!({"namespace": plan.namespace, "reason": "not a run namespace: used as it is, never prepared, leased or deleted"});
             self.event(run.id, &run.correlation_id, "run.namespace.not_prepared", payload).await;
-        } else if let Err(e) = self.runtime.prepare(&plan.environment).await {
+        } else if let Err(e) = prepare_within(self.runtime.as_ref(), &plan.environment, self.settings.prepare_window).await {
             return self.finish(run, Some(&spec), Finish::launch_error(FailureReason::NamespacePrepareFailed, e.to_string())).await;
         } else {
             runs::set_namespace_lease(&self.pool, run.id, self.worker(), plan.lease_expires).await?;
@@ -374,5 +397,71 @@ impl Lifecycle {
                 Ok(())
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::prepare_within;
+    use ck8s_domain::runtime::{BoxFuture, EnvironmentInfo, JobRef, JobRuntime, JobSpec, JobState, RunEnvironment, RuntimeError};
+    use std::sync::Mutex;
+    use std::time::Duration;
+
+    /// A runtime whose `prepare` answers from a script, one answer per call.
+    struct Scripted(Mutex<Vec<Result<(), RuntimeError>>>);
+
+    impl JobRuntime for Scripted {
+        fn prepare<'a>(&'a self, _: &'a RunEnvironment) -> BoxFuture<'a, Result<(), RuntimeError>> {
+            let next = self.0.lock().unwrap().remove(0);
+            Box::pin(async move { next })
+        }
+        fn environments<'a>(&'a self) -> BoxFuture<'a, Result<Vec<EnvironmentInfo>, RuntimeError>> {
+            Box::pin(async { Ok(vec![]) })
+        }
+        fn delete_environment<'a>(&'a self, _: &'a str) -> BoxFuture<'a, Result<(), RuntimeError>> {
+            Box::pin(async { Ok(()) })
+        }
+        fn launch<'a>(&'a self, _: &'a JobSpec) -> BoxFuture<'a, Result<JobRef, RuntimeError>> {
+            Box::pin(async { Err(RuntimeError::Invalid("not scripted".into())) })
+        }
+        fn status<'a>(&'a self, _: &'a JobRef) -> BoxFuture<'a, Result<JobState, RuntimeError>> {
+            Box::pin(async { Ok(JobState::NotFound) })
+        }
+        fn logs<'a>(&'a self, _: &'a JobRef, _: Option<usize>) -> BoxFuture<'a, Result<String, RuntimeError>> {
+            Box::pin(async { Ok(String::new()) })
+        }
+        fn cancel<'a>(&'a self, _: &'a JobRef) -> BoxFuture<'a, Result<(), RuntimeError>> {
+            Box::pin(async { Ok(()) })
+        }
+    }
+
+    fn env() -> RunEnvironment {
+        RunEnvironment {
+            namespace: "codex-issue-p-i1".into(),
+            labels: Default::default(),
+            annotations: Default::default(),
+            access_profile: None,
+        }
+    }
+
+    fn unavailable() -> Result<(), RuntimeError> {
+        Err(RuntimeError::Unavailable("connection refused".into()))
+    }
+
+    #[tokio::test]
+    async fn a_transient_failure_is_tried_again_within_the_window() {
+        let rt = Scripted(Mutex::new(vec![unavailable(), unavailable(), Ok(())]));
+        assert_eq!(prepare_within(&rt, &env(), Duration::from_secs(60)).await.unwrap(), 3);
+    }
+
+    #[tokio::test]
+    async fn a_refusal_fails_at_once_and_an_outage_fails_once_the_window_is_spent() {
+        let refused = Scripted(Mutex::new(vec![Err(RuntimeError::Refused("not ours".into())), Ok(())]));
+        assert!(matches!(prepare_within(&refused, &env(), Duration::from_secs(60)).await, Err(RuntimeError::Refused(_))));
+        assert_eq!(refused.0.lock().unwrap().len(), 1, "one attempt");
+        // A window of two seconds holds the attempts at 0, 0.5 and 1.5 s; the next wait (2 s) would pass it.
+        let down = Scripted(Mutex::new((0..100).map(|_| unavailable()).collect()));
+        assert!(matches!(prepare_within(&down, &env(), Duration::from_secs(2)).await, Err(RuntimeError::Unavailable(_))));
+        assert_eq!(down.0.lock().unwrap().len(), 97, "three attempts");
     }
 }

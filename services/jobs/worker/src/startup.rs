@@ -46,7 +46,7 @@ pub async fn run(cfg: Config) -> Result<(), WorkerError> {
                 ck8s_runtime::KubernetesRuntime::from_environment(cfg.kubernetes.clone()).await.map_err(WorkerError::KubernetesSetup)?,
             )
         } else {
-            std::sync::Arc::new(ck8s_runtime::LocalRuntime::new(&cfg.local_runtime_dir))
+            std::sync::Arc::new(ck8s_runtime::LocalRuntime::open(&cfg.local_runtime_dir).map_err(WorkerError::LocalRuntime)?)
         };
         let lifecycle = crate::lifecycle::Lifecycle {
             pool: pool.clone(),

@@ -2,7 +2,7 @@
 //! written with server-side apply under the field manager `codex-k8s-worker`, so preparing or
 //! launching twice changes nothing.
 
-use super::specs::{self, AccessProfile, JobSettings};
+use super::specs::{self, AccessProfile};
 use ck8s_domain::runtime::{
     BoxFuture, EnvironmentInfo, JobRef, JobRuntime, JobSpec, JobState, RunEnvironment, RuntimeError, validate_name,
 };
@@ -21,7 +21,6 @@ pub const FIELD_MANAGER: &str = "codex-k8s-worker";
 /// Settings of the adapter.
 #[derive(Debug, Clone)]
 pub struct KubernetesSettings {
-    pub ttl_seconds_after_finished: i32,
     pub quota_pods: u32,
     /// control-plane's ports a run pod may reach (its gRPC callbacks, its MCP endpoint), allowed
     /// by the run's network policy.
@@ -39,6 +38,10 @@ fn api_err(e: kube::Error) -> RuntimeError {
     match &e {
         kube::Error::Api(s) if s.code == 422 || s.code == 400 => RuntimeError::Invalid(s.message.clone()),
         kube::Error::Api(s) if s.code == 403 => RuntimeError::Refused(s.message.clone()),
+        // A conflict, throttling or a server error passes: worth another try shortly.
+        kube::Error::Api(s) if s.code == 409 || s.code == 429 || s.code >= 500 => {
+            RuntimeError::Unavailable(format!("{} ({})", s.message, s.code))
+        }
         kube::Error::Api(s) => RuntimeError::Other(format!("{} ({})", s.message, s.code)),
         _ => RuntimeError::Unavailable(e.to_string()),
     }
@@ -228,7 +231,7 @@ impl JobRuntime for KubernetesRuntime {
             // with it; then the Job is released. A Job found suspended was left so by a launch that
             // stopped half-way: it is finished now. One found running was launched already.
             let jobs: Api<Job> = Api::namespaced(self.client.clone(), &spec.namespace);
-            let mut job = specs::job(spec, &JobSettings { ttl_seconds_after_finished: self.settings.ttl_seconds_after_finished });
+            let mut job = specs::job(spec);
             let existing = jobs.get_opt(&spec.job_name).await.map_err(api_err)?;
             if existing.as_ref().is_some_and(|j| j.spec.as_ref().and_then(|s| s.suspend) != Some(true)) {
                 return Ok(JobRef { namespace: spec.namespace.clone(), job_name: spec.job_name.clone() });

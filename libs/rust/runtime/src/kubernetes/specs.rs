@@ -362,12 +362,6 @@ pub fn credentials_secret(job: &JobSpec, job_uid: &str) -> Secret {
     Secret { metadata, type_: Some("Opaque".into()), string_data: Some(job.secret_env.clone()), ..Default::default() }
 }
 
-/// Job settings that are not part of the domain's spec.
-#[derive(Debug, Clone)]
-pub struct JobSettings {
-    pub ttl_seconds_after_finished: i32,
-}
-
 /// Where the agent's volume (shared by both containers) is mounted: the job's contract.
 pub use ck8s_domain::runtime::{AGENT_HOST_DIR, AGENT_VOLUME as AGENT_MOUNT};
 /// Where the runner's own volume is mounted.
@@ -440,7 +434,7 @@ fn token_volume() -> Volume {
 /// its clone) and the agent (`agent`: a sidecar running the host, which carries out
 /// what the runner asks in the shared volume: `agent_command`). The Job ends with the runner;
 /// Kubernetes then stops the sidecar.
-pub fn job(spec: &JobSpec, settings: &JobSettings) -> Job {
+pub fn job(spec: &JobSpec) -> Job {
     let labels = map(&[
         ("app.kubernetes.io/name", "codex-k8s-run"),
         ("app.kubernetes.io/managed-by", MANAGED_BY_VALUE),
@@ -500,7 +494,9 @@ pub fn job(spec: &JobSpec, settings: &JobSettings) -> Job {
         spec: Some(K8sJobSpec {
             backoff_limit: Some(0),
             active_deadline_seconds: Some(i64::try_from(spec.active_deadline.as_secs()).unwrap_or(i64::MAX)),
-            ttl_seconds_after_finished: Some(settings.ttl_seconds_after_finished),
+            // No TTL: a finished Job (its outcome) stays until the worker has read it, however
+            // long the workers are down; it goes with its namespace.
+            ttl_seconds_after_finished: None,
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta { labels: Some(labels), annotations: Some(annotations), ..Default::default() }),
                 spec: Some(PodSpec {

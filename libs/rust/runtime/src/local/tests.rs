@@ -155,3 +155,31 @@ async fn environments_are_prepared_and_only_managed_ones_deleted() {
     assert!(!LocalRuntime::group_alive(pgid), "deleting the environment stops its jobs");
     rt.delete_environment(&env.namespace).await.unwrap();
 }
+
+#[test]
+fn the_runtimes_root_is_its_own_and_private_or_it_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let base = root("open");
+    std::fs::create_dir_all(&base).unwrap();
+    // Made fresh: 0700.
+    let fresh = base.join("runs");
+    LocalRuntime::open(&fresh).unwrap();
+    assert_eq!(std::fs::metadata(&fresh).unwrap().permissions().mode() & 0o777, 0o700);
+    // An existing one of its own, left open by mistake: closed.
+    std::fs::set_permissions(&fresh, std::fs::Permissions::from_mode(0o777)).unwrap();
+    LocalRuntime::open(&fresh).unwrap();
+    assert_eq!(std::fs::metadata(&fresh).unwrap().permissions().mode() & 0o777, 0o700);
+    // A link planted where the root should be (pointing at a directory its planter controls).
+    let planted = base.join("planted");
+    std::fs::create_dir_all(base.join("elsewhere")).unwrap();
+    std::os::unix::fs::symlink(base.join("elsewhere"), &planted).unwrap();
+    let err = LocalRuntime::open(&planted).unwrap_err();
+    assert!(matches!(&err, RuntimeError::Refused(m) if m.contains("a link") && m.contains("CODEXK8S_WORKER_LOCAL_RUNTIME_DIR")), "{err}");
+    // A directory another user made in a shared place.
+    let theirs = base.join("theirs");
+    std::fs::create_dir_all(&theirs).unwrap();
+    std::os::unix::fs::chown(&theirs, Some(4242), Some(4242)).unwrap();
+    let err = LocalRuntime::open(&theirs).unwrap_err();
+    assert!(matches!(&err, RuntimeError::Refused(m) if m.contains("uid 4242")), "{err}");
+    let _ = std::fs::remove_dir_all(&base);
+}

@@ -40,6 +40,16 @@ fn a_heartbeat_ttl_shorter_than_the_interval_is_rejected() {
 }
 
 #[test]
+fn a_job_image_that_can_change_under_running_runs_is_refused() {
+    for floating in ["codex-k8s/agent-runner:latest", "registry.local:5000/codex-k8s/agent-runner"] {
+        let e = vec![("CODEXK8S_WORKER_JOB_IMAGE".to_string(), floating.to_string())];
+        let (code, out) = run_to_exit(BIN, &e, &[]);
+        assert_eq!(code, Some(2), "{floating}: {out}");
+        assert!(out.contains("CODEXK8S_WORKER_JOB_IMAGE") && out.contains("pinned"), "{floating}: {out}");
+    }
+}
+
+#[test]
 fn webhook_redelivery_needs_the_key_that_opens_repository_tokens_and_a_url() {
     let e = vec![
         ("CODEXK8S_GITHUB_WEBHOOK_URL".to_string(), "codex.example.com/hook".to_string()),

@@ -158,9 +158,10 @@ fn quota_and_network_policy() {
 #[test]
 fn the_job_runs_once_with_a_deadline_and_takes_credentials_from_its_secret() {
     let spec = job_spec();
-    let j = job(&spec, &JobSettings { ttl_seconds_after_finished: 600 });
+    let j = job(&spec);
     let s = j.spec.as_ref().unwrap();
-    assert_eq!((s.backoff_limit, s.active_deadline_seconds, s.ttl_seconds_after_finished), (Some(0), Some(18_000), Some(600)));
+    // No TTL: the outcome of a Job that finished while every worker was down is still there to read.
+    assert_eq!((s.backoff_limit, s.active_deadline_seconds, s.ttl_seconds_after_finished), (Some(0), Some(18_000), None));
     let pod = s.template.spec.as_ref().unwrap();
     assert_eq!(pod.restart_policy.as_deref(), Some("Never"));
     assert_eq!(pod.service_account_name.as_deref(), Some("codex-runner"));
@@ -188,7 +189,7 @@ fn the_job_runs_once_with_a_deadline_and_takes_credentials_from_its_secret() {
 #[test]
 fn the_agent_runs_in_a_container_of_its_own_without_the_secret_or_a_token_it_does_not_need() {
     let mut spec = job_spec();
-    let j = job(&spec, &JobSettings { ttl_seconds_after_finished: 600 });
+    let j = job(&spec);
     let pod = j.spec.unwrap().template.spec.unwrap();
     assert_eq!(pod.automount_service_account_token, Some(false), "no container gets a token by default");
     assert_eq!(pod.share_process_namespace, Some(false), "the agent cannot see the runner's processes");
@@ -235,7 +236,7 @@ fn the_agent_runs_in_a_container_of_its_own_without_the_secret_or_a_token_it_doe
 
     // Without a profile there is no token at all.
     spec.service_account = None;
-    let pod = job(&spec, &JobSettings { ttl_seconds_after_finished: 600 }).spec.unwrap().template.spec.unwrap();
+    let pod = job(&spec).spec.unwrap().template.spec.unwrap();
     assert_eq!(mounts(&pod.init_containers.unwrap()[0]), vec![("agent".into(), "/agent".into()), ("agent-tmp".into(), "/tmp".into())]);
     assert!(!pod.volumes.unwrap().iter().any(|v| v.projected.is_some()));
 }
