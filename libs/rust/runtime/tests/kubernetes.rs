@@ -21,7 +21,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 fn settings() -> KubernetesSettings {
-    KubernetesSettings { quota_pods: 4, platform_ports: vec![9090, 8081] }
+    KubernetesSettings { quota_pods: 4, platform_namespace: "codex-k8s-prod".into(), platform_ports: vec![9090, 8081] }
 }
 
 async fn runtime() -> (KubernetesRuntime, Client) {
@@ -222,6 +222,33 @@ async fn prepare_and_launch_create_exactly_the_run_objects_and_repeating_changes
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn the_run_policy_selects_the_platforms_namespace_as_the_cluster_labels_it() {
+    let client = cluster::client().await;
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    // The platform's namespace as an installer makes it: no labels of ours at all.
+    let platform = cluster::unique_name("ck8s-platform");
+    let plain: Namespace = serde_json::from_value(serde_json::json!({"metadata": {"name": platform}})).unwrap();
+    namespaces.create(&PostParams::default(), &plain).await.unwrap();
+    let rt = KubernetesRuntime::new(client.clone(), KubernetesSettings { platform_namespace: platform.clone(), ..settings() });
+    let ns = cluster::unique_name("ck8s-np");
+    rt.prepare(&environment(&ns, None)).await.unwrap();
+
+    // The policy as the API server stored it: its platform peers select exactly that namespace.
+    let np: NetworkPolicy = get(&client, Some(&ns), "codex-run-default-deny").await;
+    let spec = np.spec.unwrap();
+    let egress_peer = spec.egress.unwrap()[1].to.clone().unwrap()[0].namespace_selector.clone().unwrap();
+    let ingress_peer = spec.ingress.unwrap()[0].from.clone().unwrap()[0].namespace_selector.clone().unwrap();
+    for selector in [egress_peer, ingress_peer] {
+        let labels = selector.match_labels.unwrap().iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",");
+        let matched: Vec<String> =
+            namespaces.list(&ListParams::default().labels(&labels)).await.unwrap().items.iter().map(|n| n.name_any()).collect();
+        assert_eq!(matched, vec![platform.clone()], "selector {labels}");
+    }
+    rt.delete_environment(&ns).await.unwrap();
+    namespaces.delete(&platform, &Default::default()).await.unwrap();
+}
+
+#[tokio::test]
 async fn a_namespace_the_worker_did_not_create_is_never_prepared_listed_or_deleted() {
     let (rt, client) = runtime().await;
     let namespaces: Api<Namespace> = Api::all(client.clone());

@@ -172,7 +172,11 @@ impl Config {
         if platform_ports.is_empty() {
             r.issue("CONTROL_PLANE_GRPC_TARGET", "must be an http(s) URL with a host (http://control-plane:9090)");
         }
-        let kubernetes = ck8s_runtime::KubernetesSettings { quota_pods, platform_ports };
+        let kubernetes = ck8s_runtime::KubernetesSettings {
+            quota_pods,
+            platform_namespace: r.string("PRODUCTION_NAMESPACE", "codex-k8s-prod"),
+            platform_ports,
+        };
         let redelivery = redelivery(&mut r, layers, &lifecycle.launch.platform.github_api_url);
         let cfg = Self {
             redelivery,

@@ -22,6 +22,8 @@ pub const FIELD_MANAGER: &str = "codex-k8s-worker";
 #[derive(Debug, Clone)]
 pub struct KubernetesSettings {
     pub quota_pods: u32,
+    /// The platform's own namespace (`CODEXK8S_PRODUCTION_NAMESPACE`), the one run pods may reach.
+    pub platform_namespace: String,
     /// control-plane's ports a run pod may reach (its gRPC callbacks, its MCP endpoint), allowed
     /// by the run's network policy.
     pub platform_ports: Vec<i32>,
@@ -164,8 +166,11 @@ impl JobRuntime for KubernetesRuntime {
             self.apply(Api::<ResourceQuota>::namespaced(self.client.clone(), ns), &specs::resource_quota(ns, self.settings.quota_pods))
                 .await?;
             self.apply(Api::<LimitRange>::namespaced(self.client.clone(), ns), &specs::limit_range(ns)).await?;
-            self.apply(Api::<NetworkPolicy>::namespaced(self.client.clone(), ns), &specs::network_policy(ns, &self.settings.platform_ports))
-                .await
+            self.apply(
+                Api::<NetworkPolicy>::namespaced(self.client.clone(), ns),
+                &specs::network_policy(ns, &self.settings.platform_namespace, &self.settings.platform_ports),
+            )
+            .await
         })
     }
 

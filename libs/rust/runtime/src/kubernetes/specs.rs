@@ -290,10 +290,17 @@ fn zone_selector(zones: &[&str]) -> LabelSelector {
 /// live; the platform is reached through its own rule.
 pub const EGRESS_EXCEPT: [&str; 5] = ["169.254.0.0/16", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10"];
 
-/// Default deny; ingress only from platform/system zones; egress to cluster DNS, to the
-/// platform's ports (control-plane's gRPC callbacks and its MCP endpoint: the same settings the
-/// runner dials), and TCP 80/443 to the internet outside [`EGRESS_EXCEPT`].
-pub fn network_policy(ns: &str, platform_ports: &[i32]) -> NetworkPolicy {
+/// The platform's namespace, selected by the name label Kubernetes itself sets on every namespace
+/// (`kubernetes.io/metadata.name`): nothing has to label it, and no run can forge it.
+pub fn platform_namespace_selector(platform_namespace: &str) -> LabelSelector {
+    LabelSelector { match_labels: Some(map(&[("kubernetes.io/metadata.name", platform_namespace)])), ..Default::default() }
+}
+
+/// Default deny; ingress only from the platform's namespace and namespaces of the platform/system
+/// zones; egress to cluster DNS, to the platform's pods on its ports (control-plane's gRPC
+/// callbacks and its MCP endpoint: the same settings the runner dials) in the platform's
+/// namespace, and TCP 80/443 to the internet outside [`EGRESS_EXCEPT`].
+pub fn network_policy(ns: &str, platform_namespace: &str, platform_ports: &[i32]) -> NetworkPolicy {
     let dns = NetworkPolicyEgressRule {
         to: Some(vec![NetworkPolicyPeer {
             namespace_selector: Some(LabelSelector {
@@ -307,7 +314,7 @@ pub fn network_policy(ns: &str, platform_ports: &[i32]) -> NetworkPolicy {
     };
     let platform = NetworkPolicyEgressRule {
         to: Some(vec![NetworkPolicyPeer {
-            namespace_selector: Some(zone_selector(&["platform"])),
+            namespace_selector: Some(platform_namespace_selector(platform_namespace)),
             pod_selector: Some(LabelSelector { match_labels: Some(map(&[("app.kubernetes.io/name", "codex-k8s")])), ..Default::default() }),
             ..Default::default()
         }]),
@@ -326,10 +333,10 @@ pub fn network_policy(ns: &str, platform_ports: &[i32]) -> NetworkPolicy {
             pod_selector: Some(LabelSelector::default()),
             policy_types: Some(vec!["Ingress".into(), "Egress".into()]),
             ingress: Some(vec![NetworkPolicyIngressRule {
-                from: Some(vec![NetworkPolicyPeer {
-                    namespace_selector: Some(zone_selector(&["platform", "system"])),
-                    ..Default::default()
-                }]),
+                from: Some(vec![
+                    NetworkPolicyPeer { namespace_selector: Some(platform_namespace_selector(platform_namespace)), ..Default::default() },
+                    NetworkPolicyPeer { namespace_selector: Some(zone_selector(&["platform", "system"])), ..Default::default() },
+                ]),
                 ports: None,
             }]),
             egress: Some(vec![dns, platform, web]),

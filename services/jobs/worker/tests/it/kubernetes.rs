@@ -90,10 +90,13 @@ async fn the_worker_takes_a_run_from_pending_to_succeeded_on_the_cluster() {
         ]
     );
     drop(w);
-    KubernetesRuntime::new(client, KubernetesSettings { quota_pods: 4, platform_ports: vec![9090, 8081] })
-        .delete_environment(&ns)
-        .await
-        .unwrap();
+    KubernetesRuntime::new(
+        client,
+        KubernetesSettings { quota_pods: 4, platform_namespace: "codex-k8s-prod".into(), platform_ports: vec![9090, 8081] },
+    )
+    .delete_environment(&ns)
+    .await
+    .unwrap();
 }
 
 fn lease(run: Uuid, expires: chrono::DateTime<chrono::Utc>) -> (BTreeMap<String, String>, BTreeMap<String, String>) {
@@ -111,7 +114,10 @@ async fn terminating_or_gone(api: &Api<Namespace>, name: &str) -> bool {
 async fn the_sweeper_deletes_only_managed_expired_idle_namespaces() {
     let db = ck8s_testkit::fresh_db().await;
     let client = cluster::client().await;
-    let rt = KubernetesRuntime::new(client.clone(), KubernetesSettings { quota_pods: 4, platform_ports: vec![9090, 8081] });
+    let rt = KubernetesRuntime::new(
+        client.clone(),
+        KubernetesSettings { quota_pods: 4, platform_namespace: "codex-k8s-prod".into(), platform_ports: vec![9090, 8081] },
+    );
     let p = project(&db.pool).await;
     let past = chrono::Utc::now() - chrono::Duration::minutes(5);
     let future = chrono::Utc::now() + chrono::Duration::hours(1);

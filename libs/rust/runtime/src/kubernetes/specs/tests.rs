@@ -120,7 +120,7 @@ fn candidates_manage_workloads_and_read_only_runs_only_read() {
 fn quota_and_network_policy() {
     let q = resource_quota("ns", 20);
     assert_eq!(q.spec.unwrap().hard.unwrap()["pods"], Quantity("20".into()));
-    let np = network_policy("ns", &[9090, 8081]).spec.unwrap();
+    let np = network_policy("ns", "codex-k8s-prod", &[9090, 8081]).spec.unwrap();
     assert_eq!(np.policy_types.as_deref(), Some(&["Ingress".to_string(), "Egress".to_string()][..]));
     assert_eq!(np.pod_selector, Some(LabelSelector::default()), "applies to every pod of the namespace");
     let egress = np.egress.unwrap();
@@ -153,6 +153,10 @@ fn quota_and_network_policy() {
         egress[1].to.as_ref().unwrap()[0].pod_selector.as_ref().unwrap().match_labels.as_ref().unwrap()["app.kubernetes.io/name"]
             == "codex-k8s"
     );
+    // The platform is found by the name label Kubernetes sets, not by a label someone must add.
+    let platform = egress[1].to.as_ref().unwrap()[0].namespace_selector.clone().unwrap();
+    assert_eq!(platform.match_labels.unwrap()["kubernetes.io/metadata.name"], "codex-k8s-prod");
+    assert!(platform.match_expressions.is_none());
 }
 
 #[test]
