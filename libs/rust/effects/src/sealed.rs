@@ -19,7 +19,8 @@ impl Providers for SealedProviders {
         if repo.provider != "github" {
             return Err(ProviderSetupError(format!("provider {:?} is not supported yet (only github)", repo.provider)));
         }
-        let token = self.sealer.open(&repo.token_encrypted).map_err(|_| {
+        let context = ck8s_crypto::repository_token_context(&repo.provider, repo.external_id);
+        let token = self.sealer.open(&context, &repo.token_encrypted).map_err(|_| {
             ProviderSetupError(format!("the token of {}/{} cannot be opened; check CODEXK8S_TOKEN_ENCRYPTION_KEY", repo.owner, repo.name))
         })?;
         let gh = Github::new(GithubSettings::new(self.base_url.clone(), token)).map_err(|e| ProviderSetupError(e.to_string()))?;

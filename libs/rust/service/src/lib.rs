@@ -7,6 +7,7 @@ pub use ck8s_config as config;
 pub mod error;
 pub mod health;
 pub mod metrics;
+pub mod sealing;
 pub mod server;
 pub mod shutdown;
 pub mod startup;

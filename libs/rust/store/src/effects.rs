@@ -81,18 +81,27 @@ pub struct RepositoryRow {
     pub owner: String,
     pub name: String,
     pub provider: String,
+    /// The provider's stable id of the repository (the sealed token is bound to it).
+    pub external_id: i64,
     /// The sealed token (AES-GCM); only the provider factory opens it.
     pub token_encrypted: Vec<u8>,
 }
 
 /// The repository an effect is owed on, if it is still registered.
 pub async fn repository(pool: &Pool, id: Uuid) -> Result<Option<RepositoryRow>, StoreError> {
-    let row: Option<(Uuid, String, String, String, Vec<u8>)> =
-        sqlx::query_as("SELECT id, owner, name, provider, token_encrypted FROM repositories WHERE id = $1")
+    let row: Option<(Uuid, String, String, String, i64, Vec<u8>)> =
+        sqlx::query_as("SELECT id, owner, name, provider, external_id, token_encrypted FROM repositories WHERE id = $1")
             .bind(id)
             .fetch_optional(pool)
             .await?;
-    Ok(row.map(|(id, owner, name, provider, token_encrypted)| RepositoryRow { id, owner, name, provider, token_encrypted }))
+    Ok(row.map(|(id, owner, name, provider, external_id, token_encrypted)| RepositoryRow {
+        id,
+        owner,
+        name,
+        provider,
+        external_id,
+        token_encrypted,
+    }))
 }
 
 /// How one attempt ended.

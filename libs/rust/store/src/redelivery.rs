@@ -11,13 +11,20 @@ use uuid::Uuid;
 
 /// Every bound repository, with its sealed token.
 pub async fn repositories(pool: &Pool) -> Result<Vec<RepositoryRow>, StoreError> {
-    let rows: Vec<(Uuid, String, String, String, Vec<u8>)> =
-        sqlx::query_as("SELECT id, owner, name, provider, token_encrypted FROM repositories ORDER BY created_at, id")
+    let rows: Vec<(Uuid, String, String, String, i64, Vec<u8>)> =
+        sqlx::query_as("SELECT id, owner, name, provider, external_id, token_encrypted FROM repositories ORDER BY created_at, id")
             .fetch_all(pool)
             .await?;
     Ok(rows
         .into_iter()
-        .map(|(id, owner, name, provider, token_encrypted)| RepositoryRow { id, owner, name, provider, token_encrypted })
+        .map(|(id, owner, name, provider, external_id, token_encrypted)| RepositoryRow {
+            id,
+            owner,
+            name,
+            provider,
+            external_id,
+            token_encrypted,
+        })
         .collect())
 }
 

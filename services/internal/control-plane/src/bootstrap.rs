@@ -144,7 +144,7 @@ pub async fn apply(pool: &ck8s_store::Pool, cfg: &BootstrapConfig, sealer: &Seal
         }
         let token = cfg.github_token.as_ref().map(|t| t.expose_secret().to_string()).unwrap_or_default();
         for r in &cfg.repositories {
-            let sealed = sealer.seal(&token)?;
+            let sealed = sealer.seal(&ck8s_crypto::repository_token_context("github", r.external_id), &token)?;
             q::upsert_repository(
                 &mut tx,
                 &q::RepositorySeed {

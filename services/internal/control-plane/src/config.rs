@@ -89,13 +89,7 @@ pub fn internal_token(r: &mut Reader<'_>) -> secrecy::SecretString {
 impl Config {
     pub fn load(layers: &Layers) -> Result<Self, ConfigError> {
         let mut r = layers.reader();
-        let key = r.required_secret("TOKEN_ENCRYPTION_KEY", "64 hex characters; generate one with `openssl rand -hex 32`");
-        let sealer = ck8s_crypto::Sealer::from_hex(&key).unwrap_or_else(|_| {
-            if layers.raw("TOKEN_ENCRYPTION_KEY").is_some_and(|v| !v.trim().is_empty()) {
-                r.issue("TOKEN_ENCRYPTION_KEY", "must be exactly 64 hexadecimal characters (32 bytes)");
-            }
-            ck8s_crypto::Sealer::placeholder()
-        });
+        let sealer = ck8s_service::sealing::read_sealer(&mut r, layers, "64 hex characters; generate one with `openssl rand -hex 32`");
 
         let mut overrides = BTreeMap::new();
         for k in label_settings() {

@@ -49,13 +49,8 @@ fn redelivery(r: &mut ck8s_config::Reader<'_>, layers: &Layers, github_api_url: 
             "must be the http(s) URL GitHub delivers webhooks to (https://codex.example.com/api/v1/webhooks/github)",
         );
     }
-    let key = r.required_secret("TOKEN_ENCRYPTION_KEY", "64 hex characters, the same key as control-plane's (it opens repository tokens)");
-    let sealer = ck8s_crypto::Sealer::from_hex(&key).unwrap_or_else(|_| {
-        if layers.raw("TOKEN_ENCRYPTION_KEY").is_some_and(|v| !v.trim().is_empty()) {
-            r.issue("TOKEN_ENCRYPTION_KEY", "must be exactly 64 hexadecimal characters (32 bytes)");
-        }
-        ck8s_crypto::Sealer::placeholder()
-    });
+    let sealer =
+        ck8s_service::sealing::read_sealer(r, layers, "64 hex characters, the same key as control-plane's (it opens repository tokens)");
     let d = ck8s_domain::redelivery::RedeliveryPolicy::default();
     let max_requests = r.parse("WEBHOOK_REDELIVERY_MAX_REQUESTS", d.max_requests, "a number of requests per delivery");
     if max_requests == 0 {

@@ -275,7 +275,7 @@ async fn forge_stack(db: &ck8s_testkit::TestDb) -> ForgeStack {
     assert_eq!(forge.call("POST", "/repos/acme/app/pulls", Some(&bot), Some(own)).1["number"], 1);
     let sealer = ck8s_crypto::Sealer::from_hex(&secrecy::SecretString::from(super::KEY.to_string())).unwrap();
     sqlx::query("UPDATE repositories SET token_encrypted = $1 WHERE owner = 'acme' AND name = 'app'")
-        .bind(sealer.seal(&bot).unwrap())
+        .bind(sealer.seal(&ck8s_crypto::repository_token_context("github", 4242), &bot).unwrap())
         .execute(&db.pool)
         .await
         .unwrap();

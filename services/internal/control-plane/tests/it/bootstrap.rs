@@ -36,7 +36,9 @@ async fn applying_twice_changes_nothing_and_tokens_are_sealed() {
     assert_eq!(counts, (4, 1, 1, 2), "owner, allowed, admin, alice; one project; one repo; owner+alice members");
     let sealed: Vec<u8> = sqlx::query_scalar("SELECT token_encrypted FROM repositories").fetch_one(&db.pool).await.unwrap();
     assert!(!String::from_utf8_lossy(&sealed).contains("ghp_secret_value"), "the token must not be stored in clear");
-    assert_eq!(sealer.open(&sealed).unwrap().expose_secret(), "ghp_secret_value");
+    let context = ck8s_crypto::repository_token_context("github", 4242);
+    assert_eq!(sealer.open(&context, &sealed).unwrap().expose_secret(), "ghp_secret_value");
+    assert!(sealer.is_current(&sealed), "sealed with the current key, bound to its row");
 
     // A new owner email takes the flag; the old owner keeps their account.
     bootstrap::apply(&db.pool, &cfg("new-owner@example.com"), &sealer).await.unwrap();

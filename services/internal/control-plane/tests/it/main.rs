@@ -48,6 +48,14 @@ fn a_malformed_encryption_key_is_named_but_never_echoed() {
     assert_eq!(code, Some(2), "{out}");
     assert!(out.contains("CODEXK8S_TOKEN_ENCRYPTION_KEY") && out.contains("64 hexadecimal"), "{out}");
     assert!(!out.contains("hunter2"), "the secret leaked:\n{out}");
+    // A malformed previous key (a rotation in progress) is named too, and not echoed either.
+    let e = vec![
+        ("CODEXK8S_TOKEN_ENCRYPTION_KEY".to_string(), "ab".repeat(32)),
+        ("CODEXK8S_TOKEN_ENCRYPTION_KEY_PREVIOUS".to_string(), format!("{},hunter2-old", "cd".repeat(32))),
+    ];
+    let (code, out) = run_to_exit(BIN, &e, &[]);
+    assert_eq!(code, Some(2), "{out}");
+    assert!(out.contains("CODEXK8S_TOKEN_ENCRYPTION_KEY_PREVIOUS") && !out.contains("hunter2") && !out.contains(&"cd".repeat(32)), "{out}");
 }
 
 #[test]
