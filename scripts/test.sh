@@ -8,7 +8,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 started=$(date +%s)
 step() { echo; echo "==> $* ($(( $(date +%s) - started ))s)"; }
 
-step "1/5 the domain crate stays pure, the seams stay typed, no dependency is unused, code is formatted"
+step "1/5 the domain crate stays pure, the seams stay typed, no dependency is unused, the supply chain is allowed, code is formatted"
 scripts/check-domain-deps.sh
 scripts/check-seams.sh
 tools_dir="${CODEXK8S_TOOLS_DIR:-$HOME/.cache/codex-k8s/tools}"
@@ -18,6 +18,13 @@ if ! "$tools_dir/bin/cargo-machete" --version >/dev/null 2>&1; then
 fi
 "$tools_dir/bin/cargo-machete" --skip-target-dir >/dev/null \
   || { "$tools_dir/bin/cargo-machete" --skip-target-dir; echo "test.sh: remove the unused dependencies above (a false positive goes under [package.metadata.cargo-machete] ignored)" >&2; exit 1; }
+if ! "$tools_dir/bin/cargo-deny" --version >/dev/null 2>&1; then
+  echo "installing cargo-deny 0.20.2 from crates.io into $tools_dir (once, about three minutes)"
+  cargo install cargo-deny --version 0.20.2 --locked --quiet --root "$tools_dir"
+fi
+# Supply chain (deny.toml): crates.io only, licences on the allow-list, no wildcard versions.
+"$tools_dir/bin/cargo-deny" --log-level error check bans licenses sources \
+  || { echo "test.sh: a dependency breaks deny.toml (above): another source, a licence not on the list, or a wildcard version" >&2; exit 1; }
 cargo fmt --all --check || { echo "test.sh: run \`cargo fmt --all\` and commit the result" >&2; exit 1; }
 
 step "2/5 test fixtures (GitHub's published webhook examples, from npm), embedded PostgreSQL 18 + pgvector, the test Kubernetes cluster (first run builds it from Go modules: about 8 minutes on 2 cores)"
