@@ -395,3 +395,60 @@ async fn a_slow_executor_cannot_overwrite_the_outcome_of_the_one_that_took_its_e
     assert_eq!(events, vec![("github.side_effect.done".to_string(), "replica-b".to_string())], "A recorded nothing");
     assert_eq!(gh.issue_labels(&RepoRef::new("codex-bot", "app"), 1).await.unwrap(), vec!["state:in-review"]);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn redelivery_says_what_stops_it_and_asks_only_for_deliveries_nobody_took() {
+    use ck8s_effects::redelivery::Redelivery;
+    let db = ck8s_testkit::fresh_db().await;
+    repository(&db.pool).await;
+    let sim = tokio::task::spawn_blocking(sim).await.unwrap();
+    let gh: Arc<dyn RepositoryProvider> = Arc::new(sim.provider());
+    // A hook that points at nothing that listens: every delivery to it fails to connect.
+    let dead = format!("http://127.0.0.1:{}/api/v1/webhooks/github", ck8s_testkit::process::free_port());
+    let loop_for = |hook_url: &str, providers: Arc<dyn Providers>| Redelivery {
+        pool: db.pool.clone(),
+        providers,
+        hook_url: hook_url.to_string(),
+        policy: Default::default(),
+        clock: Arc::new(ck8s_domain::clock::SystemClock),
+    };
+
+    // No webhook delivers to the platform's URL yet: said, with what to do.
+    let report = loop_for(&dead, Arc::new(Fixed(gh.clone()))).pass().await.unwrap();
+    assert_eq!(report.looked_at, 0);
+    assert!(report.problems[0].contains("codex-bot/app: no webhook delivers to"), "{:?}", report.problems);
+    // A token that cannot be opened: said, and the other checks never reach GitHub.
+    let sealer = Arc::new(ck8s_crypto::Sealer::from_hex(&SecretString::from("ab".repeat(32))).unwrap());
+    let sealed = ck8s_effects::SealedProviders { sealer, base_url: sim.forge.url() };
+    let report = loop_for(&dead, Arc::new(sealed)).pass().await.unwrap();
+    assert!(report.problems[0].contains("cannot be opened; check CODEXK8S_TOKEN_ENCRYPTION_KEY"), "{:?}", report.problems);
+
+    // The hook exists now, and an event could not be delivered through it.
+    let hook = json!({"config": {"url": dead, "secret": "s3cret-s3cret-s3cret", "content_type": "json"}, "events": ["issues"]});
+    assert_eq!(sim.forge.call("POST", "/repos/codex-bot/app/hooks", Some(&sim.token), Some(hook)).0, 201);
+    assert_eq!(sim.forge.call("POST", "/repos/codex-bot/app/issues", Some(&sim.token), Some(json!({"title": "Lost"}))).0, 201);
+    let lost = first_delivery(&*gh, &dead).await;
+    let report = loop_for(&dead, Arc::new(Fixed(gh.clone()))).pass().await.unwrap();
+    assert_eq!((report.looked_at, report.problems.len()), (1, 0), "{report:?}");
+    assert_eq!(report.requested.iter().map(|r| (r.guid.as_str(), r.request)).collect::<Vec<_>>(), vec![(lost.as_str(), 1)]);
+    // At once again: the request waits out its backoff, so nothing is asked twice.
+    let again = loop_for(&dead, Arc::new(Fixed(gh.clone()))).pass().await.unwrap();
+    assert!(again.requested.is_empty(), "{again:?}");
+}
+
+/// The guid of the first delivery forge-sim recorded for the hook of `codex-bot/app` that
+/// delivers to `url` (deliveries are made in the background).
+async fn first_delivery(gh: &dyn RepositoryProvider, url: &str) -> String {
+    let repo = RepoRef::new("codex-bot", "app");
+    let hook = gh.find_webhook(&repo, url).await.unwrap().expect("the hook");
+    let started = Instant::now();
+    loop {
+        let all = gh.list_deliveries(&repo, hook.id, ck8s_domain::forge::DeliveryFilter::All, 100).await.unwrap();
+        if let Some(d) = all.first() {
+            assert_eq!(d.status_code, 0, "nothing listens there: {d:?}");
+            return d.guid.clone();
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "forge-sim recorded no delivery");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -75,7 +75,7 @@ pub async fn claim_due(pool: &Pool, owner: &str, lease: Duration, batch: i64) ->
 }
 
 /// A repository as the executor needs it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct RepositoryRow {
     pub id: Uuid,
     pub owner: String,
@@ -87,21 +87,13 @@ pub struct RepositoryRow {
     pub token_encrypted: Vec<u8>,
 }
 
+/// The columns of [`RepositoryRow`].
+pub(crate) const REPOSITORY_COLUMNS: &str = "id, owner, name, provider, external_id, token_encrypted";
+
 /// The repository an effect is owed on, if it is still registered.
 pub async fn repository(pool: &Pool, id: Uuid) -> Result<Option<RepositoryRow>, StoreError> {
-    let row: Option<(Uuid, String, String, String, i64, Vec<u8>)> =
-        sqlx::query_as("SELECT id, owner, name, provider, external_id, token_encrypted FROM repositories WHERE id = $1")
-            .bind(id)
-            .fetch_optional(pool)
-            .await?;
-    Ok(row.map(|(id, owner, name, provider, external_id, token_encrypted)| RepositoryRow {
-        id,
-        owner,
-        name,
-        provider,
-        external_id,
-        token_encrypted,
-    }))
+    let sql = format!("SELECT {REPOSITORY_COLUMNS} FROM repositories WHERE id = $1");
+    Ok(sqlx::query_as(&sql).bind(id).fetch_optional(pool).await?)
 }
 
 /// How one attempt ended.

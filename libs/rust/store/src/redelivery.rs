@@ -2,7 +2,7 @@
 //! delivery ids ingest already holds, and the platform's own requests to GitHub to deliver again
 //! (`webhook_redeliveries`).
 
-use crate::effects::RepositoryRow;
+use crate::effects::{REPOSITORY_COLUMNS, RepositoryRow};
 use crate::{Pool, StoreError};
 use chrono::{DateTime, Utc};
 use ck8s_domain::redelivery::Requested;
@@ -11,21 +11,8 @@ use uuid::Uuid;
 
 /// Every bound repository, with its sealed token.
 pub async fn repositories(pool: &Pool) -> Result<Vec<RepositoryRow>, StoreError> {
-    let rows: Vec<(Uuid, String, String, String, i64, Vec<u8>)> =
-        sqlx::query_as("SELECT id, owner, name, provider, external_id, token_encrypted FROM repositories ORDER BY created_at, id")
-            .fetch_all(pool)
-            .await?;
-    Ok(rows
-        .into_iter()
-        .map(|(id, owner, name, provider, external_id, token_encrypted)| RepositoryRow {
-            id,
-            owner,
-            name,
-            provider,
-            external_id,
-            token_encrypted,
-        })
-        .collect())
+    let sql = format!("SELECT {REPOSITORY_COLUMNS} FROM repositories ORDER BY created_at, id");
+    Ok(sqlx::query_as(&sql).fetch_all(pool).await?)
 }
 
 /// Which of `guids` ingest has recorded (whatever it decided about them).
