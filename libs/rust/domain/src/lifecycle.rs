@@ -41,12 +41,22 @@ pub struct RunLease {
     pub timeout_paused_at: Option<DateTime<Utc>>,
     pub wait_reason: Option<String>,
     pub namespace_lease_until: Option<DateTime<Utc>>,
+    /// Whether the run's credentials were withdrawn from its runtime (its Secret deleted).
+    pub credentials_withdrawn: bool,
 }
 
 impl RunLease {
     /// The run's spec.
     pub fn spec(&self) -> Result<RunSpec, RunSpecError> {
         RunSpec::decode(&self.payload)
+    }
+
+    /// Whether to withdraw the run's credentials now: its job has started (so its runner has read
+    /// them; on Kubernetes a container's environment is fixed when it starts), or already ended,
+    /// and they were not withdrawn yet. The runner starts the agent only after they are.
+    pub fn withdraw_credentials_now(&self, state: &crate::runtime::JobState) -> bool {
+        use crate::runtime::JobState;
+        !self.credentials_withdrawn && matches!(state, JobState::Running | JobState::Succeeded | JobState::Failed { .. })
     }
 
     /// Whether the (pausable) deadline has passed at `now`.
@@ -444,10 +454,13 @@ pub fn expired_run(env: &EnvironmentInfo, now: DateTime<Utc>) -> Option<Uuid> {
     env.metadata.get(RUN_ID_LABEL).and_then(|r| r.parse().ok())
 }
 
-/// Whether an expired namespace may go (spec §5.6): only once its run is finished and nothing
-/// runs in it any more.
-pub fn sweep(env: &EnvironmentInfo, run_status: RunStatus) -> Sweep {
-    if !run_status.is_terminal() {
+/// Whether an expired namespace may go (spec §5.6): only a run namespace of this worker (its
+/// `prefix`; the runtime already checked its created-by marker), once its run is finished and
+/// nothing runs in it any more.
+pub fn sweep(env: &EnvironmentInfo, run_status: RunStatus, prefix: &str) -> Sweep {
+    if !is_run_namespace(&env.namespace, prefix) {
+        Sweep::Skip("not_a_run_namespace")
+    } else if !run_status.is_terminal() {
         Sweep::Skip("run_not_terminal")
     } else if env.active {
         Sweep::Skip("active_workload")

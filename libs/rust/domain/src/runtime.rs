@@ -14,8 +14,9 @@ pub const AGENT_VOLUME: &str = "/agent";
 pub const AGENT_HOST_DIR: &str = "/agent/host";
 
 /// Whether an image reference names one image for good: a digest (`name@sha256:<64 hex>`), or a
-/// tag other than `latest`. An untagged or `:latest` reference can change under running runs and
-/// between the pods of one run.
+/// version tag (`0.1.0`, `v1.2`, `1.4.2-rc.1`: a digit first, after an optional `v`). An
+/// untagged reference or a branch-like tag (`latest`, `main`, `stable`) can change under running
+/// runs and between the pods of one run.
 pub fn image_pinned(reference: &str) -> bool {
     if let Some((name, digest)) = reference.split_once('@') {
         let hex = digest.strip_prefix("sha256:").unwrap_or("");
@@ -24,7 +25,7 @@ pub fn image_pinned(reference: &str) -> bool {
     // The tag follows the last ':' after the last '/' (a registry's port is before a '/').
     let last = reference.rsplit('/').next().unwrap_or(reference);
     match last.split_once(':') {
-        Some((name, tag)) => !name.is_empty() && !tag.is_empty() && tag != "latest",
+        Some((name, tag)) => !name.is_empty() && tag.strip_prefix('v').unwrap_or(tag).starts_with(|c: char| c.is_ascii_digit()),
         None => false,
     }
 }
@@ -207,6 +208,9 @@ pub trait JobRuntime: Send + Sync {
     fn logs<'a>(&'a self, job: &'a JobRef, tail_lines: Option<usize>) -> BoxFuture<'a, Result<String, RuntimeError>>;
     /// Stops the job and everything it started; stopping a finished or missing job is not an error.
     fn cancel<'a>(&'a self, job: &'a JobRef) -> BoxFuture<'a, Result<(), RuntimeError>>;
+    /// Removes the job's credentials from the runtime once its runner has read them (a missing
+    /// Secret is not an error), so nothing started later in the run's namespace can take them.
+    fn withdraw_credentials<'a>(&'a self, job: &'a JobRef) -> BoxFuture<'a, Result<(), RuntimeError>>;
 }
 
 /// Checks a namespace or job name: a DNS label (lowercase letters, digits, '-', at most 63).
@@ -226,6 +230,7 @@ mod tests {
         for pinned in [
             "codex-k8s/agent-runner:0.1.0",
             "registry.local:5000/codex-k8s/agent-runner:0.1.0",
+            "codex-k8s/agent-runner:v1.2.3-rc.1",
             &format!("codex-k8s/agent-runner@sha256:{}", "a".repeat(64)),
         ] {
             assert!(super::image_pinned(pinned), "{pinned}");
@@ -235,6 +240,9 @@ mod tests {
             "codex-k8s/agent-runner:latest",
             "registry.local:5000/codex-k8s/agent-runner",
             "codex-k8s/agent-runner:",
+            "codex-k8s/agent-runner:main",
+            "codex-k8s/agent-runner:stable",
+            "codex-k8s/agent-runner:v",
             "codex-k8s/agent-runner@sha256:abc",
             "@sha256:0000000000000000000000000000000000000000000000000000000000000000",
         ] {

@@ -16,8 +16,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
-/// Deliveries looked at per repository and pass (GitHub's page maximum).
-const PAGE: usize = 100;
+/// Deliveries looked at per repository and pass, newest first (ten of GitHub's pages): enough for
+/// an outage of a busy repository, bounded so one pass stays cheap.
+const PAGE: usize = 1000;
 
 /// How long GitHub keeps deliveries; requests older than this are forgotten.
 const RETENTION: chrono::Duration = chrono::Duration::days(3);

@@ -546,13 +546,18 @@ impl RepositoryProvider for GithubProvider {
         limit: usize,
     ) -> BoxFuture<'a, ProviderResult<Vec<HookDelivery>>> {
         Box::pin(async move {
-            let per = limit.clamp(1, 100);
             let status = match filter {
                 DeliveryFilter::All => "",
-                DeliveryFilter::Failed => "&status=failure",
+                DeliveryFilter::Failed => "?status=failure",
             };
-            let uri = format!("{}/hooks/{hook_id}/deliveries?per_page={per}{status}", repo_path(repo));
-            let raw: Vec<RawDelivery> = self.gh.json(Method::GET, &uri, NoBody::None).await?;
+            let uri = format!("{}/hooks/{hook_id}/deliveries{status}", repo_path(repo));
+            let raw: Vec<RawDelivery> = if limit <= 100 {
+                let sep = if status.is_empty() { '?' } else { '&' };
+                self.gh.json(Method::GET, &format!("{uri}{sep}per_page={}", limit.max(1)), NoBody::None).await?
+            } else {
+                // Pages of 100 through GitHub's cursor links, as many as the limit needs.
+                self.gh.all(&uri, limit.div_ceil(100)).await?
+            };
             Ok(raw.into_iter().take(limit).map(HookDelivery::from).collect())
         })
     }

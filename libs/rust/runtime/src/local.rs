@@ -351,6 +351,11 @@ impl JobRuntime for LocalRuntime {
         })
     }
 
+    /// The wrapper removes `secrets.env` before the command starts; nothing is left to withdraw.
+    fn withdraw_credentials<'a>(&'a self, _job: &'a JobRef) -> BoxFuture<'a, Result<(), RuntimeError>> {
+        Box::pin(async { Ok(()) })
+    }
+
     fn cancel<'a>(&'a self, job: &'a JobRef) -> BoxFuture<'a, Result<(), RuntimeError>> {
         Box::pin(async move {
             validate_name("namespace", &job.namespace)?;

@@ -23,6 +23,8 @@ pub struct RunAuth {
     pub agent_key: Option<String>,
     pub trigger_kind: Option<String>,
     pub status: String,
+    /// Whether the worker withdrew the run's credentials from its runtime.
+    pub credentials_withdrawn: bool,
 }
 
 /// Stores the digest of a fresh token for a pending or running run (replacing an earlier one)
@@ -51,7 +53,7 @@ pub async fn issue_run_token(pool: &PgPool, run: Uuid, token_hash: &[u8; 32], tt
 pub async fn authorize(pool: &PgPool, token_hash: &[u8; 32]) -> Result<Option<RunAuth>, StoreError> {
     sqlx::query_as(
         "SELECT r.id AS run_id, r.correlation_id, r.project_id, r.repository_id, r.repository_full_name, r.issue_number, r.pr_number,
-                r.agent_key, r.trigger_kind, r.status
+                r.agent_key, r.trigger_kind, r.status, r.credentials_withdrawn_at IS NOT NULL AS credentials_withdrawn
            FROM run_tokens t JOIN agent_runs r ON r.id = t.run_id
           WHERE t.token_hash = $1 AND t.expires_at > now() AND r.status IN ('pending', 'running')",
     )
@@ -66,7 +68,7 @@ pub async fn authorize(pool: &PgPool, token_hash: &[u8; 32]) -> Result<Option<Ru
 pub async fn authorize_canceled(pool: &PgPool, token_hash: &[u8; 32], grace: Duration) -> Result<Option<RunAuth>, StoreError> {
     sqlx::query_as(
         "SELECT r.id AS run_id, r.correlation_id, r.project_id, r.repository_id, r.repository_full_name, r.issue_number, r.pr_number,
-                r.agent_key, r.trigger_kind, r.status
+                r.agent_key, r.trigger_kind, r.status, r.credentials_withdrawn_at IS NOT NULL AS credentials_withdrawn
            FROM run_tokens t JOIN agent_runs r ON r.id = t.run_id
           WHERE t.token_hash = $1 AND t.expires_at > now() AND r.status = 'canceled'
             AND r.finished_at > now() - $2 * interval '1 second'",

@@ -19,7 +19,8 @@ fn ms(d: Duration) -> i64 {
 pub type LeasedRun = RunLease;
 
 const RUN_COLUMNS: &str = "id, correlation_id, project_id, status, run_payload, slot_no, namespace, job_name, stale_reclaim_pending, \
-                           deadline_at, timeout_paused_at, wait_reason, namespace_lease_until";
+                           deadline_at, timeout_paused_at, wait_reason, namespace_lease_until, \
+                           credentials_withdrawn_at IS NOT NULL";
 
 fn status(text: &str) -> Result<RunStatus, StoreError> {
     text.parse().map_err(|e: ck8s_domain::run::UnknownRunStatus| StoreError::Database(sqlx::Error::Decode(Box::new(e))))
@@ -40,6 +41,7 @@ fn leased(r: &sqlx::postgres::PgRow) -> Result<LeasedRun, StoreError> {
         timeout_paused_at: r.get(10),
         wait_reason: r.get(11),
         namespace_lease_until: r.get(12),
+        credentials_withdrawn: r.get(13),
     })
 }
 
@@ -562,4 +564,23 @@ pub async fn finish_cleanup(pool: &PgPool, work: &CleanupWork, worker: &str, res
     .await?
     .rows_affected();
     Ok(n == 1)
+}
+
+/// Records that the run's credentials were withdrawn (with `run.credentials.withdrawn`), while
+/// `worker` holds its lease; false when the lease moved on or it was recorded already.
+pub async fn mark_credentials_withdrawn(pool: &PgPool, run: Uuid, worker: &str) -> Result<bool, StoreError> {
+    let mut tx = pool.begin().await?;
+    let corr: Option<String> = sqlx::query_scalar(
+        "UPDATE agent_runs SET credentials_withdrawn_at = now()
+          WHERE id = $1 AND lease_owner = $2 AND credentials_withdrawn_at IS NULL RETURNING correlation_id",
+    )
+    .bind(run)
+    .bind(worker)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(corr) = corr else { return Ok(false) };
+    let payload = serde_json::json!({"run_id": run});
+    crate::ingest::flow_event(&mut tx, &corr, Some(run), "system", worker, "run.credentials.withdrawn", &payload).await?;
+    tx.commit().await?;
+    Ok(true)
 }

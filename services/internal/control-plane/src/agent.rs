@@ -14,9 +14,10 @@ use ck8s_domain::stage::{Stage, TriggerKind};
 use ck8s_effects::Providers;
 use ck8s_proto::controlplane::v1::agent_callbacks_server::AgentCallbacks;
 use ck8s_proto::controlplane::v1::{
-    AppendTokenUsageRequest, AppendTokenUsageResponse, GetLatestAgentSessionRequest, GetLatestAgentSessionResponse,
-    InsertRunFlowEventRequest, InsertRunFlowEventResponse, RecordLearningFeedbackRequest, RecordLearningFeedbackResponse,
-    UpsertAgentSessionRequest, UpsertAgentSessionResponse, UpsertRunStatusCommentRequest, UpsertRunStatusCommentResponse,
+    AppendTokenUsageRequest, AppendTokenUsageResponse, GetCredentialsWithdrawnRequest, GetCredentialsWithdrawnResponse,
+    GetLatestAgentSessionRequest, GetLatestAgentSessionResponse, InsertRunFlowEventRequest, InsertRunFlowEventResponse,
+    RecordLearningFeedbackRequest, RecordLearningFeedbackResponse, UpsertAgentSessionRequest, UpsertAgentSessionResponse,
+    UpsertRunStatusCommentRequest, UpsertRunStatusCommentResponse,
 };
 use ck8s_store::agent::{self as store, RunAuth, SnapshotWrite};
 use serde_json::{Value, json};
@@ -467,6 +468,15 @@ impl AgentCallbacks for AgentApi {
             Some(n) => Ok(Response::new(AppendTokenUsageResponse { stored: n as i32 })),
             None => Err(Status::failed_precondition("the run has no session yet; upload a snapshot (UpsertAgentSession) first")),
         }
+    }
+
+    #[tracing::instrument(skip_all, fields(rpc = "get_credentials_withdrawn", run_id = tracing::field::Empty, correlation_id = tracing::field::Empty))]
+    async fn get_credentials_withdrawn(
+        &self,
+        req: Request<GetCredentialsWithdrawnRequest>,
+    ) -> Result<Response<GetCredentialsWithdrawnResponse>, Status> {
+        let c = self.caller(&req).await?;
+        Ok(Response::new(GetCredentialsWithdrawnResponse { withdrawn: c.run.credentials_withdrawn }))
     }
 
     #[tracing::instrument(skip_all, fields(rpc = "record_learning_feedback", run_id = tracing::field::Empty, correlation_id = tracing::field::Empty))]

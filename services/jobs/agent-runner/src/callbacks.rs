@@ -7,8 +7,9 @@ use ck8s_domain::agent_run::{TurnUsage, redact_all};
 use ck8s_proto::auth::SendToken;
 use ck8s_proto::controlplane::v1::agent_callbacks_client::AgentCallbacksClient;
 use ck8s_proto::controlplane::v1::{
-    AppendTokenUsageRequest, GetLatestAgentSessionRequest, GetLatestAgentSessionResponse, InsertRunFlowEventRequest, LearningFeedback,
-    RecordLearningFeedbackRequest, TokenUsage, UpsertAgentSessionRequest, UpsertRunStatusCommentRequest,
+    AppendTokenUsageRequest, GetCredentialsWithdrawnRequest, GetLatestAgentSessionRequest, GetLatestAgentSessionResponse,
+    InsertRunFlowEventRequest, LearningFeedback, RecordLearningFeedbackRequest, TokenUsage, UpsertAgentSessionRequest,
+    UpsertRunStatusCommentRequest,
 };
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
@@ -45,6 +46,10 @@ pub enum CallbackError {
     Lookup(String),
     #[error("snapshot upload failed: {0}")]
     Snapshot(String),
+    #[error(
+        "the worker did not withdraw the run's credentials from the cluster within {0:?}, so the agent was not started; check that a worker is running and may delete Secrets in run namespaces"
+    )]
+    CredentialsNotWithdrawn(Duration),
 }
 
 /// The connection to control-plane's agent callbacks.
@@ -114,6 +119,27 @@ impl Callbacks {
         };
         if let Err(e) = self.client.clone().upsert_run_status_comment(req).await {
             tracing::warn!(phase, code = ?e.code(), error = %e.message(), "cannot report the status phase");
+        }
+    }
+
+    /// Waits until the worker has withdrawn the run's credentials from the cluster (asking every
+    /// `every`, at most `within`). In a pod, the agent may be able to create pods in the run's
+    /// namespace; it starts only once no Secret of the run is left there to mount.
+    pub async fn await_credentials_withdrawn(&self, every: Duration, within: Duration) -> Result<(), CallbackError> {
+        let started = tokio::time::Instant::now();
+        loop {
+            match self.client.clone().get_credentials_withdrawn(GetCredentialsWithdrawnRequest {}).await {
+                Ok(r) if r.get_ref().withdrawn => return Ok(()),
+                Ok(_) => {}
+                Err(e) if e.code() == tonic::Code::Unauthenticated => return Err(CallbackError::Refused(e.message().to_string())),
+                Err(e) => {
+                    tracing::warn!(code = ?e.code(), error = %e.message(), "cannot ask whether the credentials were withdrawn; asking again")
+                }
+            }
+            if started.elapsed() + every > within {
+                return Err(CallbackError::CredentialsNotWithdrawn(within));
+            }
+            tokio::time::sleep(every).await;
         }
     }
 

@@ -25,6 +25,11 @@ use secrecy::ExposeSecret;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
+/// How often and how long a runner in a pod asks whether its credentials were withdrawn (the
+/// worker does it on its next look at the running job: every few seconds).
+const CREDENTIALS_POLL: std::time::Duration = std::time::Duration::from_secs(1);
+const CREDENTIALS_WAIT: std::time::Duration = std::time::Duration::from_secs(300);
+
 /// A run that did not succeed: how the process ends and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Failure {
@@ -82,7 +87,12 @@ async fn prepare(cfg: &Config, provider: &GithubProvider, cb: &Callbacks) -> Res
         _ => (Vec::new(), Vec::new()),
     };
 
-    // In a pod the agent has a container of its own; here it gets a user of its own.
+    // In a pod the agent has a container of its own, and it may be able to create pods in the
+    // run's namespace: it starts only once the worker has deleted the run's Secret (the runner
+    // read it when its container started). Here it gets a user of its own.
+    if cfg.agent_host.is_some() {
+        cb.await_credentials_withdrawn(CREDENTIALS_POLL, CREDENTIALS_WAIT).await.map_err(|e| Failure::failed(e.to_string()))?;
+    }
     let claim = match cfg.agent_host {
         Some(_) => None,
         None => AgentUser::claim(&cfg.run.run_id.to_string())

@@ -158,7 +158,7 @@ impl Config {
         if !ck8s_domain::runtime::image_pinned(&lifecycle.launch.job_image) {
             r.issue(
                 "WORKER_JOB_IMAGE",
-                "must be pinned: name@sha256:<digest> or a version tag (an untagged or :latest image can change under running runs)",
+                "must be pinned: name@sha256:<digest> or a version tag such as :0.1.0 (an untagged, :latest or branch-named image can change under running runs)",
             );
         }
         // The run pod may reach control-plane exactly where the runner dials it: one source.

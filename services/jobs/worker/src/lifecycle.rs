@@ -305,7 +305,7 @@ impl Lifecycle {
         for env in self.runtime.environments().await? {
             let Some(run_id) = core::expired_run(&env, now) else { continue };
             let Some((status, corr)) = runs::status_of(&self.pool, run_id).await? else { continue };
-            match core::sweep(&env, status) {
+            match core::sweep(&env, status, &self.settings.launch.namespace_prefix) {
                 Sweep::Skip(reason) => {
                     let first = self.skipped.lock().map(|mut s| s.insert(env.namespace.clone())).unwrap_or(false);
                     if first {
@@ -361,6 +361,16 @@ impl Lifecycle {
         Ok(())
     }
 
+    /// Deletes the run's credentials from the runtime now that its runner has them, and records
+    /// it; the runner waits for that record before it starts the agent.
+    async fn withdraw_credentials(&self, run: &RunLease, job: &JobRef) -> Result<(), WorkerError> {
+        self.runtime.withdraw_credentials(job).await?;
+        if runs::mark_credentials_withdrawn(&self.pool, run.id, self.worker()).await? {
+            tracing::info!(run_id = %run.id, "run credentials withdrawn from the runtime");
+        }
+        Ok(())
+    }
+
     async fn reconcile(&self, run: &RunLease) -> Result<(), WorkerError> {
         if run.stale_reclaim_pending {
             self.event(run.id, &run.correlation_id, "run.reclaimed_after_stale_lease", json!({"run_id": run.id})).await;
@@ -378,6 +388,9 @@ impl Lifecycle {
         let job = JobRef { namespace: run.namespace.clone().unwrap_or_default(), job_name: run.job_name.clone().unwrap_or_default() };
         if next == Next::QueryJob {
             let state = self.runtime.status(&job).await?;
+            if run.withdraw_credentials_now(&state) {
+                self.withdraw_credentials(&run, &job).await?;
+            }
             next = core::next_action(&run, Some(&state), self.now(), ttl);
         }
         match next {
@@ -431,6 +444,9 @@ mod tests {
             Box::pin(async { Ok(String::new()) })
         }
         fn cancel<'a>(&'a self, _: &'a JobRef) -> BoxFuture<'a, Result<(), RuntimeError>> {
+            Box::pin(async { Ok(()) })
+        }
+        fn withdraw_credentials<'a>(&'a self, _: &'a JobRef) -> BoxFuture<'a, Result<(), RuntimeError>> {
             Box::pin(async { Ok(()) })
         }
     }

@@ -24,6 +24,7 @@ fn run() -> RunLease {
         timeout_paused_at: None,
         wait_reason: None,
         namespace_lease_until: None,
+        credentials_withdrawn: false,
     }
 }
 
@@ -251,9 +252,12 @@ fn only_expired_finished_idle_namespaces_are_swept() {
     assert_eq!(expired_run(&env("not a time", false), now), None);
     let no_run = EnvironmentInfo { metadata: [(LEASE_EXPIRES.to_string(), "2020-01-01T00:00:00Z".to_string())].into(), ..env("", false) };
     assert_eq!(expired_run(&no_run, now), None);
-    assert_eq!(sweep(&env("", false), RunStatus::Running), Sweep::Skip("run_not_terminal"));
-    assert_eq!(sweep(&env("", true), RunStatus::Succeeded), Sweep::Skip("active_workload"));
-    assert_eq!(sweep(&env("", false), RunStatus::Canceled), Sweep::Delete);
+    assert_eq!(sweep(&env("", false), RunStatus::Running, "codex-issue"), Sweep::Skip("run_not_terminal"));
+    assert_eq!(sweep(&env("", true), RunStatus::Succeeded, "codex-issue"), Sweep::Skip("active_workload"));
+    assert_eq!(sweep(&env("", false), RunStatus::Canceled, "codex-issue"), Sweep::Delete);
+    // Marked, but not under this worker's prefix (another installation's, or the platform's): kept.
+    let foreign = EnvironmentInfo { namespace: "codex-k8s-prod".into(), ..env("", false) };
+    assert_eq!(sweep(&foreign, RunStatus::Canceled, "codex-issue"), Sweep::Skip("not_a_run_namespace"));
 }
 
 #[test]
@@ -261,4 +265,17 @@ fn names_are_dns_safe() {
     assert_eq!(first12("8da5122c-ce2c-4eed-b375-1bc5f9bdabe9"), "8da5122cce2c");
     assert_eq!(sanitize("Codex-Issue_X/1"), "codex-issue-x-1");
     assert!(sanitize(&"a".repeat(100)).len() <= 63);
+}
+
+#[test]
+fn credentials_are_withdrawn_once_the_job_runs_and_only_once() {
+    use crate::runtime::JobState;
+    let run = launched();
+    assert!(!run.withdraw_credentials_now(&JobState::Pending), "its runner has not read them yet");
+    assert!(run.withdraw_credentials_now(&JobState::Running));
+    assert!(!RunLease { credentials_withdrawn: true, ..launched() }.withdraw_credentials_now(&JobState::Running));
+    // A job that ended before the worker saw it run: nothing needs them any more.
+    assert!(run.withdraw_credentials_now(&JobState::Succeeded));
+    assert!(run.withdraw_credentials_now(&JobState::Failed { reason: "exit code 1".into(), exit_code: Some(1) }));
+    assert!(!run.withdraw_credentials_now(&JobState::NotFound), "no job, no Secret of it to delete");
 }

@@ -346,7 +346,12 @@ pub fn network_policy(ns: &str, platform_namespace: &str, platform_ports: &[i32]
 
 /// Name of the per-run credentials Secret.
 pub fn secret_name(job: &JobSpec) -> String {
-    format!("{}-credentials", job.job_name).chars().take(63).collect()
+    secret_name_of(&job.job_name)
+}
+
+/// Name of the credentials Secret of the Job `job_name`.
+pub fn secret_name_of(job_name: &str) -> String {
+    format!("{job_name}-credentials").chars().take(63).collect()
 }
 
 /// The per-run Secret holding the job's credentials (created by the worker, which has the RBAC

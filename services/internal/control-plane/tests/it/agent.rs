@@ -258,6 +258,44 @@ async fn a_canceled_runs_token_may_only_store_its_cancelled_snapshot_and_only_fo
     drop(svc);
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_runner_learns_when_its_credentials_were_withdrawn_and_only_for_its_own_run() {
+    let (db, i) = setup().await;
+    let (run, token) = run_with_token(&db.pool, &i, "d-withdraw-1", "run:dev").await;
+    let (_, other_token) = run_with_token(&db.pool, &i, "d-withdraw-2", "run:plan").await;
+    let e = env(&db);
+    let svc = tokio::task::spawn_blocking(move || ServiceProcess::start(BIN, &e, &["http", "grpc"])).await.unwrap();
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", svc.addr("grpc"))).unwrap().connect().await.unwrap();
+    let ask = |t: &str| {
+        let mut c = client(&channel, t);
+        async move { c.get_credentials_withdrawn(GetCredentialsWithdrawnRequest {}).await }
+    };
+    assert!(!ask(&token).await.unwrap().into_inner().withdrawn);
+    assert_eq!(
+        AgentCallbacksClient::new(channel.clone()).get_credentials_withdrawn(GetCredentialsWithdrawnRequest {}).await.unwrap_err().code(),
+        Code::Unauthenticated
+    );
+
+    // The worker holding the run's lease withdraws them; another worker cannot record it.
+    sqlx::query("UPDATE agent_runs SET lease_owner = 'w1', lease_until = now() + interval '1 hour' WHERE id = $1")
+        .bind(run)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    assert!(!ck8s_store::runs::mark_credentials_withdrawn(&db.pool, run, "w2").await.unwrap());
+    assert!(ck8s_store::runs::mark_credentials_withdrawn(&db.pool, run, "w1").await.unwrap());
+    assert!(!ck8s_store::runs::mark_credentials_withdrawn(&db.pool, run, "w1").await.unwrap(), "recorded once");
+    assert!(ask(&token).await.unwrap().into_inner().withdrawn);
+    assert!(!ask(&other_token).await.unwrap().into_inner().withdrawn, "another run's are not");
+    let events: i64 = sqlx::query_scalar("SELECT count(*) FROM flow_events WHERE run_id = $1 AND event_type = 'run.credentials.withdrawn'")
+        .bind(run)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(events, 1);
+    drop(svc);
+}
+
 /// forge-sim with `acme/app` owned by the bot `acme` (pull request #1 is the bot's from
 /// `codex/issue-12`, the branch of the runs made here), the repository's token in the database
 /// replaced by the bot's, and a control-plane that asks forge-sim and carries out no effects.

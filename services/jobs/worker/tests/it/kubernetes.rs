@@ -28,7 +28,7 @@ fn k8s_worker(db_env: Vec<(String, String)>, id: &str, prefix: &str) -> ServiceP
             ("CODEXK8S_WORKER_POLL_INTERVAL", "300ms".to_string()),
             ("CODEXK8S_WORKER_RUNTIME", "kubernetes".to_string()),
             ("CODEXK8S_WORKER_RUN_NAMESPACE_PREFIX", prefix.to_string()),
-            ("CODEXK8S_WORKER_JOB_IMAGE", "registry.invalid/codex-k8s/agent-runner:test".to_string()),
+            ("CODEXK8S_WORKER_JOB_IMAGE", "registry.invalid/codex-k8s/agent-runner:0.0.0-test".to_string()),
             ("KUBECONFIG", cluster::kubeconfig().display().to_string()),
         ]
         .map(|(k, v)| (k.to_string(), v)),
@@ -86,9 +86,21 @@ async fn the_worker_takes_a_run_from_pending_to_succeeded_on_the_cluster() {
             "run.namespace.prepared",
             "run.namespace.ttl_scheduled",
             "run.started",
+            "run.credentials.withdrawn",
             "run.succeeded"
         ]
     );
+    // The run's Secret is gone while its Job (and so the outcome) is still there: nothing started
+    // later in the namespace can mount it.
+    let secret =
+        Api::<k8s_openapi::api::core::v1::Secret>::namespaced(client.clone(), &ns).get_opt(&format!("{job}-credentials")).await.unwrap();
+    assert!(secret.is_none(), "the credentials Secret is still there");
+    let withdrawn: bool = sqlx::query_scalar("SELECT credentials_withdrawn_at IS NOT NULL FROM agent_runs WHERE id = $1")
+        .bind(run)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert!(withdrawn);
     drop(w);
     KubernetesRuntime::new(
         client,
@@ -170,7 +182,9 @@ async fn the_sweeper_deletes_only_managed_expired_idle_namespaces() {
     }
 
     let env = db.env();
-    let w = tokio::task::spawn_blocking(move || k8s_worker(env, "w-sweep", "ck8s-unused")).await.unwrap();
+    // The worker's run prefix is the test's: the sweeper deletes only its own run namespaces.
+    let worker_prefix = prefix.clone();
+    let w = tokio::task::spawn_blocking(move || k8s_worker(env, "w-sweep", &worker_prefix)).await.unwrap();
     let api: Api<Namespace> = Api::all(client.clone());
     let started = Instant::now();
     while !terminating_or_gone(&api, &names[0]).await {

@@ -86,6 +86,7 @@ async fn pending_runs_are_launched_and_finished_with_their_outcome() {
             "run.namespace.prepared",
             "run.namespace.ttl_scheduled",
             "run.started",
+            "run.credentials.withdrawn",
             "run.succeeded"
         ]
     );

@@ -41,7 +41,7 @@ fn a_heartbeat_ttl_shorter_than_the_interval_is_rejected() {
 
 #[test]
 fn a_job_image_that_can_change_under_running_runs_is_refused() {
-    for floating in ["codex-k8s/agent-runner:latest", "registry.local:5000/codex-k8s/agent-runner"] {
+    for floating in ["codex-k8s/agent-runner:latest", "codex-k8s/agent-runner:main", "registry.local:5000/codex-k8s/agent-runner"] {
         let e = vec![("CODEXK8S_WORKER_JOB_IMAGE".to_string(), floating.to_string())];
         let (code, out) = run_to_exit(BIN, &e, &[]);
         assert_eq!(code, Some(2), "{floating}: {out}");
