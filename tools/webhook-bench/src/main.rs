@@ -1,10 +1,13 @@
 //! webhook-bench: drives the real api-gateway (and through it control-plane and PostgreSQL)
 //! with signed GitHub deliveries — a mix of `run:dev` triggers, ignored labels and 30 %
-//! duplicates — at increasing concurrency, and prints deliveries per second and p50/p95/p99
-//! latency next to the raw single-row INSERT+COMMIT rate of the same PostgreSQL at the same
-//! concurrency, measured in the same run.
+//! duplicates of earlier deliveries spread over the whole run — at increasing concurrency, and
+//! prints per level deliveries per second, p50/p95/p99 latency, CPU per delivery of the services
+//! (gateway and control-plane) and of PostgreSQL, next to the raw single-row INSERT+COMMIT rate of
+//! the same PostgreSQL at the same concurrency, measured in the same run, and the ratio of the two.
+//! `--history N` stores N finished runs of the same repository first, to show that the cost of a
+//! delivery does not grow with history. Exactly-once is checked at the end: one run per trigger.
 //!
-//! Usage: `cargo run --release -p webhook-bench -- [--deliveries N] [--levels 1,4,16,32]`
+//! Usage: `cargo run --release -p webhook-bench -- [--deliveries N] [--levels 1,4,16,32] [--history N]`
 
 use anyhow::{Context, Result, bail};
 use ck8s_testkit::github::{example, with_labels, with_number, with_repo_and_sender};
@@ -20,6 +23,52 @@ struct Delivery {
     id: String,
     body: Vec<u8>,
     signature: String,
+}
+
+/// splitmix64: a well-spread pseudo-random number from `k` (deterministic, so runs compare).
+fn spread(k: u64) -> u64 {
+    let mut z = k.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// CPU time (user + system, in clock ticks) a process used, with its reaped children's.
+fn cpu_ticks(pid: u32) -> u64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return 0 };
+    // Fields after the command name (which may hold spaces) start at state (field 3).
+    let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else { return 0 };
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // utime, stime, cutime, cstime are fields 14-17: indices 11-14 after the state field.
+    f.get(11..15).map_or(0, |v| v.iter().filter_map(|x| x.parse::<u64>().ok()).sum())
+}
+
+/// The children of `parent` (PostgreSQL's backends and workers under its postmaster).
+fn children(parent: u32) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else { return Vec::new() };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|s| s.rsplit_once(')').and_then(|(_, r)| r.split_whitespace().nth(1)?.parse::<u32>().ok()))
+                == Some(parent)
+        })
+        .collect()
+}
+
+/// CPU ticks of a PostgreSQL server: its postmaster (with reaped children) and its live children.
+fn postgres_ticks(postmaster: u32) -> u64 {
+    cpu_ticks(postmaster) + children(postmaster).into_iter().map(cpu_ticks).sum::<u64>()
+}
+
+/// Clock ticks per second (`getconf CLK_TCK`; 100 on Linux when it cannot be asked).
+fn ticks_per_second() -> f64 {
+    std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .unwrap_or(100.0)
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> f64 {
@@ -39,7 +88,8 @@ fn deliveries(level: usize, n: usize) -> Vec<Delivery> {
     for k in 0..n {
         let slot = k % 10;
         if slot >= 7 && !out.is_empty() {
-            let prior = &out[(k * 7919) % out.len()];
+            // Any earlier delivery, spread over the run (not always the first one).
+            let prior = &out[(spread(k as u64) % out.len() as u64) as usize];
             out.push(Delivery { id: prior.id.clone(), body: prior.body.clone(), signature: prior.signature.clone() });
             continue;
         }
@@ -120,6 +170,15 @@ async fn baseline(pool: &sqlx::PgPool, concurrency: usize, rows: usize) -> Resul
     Ok(rows as f64 / started.elapsed().as_secs_f64())
 }
 
+/// The postmaster's pid: the parent of this connection's backend process.
+async fn parent_of_backend(pool: &sqlx::PgPool) -> u32 {
+    let backend: i32 = sqlx::query_scalar("SELECT pg_backend_pid()").fetch_one(pool).await.unwrap_or(0);
+    std::fs::read_to_string(format!("/proc/{backend}/stat"))
+        .ok()
+        .and_then(|s| s.rsplit_once(')').and_then(|(_, r)| r.split_whitespace().nth(1)?.parse().ok()))
+        .unwrap_or(0)
+}
+
 fn arg(args: &[String], name: &str) -> Option<String> {
     args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned()
 }
@@ -137,6 +196,7 @@ async fn main() -> Result<()> {
     if n == 0 || levels.is_empty() || levels.contains(&0) {
         bail!("--deliveries and every level must be positive");
     }
+    let history: i64 = arg(&args, "--history").map(|v| v.parse()).transpose().context("--history expects a number of runs")?.unwrap_or(0);
 
     eprintln!("webhook-bench: starting PostgreSQL, control-plane and api-gateway on a fresh database");
     let db = ck8s_testkit::fresh_db().await;
@@ -158,32 +218,71 @@ async fn main() -> Result<()> {
     })
     .await?;
     let addr = gw.addr("http");
+    if history > 0 {
+        eprintln!("webhook-bench: storing {history} finished runs of acme/app first");
+        let started = Instant::now();
+        sqlx::query(
+            "INSERT INTO agent_runs (correlation_id, project_id, repository_id, repository_full_name, run_payload, runtime_mode,
+                                     issue_number, status, started_at, finished_at)
+             SELECT 'history-' || g, r.project_id, r.id, 'acme/app', '{}'::jsonb, 'code-only', (g % 2000000000)::int + 1,
+                    'succeeded', now(), now()
+               FROM generate_series(1, $1) g, repositories r WHERE r.owner = 'acme' AND r.name = 'app'",
+        )
+        .bind(history)
+        .execute(&db.pool)
+        .await?;
+        sqlx::query("ANALYZE agent_runs").execute(&db.pool).await?;
+        eprintln!("webhook-bench: stored in {:.1}s", started.elapsed().as_secs_f64());
+    }
+    let postmaster = parent_of_backend(&db.pool).await;
+    let (cp_pid, gw_pid) = (cp.pid().unwrap_or(0), gw.pid().unwrap_or(0));
+    let tick = ticks_per_second();
     sqlx::query("CREATE TABLE bench_baseline (id bigserial PRIMARY KEY, payload jsonb NOT NULL)").execute(&db.pool).await?;
     let base_pool = sqlx::postgres::PgPoolOptions::new().max_connections(64).connect_with(db.config.options()).await?;
 
     let profile = if cfg!(debug_assertions) { "debug" } else { "release" };
-    println!("webhook-bench ({profile} build, {n} deliveries per level: 50% run:dev triggers, 20% ignored labels, 30% duplicates)");
     println!(
-        "{:>11} {:>13} {:>8} {:>8} {:>8} {:>10} {:>10} | {:>26}",
-        "concurrency", "deliveries/s", "p50 ms", "p95 ms", "p99 ms", "202/200", "errors", "baseline INSERT+COMMIT/s"
+        "webhook-bench ({profile} build, {n} deliveries per level: 50% run:dev triggers, 20% ignored labels, 30% duplicates; {history} runs stored before)"
+    );
+    println!(
+        "{:>11} {:>13} {:>8} {:>8} {:>8} {:>10} {:>7} {:>15} {:>12} | {:>26} {:>7}",
+        "concurrency",
+        "deliveries/s",
+        "p50 ms",
+        "p95 ms",
+        "p99 ms",
+        "202/200",
+        "errors",
+        "svc CPU ms/dlv",
+        "pg CPU ms/dlv",
+        "baseline INSERT+COMMIT/s",
+        "ratio"
     );
     for &c in &levels {
         let items = deliveries(c, n);
+        let (svc0, pg0) = (cpu_ticks(cp_pid) + cpu_ticks(gw_pid), postgres_ticks(postmaster));
         let (elapsed, lat, counts) = tokio::task::spawn_blocking(move || drive(addr, items, c)).await?;
+        let (svc1, pg1) = (cpu_ticks(cp_pid) + cpu_ticks(gw_pid), postgres_ticks(postmaster));
         let rate = baseline(&base_pool, c, n).await?;
+        let per = |ticks: u64| ticks as f64 / tick * 1000.0 / n as f64;
+        let throughput = n as f64 / elapsed.as_secs_f64();
         println!(
-            "{:>11} {:>13.0} {:>8.2} {:>8.2} {:>8.2} {:>10} {:>10} | {:>26.0}",
+            "{:>11} {:>13.0} {:>8.2} {:>8.2} {:>8.2} {:>10} {:>7} {:>15.2} {:>12.2} | {:>26.0} {:>7.3}",
             c,
-            n as f64 / elapsed.as_secs_f64(),
+            throughput,
             percentile(&lat, 0.50),
             percentile(&lat, 0.95),
             percentile(&lat, 0.99),
             format!("{}/{}", counts[0], counts[1]),
             counts[2],
-            rate
+            per(svc1.saturating_sub(svc0)),
+            per(pg1.saturating_sub(pg0)),
+            rate,
+            throughput / rate
         );
     }
-    let runs: i64 = sqlx::query_scalar("SELECT count(*) FROM agent_runs").fetch_one(&db.pool).await?;
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM agent_runs").fetch_one(&db.pool).await?;
+    let runs = stored - history;
     let deliveries: i64 = sqlx::query_scalar("SELECT count(*) FROM webhook_deliveries").fetch_one(&db.pool).await?;
     // Every level sends ceil-free exact counts: per 10 deliveries, 5 triggers, 2 ignores, 3 repeats.
     let expected_runs: i64 = levels.iter().map(|_| (0..n).filter(|k| k % 10 < 5).count() as i64).sum();
