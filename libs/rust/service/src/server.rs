@@ -140,6 +140,10 @@ pub async fn serve_with(listener: TcpListener, router: Router, limits: Limits, t
                 }
             },
         };
+        // Answers go out at once, not after the client's delayed ACK (Nagle).
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot turn off Nagle's algorithm on a connection");
+        }
         let service = TowerToHyperService::new(app.clone());
         let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
         tokio::spawn(async move {

@@ -46,6 +46,7 @@ pub async fn run(cfg: Config) -> Result<(), GatewayError> {
         .map_err(GatewayError::ControlPlaneTarget)?
         .connect_timeout(Duration::from_secs(2))
         .timeout(Duration::from_secs(10))
+        .tcp_nodelay(true)
         .connect_lazy();
     let auth = ck8s_proto::auth::SendToken::new(secrecy::ExposeSecret::expose_secret(&cfg.internal_api_token))
         .map_err(GatewayError::InternalToken)?;

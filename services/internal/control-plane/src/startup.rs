@@ -12,7 +12,7 @@ use ck8s_service::{Shutdown, server};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
-use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::TcpIncoming;
 
 /// `control-plane migrate`: apply pending migrations and exit.
 pub async fn migrate_only(cfg: Config) -> Result<(), ControlPlaneError> {
@@ -118,7 +118,10 @@ pub async fn run(cfg: Config) -> Result<(), ControlPlaneError> {
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .add_service(api)
             .add_service(agent)
-            .serve_with_incoming_shutdown(TcpListenerStream::new(grpc), token.cancelled())
+            // No Nagle on accepted connections: a small answer waiting for a delayed ACK stalled
+            // about one call in thirty by ~40 ms (the builder's own `tcp_nodelay` does not reach
+            // connections from an incoming stream).
+            .serve_with_incoming_shutdown(TcpIncoming::from(grpc).with_nodelay(Some(true)), token.cancelled())
             .await
             .map_err(ControlPlaneError::Grpc)
     });
