@@ -43,6 +43,8 @@ pub struct RunLease {
     pub namespace_lease_until: Option<DateTime<Utc>>,
     /// Whether the run's credentials were withdrawn from its runtime (its Secret deleted).
     pub credentials_withdrawn: bool,
+    /// When ingest created the run (in the transaction of its delivery).
+    pub created_at: DateTime<Utc>,
 }
 
 impl RunLease {

@@ -20,7 +20,7 @@ pub type LeasedRun = RunLease;
 
 const RUN_COLUMNS: &str = "id, correlation_id, project_id, status, run_payload, slot_no, namespace, job_name, stale_reclaim_pending, \
                            deadline_at, timeout_paused_at, wait_reason, namespace_lease_until, \
-                           credentials_withdrawn_at IS NOT NULL";
+                           credentials_withdrawn_at IS NOT NULL, created_at";
 
 fn status(text: &str) -> Result<RunStatus, StoreError> {
     text.parse().map_err(|e: ck8s_domain::run::UnknownRunStatus| StoreError::Database(sqlx::Error::Decode(Box::new(e))))
@@ -42,6 +42,7 @@ fn leased(r: &sqlx::postgres::PgRow) -> Result<LeasedRun, StoreError> {
         wait_reason: r.get(11),
         namespace_lease_until: r.get(12),
         credentials_withdrawn: r.get(13),
+        created_at: r.get(14),
     })
 }
 

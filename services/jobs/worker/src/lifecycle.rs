@@ -78,6 +78,7 @@ pub struct Lifecycle {
     pub settings: LifecycleSettings,
     /// Namespaces whose skip was already recorded (one event each, not one per tick).
     pub skipped: std::sync::Mutex<std::collections::HashSet<String>>,
+    pub metrics: crate::metrics::WorkerMetrics,
 }
 
 fn span(run: &RunLease, step: &'static str) -> tracing::Span {
@@ -230,6 +231,8 @@ impl Lifecycle {
         .await?;
         match self.runtime.launch(&job).await {
             Ok(job) => {
+                let since_created = (self.now() - run.created_at).to_std().unwrap_or_default();
+                self.metrics.run_start.observe(since_created.as_secs_f64());
                 self.started(run, &spec, &plan, &job).await;
                 Ok(())
             }

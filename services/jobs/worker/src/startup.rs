@@ -37,6 +37,7 @@ pub async fn run(cfg: Config) -> Result<(), WorkerError> {
         ttl: cfg.instance_ttl,
         metrics: worker_metrics.clone(),
     };
+    let worker_metrics_for_lifecycle = worker_metrics.clone();
     let worker_metrics_for_redelivery = worker_metrics;
     shutdown.spawn("heartbeat", heartbeat.run(shutdown.token()));
 
@@ -55,6 +56,7 @@ pub async fn run(cfg: Config) -> Result<(), WorkerError> {
             labels: ck8s_domain::labels::LabelCatalog::default(),
             settings: cfg.lifecycle.clone(),
             skipped: std::sync::Mutex::default(),
+            metrics: worker_metrics_for_lifecycle,
         };
         tracing::info!(runtime = %cfg.runtime, "run lifecycle enabled");
         shutdown.spawn("lifecycle", lifecycle.run(shutdown.token()));

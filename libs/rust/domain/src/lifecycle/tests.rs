@@ -25,6 +25,7 @@ fn run() -> RunLease {
         wait_reason: None,
         namespace_lease_until: None,
         credentials_withdrawn: false,
+        created_at: at("2026-12-06T11:59:00Z"),
     }
 }
 

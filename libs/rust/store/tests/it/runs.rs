@@ -211,6 +211,7 @@ async fn the_deadline_pauses_while_waiting_on_an_approval() {
         wait_reason: None,
         namespace_lease_until: None,
         credentials_withdrawn: false,
+        created_at: chrono::Utc::now(),
     };
     let later = plain.deadline_at.unwrap() + chrono::Duration::seconds(1);
     assert!(lease(plain.deadline_at, plain.timeout_paused_at).deadline_passed(later), "an ordinary run times out");

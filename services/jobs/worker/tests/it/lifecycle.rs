@@ -68,6 +68,16 @@ async fn pending_runs_are_launched_and_finished_with_their_outcome() {
     assert_eq!(wait_status(&db.pool, bad, "failed", Duration::from_secs(20)).await, "failed");
     assert_eq!(wait_status(&db.pool, dup, "failed", Duration::from_secs(20)).await, "failed");
     assert_eq!(wait_status(&db.pool, no_pr, "failed", Duration::from_secs(20)).await, "failed");
+    // Three jobs were created (the run with two model labels never got one): each start is in
+    // the histogram of run-creation-to-job seconds.
+    let (_, metrics) = ck8s_testkit::process::http_get(svc.addr("http"), "/metrics");
+    assert!(metrics.contains("codexk8s_worker_run_start_seconds_count 3"), "{metrics}");
+    let sum: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("codexk8s_worker_run_start_seconds_sum "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(-1.0);
+    assert!(sum > 0.0 && sum < 60.0, "{metrics}");
 
     let (model, ns, job): (Option<String>, Option<String>, Option<String>) =
         sqlx::query_as("SELECT model, namespace, job_name FROM agent_runs WHERE id = $1").bind(ok).fetch_one(&db.pool).await.unwrap();
