@@ -43,17 +43,16 @@ fn cpu_ticks(pid: u32) -> u64 {
     f.get(11..15).map_or(0, |v| v.iter().filter_map(|x| x.parse::<u64>().ok()).sum())
 }
 
+/// The parent of a process (field 4 of its `/proc` stat, after the command name).
+fn parent_of(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?.1.split_whitespace().nth(1)?.parse().ok()
+}
+
 /// The children of `parent` (PostgreSQL's backends and workers under its postmaster).
 fn children(parent: u32) -> Vec<u32> {
     let Ok(dir) = std::fs::read_dir("/proc") else { return Vec::new() };
-    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                .ok()
-                .and_then(|s| s.rsplit_once(')').and_then(|(_, r)| r.split_whitespace().nth(1)?.parse::<u32>().ok()))
-                == Some(parent)
-        })
-        .collect()
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok()).filter(|pid| parent_of(*pid) == Some(parent)).collect()
 }
 
 /// CPU ticks of a PostgreSQL server: its postmaster (with reaped children) and its live children.
@@ -173,10 +172,7 @@ async fn baseline(pool: &sqlx::PgPool, concurrency: usize, rows: usize) -> Resul
 /// The postmaster's pid: the parent of this connection's backend process.
 async fn parent_of_backend(pool: &sqlx::PgPool) -> u32 {
     let backend: i32 = sqlx::query_scalar("SELECT pg_backend_pid()").fetch_one(pool).await.unwrap_or(0);
-    std::fs::read_to_string(format!("/proc/{backend}/stat"))
-        .ok()
-        .and_then(|s| s.rsplit_once(')').and_then(|(_, r)| r.split_whitespace().nth(1)?.parse().ok()))
-        .unwrap_or(0)
+    u32::try_from(backend).ok().and_then(parent_of).unwrap_or(0)
 }
 
 fn arg(args: &[String], name: &str) -> Option<String> {

@@ -508,12 +508,11 @@ impl RepositoryProvider for GithubProvider {
 
     fn ensure_webhook<'a>(&'a self, repo: &'a RepoRef, spec: &'a HookSpec) -> BoxFuture<'a, ProviderResult<Hook>> {
         Box::pin(async move {
-            let hooks: Vec<RawHook> = self.gh.all(&format!("{}/hooks", repo_path(repo)), MAX_PAGES).await?;
             let body = json!({
                 "name": "web", "active": true, "events": spec.events,
                 "config": {"url": spec.url, "content_type": "json", "secret": spec.secret, "insecure_ssl": "0"},
             });
-            match hooks.into_iter().find(|h| h.config.url.as_deref() == Some(spec.url.as_str())) {
+            match self.find_webhook(repo, &spec.url).await? {
                 Some(h) => {
                     Ok(self.gh.json::<RawHook, _>(Method::PATCH, &format!("{}/hooks/{}", repo_path(repo), h.id), Some(&body)).await?.into())
                 }

@@ -26,13 +26,6 @@ pub enum ServiceError {
         #[source]
         source: std::io::Error,
     },
-    /// A server stopped with an error.
-    #[error("the {server} server failed")]
-    Serve {
-        server: &'static str,
-        #[source]
-        source: BoxError,
-    },
     /// A long-running task failed.
     #[error("task {task} failed")]
     Task {

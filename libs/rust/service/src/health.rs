@@ -51,7 +51,6 @@ impl ReadinessCheck {
 struct HealthState {
     service: &'static str,
     checks: Arc<Vec<ReadinessCheck>>,
-    metrics: Metrics,
     shutting_down: CancellationToken,
     /// Whether `/readyz` names the checks (admin port) or only says ready or not (public port).
     detailed: bool,
@@ -60,21 +59,21 @@ struct HealthState {
 /// The health and metrics routes. `/readyz` fails once `shutting_down` is cancelled so load
 /// balancers stop sending traffic while the process drains.
 pub fn health_router(service: &'static str, checks: Vec<ReadinessCheck>, metrics: Metrics, shutting_down: CancellationToken) -> Router {
-    let state = HealthState { service, checks: Arc::new(checks), metrics, shutting_down, detailed: true };
+    let state = HealthState { service, checks: Arc::new(checks), shutting_down, detailed: true };
     Router::new()
         .route("/healthz", get(live))
         .route("/health/livez", get(live))
         .route("/readyz", get(ready))
         .route("/health/readyz", get(ready))
-        .route("/metrics", get(metrics_handler))
         .with_state(state)
+        .merge(Router::new().route("/metrics", get(metrics_handler)).with_state(metrics))
 }
 
 /// The probes of a public port: `/healthz` and `/readyz` answer only alive, ready or not ready
 /// (the same checks run; which one fails is for the admin port and the log), and there is no
 /// `/metrics`.
-pub fn public_probes(service: &'static str, checks: Vec<ReadinessCheck>, metrics: Metrics, shutting_down: CancellationToken) -> Router {
-    let state = HealthState { service, checks: Arc::new(checks), metrics, shutting_down, detailed: false };
+pub fn public_probes(service: &'static str, checks: Vec<ReadinessCheck>, shutting_down: CancellationToken) -> Router {
+    let state = HealthState { service, checks: Arc::new(checks), shutting_down, detailed: false };
     Router::new().route("/healthz", get(live)).route("/readyz", get(ready)).with_state(state)
 }
 
@@ -152,8 +151,8 @@ async fn ready(State(s): State<HealthState>) -> Response {
     (status, Json(body)).into_response()
 }
 
-async fn metrics_handler(State(s): State<HealthState>) -> Response {
-    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], s.metrics.render()).into_response()
+async fn metrics_handler(State(metrics): State<Metrics>) -> Response {
+    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], metrics.render()).into_response()
 }
 
 #[cfg(test)]
@@ -193,9 +192,8 @@ mod tests {
 
     #[tokio::test]
     async fn public_probes_say_only_ready_or_not_and_serve_no_metrics() {
-        let metrics = MetricsBuilder::new("t").build();
         let bad = ReadinessCheck::new("postgres", || async { Err(std::io::Error::other("db.internal:5432 refused")) });
-        let r = public_probes("t", vec![bad], metrics, CancellationToken::new());
+        let r = public_probes("t", vec![bad], CancellationToken::new());
         let (status, body) = get_status(r.clone(), "/readyz").await;
         assert_eq!((status, body.as_str()), (StatusCode::SERVICE_UNAVAILABLE, r#"{"status":"not_ready"}"#));
         assert_eq!(get_status(r.clone(), "/healthz").await.0, StatusCode::OK);

@@ -79,7 +79,7 @@ pub async fn run(cfg: Config) -> Result<(), GatewayError> {
     // The public port: the webhook and bare probes, with the edge limits. Metrics and which check
     // fails are on the admin port only.
     let public = ck8s_service::with_request_trace(with_request_metrics(
-        public_probes("api-gateway", checks.clone(), metrics.clone(), shutdown.token()).merge(api),
+        public_probes("api-gateway", checks.clone(), shutdown.token()).merge(api),
         metrics.clone(),
     ));
     shutdown.spawn("http", server::serve_with(http, public, cfg.limits, shutdown.token()));

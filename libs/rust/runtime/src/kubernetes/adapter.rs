@@ -290,7 +290,7 @@ impl JobRuntime for KubernetesRuntime {
     fn withdraw_credentials<'a>(&'a self, job: &'a JobRef) -> BoxFuture<'a, Result<(), RuntimeError>> {
         Box::pin(async move {
             let api: Api<Secret> = Api::namespaced(self.client.clone(), &job.namespace);
-            match api.delete(&specs::secret_name_of(&job.job_name), &DeleteParams::default()).await {
+            match api.delete(&specs::secret_name(&job.job_name), &DeleteParams::default()).await {
                 Ok(_) => Ok(()),
                 Err(e) if is_not_found(&e) => Ok(()),
                 Err(e) => Err(api_err(e)),

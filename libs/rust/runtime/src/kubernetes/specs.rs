@@ -345,12 +345,7 @@ pub fn network_policy(ns: &str, platform_namespace: &str, platform_ports: &[i32]
 }
 
 /// Name of the per-run credentials Secret.
-pub fn secret_name(job: &JobSpec) -> String {
-    secret_name_of(&job.job_name)
-}
-
-/// Name of the credentials Secret of the Job `job_name`.
-pub fn secret_name_of(job_name: &str) -> String {
+pub fn secret_name(job_name: &str) -> String {
     format!("{job_name}-credentials").chars().take(63).collect()
 }
 
@@ -359,7 +354,7 @@ pub fn secret_name_of(job_name: &str) -> String {
 /// so it goes when the Job goes: cancelled, or cleaned up after it finished.
 pub fn credentials_secret(job: &JobSpec, job_uid: &str) -> Secret {
     let mut metadata = meta(
-        &secret_name(job),
+        &secret_name(&job.job_name),
         Some(&job.namespace),
         map(&[(MANAGED_BY, MANAGED_BY_VALUE), ("codex-k8s.dev/run-id", &job.run_id)]),
         BTreeMap::new(),
@@ -462,7 +457,10 @@ pub fn job(spec: &JobSpec) -> Job {
         var("CODEXK8S_AGENT_HOST_DIR", AGENT_HOST_DIR.to_string()),
     ]);
     let env_from = (!spec.secret_env.is_empty()).then(|| {
-        vec![EnvFromSource { secret_ref: Some(SecretEnvSource { name: secret_name(spec), optional: Some(false) }), ..Default::default() }]
+        vec![EnvFromSource {
+            secret_ref: Some(SecretEnvSource { name: secret_name(&spec.job_name), optional: Some(false) }),
+            ..Default::default()
+        }]
     });
     let runner = Container {
         name: "run".into(),

@@ -54,10 +54,8 @@ fn slow_heads_are_dropped_and_slow_bodies_time_out() {
     // Half a request head, then silence: the gateway closes the connection.
     let mut s = connect(addr);
     s.write_all(b"POST /api/v1/webhooks/github HTTP/1.1\r\nHost: x\r\n").unwrap();
-    let started = Instant::now();
     let answer = read_to_close(&mut s);
     assert!(answer.is_some(), "a half-sent head held the connection past {GUARD:?}");
-    assert!(started.elapsed() < GUARD);
 
     // A body that never finishes: 408, and the connection ends.
     let mut s = slow_body(addr);
