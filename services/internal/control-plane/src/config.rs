@@ -1,7 +1,7 @@
 //! Typed configuration of control-plane.
 
 use crate::bootstrap::{BootstrapConfig, parse_members, parse_repositories};
-use crate::ingest::IngestSettings;
+use crate::ingest::{BatchSettings, IngestSettings};
 use ck8s_config::{ConfigError, Layers, Reader};
 use ck8s_domain::labels::LabelCatalog;
 use ck8s_domain::policy::{PolicyConfig, RuntimeMode, RuntimePolicy};
@@ -23,6 +23,8 @@ pub struct Config {
     pub migrate_on_start: bool,
     pub shutdown_timeout: Duration,
     pub ingest: IngestSettings,
+    /// Group commit of deliveries.
+    pub ingest_batching: BatchSettings,
     pub bootstrap: BootstrapConfig,
     /// GitHub REST API root (api.github.com, GitHub Enterprise, or forge-sim locally).
     pub github_api_url: String,
@@ -73,6 +75,24 @@ fn runtime_policy(r: &mut Reader<'_>) -> RuntimePolicy {
             RuntimePolicy::default()
         }
     }
+}
+
+/// Reads the bounds of ingest batches; a window of `0` (the default) takes only what is queued.
+fn batching(r: &mut Reader<'_>) -> BatchSettings {
+    let d = BatchSettings::default();
+    let max_size = r.parse("INGEST_BATCH_MAX_SIZE", d.max_size, "a number of deliveries from 1 to 1000");
+    if !(1..=1000).contains(&max_size) {
+        r.issue("INGEST_BATCH_MAX_SIZE", "must be from 1 to 1000");
+    }
+    let concurrency = r.parse("INGEST_BATCH_CONCURRENCY", d.concurrency, "a number of batches from 1 to 64");
+    if !(1..=64).contains(&concurrency) {
+        r.issue("INGEST_BATCH_CONCURRENCY", "must be from 1 to 64 (and below CODEXK8S_DB_MAX_CONNECTIONS)");
+    }
+    let window_ms: u64 = r.parse("INGEST_BATCH_WINDOW_MS", d.window.as_millis() as u64, "milliseconds from 0 to 100");
+    if window_ms > 100 {
+        r.issue("INGEST_BATCH_WINDOW_MS", "must be from 0 to 100: a longer window only delays deliveries");
+    }
+    BatchSettings { max_size, window: Duration::from_millis(window_ms), concurrency }
 }
 
 /// Reads `CODEXK8S_INTERNAL_API_TOKEN`: at least 32 printable characters.
@@ -169,6 +189,7 @@ impl Config {
             migrate_on_start: r.bool("MIGRATE_ON_START", false),
             shutdown_timeout: r.duration("SHUTDOWN_TIMEOUT", Duration::from_secs(20)),
             ingest,
+            ingest_batching: batching(&mut r),
             bootstrap,
         };
         ck8s_service::startup::warn_unused(&r);

@@ -62,6 +62,7 @@ impl ControlPlaneApi {
             })),
             Err(IngestError::InvalidPayload(m)) => Err(Status::invalid_argument(m)),
             Err(IngestError::FailedPrecondition(m)) => Err(Status::failed_precondition(m)),
+            Err(e @ (IngestError::Closed | IngestError::Unavailable)) => Err(Status::unavailable(e.to_string())),
             Err(IngestError::Store(e)) => {
                 tracing::error!(error = %ck8s_domain::report::Report(&e), delivery_id = %r.delivery_id, "ingest failed in the database");
                 if e.is_unavailable() {

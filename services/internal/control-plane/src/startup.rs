@@ -78,7 +78,10 @@ pub async fn run(cfg: Config) -> Result<(), ControlPlaneError> {
         });
     }
 
-    let metrics = MetricsBuilder::new("control-plane").build();
+    let mut metrics = MetricsBuilder::new("control-plane");
+    let batch_sizes = prometheus_client::metrics::histogram::Histogram::new(crate::ingest::BATCH_SIZE_BUCKETS);
+    metrics.registry().register("ingest_batch_size", "Deliveries ingested per transaction (group commit)", batch_sizes.clone());
+    let metrics = metrics.build();
     let db = pool.clone();
     let done = bootstrapped.clone();
     let checks = vec![
@@ -97,7 +100,7 @@ pub async fn run(cfg: Config) -> Result<(), ControlPlaneError> {
     ));
     shutdown.spawn("http", server::serve(http, router, shutdown.token()));
 
-    let ingestor = Arc::new(Ingestor { pool: pool.clone(), settings: cfg.ingest.clone() });
+    let ingestor = Arc::new(Ingestor::with_batching(pool.clone(), cfg.ingest.clone(), cfg.ingest_batching, Some(batch_sizes)));
     let token = shutdown.token();
     let auth = ck8s_proto::auth::RequireToken::new(secrecy::ExposeSecret::expose_secret(&cfg.internal_api_token));
     // Whatever body the gateway may accept fits (its cap is the same constant's).

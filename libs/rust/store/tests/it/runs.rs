@@ -289,9 +289,13 @@ async fn a_cleanup_request_is_carried_out_by_one_worker_and_only_its_claim_may_f
         .execute(&db.pool)
         .await
         .unwrap();
-    let mut tx = db.pool.begin().await.unwrap();
-    ck8s_store::ingest::request_cleanup(&mut tx, repo, "close-61", ck8s_store::ingest::CleanupScope::IssueNamespaces, 61).await.unwrap();
-    tx.commit().await.unwrap();
+    sqlx::query(
+        "INSERT INTO cleanup_requests (repository_id, correlation_id, scope, number) VALUES ($1, 'close-61', 'issue_namespaces', 61)",
+    )
+    .bind(repo)
+    .execute(&db.pool)
+    .await
+    .unwrap();
 
     let lease = Duration::from_secs(60);
     let (a, b) = tokio::join!(runs::claim_cleanups(&db.pool, "w1", lease, 20), runs::claim_cleanups(&db.pool, "w2", lease, 20));

@@ -61,7 +61,7 @@ pub async fn setup() -> (ck8s_testkit::TestDb, Ingestor) {
     bootstrap::apply(&db.pool, &platform, &sealer).await.unwrap();
     // carol is known but not a member; the github login is learnt at her first OAuth login.
     sqlx::query("UPDATE users SET github_login = 'carol' WHERE email = 'carol@example.com'").execute(&db.pool).await.unwrap();
-    let ingestor = Ingestor { pool: db.pool.clone(), settings: settings() };
+    let ingestor = Ingestor::start(db.pool.clone(), settings());
     (db, ingestor)
 }
 
@@ -94,17 +94,17 @@ async fn events(pool: &PgPool, correlation: &str) -> Vec<String> {
         .unwrap()
 }
 
-async fn ignored(i: &Ingestor, delivery: &str, event: &str, v: &Value) -> String {
+async fn ignored(i: &Ingestor, pool: &PgPool, delivery: &str, event: &str, v: &Value) -> String {
     let r = i.ingest(delivery, event, &body(v)).await.unwrap();
     assert_eq!(r.status, Status::Ignored, "{r:?}");
     assert!(r.run_id.is_none());
     let stored: (String, Option<String>) = sqlx::query_as("SELECT outcome, reason FROM webhook_deliveries WHERE delivery_id = $1")
         .bind(delivery)
-        .fetch_one(&i.pool)
+        .fetch_one(pool)
         .await
         .unwrap();
     assert_eq!(stored, ("ignored".to_string(), r.reason.clone()));
-    assert!(events(&i.pool, delivery).await.contains(&"webhook.ignored".to_string()));
+    assert!(events(pool, delivery).await.contains(&"webhook.ignored".to_string()));
     r.reason.unwrap()
 }
 
@@ -189,7 +189,7 @@ async fn fifty_concurrent_copies_of_one_delivery_make_one_run_and_one_set_of_sid
 async fn conflicts_and_non_triggers_are_ignored_with_their_reason() {
     let (db, i) = setup().await;
     let v = issue_labeled("run:dev", &["run:plan", "run:dev"], "alice");
-    assert_eq!(ignored(&i, "c-1", "issues", &v).await, "issue_trigger_label_conflict");
+    assert_eq!(ignored(&i, &db.pool, "c-1", "issues", &v).await, "issue_trigger_label_conflict");
     let fx = effects(&db.pool, "c-1").await;
     assert_eq!(fx.len(), 1);
     assert_eq!((fx[0].0.as_str(), fx[0].2["template"].as_str()), ("issue_comment", Some("trigger_conflict")));
@@ -197,11 +197,11 @@ async fn conflicts_and_non_triggers_are_ignored_with_their_reason() {
     assert!(events(&db.pool, "c-1").await.contains(&"run.trigger.conflict.comment".to_string()));
 
     let v = issue_labeled("state:in-review", &["state:in-review"], "alice");
-    assert_eq!(ignored(&i, "c-2", "issues", &v).await, "issue_event_not_trigger_label");
+    assert_eq!(ignored(&i, &db.pool, "c-2", "issues", &v).await, "issue_event_not_trigger_label");
     assert!(effects(&db.pool, "c-2").await.is_empty());
 
     let v = issue_labeled("mode:discussion", &["mode:discussion", "run:plan", "run:dev"], "alice");
-    assert_eq!(ignored(&i, "c-3", "issues", &v).await, "discussion_mode_trigger_label_conflict");
+    assert_eq!(ignored(&i, &db.pool, "c-3", "issues", &v).await, "discussion_mode_trigger_label_conflict");
     assert_eq!(count(&db.pool, "SELECT count(*) FROM agent_runs").await, 0);
 }
 
@@ -215,7 +215,7 @@ async fn senders_must_be_known_writers_and_humans() {
         ("s-4", "codex-bot[bot]", "Bot", "sender_type_bot_not_permitted"),
     ] {
         let v = with_repo_and_sender(issue_labeled("run:dev", &["run:dev"], sender), REPO_ID, "acme/app", sender, kind);
-        assert_eq!(ignored(&i, delivery, "issues", &v).await, reason, "{sender}");
+        assert_eq!(ignored(&i, &db.pool, delivery, "issues", &v).await, reason, "{sender}");
         let fx = effects(&db.pool, delivery).await;
         assert_eq!(fx[0].2["template"], "trigger_warning", "{sender}");
         assert_eq!(fx[0].2["reason"], reason);
@@ -232,10 +232,10 @@ async fn senders_must_be_known_writers_and_humans() {
 async fn unbound_repositories_and_missing_lineage_are_ignored() {
     let (db, i) = setup().await;
     let v = with_repo_and_sender(issue_labeled("run:dev", &["run:dev"], "alice"), 999_999, "strangers/repo", "alice", "User");
-    assert_eq!(ignored(&i, "u-1", "issues", &v).await, "repository_not_bound_for_issue_label");
+    assert_eq!(ignored(&i, &db.pool, "u-1", "issues", &v).await, "repository_not_bound_for_issue_label");
 
     let v = issue_labeled("run:qa", &["run:qa"], "alice");
-    assert_eq!(ignored(&i, "u-2", "issues", &v).await, "issue_trigger_candidate_not_found");
+    assert_eq!(ignored(&i, &db.pool, "u-2", "issues", &v).await, "issue_trigger_candidate_not_found");
     let fx = effects(&db.pool, "u-2").await;
     assert_eq!(fx.iter().map(|e| e.0.as_str()).collect::<Vec<_>>(), vec!["issue_comment", "add_labels"]);
     assert_eq!(fx[0].2["suggested_labels"], serde_json::json!(["run:dev", "run:dev:revise"]));
@@ -266,7 +266,7 @@ async fn qa_continues_the_candidate_lineage_of_the_issue() {
     assert_eq!(i.ingest("l-3", "pull_request", &body(&closed)).await.unwrap().status, Status::Accepted);
     assert_eq!(count(&db.pool, "SELECT count(*) FROM cleanup_requests WHERE scope = 'pull_request_namespaces' AND number = 40").await, 1);
     assert_eq!(
-        ignored(&i, "l-4", "issues", &issue_labeled("run:release", &["run:release"], "alice")).await,
+        ignored(&i, &db.pool, "l-4", "issues", &issue_labeled("run:release", &["run:release"], "alice")).await,
         "issue_trigger_candidate_not_found"
     );
 }
@@ -285,7 +285,10 @@ async fn a_run_in_the_platforms_namespace_never_becomes_the_candidate() {
     assert_eq!((target.as_deref(), ns.as_deref()), (Some("production"), Some("codex-k8s-prod")));
     opened_pr(&db.pool, r.run_id.unwrap(), "succeeded", 41, "codex-k8s-prod", "def456").await;
     // So a qa run finds no candidate, rather than running in production with the candidate Role.
-    assert_eq!(ignored(&i, "p-2", "issues", &issue_labeled("run:qa", &["run:qa"], "alice")).await, "issue_trigger_candidate_not_found");
+    assert_eq!(
+        ignored(&i, &db.pool, "p-2", "issues", &issue_labeled("run:qa", &["run:qa"], "alice")).await,
+        "issue_trigger_candidate_not_found"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -346,11 +349,11 @@ async fn a_member_is_known_by_github_id_so_a_taken_over_login_is_not_a_member() 
     // Someone else now holds the login "alice" (she renamed herself): not a member.
     let mut impostor = issue_labeled("run:plan", &["run:plan"], "alice");
     impostor["sender"]["id"] = serde_json::json!(666);
-    assert_eq!(ignored(&i, "id-2", "issues", &impostor).await, "sender_not_allowed");
+    assert_eq!(ignored(&i, &db.pool, "id-2", "issues", &impostor).await, "sender_not_allowed");
     // alice under her new login is still herself.
     let mut renamed = issue_labeled("run:qa", &["run:qa"], "alice-renamed");
     renamed["sender"]["id"] = serde_json::json!(ck8s_testkit::github::user_id("alice"));
-    assert_ne!(ignored(&i, "id-3", "issues", &renamed).await, "sender_not_allowed");
+    assert_ne!(ignored(&i, &db.pool, "id-3", "issues", &renamed).await, "sender_not_allowed");
 }
 
 /// A comment by `sender` on issue 12 (labelled `labels`) with comment id `id`.
@@ -437,12 +440,12 @@ async fn changes_requested_starts_the_revise_of_the_resolved_stage_or_asks_for_i
     );
 
     assert_eq!(
-        ignored(&i, "v-2", "pull_request_review", &review(&["run:dev", "run:qa"], "changes_requested")).await,
+        ignored(&i, &db.pool, "v-2", "pull_request_review", &review(&["run:dev", "run:qa"], "changes_requested")).await,
         "pull_request_review_stage_label_conflict"
     );
     // A PR with no stage label and no history: nothing to resolve from.
     assert_eq!(
-        ignored(&i, "v-3", "pull_request_review", &review_on(41, &[], "changes_requested")).await,
+        ignored(&i, &db.pool, "v-3", "pull_request_review", &review_on(41, &[], "changes_requested")).await,
         "pull_request_review_stage_not_resolved"
     );
     let fx = effects(&db.pool, "v-3").await;
@@ -467,7 +470,7 @@ async fn changes_requested_starts_the_revise_of_the_resolved_stage_or_asks_for_i
     // (Another review: GitHub gives every review an id of its own, so the body differs from v-3b's.)
     let mut again = review(&[], "changes_requested");
     again["review"]["id"] = serde_json::json!(90_004);
-    assert_eq!(ignored(&i, "v-4", "pull_request_review", &again).await, "pull_request_review_stage_ambiguous");
+    assert_eq!(ignored(&i, &db.pool, "v-4", "pull_request_review", &again).await, "pull_request_review_stage_ambiguous");
 
     let r = i.ingest("v-5", "pull_request_review", &body(&review(&["run:dev"], "approved"))).await.unwrap();
     assert_eq!((r.status, r.run_id), (Status::Accepted, None));
@@ -490,10 +493,10 @@ async fn discussion_comments_start_one_live_run_and_never_fan_out() {
     let r = i.ingest("k-2", "issue_comment", &body(&comment("alice", &["mode:discussion"]))).await.unwrap();
     assert_eq!((r.status, r.run_id), (Status::Accepted, None), "the live run picks it up");
     assert_eq!(effects(&db.pool, "k-2").await[0].2["subject"], "issue_comment");
-    assert_eq!(ignored(&i, "k-3", "issue_comment", &comment("codex-bot", &["mode:discussion"])).await, "issue_comment_from_bot");
-    assert_eq!(ignored(&i, "k-4", "issue_comment", &comment("alice", &[])).await, "issue_comment_not_discussion");
+    assert_eq!(ignored(&i, &db.pool, "k-3", "issue_comment", &comment("codex-bot", &["mode:discussion"])).await, "issue_comment_from_bot");
+    assert_eq!(ignored(&i, &db.pool, "k-4", "issue_comment", &comment("alice", &[])).await, "issue_comment_not_discussion");
     let v = issue_labeled("mode:discussion", &["mode:discussion"], "alice");
-    assert_eq!(ignored(&i, "k-5", "issues", &v).await, "discussion_run_already_live");
+    assert_eq!(ignored(&i, &db.pool, "k-5", "issues", &v).await, "discussion_run_already_live");
 
     // Deleting (or closing) the issue cancels the discussion and asks for its namespaces to go.
     let mut closed =
@@ -535,10 +538,10 @@ async fn push_to_main_of_the_platform_is_a_deploy_request_and_ping_is_answered()
 
     let r = i.ingest("p-2", "push", &body(&push(REPO_ID, "acme/app", "refs/heads/main"))).await.unwrap();
     assert_eq!((r.status, r.run_id), (Status::Accepted, None));
-    assert_eq!(ignored(&i, "p-3", "push", &push(31337, "x/y", "refs/heads/main")).await, "repository_not_bound_for_push_main");
+    assert_eq!(ignored(&i, &db.pool, "p-3", "push", &push(31337, "x/y", "refs/heads/main")).await, "repository_not_bound_for_push_main");
 
     let ping = example("ping", None);
-    assert_eq!(ignored(&i, "p-4", "ping", &ping).await, "ping");
+    assert_eq!(ignored(&i, &db.pool, "p-4", "ping", &ping).await, "ping");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -589,16 +592,16 @@ async fn failures_record_nothing_so_a_redelivery_can_succeed() {
 async fn unbound_pull_requests_and_anonymous_senders_are_ignored() {
     let (db, i) = setup().await;
     let v = with_repo_and_sender(pr_labeled("need:reviewer", 40), 31337, "strangers/repo", "alice", "User");
-    assert_eq!(ignored(&i, "n-1", "pull_request", &v).await, "repository_not_bound_for_pull_request");
+    assert_eq!(ignored(&i, &db.pool, "n-1", "pull_request", &v).await, "repository_not_bound_for_pull_request");
     let mut v = issue_labeled("run:dev", &["run:dev"], "alice");
     v.as_object_mut().unwrap().remove("sender");
-    assert_eq!(ignored(&i, "n-2", "issues", &v).await, "sender_login_missing");
+    assert_eq!(ignored(&i, &db.pool, "n-2", "issues", &v).await, "sender_login_missing");
     assert_eq!(count(&db.pool, "SELECT count(*) FROM agent_runs").await, 0);
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn renamed_labels_in_settings_reach_the_policy() {
-    let (db, mut i) = setup().await;
+    let (db, _) = setup().await;
     let layers = ck8s_config::Layers::from_parts(
         [
             ("CODEXK8S_TOKEN_ENCRYPTION_KEY".to_string(), KEY.to_string()),
@@ -612,10 +615,13 @@ async fn renamed_labels_in_settings_reach_the_policy() {
     .unwrap();
     let cfg = control_plane::config::Config::load(&layers).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(cfg.ingest.locale, Locale::Ru);
-    i.settings = cfg.ingest;
+    let i = Ingestor::start(db.pool.clone(), cfg.ingest);
     let r = i.ingest("rn-1", "issues", &body(&issue_labeled("ai:build", &["ai:build"], "alice"))).await.unwrap();
     assert_eq!(r.status, Status::Accepted);
-    assert_eq!(ignored(&i, "rn-2", "issues", &issue_labeled("run:dev", &["run:dev"], "alice")).await, "issue_event_not_trigger_label");
+    assert_eq!(
+        ignored(&i, &db.pool, "rn-2", "issues", &issue_labeled("run:dev", &["run:dev"], "alice")).await,
+        "issue_event_not_trigger_label"
+    );
     // The platform's services.yaml makes intake code-only.
     let r = i.ingest("rn-3", "issues", &body(&issue_labeled("run:intake", &["run:intake"], "alice"))).await.unwrap();
     let mode: String =
@@ -627,4 +633,57 @@ async fn renamed_labels_in_settings_reach_the_policy() {
             .await
             .unwrap();
     assert_eq!(locale, "ru");
+}
+
+/// Deliveries that arrive together share a transaction, and each still gets its own outcome:
+/// triggers on different issues each start their run, a delivery that cannot start its run
+/// (no active agent) and one the database refuses fail alone, copies of one delivery and two
+/// comments on one discussion issue are kept apart and decide from each other's result.
+#[tokio::test(flavor = "multi_thread")]
+async fn deliveries_arriving_together_share_a_transaction_and_keep_their_own_outcomes() {
+    let (db, _) = setup().await;
+    let batching = control_plane::ingest::BatchSettings { max_size: 64, window: std::time::Duration::from_millis(300), concurrency: 1 };
+    let i = Arc::new(Ingestor::with_batching(db.pool.clone(), settings(), batching, None));
+    sqlx::query("UPDATE agents SET is_active = false WHERE agent_key = 'pm'").execute(&db.pool).await.unwrap();
+    let mut sends: Vec<(String, &str, Value)> = Vec::new();
+    for n in 0..10 {
+        sends.push((format!("b-dev-{n}"), "issues", with_number(issue_labeled("run:dev", &["run:dev"], "alice"), "issue", 500 + n)));
+    }
+    sends.push(("b-intake".into(), "issues", with_number(issue_labeled("run:intake", &["run:intake"], "alice"), "issue", 600)));
+    sends.push(("".into(), "issues", with_number(issue_labeled("run:dev", &["run:dev"], "alice"), "issue", 601)));
+    for _ in 0..4 {
+        sends.push(("b-copy".into(), "issues", with_number(issue_labeled("run:dev", &["run:dev"], "alice"), "issue", 602)));
+    }
+    for n in 0..2 {
+        sends.push((format!("b-talk-{n}"), "issue_comment", issue_comment("alice", &["mode:discussion"], 90_000 + n)));
+    }
+    let tasks: Vec<_> = sends
+        .into_iter()
+        .map(|(id, event, v)| {
+            let i = i.clone();
+            tokio::spawn(async move { (id.clone(), i.ingest(&id, event, &body(&v)).await) })
+        })
+        .collect();
+    let mut outcomes = std::collections::BTreeMap::<String, Vec<Result<Status, String>>>::new();
+    for t in tasks {
+        let (id, r) = t.await.unwrap();
+        outcomes.entry(id).or_default().push(r.map(|r| r.status).map_err(|e| format!("{e:?}")));
+    }
+    for n in 0..10 {
+        assert_eq!(outcomes[&format!("b-dev-{n}")], [Ok(Status::Accepted)], "b-dev-{n}");
+    }
+    assert!(matches!(&outcomes["b-intake"][..], [Err(e)] if e.contains("no active agent")), "{:?}", outcomes["b-intake"]);
+    assert!(matches!(&outcomes[""][..], [Err(e)] if e.contains("Store")), "{:?}", outcomes[""]);
+    let mut copies = outcomes["b-copy"].clone();
+    copies.sort_by_key(|s| format!("{s:?}"));
+    assert_eq!(copies, [Ok(Status::Accepted), Ok(Status::Duplicate), Ok(Status::Duplicate), Ok(Status::Duplicate)]);
+    let discussion = "SELECT count(*) FROM agent_runs WHERE (run_payload->>'discussion_mode')::boolean";
+    assert_eq!(count(&db.pool, discussion).await, 1, "the second comment saw the first one's live discussion run");
+
+    assert_eq!(count(&db.pool, "SELECT count(*) FROM agent_runs").await, 12, "ten triggers, one copy, one discussion");
+    assert_eq!(count(&db.pool, "SELECT count(*) FROM webhook_deliveries WHERE delivery_id IN ('b-intake', '')").await, 0);
+    assert_eq!(count(&db.pool, "SELECT count(*) FROM webhook_deliveries").await, 13, "ten triggers, the copied one, two comments");
+    // One transaction stamps its rows with one now(): far fewer stamps than deliveries.
+    let stamps = count(&db.pool, "SELECT count(DISTINCT received_at) FROM webhook_deliveries WHERE delivery_id LIKE 'b-dev-%'").await;
+    assert!(stamps < 10, "the ten triggers were not batched: {stamps} transactions");
 }

@@ -32,10 +32,20 @@ fn invalid_configuration_exits_non_zero_naming_every_bad_setting_before_binding(
         ("CODEXK8S_HTTP_ADDR".to_string(), addr.clone()),
         ("CODEXK8S_DB_PORT".to_string(), "not-a-port".to_string()),
         ("CODEXK8S_DB_SSLMODE".to_string(), "sometimes".to_string()),
+        ("CODEXK8S_INGEST_BATCH_MAX_SIZE".to_string(), "0".to_string()),
+        ("CODEXK8S_INGEST_BATCH_CONCURRENCY".to_string(), "many".to_string()),
+        ("CODEXK8S_INGEST_BATCH_WINDOW_MS".to_string(), "5000".to_string()),
     ];
     let (code, out) = run_to_exit(BIN, &e, &[]);
     assert_eq!(code, Some(2), "{out}");
-    for var in ["CODEXK8S_DB_PORT", "CODEXK8S_DB_SSLMODE", "CODEXK8S_TOKEN_ENCRYPTION_KEY"] {
+    for var in [
+        "CODEXK8S_DB_PORT",
+        "CODEXK8S_DB_SSLMODE",
+        "CODEXK8S_TOKEN_ENCRYPTION_KEY",
+        "CODEXK8S_INGEST_BATCH_MAX_SIZE",
+        "CODEXK8S_INGEST_BATCH_CONCURRENCY",
+        "CODEXK8S_INGEST_BATCH_WINDOW_MS",
+    ] {
         assert!(out.contains(var), "{var} not named in:\n{out}");
     }
     assert!(!out.contains("cannot listen"), "it tried to bind before validating:\n{out}");
