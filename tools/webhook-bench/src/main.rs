@@ -7,7 +7,14 @@
 //! `--history N` stores N finished runs of the same repository first, to show that the cost of a
 //! delivery does not grow with history. Exactly-once is checked at the end: one run per trigger.
 //!
-//! Usage: `cargo run --release -p webhook-bench -- [--deliveries N] [--levels 1,4,16,32] [--history N]`
+//! Then, label → job end to end: with a worker started too (local runtime, jobs that exit at
+//! once), `run:dev` deliveries are sent at a steady rate (open loop: each at its own scheduled
+//! time, whatever the answers before it took) and every run's latency is taken from the moment
+//! its delivery was sent to its job being created (`run.started`), split into the ingest part
+//! (sent → run row) and the worker part (run row → job: NOTIFY, claim, namespace, launch).
+//!
+//! Usage: `cargo run --release -p webhook-bench -- [--deliveries N] [--levels 1,4,16,32] [--history N]
+//! [--e2e-rates 10,25,50] [--e2e-seconds 10]` (`--e2e-rates 0` skips the end-to-end part)
 
 use anyhow::{Context, Result, bail};
 use ck8s_testkit::github::{example, with_labels, with_number, with_repo_and_sender};
@@ -15,7 +22,7 @@ use ck8s_testkit::process::{INTERNAL_TOKEN, ServiceProcess, bin_path, control_pl
 use secrecy::SecretString;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 const SECRET: &str = "bench-webhook-secret-0123";
 
@@ -175,6 +182,93 @@ async fn parent_of_backend(pool: &sqlx::PgPool) -> u32 {
     u32::try_from(backend).ok().and_then(parent_of).unwrap_or(0)
 }
 
+fn seconds_since_epoch(t: SystemTime) -> f64 {
+    t.duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// Label → job at a steady `rate` for `seconds`: returns the per-run milliseconds of (ingest,
+/// worker, total) and how many deliveries were answered with something other than 202.
+async fn end_to_end(db: &ck8s_testkit::TestDb, addr: std::net::SocketAddr, rate: u32, seconds: u32) -> Result<(Vec<[f64; 3]>, usize)> {
+    let secret = SecretString::from(SECRET.to_string());
+    let base = with_repo_and_sender(example("issues", Some("labeled")), 4242, "acme/app", "alice", "User");
+    let total = (rate * seconds) as usize;
+    let interval = Duration::from_secs_f64(1.0 / f64::from(rate));
+    let t0 = tokio::time::Instant::now();
+    let mut sends = Vec::with_capacity(total);
+    for k in 0..total {
+        tokio::time::sleep_until(t0 + interval * k as u32).await;
+        let issue = (9_000_000 + rate as usize * 100_000 + k) as i64;
+        let v = with_number(with_labels(base.clone(), Some("run:dev"), &["run:dev"], "issue"), "issue", issue);
+        let body = serde_json::to_vec(&v)?;
+        let signature = ck8s_crypto::github_signature(&secret, &body);
+        let id = format!("e2e-{rate}-{k}");
+        sends.push(tokio::task::spawn_blocking(move || {
+            let sent = SystemTime::now();
+            let headers = [("X-GitHub-Delivery", id.as_str()), ("X-GitHub-Event", "issues"), ("X-Hub-Signature-256", signature.as_str())];
+            let (status, _) = http_post(addr, "/api/v1/webhooks/github", &headers, &body);
+            (id, seconds_since_epoch(sent), status)
+        }));
+    }
+    let mut sent_at = std::collections::HashMap::new();
+    let mut refused = 0;
+    for s in sends {
+        let (id, at, status) = s.await?;
+        if status == 202 {
+            sent_at.insert(id, at);
+        } else {
+            refused += 1;
+        }
+    }
+    // Wait (bounded) until every accepted delivery's job exists.
+    let prefix = format!("e2e-{rate}-%");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let started: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM agent_runs r JOIN flow_events e ON e.run_id = r.id AND e.event_type = 'run.started'
+              WHERE r.correlation_id LIKE $1",
+        )
+        .bind(&prefix)
+        .fetch_one(&db.pool)
+        .await?;
+        if started as usize >= sent_at.len() {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("only {started} of {} jobs were created within two minutes", sent_at.len());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let rows: Vec<(String, f64, f64)> = sqlx::query_as(
+        "SELECT r.correlation_id, extract(epoch FROM r.created_at)::float8, extract(epoch FROM min(e.created_at))::float8
+           FROM agent_runs r JOIN flow_events e ON e.run_id = r.id AND e.event_type = 'run.started'
+          WHERE r.correlation_id LIKE $1 GROUP BY r.id",
+    )
+    .bind(&prefix)
+    .fetch_all(&db.pool)
+    .await?;
+    // Exactly once: one run per accepted delivery, one job per run.
+    let runs: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM agent_runs WHERE correlation_id LIKE $1").bind(&prefix).fetch_one(&db.pool).await?;
+    let launched_twice: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM (SELECT e.run_id FROM flow_events e JOIN agent_runs r ON r.id = e.run_id
+                                WHERE e.event_type = 'run.started' AND r.correlation_id LIKE $1 GROUP BY e.run_id HAVING count(*) > 1) d",
+    )
+    .bind(&prefix)
+    .fetch_one(&db.pool)
+    .await?;
+    if runs as usize != sent_at.len() || rows.len() != sent_at.len() || launched_twice != 0 {
+        bail!("{} accepted deliveries made {runs} runs and {} jobs ({launched_twice} runs launched twice)", sent_at.len(), rows.len());
+    }
+    let lat = rows
+        .into_iter()
+        .filter_map(|(id, created, started)| {
+            let sent = sent_at.get(&id)?;
+            Some([(created - sent) * 1000.0, (started - created) * 1000.0, (started - sent) * 1000.0])
+        })
+        .collect();
+    Ok((lat, refused))
+}
+
 fn arg(args: &[String], name: &str) -> Option<String> {
     args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned()
 }
@@ -193,6 +287,17 @@ async fn main() -> Result<()> {
         bail!("--deliveries and every level must be positive");
     }
     let history: i64 = arg(&args, "--history").map(|v| v.parse()).transpose().context("--history expects a number of runs")?.unwrap_or(0);
+    let rates: Vec<u32> = arg(&args, "--e2e-rates")
+        .unwrap_or_else(|| "10,25,50".into())
+        .split(',')
+        .map(|s| s.trim().parse())
+        .collect::<Result<Vec<u32>, _>>()
+        .context("--e2e-rates expects deliveries per second such as 10,25,50")?
+        .into_iter()
+        .filter(|r| *r > 0)
+        .collect();
+    let e2e_seconds: u32 =
+        arg(&args, "--e2e-seconds").map(|v| v.parse()).transpose().context("--e2e-seconds expects a number")?.unwrap_or(10);
 
     eprintln!("webhook-bench: starting PostgreSQL, control-plane and api-gateway on a fresh database");
     let db = ck8s_testkit::fresh_db().await;
@@ -285,6 +390,55 @@ async fn main() -> Result<()> {
     println!("stored: {deliveries} distinct deliveries, {runs} runs (expected {expected_runs}: one per trigger delivery)");
     if runs != expected_runs {
         bail!("run count mismatch: duplicates created runs or triggers were lost");
+    }
+    if !rates.is_empty() {
+        let dir = std::env::temp_dir().join(format!("ck8s-webhook-bench-{}", std::process::id()));
+        let mut env = db.env();
+        env.extend(
+            [
+                ("CODEXK8S_HTTP_ADDR", "127.0.0.1:0".to_string()),
+                ("CODEXK8S_WORKER_ID", "bench-worker".to_string()),
+                ("CODEXK8S_WORKER_LOCAL_RUNTIME_DIR", dir.display().to_string()),
+                // Jobs that exit at once: the launch is measured, not the agent.
+                ("CODEXK8S_WORKER_JOB_COMMAND", "true".to_string()),
+                ("CODEXK8S_WORKER_SLOTS_PER_PROJECT", "100".to_string()),
+                ("CODEXK8S_WORKER_CLAIM_LIMIT", "50".to_string()),
+                ("CODEXK8S_WORKER_POLL_INTERVAL", "1s".to_string()),
+                ("CODEXK8S_CONTROL_PLANE_GRPC_TARGET", format!("http://{}", cp.addr("grpc"))),
+                ("RUST_LOG", "warn,worker::startup=info".to_string()),
+            ]
+            .map(|(k, v)| (k.to_string(), v)),
+        );
+        // The runs of the throughput levels are not the worker's business: they are finished first.
+        sqlx::query("UPDATE agent_runs SET status = 'succeeded', started_at = now(), finished_at = now() WHERE status = 'pending'")
+            .execute(&db.pool)
+            .await?;
+        let worker = tokio::task::spawn_blocking(move || {
+            let w = ServiceProcess::start(&bin_path("worker"), &env, &["http"]);
+            let _ = w.wait_http_ok("http", "/readyz", Duration::from_secs(20));
+            w
+        })
+        .await?;
+        println!();
+        println!(
+            "label -> job created, end to end ({e2e_seconds} s of run:dev deliveries at each steady rate; worker on the local runtime):"
+        );
+        println!(
+            "{:>10} {:>6} {:>8} | {:>26} | {:>26} | {:>26}",
+            "rate/s", "runs", "non-202", "ingest p50/p95/p99 ms", "worker p50/p95/p99 ms", "total p50/p95/p99 ms"
+        );
+        for &rate in &rates {
+            let (lat, refused) = end_to_end(&db, addr, rate, e2e_seconds).await?;
+            let part = |i: usize| {
+                let mut v: Vec<f64> = lat.iter().map(|l| l[i]).collect();
+                v.sort_by(f64::total_cmp);
+                let p = |q: f64| v.get(((v.len().max(1) - 1) as f64 * q).round() as usize).copied().unwrap_or(0.0);
+                format!("{:>8.1} {:>8.1} {:>8.1}", p(0.5), p(0.95), p(0.99))
+            };
+            println!("{:>10} {:>6} {:>8} | {} | {} | {}", rate, lat.len(), refused, part(0), part(1), part(2));
+        }
+        drop(worker);
+        let _ = std::fs::remove_dir_all(&dir);
     }
     drop((cp, gw));
     Ok(())

@@ -125,8 +125,12 @@ impl Lifecycle {
         }
     }
 
-    /// One pass: stale leases, running runs, cleanups, sweep, pending runs.
+    /// One pass: pending runs first (a user waits for their jobs), then stale leases, running
+    /// runs, cleanups and the sweep, then pending runs again (slots the finished runs freed).
     pub async fn tick(&self) -> Result<(), WorkerError> {
+        if let Err(e) = self.launch_pending().await {
+            tracing::warn!(error = %Report(&e), "claiming pending runs failed; housekeeping goes on");
+        }
         match runs::purge_old_logs(&self.pool, self.settings.logs_retention).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(runs = n, "purged job logs past retention"),
@@ -157,12 +161,27 @@ impl Lifecycle {
         {
             tracing::warn!(error = %Report(&e), "namespace sweep failed");
         }
+        self.launch_pending().await
+    }
+
+    /// Claims up to the claim limit of pending runs and launches them at once, except that the
+    /// runs of one issue launch one after another (they may share its namespace).
+    async fn launch_pending(&self) -> Result<(), WorkerError> {
+        let s = &self.settings;
+        let mut by_issue: BTreeMap<String, Vec<RunLease>> = BTreeMap::new();
         for _ in 0..s.claim_limit {
             let Some(run) = runs::claim_next(&self.pool, self.worker(), s.claim).await? else { break };
-            if let Err(e) = self.launch(&run).instrument(span(&run, "launch")).await {
-                tracing::warn!(run_id = %run.id, error = %Report(&e), "launch failed");
-            }
+            let issue = run.spec().ok().and_then(|spec| Some(format!("{}:{}", spec.project.repository_id, spec.issue_number()?)));
+            by_issue.entry(issue.unwrap_or_else(|| run.id.to_string())).or_default().push(run);
         }
+        futures_util::future::join_all(by_issue.values().map(|runs| async move {
+            for run in runs {
+                if let Err(e) = self.launch(run).instrument(span(run, "launch")).await {
+                    tracing::warn!(run_id = %run.id, error = %Report(&e), "launch failed");
+                }
+            }
+        }))
+        .await;
         Ok(())
     }
 

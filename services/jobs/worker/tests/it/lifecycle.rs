@@ -603,3 +603,41 @@ async fn a_lost_listen_connection_is_opened_again_and_a_notify_still_wakes_the_w
     println!("claimed {:?} ms after their NOTIFY (polling interval 10 minutes)", finished.iter().map(|f| f.1).collect::<Vec<_>>());
     drop(w);
 }
+
+/// Pending runs claimed in one tick launch together, except the runs of one issue, which launch
+/// in order: the revise run, claimed with its issue's first run, still finds and reuses the
+/// namespace the first run prepared.
+#[tokio::test(flavor = "multi_thread")]
+async fn runs_claimed_together_launch_at_once_but_one_issues_runs_in_order() {
+    let db = ck8s_testkit::fresh_db().await;
+    let p = project(&db.pool).await;
+    let repo = repository(&db.pool, p).await;
+    let first = pending_full_env(&db.pool, p, repo, "together-first", 71, "dev").await;
+    let revise = pending_full_env(&db.pool, p, repo, "together-revise", 71, "dev_revise").await;
+    let mut others = Vec::new();
+    for n in 0..8 {
+        others.push(pending_full_env(&db.pool, p, repo, &format!("together-{n}"), 80 + n, "dev").await);
+    }
+    let dir = runs_dir("together");
+    let (env, d) = (db.env(), dir.clone());
+    let extra = [("CODEXK8S_WORKER_SLOTS_PER_PROJECT", "20"), ("CODEXK8S_WORKER_CLAIM_LIMIT", "20")];
+    let w = tokio::task::spawn_blocking(move || worker_with(env, "w-together", &d, "true", &extra)).await.unwrap();
+    for id in [first, revise].iter().chain(&others) {
+        assert_eq!(wait_status(&db.pool, *id, "succeeded", Duration::from_secs(30)).await, "succeeded");
+    }
+    let launched_twice: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM (SELECT run_id FROM flow_events WHERE event_type = 'run.started' GROUP BY run_id HAVING count(*) > 1) d",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(launched_twice, 0, "every run launched once");
+    let namespaces: Vec<Option<String>> = sqlx::query_scalar("SELECT namespace FROM agent_runs WHERE id = ANY($1) ORDER BY created_at")
+        .bind(vec![first, revise])
+        .fetch_all(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(namespaces[0], namespaces[1], "the revise run launched after its issue's first run and reused its namespace");
+    assert!(events(&db.pool, revise).await.iter().any(|e| e.0 == "run.namespace.reuse_fast_path"));
+    drop(w);
+}
