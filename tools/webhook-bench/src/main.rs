@@ -13,6 +13,8 @@
 //! its delivery was sent to its job being created (`run.started`), split into the ingest part
 //! (sent → run row) and the worker part (run row → job: NOTIFY, claim, namespace, launch).
 //!
+//! `CODEXK8S_INGEST_BATCH_*` settings in the environment pass through to control-plane.
+//!
 //! Usage: `cargo run --release -p webhook-bench -- [--deliveries N] [--levels 1,4,16,32] [--history N]
 //! [--e2e-rates 10,25,50] [--e2e-seconds 10]` (`--e2e-rates 0` skips the end-to-end part)
 
@@ -301,7 +303,9 @@ async fn main() -> Result<()> {
 
     eprintln!("webhook-bench: starting PostgreSQL, control-plane and api-gateway on a fresh database");
     let db = ck8s_testkit::fresh_db().await;
-    let cp_env = control_plane_env(&db, &[("CODEXK8S_DB_MAX_CONNECTIONS", "32"), ("RUST_LOG", "warn,control_plane::startup=info")]);
+    let mut cp_env = control_plane_env(&db, &[("CODEXK8S_DB_MAX_CONNECTIONS", "32"), ("RUST_LOG", "warn,control_plane::startup=info")]);
+    // Batching settings to compare (CODEXK8S_INGEST_BATCH_*) pass through to control-plane.
+    cp_env.extend(std::env::vars().filter(|(k, _)| k.starts_with("CODEXK8S_INGEST_BATCH_")));
     let (cp, gw) = tokio::task::spawn_blocking(move || {
         let cp = ServiceProcess::start(&bin_path("control-plane"), &cp_env, &["http", "grpc"]);
         let _ = cp.wait_http_ok("http", "/readyz", Duration::from_secs(20));
@@ -346,7 +350,7 @@ async fn main() -> Result<()> {
         "webhook-bench ({profile} build, {n} deliveries per level: 50% run:dev triggers, 20% ignored labels, 30% duplicates; {history} runs stored before)"
     );
     println!(
-        "{:>11} {:>13} {:>8} {:>8} {:>8} {:>10} {:>7} {:>15} {:>12} | {:>26} {:>7}",
+        "{:>11} {:>13} {:>8} {:>8} {:>8} {:>10} {:>7} {:>15} {:>12} {:>12} | {:>26} {:>7}",
         "concurrency",
         "deliveries/s",
         "p50 ms",
@@ -356,19 +360,22 @@ async fn main() -> Result<()> {
         "errors",
         "svc CPU ms/dlv",
         "pg CPU ms/dlv",
+        "(gw/cp/client)",
         "baseline INSERT+COMMIT/s",
         "ratio"
     );
     for &c in &levels {
         let items = deliveries(c, n);
-        let (svc0, pg0) = (cpu_ticks(cp_pid) + cpu_ticks(gw_pid), postgres_ticks(postmaster));
+        let me = std::process::id();
+        let (gw0, cp0, client0, pg0) = (cpu_ticks(gw_pid), cpu_ticks(cp_pid), cpu_ticks(me), postgres_ticks(postmaster));
         let (elapsed, lat, counts) = tokio::task::spawn_blocking(move || drive(addr, items, c)).await?;
-        let (svc1, pg1) = (cpu_ticks(cp_pid) + cpu_ticks(gw_pid), postgres_ticks(postmaster));
+        let (gw1, cp1, client1, pg1) = (cpu_ticks(gw_pid), cpu_ticks(cp_pid), cpu_ticks(me), postgres_ticks(postmaster));
+        let (svc0, svc1) = (gw0 + cp0, gw1 + cp1);
         let rate = baseline(&base_pool, c, n).await?;
         let per = |ticks: u64| ticks as f64 / tick * 1000.0 / n as f64;
         let throughput = n as f64 / elapsed.as_secs_f64();
         println!(
-            "{:>11} {:>13.0} {:>8.2} {:>8.2} {:>8.2} {:>10} {:>7} {:>15.2} {:>12.2} | {:>26.0} {:>7.3}",
+            "{:>11} {:>13.0} {:>8.2} {:>8.2} {:>8.2} {:>10} {:>7} {:>15.2} {:>12.2} {:>12} | {:>26.0} {:>7.3}",
             c,
             throughput,
             percentile(&lat, 0.50),
@@ -378,6 +385,7 @@ async fn main() -> Result<()> {
             counts[2],
             per(svc1.saturating_sub(svc0)),
             per(pg1.saturating_sub(pg0)),
+            format!("{:.2}/{:.2}/{:.2}", per(gw1.saturating_sub(gw0)), per(cp1.saturating_sub(cp0)), per(client1.saturating_sub(client0))),
             rate,
             throughput / rate
         );
