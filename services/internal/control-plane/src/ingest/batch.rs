@@ -122,3 +122,43 @@ async fn collect(mut rx: mpsc::Receiver<Job>, core: Arc<Core>, s: BatchSettings)
     // Wait for the batches in flight.
     let _ = executors.acquire_many(s.concurrency as u32).await;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ck8s_testkit::github::{example, with_labels, with_number, with_repo_and_sender};
+
+    fn job(id: &str, issue: i64, label: &str) -> Job {
+        let v = with_repo_and_sender(example("issues", Some("labeled")), 4242, "acme/app", "alice", "User");
+        let v = with_number(with_labels(v, Some(label), &[label], "issue"), "issue", issue);
+        let body = serde_json::to_vec(&v).unwrap();
+        let delivery = Box::new(Delivery::parse(id, "issues", &body).unwrap());
+        Job { delivery, reply: oneshot::channel().0 }
+    }
+
+    fn batch(max: usize) -> Batch {
+        Batch { jobs: Vec::new(), keys: HashSet::new(), max }
+    }
+
+    #[test]
+    fn deliveries_sharing_an_id_a_body_or_an_issue_never_share_a_batch() {
+        let mut b = batch(10);
+        assert!(b.admit(job("a", 1, "run:dev")).is_ok());
+        assert!(b.admit(job("b", 2, "run:dev")).is_ok(), "another issue joins");
+        assert!(b.admit(job("a", 3, "run:qa")).is_err(), "the same delivery id waits for the next batch");
+        assert!(b.admit(job("c", 1, "run:qa")).is_err(), "the same issue waits for the next batch");
+        let mut replay = job("d", 2, "run:dev");
+        replay.delivery.event.issue = None; // only the body is shared now
+        assert!(b.admit(replay).is_err(), "the same signed body under a new id waits for the next batch");
+        assert_eq!(b.jobs.len(), 2);
+    }
+
+    #[test]
+    fn a_batch_stops_at_its_size() {
+        let mut b = batch(2);
+        assert!(b.admit(job("a", 1, "run:dev")).is_ok());
+        assert!(b.admit(job("b", 2, "run:dev")).is_ok());
+        assert!(b.full());
+        assert!(b.admit(job("c", 3, "run:dev")).is_err());
+    }
+}
