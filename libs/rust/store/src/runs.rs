@@ -492,6 +492,14 @@ pub async fn status_of(pool: &PgPool, run: Uuid) -> Result<Option<(RunStatus, St
     row.map(|(s, corr)| Ok((status(&s)?, corr))).transpose()
 }
 
+/// Whether a run's job is recorded (a launch got as far as naming it), read now rather than from
+/// an earlier snapshot of the run.
+pub async fn job_recorded(pool: &PgPool, run: Uuid) -> Result<bool, StoreError> {
+    let recorded: Option<bool> =
+        sqlx::query_scalar("SELECT job_name IS NOT NULL FROM agent_runs WHERE id = $1").bind(run).fetch_optional(pool).await?;
+    Ok(recorded.unwrap_or(false))
+}
+
 /// A claimed cleanup request and the namespaces of the runs it concerns.
 #[derive(Debug, Clone)]
 pub struct CleanupWork {

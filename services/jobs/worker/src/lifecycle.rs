@@ -14,12 +14,16 @@ use ck8s_domain::runtime::{JobRef, JobRuntime, RunEnvironment, RuntimeError};
 use ck8s_store::Pool;
 use ck8s_store::listen::{Listener, RUN_PENDING_CHANNEL};
 use ck8s_store::runs::{self, ClaimSettings, CleanupResult, LeaseError};
+use futures_util::StreamExt;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
+
+/// Running runs reconciled at once in a tick.
+const RECONCILE_CONCURRENCY: usize = 8;
 
 /// Settings of the loop.
 #[derive(Clone)]
@@ -78,6 +82,9 @@ pub struct Lifecycle {
     pub settings: LifecycleSettings,
     /// Namespaces whose skip was already recorded (one event each, not one per tick).
     pub skipped: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// Runs this worker is launching or reconciling right now: the claims and the housekeeping
+    /// each take a run here first and leave it to the other while it is taken.
+    pub busy: std::sync::Mutex<std::collections::HashSet<uuid::Uuid>>,
     pub metrics: crate::metrics::WorkerMetrics,
 }
 
@@ -109,28 +116,44 @@ impl Lifecycle {
         }
     }
 
-    /// Runs ticks until cancelled: on every notification of a pending run, after the `LISTEN`
-    /// connection comes back, and at the polling interval.
+    /// Runs until cancelled, as two loops of one task: claims of pending runs — on every
+    /// notification of one, when the `LISTEN` connection comes back and after each housekeeping
+    /// pass (it may have freed slots) — and the housekeeping of running runs at the polling
+    /// interval. A stream of new runs neither waits for nor repeats the housekeeping.
     pub async fn run(self, token: CancellationToken) -> Result<(), WorkerError> {
-        let mut listener = Listener::new(self.pool.clone(), RUN_PENDING_CHANNEL);
-        loop {
-            if let Err(e) = self.tick().await {
-                tracing::warn!(error = %Report(&e), "tick failed; retrying on the next one");
+        let housekept = tokio::sync::Notify::new();
+        let claims = async {
+            let mut listener = Listener::new(self.pool.clone(), RUN_PENDING_CHANNEL);
+            loop {
+                if let Err(e) = self.launch_pending().await {
+                    tracing::warn!(error = %Report(&e), "claiming pending runs failed; retrying on the next wake");
+                }
+                tokio::select! {
+                    _ = token.cancelled() => return,
+                    _ = housekept.notified() => {}
+                    wake = listener.wake() => tracing::debug!(?wake, "woken"),
+                }
             }
-            tokio::select! {
-                _ = token.cancelled() => return Ok(()),
-                _ = tokio::time::sleep(self.settings.poll_interval) => {}
-                wake = listener.wake() => tracing::debug!(?wake, "woken"),
+        };
+        let housekeeping = async {
+            loop {
+                if let Err(e) = self.housekeeping().await {
+                    tracing::warn!(error = %Report(&e), "housekeeping failed; retrying on the next pass");
+                }
+                housekept.notify_one();
+                tokio::select! {
+                    _ = token.cancelled() => return,
+                    _ = tokio::time::sleep(self.settings.poll_interval) => {}
+                }
             }
-        }
+        };
+        tokio::join!(claims, housekeeping);
+        Ok(())
     }
 
-    /// One pass: pending runs first (a user waits for their jobs), then stale leases, running
-    /// runs, cleanups and the sweep, then pending runs again (slots the finished runs freed).
-    pub async fn tick(&self) -> Result<(), WorkerError> {
-        if let Err(e) = self.launch_pending().await {
-            tracing::warn!(error = %Report(&e), "claiming pending runs failed; housekeeping goes on");
-        }
+    /// One pass over what is not a new run: logs past retention, stale leases, running runs,
+    /// jobs of canceled runs, cleanups and the namespace sweep.
+    async fn housekeeping(&self) -> Result<(), WorkerError> {
         match runs::purge_old_logs(&self.pool, self.settings.logs_retention).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(runs = n, "purged job logs past retention"),
@@ -142,11 +165,19 @@ impl Lifecycle {
         }
         let s = &self.settings;
         let running = runs::lease_running(&self.pool, self.worker(), s.claim.run_lease, s.claim.slot_lease, s.running_check_limit).await?;
-        for run in running {
-            if let Err(e) = self.reconcile(&run).instrument(span(&run, "reconcile")).await {
-                tracing::warn!(run_id = %run.id, error = %Report(&e), "reconcile failed");
-            }
-        }
+        // Each run holds its own lease: several are checked at once, so a long list of running
+        // runs does not hold up the next claim of pending ones.
+        futures_util::stream::iter(running)
+            .for_each_concurrent(RECONCILE_CONCURRENCY, |run| async move {
+                if !self.take(run.id) {
+                    return;
+                }
+                if let Err(e) = self.reconcile(&run).instrument(span(&run, "reconcile")).await {
+                    tracing::warn!(run_id = %run.id, error = %Report(&e), "reconcile failed");
+                }
+                self.release(run.id);
+            })
+            .await;
         for (namespace, job_name) in runs::recently_canceled_jobs(&self.pool, s.running_check_limit).await? {
             let job = JobRef { namespace, job_name };
             if let Err(e) = self.runtime.cancel(&job).await {
@@ -161,7 +192,7 @@ impl Lifecycle {
         {
             tracing::warn!(error = %Report(&e), "namespace sweep failed");
         }
-        self.launch_pending().await
+        Ok(())
     }
 
     /// Claims up to the claim limit of pending runs and launches them at once, except that the
@@ -171,6 +202,10 @@ impl Lifecycle {
         let mut by_issue: BTreeMap<String, Vec<RunLease>> = BTreeMap::new();
         for _ in 0..s.claim_limit {
             let Some(run) = runs::claim_next(&self.pool, self.worker(), s.claim).await? else { break };
+            if !self.take(run.id) {
+                // The housekeeping found it running first and launches it itself.
+                continue;
+            }
             let issue = run.spec().ok().and_then(|spec| Some(format!("{}:{}", spec.project.repository_id, spec.issue_number()?)));
             by_issue.entry(issue.unwrap_or_else(|| run.id.to_string())).or_default().push(run);
         }
@@ -179,10 +214,23 @@ impl Lifecycle {
                 if let Err(e) = self.launch(run).instrument(span(run, "launch")).await {
                     tracing::warn!(run_id = %run.id, error = %Report(&e), "launch failed");
                 }
+                self.release(run.id);
             }
         }))
         .await;
         Ok(())
+    }
+
+    /// Marks a run as handled by the caller; `false` when the claims or the housekeeping already
+    /// handle it.
+    fn take(&self, run: uuid::Uuid) -> bool {
+        self.busy.lock().map(|mut busy| busy.insert(run)).unwrap_or(false)
+    }
+
+    fn release(&self, run: uuid::Uuid) {
+        if let Ok(mut busy) = self.busy.lock() {
+            busy.remove(&run);
+        }
     }
 
     /// Finishes the run with `f` (lease-checked) and owes its `finished` report.
@@ -416,6 +464,8 @@ impl Lifecycle {
             next = core::next_action(&run, Some(&state), self.now(), ttl);
         }
         match next {
+            // The snapshot may predate a launch that has ended since: launch only if still due.
+            Next::Launch if runs::job_recorded(&self.pool, run.id).await? => Ok(()),
             Next::Launch => self.launch(&run).await,
             Next::QueryJob | Next::Wait => Ok(()),
             Next::TimeOut(f) => {

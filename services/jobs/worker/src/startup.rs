@@ -56,6 +56,7 @@ pub async fn run(cfg: Config) -> Result<(), WorkerError> {
             labels: ck8s_domain::labels::LabelCatalog::default(),
             settings: cfg.lifecycle.clone(),
             skipped: std::sync::Mutex::default(),
+            busy: std::sync::Mutex::default(),
             metrics: worker_metrics_for_lifecycle,
         };
         tracing::info!(runtime = %cfg.runtime, "run lifecycle enabled");

@@ -641,3 +641,32 @@ async fn runs_claimed_together_launch_at_once_but_one_issues_runs_in_order() {
     assert!(events(&db.pool, revise).await.iter().any(|e| e.0 == "run.namespace.reuse_fast_path"));
     drop(w);
 }
+
+/// Housekeeping runs beside the claims: with it running every few milliseconds while thirty runs
+/// launch at once, no run it finds half-launched is launched a second time.
+#[tokio::test(flavor = "multi_thread")]
+async fn housekeeping_beside_launches_never_launches_a_run_twice() {
+    let db = ck8s_testkit::fresh_db().await;
+    let p = project(&db.pool).await;
+    let repo = repository(&db.pool, p).await;
+    let mut ids = Vec::new();
+    for n in 0..30 {
+        ids.push(pending_full_env(&db.pool, p, repo, &format!("busy-{n}"), 300 + n, "dev").await);
+    }
+    let dir = runs_dir("busy");
+    let (env, d) = (db.env(), dir.clone());
+    let extra =
+        [("CODEXK8S_WORKER_SLOTS_PER_PROJECT", "40"), ("CODEXK8S_WORKER_CLAIM_LIMIT", "40"), ("CODEXK8S_WORKER_POLL_INTERVAL", "5ms")];
+    let w = tokio::task::spawn_blocking(move || worker_with(env, "w-busy", &d, "true", &extra)).await.unwrap();
+    for id in &ids {
+        assert_eq!(wait_status(&db.pool, *id, "succeeded", Duration::from_secs(30)).await, "succeeded");
+    }
+    let launches: Vec<i64> =
+        sqlx::query_scalar("SELECT count(*) FROM flow_events WHERE event_type = 'run.started' AND run_id = ANY($1) GROUP BY run_id")
+            .bind(&ids)
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(launches, vec![1; 30], "every run launched exactly once");
+    drop(w);
+}
