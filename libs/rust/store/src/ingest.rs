@@ -34,16 +34,22 @@ pub fn issue_key(repository_external_id: i64, number: i64) -> String {
     format!("ingest-issue:github:{repository_external_id}:{number}")
 }
 
+/// How the ingest's statements are planned, for the transaction of a batch. Generic plans: the
+/// read of [`facts`] joins enough relations that planning it for every batch would cost more than
+/// running it, so each connection plans it once. No sequential scans: a plan cached while a table
+/// was nearly empty must not scan it once it has grown (autovacuum's analyze invalidates cached
+/// plans, but a burst of deliveries can outrun it), so every lookup is an index probe whatever
+/// the table's size when planned.
+pub const PLAN_SETTINGS: [(&str, &str); 2] = [("plan_cache_mode", "force_generic_plan"), ("enable_seqscan", "off")];
+
 /// Takes, in one statement and in a fixed global order (so two batches cannot deadlock on them),
 /// the transaction-scoped advisory locks named by `keys`, waiting for any held elsewhere.
 ///
-/// The same statement makes the rest of the transaction use the generic plan of each statement:
-/// the read of [`facts`] joins enough relations that planning it for every batch would cost more
-/// than running it. A cached plan is made again whenever autovacuum analyzes a table it reads, so
-/// it follows the tables' growth.
+/// The same statement applies [`PLAN_SETTINGS`] to the rest of the transaction.
 pub async fn lock(db: &mut PgConnection, keys: &[String]) -> Result<(), StoreError> {
     sqlx::query(
-        "SELECT set_config('plan_cache_mode', 'force_generic_plan', true), count(pg_advisory_xact_lock(k))
+        "SELECT set_config('plan_cache_mode', 'force_generic_plan', true), set_config('enable_seqscan', 'off', true),
+                count(pg_advisory_xact_lock(k))
            FROM (SELECT DISTINCT hashtextextended(x, 0) AS k FROM unnest($1::text[]) x ORDER BY 1) keys",
     )
     .bind(keys)
@@ -287,13 +293,11 @@ const LAST_RUN: &str = "SELECT true AS found, a.trigger_kind AS kind, a.run_payl
                                a.run_payload->'pull_request'->'labels' AS pr_labels
                           FROM agent_runs a";
 
-/// Reads, for every delivery of a batch and in its order, what its decision needs: whether its id
-/// or its body was recorded before, the repository binding, the sender's standing, the history of
-/// its issue or pull request and the project's agents. One statement; each part is skipped when
-/// an earlier one already settles the delivery (a duplicate needs no binding, an unbound one no
-/// history).
-pub async fn facts(db: &mut PgConnection, queries: &[FactsQuery<'_>]) -> Result<Vec<Facts>, StoreError> {
-    let sql = format!(
+/// The read of [`facts`]: `$1`–`$8` are the arrays of delivery ids, repository ids, body
+/// digests, sender logins, sender ids, issue numbers, whether each issue is a pull request, and
+/// pull request numbers. Public for the test that checks its plan probes indexes only.
+pub fn facts_sql() -> String {
+    format!(
         "SELECT p.correlation_id AS prior_correlation_id, p.run_id AS prior_run_id,
                 rp.delivery_id AS replay_of, rp.correlation_id AS replay_correlation_id, rp.run_id AS replay_run_id,
                 b.id AS repository_id, b.project_id, b.default_ref, b.services_yaml_path, b.is_platform AS project_is_platform,
@@ -313,7 +317,10 @@ pub async fn facts(db: &mut PgConnection, queries: &[FactsQuery<'_>]) -> Result<
                 now() AS now
            FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::bigint[], $6::int[], $7::bool[], $8::int[])
                 WITH ORDINALITY AS d(delivery_id, ext_id, sha, login, gh_id, issue, issue_is_pr, pr, ord)
-           LEFT JOIN LATERAL (SELECT w.correlation_id, w.run_id FROM webhook_deliveries w WHERE w.delivery_id = d.delivery_id) p ON true
+           -- Every part is a lateral probe per delivery (a LIMIT keeps the planner from turning
+           -- one into a join over the whole table).
+           LEFT JOIN LATERAL (SELECT w.correlation_id, w.run_id FROM webhook_deliveries w WHERE w.delivery_id = d.delivery_id
+                               LIMIT 1) p ON true
            LEFT JOIN LATERAL (SELECT w.delivery_id, w.correlation_id, w.run_id FROM webhook_deliveries w
                                WHERE p.correlation_id IS NULL AND w.repository_external_id = d.ext_id AND w.payload_sha256 = d.sha
                                  AND w.delivery_id <> d.delivery_id
@@ -321,7 +328,8 @@ pub async fn facts(db: &mut PgConnection, queries: &[FactsQuery<'_>]) -> Result<
            LEFT JOIN LATERAL (SELECT r.id, r.project_id, r.default_ref, r.services_yaml_path, pj.is_platform, pj.settings
                                 FROM repositories r JOIN projects pj ON pj.id = r.project_id
                                WHERE p.correlation_id IS NULL AND rp.delivery_id IS NULL
-                                 AND r.provider = 'github' AND r.external_id = d.ext_id) b ON true
+                                 AND r.provider = 'github' AND r.external_id = d.ext_id
+                               LIMIT 1) b ON true
            LEFT JOIN LATERAL (SELECT u.id, u.is_platform_owner, u.is_platform_admin, m.role, m.learning_mode_override,
                                      (u.github_user_id IS NULL AND d.gh_id > 0) AS bind_github_id
                                 FROM (SELECT x.id, x.is_platform_owner, x.is_platform_admin, x.github_user_id, 0 AS pref
@@ -373,11 +381,23 @@ pub async fn facts(db: &mut PgConnection, queries: &[FactsQuery<'_>]) -> Result<
            LEFT JOIN LATERAL (SELECT array_agg(g.agent_key ORDER BY g.agent_key) AS keys, array_agg(g.id ORDER BY g.agent_key) AS ids,
                                      array_agg(g.name ORDER BY g.agent_key) AS names, array_agg(g.is_active ORDER BY g.agent_key) AS active
                                 FROM (SELECT DISTINCT ON (x.agent_key) x.agent_key, x.id, x.name, x.is_active
-                                        FROM agents x
-                                       WHERE b.id IS NOT NULL AND (x.project_id = b.project_id OR x.project_id IS NULL)
-                                       ORDER BY x.agent_key, x.project_id NULLS LAST) g) ag ON true
+                                        FROM (SELECT a.agent_key, a.id, a.name, a.is_active, 0 AS pref FROM agents a
+                                               WHERE b.id IS NOT NULL AND a.project_id = b.project_id
+                                              UNION ALL
+                                              SELECT a.agent_key, a.id, a.name, a.is_active, 1 FROM agents a
+                                               WHERE b.id IS NOT NULL AND a.project_id IS NULL) x
+                                       ORDER BY x.agent_key, x.pref) g) ag ON true
           ORDER BY d.ord"
-    );
+    )
+}
+
+/// Reads, for every delivery of a batch and in its order, what its decision needs: whether its id
+/// or its body was recorded before, the repository binding, the sender's standing, the history of
+/// its issue or pull request and the project's agents. One statement; each part is skipped when
+/// an earlier one already settles the delivery (a duplicate needs no binding, an unbound one no
+/// history).
+pub async fn facts(db: &mut PgConnection, queries: &[FactsQuery<'_>]) -> Result<Vec<Facts>, StoreError> {
+    let sql = facts_sql();
     let rows: Vec<FactsRow> = sqlx::query_as(&sql)
         .bind(queries.iter().map(|q| q.delivery_id).collect::<Vec<_>>())
         .bind(queries.iter().map(|q| q.repository_external_id).collect::<Vec<_>>())

@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // helpers of tests: a panic is a failed test
 
 mod constraints;
+mod ingest;
 mod migrations;
 mod runs;
 mod vectors;
