@@ -18,14 +18,13 @@ use ck8s_domain::project::ProjectRole;
 use ck8s_domain::run_spec::{
     AgentRef, Installation, IssueSummary, ProfileHints, ProjectBinding, RUN_SPEC_VERSION, RunSpec, SenderSummary, Trigger,
 };
+use ck8s_domain::runtime::BoxFuture;
 use ck8s_domain::webhook::Event;
 use ck8s_store::ingest::{self as q, CleanupScope};
 use ck8s_store::{Pool, StoreError};
 use prometheus_client::metrics::histogram::Histogram;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
@@ -146,8 +145,6 @@ pub(crate) struct Core {
     settings: IngestSettings,
     batch_sizes: Option<Histogram>,
 }
-
-type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// Buckets of `codexk8s_ingest_batch_size`.
 pub const BATCH_SIZE_BUCKETS: [f64; 8] = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0];
