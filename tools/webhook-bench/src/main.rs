@@ -79,12 +79,12 @@ fn ticks_per_second() -> f64 {
         .unwrap_or(100.0)
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> f64 {
-    if sorted.is_empty() {
+/// The `p` quantile of sorted milliseconds (0 when there are none).
+fn percentile(sorted_ms: &[f64], p: f64) -> f64 {
+    if sorted_ms.is_empty() {
         return 0.0;
     }
-    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[idx].as_secs_f64() * 1000.0
+    sorted_ms[((sorted_ms.len() as f64 - 1.0) * p).round() as usize]
 }
 
 /// The delivery mix of one level: 50 % triggers on fresh issues, 20 % ignored labels, 30 %
@@ -369,6 +369,7 @@ async fn main() -> Result<()> {
         let me = std::process::id();
         let (gw0, cp0, client0, pg0) = (cpu_ticks(gw_pid), cpu_ticks(cp_pid), cpu_ticks(me), postgres_ticks(postmaster));
         let (elapsed, lat, counts) = tokio::task::spawn_blocking(move || drive(addr, items, c)).await?;
+        let lat: Vec<f64> = lat.iter().map(|d| d.as_secs_f64() * 1000.0).collect();
         let (gw1, cp1, client1, pg1) = (cpu_ticks(gw_pid), cpu_ticks(cp_pid), cpu_ticks(me), postgres_ticks(postmaster));
         let (svc0, svc1) = (gw0 + cp0, gw1 + cp1);
         let rate = baseline(&base_pool, c, n).await?;
@@ -440,8 +441,7 @@ async fn main() -> Result<()> {
             let part = |i: usize| {
                 let mut v: Vec<f64> = lat.iter().map(|l| l[i]).collect();
                 v.sort_by(f64::total_cmp);
-                let p = |q: f64| v.get(((v.len().max(1) - 1) as f64 * q).round() as usize).copied().unwrap_or(0.0);
-                format!("{:>8.1} {:>8.1} {:>8.1}", p(0.5), p(0.95), p(0.99))
+                format!("{:>8.1} {:>8.1} {:>8.1}", percentile(&v, 0.5), percentile(&v, 0.95), percentile(&v, 0.99))
             };
             println!("{:>10} {:>6} {:>8} | {} | {} | {}", rate, lat.len(), refused, part(0), part(1), part(2));
         }

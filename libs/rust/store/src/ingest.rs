@@ -295,9 +295,11 @@ const LAST_RUN: &str = "SELECT true AS found, a.trigger_kind AS kind, a.run_payl
 
 /// The read of [`facts`]: `$1`–`$8` are the arrays of delivery ids, repository ids, body
 /// digests, sender logins, sender ids, issue numbers, whether each issue is a pull request, and
-/// pull request numbers. Public for the test that checks its plan probes indexes only.
-pub fn facts_sql() -> String {
-    format!(
+/// pull request numbers. Public for the test that checks its plan probes indexes only. Built
+/// once.
+pub fn facts_sql() -> &'static str {
+    static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        format!(
         "SELECT p.correlation_id AS prior_correlation_id, p.run_id AS prior_run_id,
                 rp.delivery_id AS replay_of, rp.correlation_id AS replay_correlation_id, rp.run_id AS replay_run_id,
                 b.id AS repository_id, b.project_id, b.default_ref, b.services_yaml_path, b.is_platform AS project_is_platform,
@@ -388,7 +390,9 @@ pub fn facts_sql() -> String {
                                                WHERE b.id IS NOT NULL AND a.project_id IS NULL) x
                                        ORDER BY x.agent_key, x.pref) g) ag ON true
           ORDER BY d.ord"
-    )
+        )
+    });
+    &SQL
 }
 
 /// Reads, for every delivery of a batch and in its order, what its decision needs: whether its id
@@ -397,8 +401,7 @@ pub fn facts_sql() -> String {
 /// an earlier one already settles the delivery (a duplicate needs no binding, an unbound one no
 /// history).
 pub async fn facts(db: &mut PgConnection, queries: &[FactsQuery<'_>]) -> Result<Vec<Facts>, StoreError> {
-    let sql = facts_sql();
-    let rows: Vec<FactsRow> = sqlx::query_as(&sql)
+    let rows: Vec<FactsRow> = sqlx::query_as(facts_sql())
         .bind(queries.iter().map(|q| q.delivery_id).collect::<Vec<_>>())
         .bind(queries.iter().map(|q| q.repository_external_id).collect::<Vec<_>>())
         .bind(queries.iter().map(|q| q.payload_sha256).collect::<Vec<_>>())

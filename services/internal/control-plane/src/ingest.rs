@@ -372,15 +372,9 @@ impl Core {
             default_ref: b.default_ref.clone(),
             platform: b.project_is_platform,
         });
-        let sender = if f.binding.is_some() && d.sender_login().is_some_and(|l| !l.is_empty()) {
-            f.sender.clone()
-        } else {
-            q::SenderRecord::default()
-        };
-        let history = match &f.binding {
-            Some(_) => history(f),
-            None => History::default(),
-        };
+        // The read gives a sender and a history only for a bound repository and a named sender.
+        let sender = f.sender.clone();
+        let history = history(f);
         let decision = policy::decide(policy::Input {
             event: e,
             binding: binding.as_ref(),
@@ -464,10 +458,10 @@ impl Core {
 
     /// Adds what one delivery records to the batch's writes; answers with its outcome.
     fn record(&self, d: &Delivery, step: Step, started: &q::StartedRuns, w: &mut q::BatchWrites) -> Result<IngestResult, IngestError> {
-        let duplicate = json!({"delivery_id": d.id, "event": d.event_name});
         match step {
             Step::Failed(err) => Err(err),
             Step::Duplicate(prior) => {
+                let duplicate = json!({"delivery_id": d.id, "event": d.event_name});
                 w.flow_events.push(flow(&prior.correlation_id, prior.run_id, ACTOR, "webhook.duplicate", duplicate));
                 Ok(IngestResult { correlation_id: prior.correlation_id, run_id: prior.run_id, status: Status::Duplicate, reason: None })
             }

@@ -199,15 +199,25 @@ impl Lifecycle {
     /// runs of one issue launch one after another (they may share its namespace).
     async fn launch_pending(&self) -> Result<(), WorkerError> {
         let s = &self.settings;
-        let mut by_issue: BTreeMap<String, Vec<RunLease>> = BTreeMap::new();
+        // Keyed by (repository, issue), or by the run itself when it names no issue.
+        let mut by_issue: BTreeMap<(uuid::Uuid, Option<i64>), Vec<RunLease>> = BTreeMap::new();
+        let mut claim_failed = None;
         for _ in 0..s.claim_limit {
-            let Some(run) = runs::claim_next(&self.pool, self.worker(), s.claim).await? else { break };
+            let run = match runs::claim_next(&self.pool, self.worker(), s.claim).await {
+                Ok(Some(run)) => run,
+                Ok(None) => break,
+                // What was claimed so far is still launched (it is taken, so nothing else would).
+                Err(e) => {
+                    claim_failed = Some(e);
+                    break;
+                }
+            };
             if !self.take(run.id) {
                 // The housekeeping found it running first and launches it itself.
                 continue;
             }
-            let issue = run.spec().ok().and_then(|spec| Some(format!("{}:{}", spec.project.repository_id, spec.issue_number()?)));
-            by_issue.entry(issue.unwrap_or_else(|| run.id.to_string())).or_default().push(run);
+            let issue = run.spec().ok().and_then(|spec| Some((spec.project.repository_id, Some(spec.issue_number()?))));
+            by_issue.entry(issue.unwrap_or((run.id, None))).or_default().push(run);
         }
         futures_util::future::join_all(by_issue.values().map(|runs| async move {
             for run in runs {
@@ -218,7 +228,7 @@ impl Lifecycle {
             }
         }))
         .await;
-        Ok(())
+        claim_failed.map_or(Ok(()), |e| Err(e.into()))
     }
 
     /// Marks a run as handled by the caller; `false` when the claims or the housekeeping already
