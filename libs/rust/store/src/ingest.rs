@@ -362,9 +362,15 @@ pub fn facts_sql() -> &'static str {
                                                   WHERE cr.repository_id = a.repository_id AND cr.scope = 'pull_request_namespaces'
                                                     AND cr.number = a.pr_number)
                                ORDER BY a.created_at DESC LIMIT 1) c ON true
-           LEFT JOIN LATERAL (SELECT ARRAY(SELECT DISTINCT a.issue_number FROM agent_runs a
-                                            WHERE a.repository_id = b.id AND a.pr_number = d.pr
-                                              AND a.issue_number IS NOT NULL AND a.issue_number <> d.pr
+           -- The guards repeat inside the array: the planner pulls this part up and evaluates the
+           -- array before the outer condition. The runs are found by the pull request's index and
+           -- sorted after (`OFFSET 0` keeps them apart): a plan made on empty tables would otherwise
+           -- walk the issue index for its order, over every run of the repository.
+           LEFT JOIN LATERAL (SELECT ARRAY(SELECT DISTINCT x.issue_number
+                                             FROM (SELECT a.issue_number FROM agent_runs a
+                                                    WHERE b.id IS NOT NULL AND d.pr IS NOT NULL
+                                                      AND a.repository_id = b.id AND a.pr_number = d.pr AND a.issue_number <> d.pr
+                                                   OFFSET 0) x
                                             ORDER BY 1) AS issues
                                WHERE b.id IS NOT NULL AND d.pr IS NOT NULL) pl ON true
            LEFT JOIN LATERAL (SELECT a.trigger_kind FROM agent_runs a
