@@ -418,6 +418,8 @@ async fn main() -> Result<()> {
             ]
             .map(|(k, v)| (k.to_string(), v)),
         );
+        // Worker settings to compare (CODEXK8S_WORKER_*) pass through, over the ones above.
+        env.extend(std::env::vars().filter(|(k, _)| k.starts_with("CODEXK8S_WORKER_")));
         // The runs of the throughput levels are not the worker's business: they are finished first.
         sqlx::query("UPDATE agent_runs SET status = 'succeeded', started_at = now(), finished_at = now() WHERE status = 'pending'")
             .execute(&db.pool)

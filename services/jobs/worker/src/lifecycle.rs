@@ -1,8 +1,10 @@
-//! The run lifecycle loop (product spec §5.2): each tick releases stale leases, reconciles the
-//! running runs this worker may hold, carries out cleanup requests and the namespace sweep, then
-//! claims and launches pending runs. Ticks run on `NOTIFY codexk8s_run_pending` and on a polling
-//! interval. Every decision — the launch plan, the next step of a running run, whether a namespace
-//! may go — is a pure function of `ck8s_domain::lifecycle`; this module only carries it out.
+//! The run lifecycle loop (product spec §5.2), as two loops of one task. The claims loop claims
+//! pending runs on `NOTIFY codexk8s_run_pending` (and after each housekeeping pass) and launches
+//! each as soon as it is claimed, without waiting for the launches before it; the housekeeping
+//! loop, at the polling interval, releases stale leases, reconciles the running runs this worker
+//! may hold and carries out cleanup requests and the namespace sweep. Every decision — the launch
+//! plan, the next step of a running run, whether a namespace may go — is a pure function of
+//! `ck8s_domain::lifecycle`; this module only carries it out.
 
 use crate::error::WorkerError;
 use ck8s_domain::clock::Clock;
@@ -16,7 +18,7 @@ use ck8s_store::listen::{Listener, RUN_PENDING_CHANNEL};
 use ck8s_store::runs::{self, ClaimSettings, CleanupResult, LeaseError};
 use futures_util::StreamExt;
 use serde_json::{Value, json};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -73,6 +75,64 @@ const LOG_TAIL_LINES: usize = 200;
 /// How long a worker holds a claimed cleanup request.
 const CLEANUP_LEASE: Duration = Duration::from_secs(300);
 
+/// The issue a run belongs to: (repository, issue), or the run itself when it names no issue.
+type IssueKey = (uuid::Uuid, Option<i64>);
+
+/// The launches of the claims loop: one task per launching run, at most one per issue; the other
+/// claimed runs of that issue wait behind it, in the order they were claimed.
+#[derive(Default)]
+struct Launches {
+    tasks: tokio::task::JoinSet<()>,
+    /// Each task's issue and run.
+    launching: HashMap<tokio::task::Id, (IssueKey, uuid::Uuid)>,
+    behind: HashMap<IssueKey, VecDeque<RunLease>>,
+}
+
+impl Launches {
+    /// Runs launching or waiting to.
+    fn len(&self) -> usize {
+        self.tasks.len() + self.behind.values().map(VecDeque::len).sum::<usize>()
+    }
+
+    fn add(&mut self, lifecycle: &Arc<Lifecycle>, run: RunLease) {
+        let key = run.spec().ok().and_then(|spec| Some((spec.project.repository_id, Some(spec.issue_number()?))));
+        let key = key.unwrap_or((run.id, None));
+        match self.behind.get_mut(&key) {
+            Some(queue) => queue.push_back(run),
+            None => {
+                self.behind.insert(key, VecDeque::new());
+                self.spawn(lifecycle, key, run);
+            }
+        }
+    }
+
+    fn spawn(&mut self, lifecycle: &Arc<Lifecycle>, key: IssueKey, run: RunLease) {
+        let run_id = run.id;
+        let task = self.tasks.spawn(Arc::clone(lifecycle).launch_claimed(run));
+        self.launching.insert(task.id(), (key, run_id));
+    }
+
+    /// A launch ended (or its task failed): the next run of its issue starts.
+    fn ended(&mut self, lifecycle: &Arc<Lifecycle>, done: Result<(tokio::task::Id, ()), tokio::task::JoinError>) {
+        let (id, failed) = match done {
+            Ok((id, ())) => (id, None),
+            Err(e) => (e.id(), Some(e)),
+        };
+        let Some((key, run)) = self.launching.remove(&id) else { return };
+        if let Some(e) = failed {
+            // The next housekeeping pass reconciles the run (and launches it if no job was recorded).
+            tracing::error!(run_id = %run, error = %e, "a launch task failed");
+            lifecycle.release(run);
+        }
+        match self.behind.get_mut(&key).and_then(VecDeque::pop_front) {
+            Some(next) => self.spawn(lifecycle, key, next),
+            None => {
+                self.behind.remove(&key);
+            }
+        }
+    }
+}
+
 /// The loop and its ports.
 pub struct Lifecycle {
     pub pool: Pool,
@@ -117,33 +177,49 @@ impl Lifecycle {
     }
 
     /// Runs until cancelled, as two loops of one task: claims of pending runs — on every
-    /// notification of one, when the `LISTEN` connection comes back and after each housekeeping
-    /// pass (it may have freed slots) — and the housekeeping of running runs at the polling
-    /// interval. A stream of new runs neither waits for nor repeats the housekeeping.
+    /// notification of one, when the `LISTEN` connection comes back, after each housekeeping
+    /// pass (it may have freed slots) and when a launch ends while the claim limit was reached —
+    /// and the housekeeping of running runs at the polling interval. A stream of new runs neither
+    /// waits for nor repeats the housekeeping, and a run claimed while others launch starts at
+    /// once. On cancellation the launches under way, and the runs claimed behind them, finish.
     pub async fn run(self, token: CancellationToken) -> Result<(), WorkerError> {
+        let this = Arc::new(self);
         let housekept = tokio::sync::Notify::new();
         let claims = async {
-            let mut listener = Listener::new(self.pool.clone(), RUN_PENDING_CHANNEL);
+            let mut listener = Listener::new(this.pool.clone(), RUN_PENDING_CHANNEL);
+            let mut launches = Launches::default();
+            let mut claim = true;
             loop {
-                if let Err(e) = self.launch_pending().await {
+                if claim && let Err(e) = this.claim_pending(&mut launches).await {
                     tracing::warn!(error = %Report(&e), "claiming pending runs failed; retrying on the next wake");
                 }
-                tokio::select! {
-                    _ = token.cancelled() => return,
-                    _ = housekept.notified() => {}
-                    wake = listener.wake() => tracing::debug!(?wake, "woken"),
-                }
+                claim = tokio::select! {
+                    _ = token.cancelled() => break,
+                    _ = housekept.notified() => true,
+                    wake = listener.wake() => {
+                        tracing::debug!(?wake, "woken");
+                        true
+                    }
+                    Some(done) = launches.tasks.join_next_with_id(), if !launches.tasks.is_empty() => {
+                        let was_full = launches.len() >= this.settings.claim_limit;
+                        launches.ended(&this, done);
+                        was_full
+                    }
+                };
+            }
+            while let Some(done) = launches.tasks.join_next_with_id().await {
+                launches.ended(&this, done);
             }
         };
         let housekeeping = async {
             loop {
-                if let Err(e) = self.housekeeping().await {
+                if let Err(e) = this.housekeeping().await {
                     tracing::warn!(error = %Report(&e), "housekeeping failed; retrying on the next pass");
                 }
                 housekept.notify_one();
                 tokio::select! {
                     _ = token.cancelled() => return,
-                    _ = tokio::time::sleep(self.settings.poll_interval) => {}
+                    _ = tokio::time::sleep(this.settings.poll_interval) => {}
                 }
             }
         };
@@ -195,40 +271,30 @@ impl Lifecycle {
         Ok(())
     }
 
-    /// Claims up to the claim limit of pending runs and launches them at once, except that the
-    /// runs of one issue launch one after another (they may share its namespace).
-    async fn launch_pending(&self) -> Result<(), WorkerError> {
+    /// Claims pending runs until none is left or the claim limit of runs is launching, and
+    /// starts each launch as soon as its run is claimed — except that the runs of one issue launch
+    /// one after another (they may share its namespace).
+    async fn claim_pending(self: &Arc<Self>, launches: &mut Launches) -> Result<(), WorkerError> {
         let s = &self.settings;
-        // Keyed by (repository, issue), or by the run itself when it names no issue.
-        let mut by_issue: BTreeMap<(uuid::Uuid, Option<i64>), Vec<RunLease>> = BTreeMap::new();
-        let mut claim_failed = None;
-        for _ in 0..s.claim_limit {
-            let run = match runs::claim_next(&self.pool, self.worker(), s.claim).await {
-                Ok(Some(run)) => run,
-                Ok(None) => break,
-                // What was claimed so far is still launched (it is taken, so nothing else would).
-                Err(e) => {
-                    claim_failed = Some(e);
-                    break;
-                }
+        while launches.len() < s.claim_limit {
+            let Some(run) = runs::claim_next(&self.pool, self.worker(), s.claim).await? else {
+                return Ok(());
             };
             if !self.take(run.id) {
                 // The housekeeping found it running first and launches it itself.
                 continue;
             }
-            let issue = run.spec().ok().and_then(|spec| Some((spec.project.repository_id, Some(spec.issue_number()?))));
-            by_issue.entry(issue.unwrap_or((run.id, None))).or_default().push(run);
+            launches.add(self, run);
         }
-        futures_util::future::join_all(by_issue.values().map(|runs| async move {
-            for run in runs {
-                if let Err(e) = self.launch(run).instrument(span(run, "launch")).await {
-                    tracing::warn!(run_id = %run.id, error = %Report(&e), "launch failed");
-                }
-                self.release(run.id);
-            }
-        }))
-        .await;
-        claim_failed.map_or(Ok(()), |e| Err(e.into()))
+        Ok(())
+    }
+
+    /// Launches a claimed run and lets it go.
+    async fn launch_claimed(self: Arc<Self>, run: RunLease) {
+        if let Err(e) = self.launch(&run).instrument(span(&run, "launch")).await {
+            tracing::warn!(run_id = %run.id, error = %Report(&e), "launch failed");
+        }
+        self.release(run.id);
     }
 
     /// Marks a run as handled by the caller; `false` when the claims or the housekeeping already

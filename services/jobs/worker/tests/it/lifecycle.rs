@@ -642,6 +642,50 @@ async fn runs_claimed_together_launch_at_once_but_one_issues_runs_in_order() {
     drop(w);
 }
 
+/// A launch that hangs holds up no one else's: while the first run's launch waits (the test holds
+/// a row its credentials need), a run of another issue, announced by NOTIFY, is claimed, launched
+/// and finished; the first launches once the row is let go.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hanging_launch_does_not_hold_up_the_next_claimed_run() {
+    let db = ck8s_testkit::fresh_db().await;
+    let p = project(&db.pool).await;
+    let repo = repository(&db.pool, p).await;
+    let stuck = pending_full_env(&db.pool, p, repo, "hang-first", 91, "dev").await;
+    // The run's token row, written and not committed: issuing its credentials waits for it. (Its
+    // foreign key is not checked, so the run's row stays unlocked and can be claimed.)
+    let mut hold = db.pool.begin().await.unwrap();
+    sqlx::query("SET LOCAL session_replication_role = replica").execute(&mut *hold).await.unwrap();
+    sqlx::query("INSERT INTO run_tokens (run_id, token_hash, expires_at) VALUES ($1, $2, now() + interval '1 hour')")
+        .bind(stuck)
+        .bind(vec![7u8; 32])
+        .execute(&mut *hold)
+        .await
+        .unwrap();
+    let dir = runs_dir("hang");
+    let (env, d) = (db.env(), dir.clone());
+    let extra = [("CODEXK8S_WORKER_POLL_INTERVAL", "100ms")];
+    let w = tokio::task::spawn_blocking(move || worker_with(env, "w-hang", &d, "true", &extra)).await.unwrap();
+    assert_eq!(wait_status(&db.pool, stuck, "running", Duration::from_secs(30)).await, "running", "the first run is claimed");
+
+    let next = pending_full_env(&db.pool, p, repo, "hang-next", 92, "dev").await;
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(ck8s_store::listen::RUN_PENDING_CHANNEL)
+        .bind(next.to_string())
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        wait_status(&db.pool, next, "succeeded", Duration::from_secs(30)).await,
+        "succeeded",
+        "the next run waited for the hanging launch"
+    );
+    assert!(!events(&db.pool, stuck).await.iter().any(|e| e.0 == "run.started"), "the first run started while its row was held");
+
+    hold.rollback().await.unwrap();
+    assert_eq!(wait_status(&db.pool, stuck, "succeeded", Duration::from_secs(30)).await, "succeeded");
+    drop(w);
+}
+
 /// Housekeeping runs beside the claims: with it running every few milliseconds while thirty runs
 /// launch at once, no run it finds half-launched is launched a second time.
 #[tokio::test(flavor = "multi_thread")]
