@@ -30,6 +30,68 @@ pub fn image_pinned(reference: &str) -> bool {
     }
 }
 
+/// Where run pods may be scheduled (`CODEXK8S_WORKER_JOB_NODE_SELECTOR`,
+/// `CODEXK8S_WORKER_JOB_TOLERATIONS`): only on nodes with every label of `node_selector`, and
+/// tolerating taints whose key is in `tolerated_taints` (any value and effect). Empty: anywhere
+/// untainted.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Placement {
+    pub node_selector: BTreeMap<String, String>,
+    pub tolerated_taints: Vec<String>,
+}
+
+/// Why a placement does not parse; each names the first bad entry.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlacementError {
+    #[error("{0:?} is not a Kubernetes label key=value")]
+    NodeSelector(String),
+    #[error("{0:?} is not a taint key")]
+    Toleration(String),
+}
+
+impl Placement {
+    /// Parses `key=value,key2=value2` and `key,key2`.
+    pub fn parse(node_selector: &str, tolerations: &str) -> Result<Self, PlacementError> {
+        let mut p = Self::default();
+        for entry in node_selector.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+            match entry.split_once('=') {
+                Some((k, v)) if label_key(k) && label_value(v) => p.node_selector.insert(k.to_string(), v.to_string()),
+                _ => return Err(PlacementError::NodeSelector(entry.to_string())),
+            };
+        }
+        for key in tolerations.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+            if !label_key(key) {
+                return Err(PlacementError::Toleration(key.to_string()));
+            }
+            p.tolerated_taints.push(key.to_string());
+        }
+        Ok(p)
+    }
+}
+
+/// A label (or taint) key: an optional DNS-subdomain prefix and `/`, then a name of at most 63
+/// alphanumerics, `-`, `_` and `.` that starts and ends alphanumeric.
+fn label_key(key: &str) -> bool {
+    let (prefix, name) = key.rsplit_once('/').map_or((None, key), |(p, n)| (Some(p), n));
+    let prefix_ok = prefix.is_none_or(|p| {
+        !p.is_empty()
+            && p.len() <= 253
+            && p.split('.')
+                .all(|l| !l.is_empty() && l.len() <= 63 && l.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'))
+    });
+    prefix_ok && !name.is_empty() && label_value(name)
+}
+
+/// A label value: empty, or at most 63 alphanumerics, `-`, `_` and `.` that starts and ends
+/// alphanumeric.
+fn label_value(v: &str) -> bool {
+    v.is_empty()
+        || (v.len() <= 63
+            && v.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+            && v.starts_with(|c: char| c.is_ascii_alphanumeric())
+            && v.ends_with(|c: char| c.is_ascii_alphanumeric()))
+}
+
 /// The TCP port of an `http(s)://host[:port][/path]` URL (80 or 443 when it names none).
 pub fn url_port(url: &str) -> Option<u16> {
     let (scheme, rest) = url.split_once("://")?;
@@ -291,5 +353,29 @@ mod tests {
         spec.secret_env.insert("CODEXK8S_GIT_BOT_TOKEN".into(), "ghp_supersecret".into());
         let shown = format!("{spec:?}");
         assert!(shown.contains("CODEXK8S_GIT_BOT_TOKEN") && !shown.contains("ghp_supersecret"), "{shown}");
+    }
+
+    #[test]
+    fn placements_parse_labels_and_taint_keys_and_name_a_bad_entry() {
+        let p = Placement::parse(" codex-k8s.io/node=real , pool=agents", "codex-k8s.io/real-node,dedicated").unwrap();
+        assert_eq!(p.node_selector.get("codex-k8s.io/node").map(String::as_str), Some("real"));
+        assert_eq!(p.node_selector.get("pool").map(String::as_str), Some("agents"));
+        assert_eq!(p.tolerated_taints, vec!["codex-k8s.io/real-node".to_string(), "dedicated".to_string()]);
+        assert_eq!(Placement::parse("", "").unwrap(), Placement::default());
+        for (selector, tolerations) in [
+            ("pool", ""),
+            ("pool=agents;rm -rf", ""),
+            ("Bad_Prefix.io/x=y", ""),
+            ("/x=y", ""),
+            ("x=-y", ""),
+            ("", "a b"),
+            ("", "-dedicated"),
+        ] {
+            let err = Placement::parse(selector, tolerations).unwrap_err();
+            let named = if selector.is_empty() { tolerations } else { selector };
+            assert!(err.to_string().contains(&format!("{named:?}")), "{err}");
+            assert_eq!(matches!(err, PlacementError::NodeSelector(_)), !selector.is_empty());
+        }
+        assert!(Placement::parse(&format!("k={}", "v".repeat(64)), "").is_err());
     }
 }

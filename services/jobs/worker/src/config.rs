@@ -4,6 +4,7 @@ use ck8s_config::{ConfigError, Layers};
 use ck8s_domain::comments::Locale;
 use ck8s_domain::lifecycle::LaunchSettings;
 use ck8s_domain::run_spec::{PlatformEnv, secret_env};
+use ck8s_domain::runtime::PlacementError;
 use ck8s_store::DbConfig;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -167,10 +168,20 @@ impl Config {
         if platform_ports.is_empty() {
             r.issue("CONTROL_PLANE_GRPC_TARGET", "must be an http(s) URL with a host (http://control-plane:9090)");
         }
+        let (selector, tolerations) = (r.string("WORKER_JOB_NODE_SELECTOR", ""), r.string("WORKER_JOB_TOLERATIONS", ""));
+        let placement = ck8s_domain::runtime::Placement::parse(&selector, &tolerations).unwrap_or_else(|e| {
+            let (key, expected) = match e {
+                PlacementError::NodeSelector(_) => ("WORKER_JOB_NODE_SELECTOR", "node labels label=value,…"),
+                PlacementError::Toleration(_) => ("WORKER_JOB_TOLERATIONS", "taint keys key,…"),
+            };
+            r.issue(key, format!("{e}: expected {expected}"));
+            Default::default()
+        });
         let kubernetes = ck8s_runtime::KubernetesSettings {
             quota_pods,
             platform_namespace: r.string("PRODUCTION_NAMESPACE", "codex-k8s-prod"),
             platform_ports,
+            placement,
         };
         let redelivery = redelivery(&mut r, layers, &lifecycle.launch.platform.github_api_url);
         let cfg = Self {

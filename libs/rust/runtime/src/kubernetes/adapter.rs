@@ -27,6 +27,8 @@ pub struct KubernetesSettings {
     /// control-plane's ports a run pod may reach (its gRPC callbacks, its MCP endpoint), allowed
     /// by the run's network policy.
     pub platform_ports: Vec<i32>,
+    /// Where run pods may be scheduled.
+    pub placement: ck8s_domain::runtime::Placement,
 }
 
 /// The Kubernetes job runtime.
@@ -236,7 +238,7 @@ impl JobRuntime for KubernetesRuntime {
             // with it; then the Job is released. A Job found suspended was left so by a launch that
             // stopped half-way: it is finished now. One found running was launched already.
             let jobs: Api<Job> = Api::namespaced(self.client.clone(), &spec.namespace);
-            let mut job = specs::job(spec);
+            let mut job = specs::job(spec, &self.settings.placement);
             let existing = jobs.get_opt(&spec.job_name).await.map_err(api_err)?;
             if existing.as_ref().is_some_and(|j| j.spec.as_ref().and_then(|s| s.suspend) != Some(true)) {
                 return Ok(JobRef { namespace: spec.namespace.clone(), job_name: spec.job_name.clone() });

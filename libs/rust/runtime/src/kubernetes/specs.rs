@@ -7,13 +7,13 @@
 //! with no Secret, no service-account token unless the access profile needs the cluster, and no
 //! view of the runner's processes, and the two share only the agent's volume.
 
-use ck8s_domain::runtime::JobSpec;
+use ck8s_domain::runtime::{JobSpec, Placement};
 use k8s_openapi::api::batch::v1::{Job, JobSpec as K8sJobSpec};
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMapProjection, Container, DownwardAPIProjection, DownwardAPIVolumeFile, EmptyDirVolumeSource, EnvFromSource,
     EnvVar, KeyToPath, LimitRange, LimitRangeItem, LimitRangeSpec, Namespace, ObjectFieldSelector, PodSecurityContext, PodSpec,
     PodTemplateSpec, ProjectedVolumeSource, ResourceQuota, ResourceQuotaSpec, ResourceRequirements, SeccompProfile, Secret,
-    SecretEnvSource, SecurityContext, ServiceAccount, ServiceAccountTokenProjection, Volume, VolumeMount, VolumeProjection,
+    SecretEnvSource, SecurityContext, ServiceAccount, ServiceAccountTokenProjection, Toleration, Volume, VolumeMount, VolumeProjection,
 };
 use k8s_openapi::api::networking::v1::{
     IPBlock, NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicyPort, NetworkPolicySpec,
@@ -440,8 +440,8 @@ fn token_volume() -> Volume {
 /// runner (`run`: the command, credentials from the Secret through `envFrom`, its own volume for
 /// its clone) and the agent (`agent`: a sidecar running the host, which carries out
 /// what the runner asks in the shared volume: `agent_command`). The Job ends with the runner;
-/// Kubernetes then stops the sidecar.
-pub fn job(spec: &JobSpec) -> Job {
+/// Kubernetes then stops the sidecar. The pod goes where `placement` says.
+pub fn job(spec: &JobSpec, placement: &Placement) -> Job {
     let labels = map(&[
         ("app.kubernetes.io/name", "codex-k8s-run"),
         ("app.kubernetes.io/managed-by", MANAGED_BY_VALUE),
@@ -527,6 +527,14 @@ pub fn job(spec: &JobSpec) -> Job {
                     init_containers: Some(vec![agent]),
                     containers: vec![runner],
                     volumes: Some(volumes),
+                    node_selector: (!placement.node_selector.is_empty()).then(|| placement.node_selector.clone()),
+                    tolerations: (!placement.tolerated_taints.is_empty()).then(|| {
+                        placement
+                            .tolerated_taints
+                            .iter()
+                            .map(|key| Toleration { key: Some(key.clone()), operator: Some("Exists".into()), ..Default::default() })
+                            .collect()
+                    }),
                     ..Default::default()
                 }),
             },

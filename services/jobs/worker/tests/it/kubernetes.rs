@@ -104,7 +104,12 @@ async fn the_worker_takes_a_run_from_pending_to_succeeded_on_the_cluster() {
     drop(w);
     KubernetesRuntime::new(
         client,
-        KubernetesSettings { quota_pods: 4, platform_namespace: "codex-k8s-prod".into(), platform_ports: vec![9090, 8081] },
+        KubernetesSettings {
+            quota_pods: 4,
+            platform_namespace: "codex-k8s-prod".into(),
+            platform_ports: vec![9090, 8081],
+            placement: Default::default(),
+        },
     )
     .delete_environment(&ns)
     .await
@@ -128,7 +133,12 @@ async fn the_sweeper_deletes_only_managed_expired_idle_namespaces() {
     let client = cluster::client().await;
     let rt = KubernetesRuntime::new(
         client.clone(),
-        KubernetesSettings { quota_pods: 4, platform_namespace: "codex-k8s-prod".into(), platform_ports: vec![9090, 8081] },
+        KubernetesSettings {
+            quota_pods: 4,
+            platform_namespace: "codex-k8s-prod".into(),
+            platform_ports: vec![9090, 8081],
+            placement: Default::default(),
+        },
     );
     let p = project(&db.pool).await;
     let past = chrono::Utc::now() - chrono::Duration::minutes(5);

@@ -50,6 +50,16 @@ fn a_job_image_that_can_change_under_running_runs_is_refused() {
 }
 
 #[test]
+fn a_placement_that_is_not_labels_and_taint_keys_is_refused_naming_the_setting() {
+    for (key, value) in [("CODEXK8S_WORKER_JOB_NODE_SELECTOR", "pool"), ("CODEXK8S_WORKER_JOB_TOLERATIONS", "a b")] {
+        let e = vec![(key.to_string(), value.to_string())];
+        let (code, out) = run_to_exit(BIN, &e, &[]);
+        assert_eq!(code, Some(2), "{key}: {out}");
+        assert!(out.contains(key) && out.contains(&format!("{value:?}")), "{key}: {out}");
+    }
+}
+
+#[test]
 fn webhook_redelivery_needs_the_key_that_opens_repository_tokens_and_a_url() {
     let e = vec![
         ("CODEXK8S_GITHUB_WEBHOOK_URL".to_string(), "codex.example.com/hook".to_string()),

@@ -162,7 +162,7 @@ fn quota_and_network_policy() {
 #[test]
 fn the_job_runs_once_with_a_deadline_and_takes_credentials_from_its_secret() {
     let spec = job_spec();
-    let j = job(&spec);
+    let j = job(&spec, &Placement::default());
     let s = j.spec.as_ref().unwrap();
     // No TTL: the outcome of a Job that finished while every worker was down is still there to read.
     assert_eq!((s.backoff_limit, s.active_deadline_seconds, s.ttl_seconds_after_finished), (Some(0), Some(18_000), None));
@@ -193,7 +193,7 @@ fn the_job_runs_once_with_a_deadline_and_takes_credentials_from_its_secret() {
 #[test]
 fn the_agent_runs_in_a_container_of_its_own_without_the_secret_or_a_token_it_does_not_need() {
     let mut spec = job_spec();
-    let j = job(&spec);
+    let j = job(&spec, &Placement::default());
     let pod = j.spec.unwrap().template.spec.unwrap();
     assert_eq!(pod.automount_service_account_token, Some(false), "no container gets a token by default");
     assert_eq!(pod.share_process_namespace, Some(false), "the agent cannot see the runner's processes");
@@ -240,7 +240,7 @@ fn the_agent_runs_in_a_container_of_its_own_without_the_secret_or_a_token_it_doe
 
     // Without a profile there is no token at all.
     spec.service_account = None;
-    let pod = job(&spec).spec.unwrap().template.spec.unwrap();
+    let pod = job(&spec, &Placement::default()).spec.unwrap().template.spec.unwrap();
     assert_eq!(mounts(&pod.init_containers.unwrap()[0]), vec![("agent".into(), "/agent".into()), ("agent-tmp".into(), "/tmp".into())]);
     assert!(!pod.volumes.unwrap().iter().any(|v| v.projected.is_some()));
 }
@@ -250,4 +250,17 @@ fn namespaces_from_the_worker_always_get_the_managed_labels() {
     let ns = namespace_with("codex-issue-x", &map(&[("codex-k8s.dev/run-id", "r1"), (MANAGED_BY, "spoofed")]), &BTreeMap::new());
     assert!(is_managed(ns.metadata.labels.as_ref()));
     assert_eq!(ns.metadata.labels.unwrap()["codex-k8s.dev/run-id"], "r1");
+}
+
+#[test]
+fn the_pod_goes_where_the_placement_says_and_anywhere_untainted_without_one() {
+    let spec = job_spec();
+    let pod = job(&spec, &Placement::default()).spec.unwrap().template.spec.unwrap();
+    assert_eq!((pod.node_selector, pod.tolerations), (None, None));
+
+    let placement = Placement::parse("codex-k8s.io/node=real", "codex-k8s.io/real-node").unwrap();
+    let pod = job(&spec, &placement).spec.unwrap().template.spec.unwrap();
+    assert_eq!(pod.node_selector.unwrap()["codex-k8s.io/node"], "real");
+    let t = &pod.tolerations.unwrap()[0];
+    assert_eq!((t.key.as_deref(), t.operator.as_deref(), t.effect.as_deref()), (Some("codex-k8s.io/real-node"), Some("Exists"), None));
 }
