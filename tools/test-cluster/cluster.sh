@@ -5,15 +5,19 @@
 #
 #   tools/test-cluster/cluster.sh build    build the binaries if the cache lacks them
 #   tools/test-cluster/cluster.sh start    build if needed, start if not running, wait until ready
-#   tools/test-cluster/cluster.sh stop     stop every process (by process id) and forget the state
+#   tools/test-cluster/cluster.sh start-node   start (as above), then the real node (node.sh; root)
+#   tools/test-cluster/cluster.sh stop     stop every process (by process id), remove what the real
+#                                          node made, and forget the state
 #   tools/test-cluster/cluster.sh status   exit 0 and print the kubeconfig path if running, 3 otherwise
 #   tools/test-cluster/cluster.sh kubeconfig   print the kubeconfig path
+#   tools/test-cluster/cluster.sh node-names   print what the real node names on the machine
+#                                          (bridge, network, pod CIDR, cgroup root), one key=value a line
 #
 # Binaries are built from their Go modules at the versions pinned in go/kube/go.mod (Kubernetes,
 # through a wrapper module whose `replace` directives pin the k8s.io staging modules to the
 # matching published versions) and go/kwok/go.mod (kwok), and cached under
-# $CODEXK8S_CLUSTER_HOME/bin-<versions> (default <repo>/.cache/test-cluster, git-ignored), so only
-# the first run pays the build. etcd is built the same way from go/etcd/go.mod: Debian's
+# $CODEXK8S_CLUSTER_CACHE/bin-<versions> (default: the cluster's home $CODEXK8S_CLUSTER_HOME,
+# itself by default <repo>/.cache/test-cluster, git-ignored), so only the first run pays the build. etcd is built the same way from go/etcd/go.mod: Debian's
 # etcd-server (3.4.23) starts, but the API server then disables the RequestWatchProgress storage
 # feature (it needs etcd >= 3.4.31), and kwok's watch-list informers keep failing and miss pod
 # and node events, so pods stall and the node flaps NotReady.
@@ -28,8 +32,10 @@ ETCD_VERSION="v3.6.16"
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$HERE/../.." && pwd)"
 HOME_DIR="${CODEXK8S_CLUSTER_HOME:-$ROOT/.cache/test-cluster}"
+# Built binaries and images; another cluster home may share them (the cleanup test's cluster does).
+CACHE_DIR="${CODEXK8S_CLUSTER_CACHE:-$HOME_DIR}"
 GO_VERSION="$(go env GOVERSION 2>/dev/null || echo none)"
-BIN="$HOME_DIR/bin-k8s-$K8S_VERSION-kwok-$KWOK_VERSION-etcd-$ETCD_VERSION-$GO_VERSION"
+BIN="$CACHE_DIR/bin-k8s-$K8S_VERSION-kwok-$KWOK_VERSION-etcd-$ETCD_VERSION-$GO_VERSION"
 RUN="$HOME_DIR/run"
 KUBECONFIG_PATH="$RUN/kubeconfig"
 
@@ -37,32 +43,37 @@ say() { echo "test-cluster: $*" >&2; }
 die() { echo "test-cluster: error: $*" >&2; exit 1; }
 
 binaries_present() {
-  for b in etcd kube-apiserver kube-controller-manager kube-scheduler kwok; do [ -x "$BIN/$b" ] || return 1; done
+  for b in etcd kube-apiserver kube-controller-manager kube-scheduler kwok kubelet; do [ -x "$BIN/$b" ] || return 1; done
 }
 
 build() {
   binaries_present && return 0
-  command -v go >/dev/null || die "Go is required to build the test cluster (etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kwok)"
-  say "building etcd $ETCD_VERSION, Kubernetes $K8S_VERSION (kube-apiserver, kube-controller-manager, kube-scheduler) and kwok $KWOK_VERSION"
-  say "from their Go modules into $BIN: this happens once per version and takes about 7 minutes on 2 cores"
-  local started tmp
+  command -v go >/dev/null || die "Go is required to build the test cluster (etcd, Kubernetes, kwok)"
+  say "building what $BIN lacks of etcd $ETCD_VERSION, Kubernetes $K8S_VERSION (kube-apiserver, kube-controller-manager,"
+  say "kube-scheduler, kubelet) and kwok $KWOK_VERSION from their Go modules: once per version, about 15 minutes on 2 cores"
+  local started
   started=$(date +%s)
-  tmp="$BIN.tmp.$$"
-  rm -rf "$tmp"
-  mkdir -p "$tmp"
-  (cd "$HERE/go/etcd" && go build -trimpath -ldflags=-s -o "$tmp/etcd" go.etcd.io/etcd/server/v3) \
-    || die "building etcd failed (is the Go module proxy reachable? see the output above)"
-  say "etcd built after $(( $(date +%s) - started ))s"
-  (
-    cd "$HERE/go/kube"
-    go build -trimpath -ldflags=-s -o "$tmp/" \
-      k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kube-scheduler
-  ) || die "building Kubernetes failed (is the Go module proxy reachable? see the output above)"
-  say "Kubernetes built after $(( $(date +%s) - started ))s; building kwok"
-  (cd "$HERE/go/kwok" && go build -trimpath -ldflags=-s -o "$tmp/" sigs.k8s.io/kwok/cmd/kwok) \
-    || die "building kwok failed (see the output above)"
-  rm -rf "$BIN"
-  mv "$tmp" "$BIN"
+  mkdir -p "$BIN"
+  # Each binary is built into a temporary name and moved in when complete.
+  if [ ! -x "$BIN/etcd" ]; then
+    (cd "$HERE/go/etcd" && go build -trimpath -ldflags=-s -o "$BIN/etcd.tmp" go.etcd.io/etcd/server/v3) \
+      || die "building etcd failed (is the Go module proxy reachable? see the output above)"
+    mv "$BIN/etcd.tmp" "$BIN/etcd"
+    say "etcd built after $(( $(date +%s) - started ))s"
+  fi
+  local b
+  for b in kube-apiserver kube-controller-manager kube-scheduler kubelet; do
+    [ -x "$BIN/$b" ] && continue
+    (cd "$HERE/go/kube" && go build -trimpath -ldflags=-s -o "$BIN/$b.tmp" "k8s.io/kubernetes/cmd/$b") \
+      || die "building $b failed (is the Go module proxy reachable? see the output above)"
+    mv "$BIN/$b.tmp" "$BIN/$b"
+    say "$b built after $(( $(date +%s) - started ))s"
+  done
+  if [ ! -x "$BIN/kwok" ]; then
+    (cd "$HERE/go/kwok" && go build -trimpath -ldflags=-s -o "$BIN/kwok.tmp" sigs.k8s.io/kwok/cmd/kwok) \
+      || die "building kwok failed (see the output above)"
+    mv "$BIN/kwok.tmp" "$BIN/kwok"
+  fi
   say "built in $(( $(date +%s) - started ))s; later runs reuse $BIN"
 }
 
@@ -194,6 +205,8 @@ start() {
     --service-cluster-ip-range 10.96.0.0/16 \
     --authorization-mode Node,RBAC \
     --endpoint-reconciler-type none \
+    --kubelet-preferred-address-types InternalIP \
+    --kubelet-client-certificate "$pki/admin.crt" --kubelet-client-key "$pki/admin.key" \
     --enable-priority-and-fairness=false \
     --profiling=false
   api_ready() { [ "$(api /readyz 2>/dev/null)" = ok ]; }
@@ -233,10 +246,13 @@ EOF
   echo "$KUBECONFIG_PATH"
 }
 
+# shellcheck source=node.sh
+. "$HERE/node.sh"
+
 cmd="${1:-}"
 case "$cmd" in
-  build|start|stop|status|kubeconfig) ;;
-  *) echo "usage: $0 build|start|stop|status|kubeconfig" >&2; exit 2 ;;
+  build|start|start-node|stop|status|kubeconfig|node-names) ;;
+  *) echo "usage: $0 build|start|start-node|stop|status|kubeconfig|node-names" >&2; exit 2 ;;
 esac
 mkdir -p "$HOME_DIR"
 exec 9>"$HOME_DIR/lock"
@@ -244,7 +260,9 @@ flock 9
 case "$cmd" in
   build) build ;;
   start) start ;;
-  stop) stop_all; rm -rf "$RUN" ;;
+  start-node) start >/dev/null; node_start; echo "$KUBECONFIG_PATH" ;;
+  stop) node_stop; stop_all; rm -rf "$RUN" ;;
   status) if running; then echo "$KUBECONFIG_PATH"; else echo "test-cluster: not running" >&2; exit 3; fi ;;
   kubeconfig) echo "$KUBECONFIG_PATH" ;;
+  node-names) printf 'bridge=%s\nnetwork=%s\npod_cidr=%s\ncgroup_root=%s\n' "$NODE_BRIDGE" "$NODE_NET" "$NODE_POD_CIDR" "$NODE_CGROUP_ROOT" ;;
 esac

@@ -2,6 +2,8 @@
 //! kube-apiserver, kube-controller-manager (the Job and namespace controllers) and kube-scheduler,
 //! with kwok playing the node. kwok runs nothing; it writes pod status: a Job's pod becomes Running
 //! and then finishes after `KWOK_RUN_DURATION`, failed with `KWOK_EXIT_CODE` when that is not 0.
+//! The tests named `real_node_…` place their pods on the cluster's real node instead, where they run
+//! in containers.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // helpers of tests: a panic is a failed test
 
@@ -21,7 +23,12 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 fn settings() -> KubernetesSettings {
-    KubernetesSettings { quota_pods: 4, platform_namespace: "codex-k8s-prod".into(), platform_ports: vec![9090, 8081] }
+    KubernetesSettings {
+        quota_pods: 4,
+        platform_namespace: "codex-k8s-prod".into(),
+        platform_ports: vec![9090, 8081],
+        placement: Default::default(),
+    }
 }
 
 async fn runtime() -> (KubernetesRuntime, Client) {
@@ -462,4 +469,58 @@ async fn deleting_refuses_unmanaged_namespaces_and_lists_only_managed_ones() {
     assert!(api.get_opt(&managed).await.unwrap().is_none_or(|n| n.metadata.deletion_timestamp.is_some()));
     rt.delete_environment("ck8s-never-existed").await.unwrap();
     api.delete(&foreign, &Default::default()).await.unwrap();
+}
+
+/// A run's pod in real containers: placed on the real node, admitted by the namespace's
+/// `restricted` Pod Security, both containers run as the unprivileged user with no capability,
+/// no privilege escalation, the runtime's seccomp filter and a read-only root; the Job succeeds
+/// when the runner ends (its agent sidecar still running is stopped), and the runner's log comes
+/// back through the API server from the kubelet.
+#[tokio::test(flavor = "multi_thread")]
+async fn real_node_a_run_pod_runs_locked_down_in_real_containers() {
+    cluster::real_node();
+    let client = cluster::client().await;
+    let rt = KubernetesRuntime::new(client.clone(), KubernetesSettings { placement: cluster::real_node_placement(), ..settings() });
+    let ns = cluster::unique_name("ck8s-real");
+    rt.prepare(&environment(&ns, None)).await.unwrap();
+    let mut spec = job_spec(&ns, "probe-job", &[]);
+    spec.image = cluster::PROBE_IMAGE.into();
+    spec.command = vec!["/probe".into()];
+    spec.agent_command = vec!["/probe".into(), "sleep".into()];
+    let job = rt.launch(&spec).await.unwrap();
+
+    let state = wait_state(&rt, &job, |s| matches!(s, JobState::Succeeded | JobState::Failed { .. }), Duration::from_secs(90)).await;
+    let pod = wait_pod(&client, &ns, "probe-job").await;
+    assert_eq!(state, JobState::Succeeded, "pod status: {:?}", pod.status);
+    assert_eq!(pod.spec.as_ref().and_then(|s| s.node_name.as_deref()), Some(cluster::REAL_NODE), "it ran on the real node");
+
+    let log = rt.logs(&job, None).await.unwrap();
+    for line in ["uid=65532 gid=65532", "CapEff:\t0000000000000000", "NoNewPrivs:\t1", "Seccomp:\t2", "rootfs=read-only"] {
+        assert!(log.contains(line), "the runner's log lacks {line:?}:\n{log}");
+    }
+    rt.delete_environment(&ns).await.unwrap();
+}
+
+/// Without the placement a run's pod never lands on the real node (it is tainted): kwok's node
+/// takes it.
+#[tokio::test(flavor = "multi_thread")]
+async fn real_node_takes_no_pod_that_does_not_ask_for_it() {
+    cluster::real_node();
+    let (rt, client) = runtime().await;
+    let ns = cluster::unique_name("ck8s-notreal");
+    rt.prepare(&environment(&ns, None)).await.unwrap();
+    let mut spec = job_spec(&ns, "plain-job", &[("KWOK_RUN_DURATION", "1s")]);
+    spec.image = cluster::PROBE_IMAGE.into();
+    rt.launch(&spec).await.unwrap();
+    let started = Instant::now();
+    let node = loop {
+        let pod = wait_pod(&client, &ns, "plain-job").await;
+        if let Some(node) = pod.spec.and_then(|s| s.node_name) {
+            break node;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "the pod was never scheduled");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(node, "kwok-node-0");
+    rt.delete_environment(&ns).await.unwrap();
 }

@@ -1,8 +1,10 @@
 //! The test Kubernetes cluster (`tools/test-cluster/cluster.sh`): a real etcd, kube-apiserver,
-//! kube-controller-manager and kube-scheduler on loopback, with kwok playing the nodes. Started
-//! once (idempotent across processes too); the first start builds the binaries from their Go
-//! modules, which takes minutes. A cluster that cannot start fails the test with the reason: the
-//! tests are never skipped.
+//! kube-controller-manager and kube-scheduler on loopback, with kwok playing the nodes, and — for
+//! the tests that need real containers — a real node (kubelet, containerd, runc, the CNI bridge),
+//! tainted so only pods placed there with [`real_node_placement`] land on it. Started once
+//! (idempotent across processes too); the first start builds the binaries from their Go modules,
+//! which takes minutes. A cluster that cannot start fails the test with the reason: the tests are
+//! never skipped.
 
 use std::path::PathBuf;
 use std::sync::OnceLock;
@@ -13,27 +15,56 @@ use std::sync::OnceLock;
 /// If the cluster cannot be built or started: the message carries the script's error.
 pub fn kubeconfig() -> &'static PathBuf {
     static PATH: OnceLock<PathBuf> = OnceLock::new();
-    PATH.get_or_init(|| {
-        let script = crate::repo_root().join("tools/test-cluster/cluster.sh");
-        let out = std::process::Command::new("bash")
-            .arg(&script)
-            .arg("start")
-            .stderr(std::process::Stdio::inherit())
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
-        assert!(
-            out.status.success(),
-            "the test Kubernetes cluster did not start ({}); run `tools/test-cluster/cluster.sh start` to see why",
-            out.status
-        );
-        PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
-    })
+    PATH.get_or_init(|| script("start"))
+}
+
+/// The kubeconfig of the running test cluster with its real node Ready, starting both if needed
+/// (the node needs root; the first start installs containerd, runc and the CNI plugins from
+/// Debian's archive).
+///
+/// # Panics
+/// If the cluster or the node cannot start: the message carries the script's error.
+pub fn real_node() -> &'static PathBuf {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| script("start-node"))
+}
+
+/// The real node's name.
+pub const REAL_NODE: &str = "codex-k8s-node";
+/// An image on the real node: a static probe that prints its uid, gid, effective capabilities,
+/// no_new_privs and seccomp mode and whether its root filesystem is writable (`/probe`), or
+/// waits until killed (`/probe sleep`).
+pub const PROBE_IMAGE: &str = "localhost/codex-k8s/probe:1";
+
+/// The placement that sends a run's pod to the real node.
+pub fn real_node_placement() -> ck8s_domain::runtime::Placement {
+    ck8s_domain::runtime::Placement::parse("codex-k8s.io/node=real", "codex-k8s.io/real-node").expect("a valid placement")
+}
+
+fn script(command: &str) -> PathBuf {
+    let script = crate::repo_root().join("tools/test-cluster/cluster.sh");
+    let out = std::process::Command::new("bash")
+        .arg(&script)
+        .arg(command)
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
+    assert!(
+        out.status.success(),
+        "the test Kubernetes cluster did not start ({}); run `tools/test-cluster/cluster.sh {command}` to see why",
+        out.status
+    );
+    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
 }
 
 /// A client of the test cluster, as its administrator.
 pub async fn client() -> kube::Client {
-    let path = kubeconfig().clone();
-    let kc = kube::config::Kubeconfig::read_from(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    client_of(kubeconfig()).await
+}
+
+/// A client of the cluster whose administrator kubeconfig is at `path`.
+pub async fn client_of(path: &std::path::Path) -> kube::Client {
+    let kc = kube::config::Kubeconfig::read_from(path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
     let config = kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
         .await
         .unwrap_or_else(|e| panic!("bad kubeconfig {}: {e}", path.display()));
