@@ -155,10 +155,36 @@ pub fn free_port() -> u16 {
 }
 
 /// `N` different TCP ports on loopback that were free a moment ago: all are held while they are
-/// chosen, so none is handed out twice (0 for one that could not be had).
+/// chosen, so none is handed out twice (0 for one that could not be had). They are picked at
+/// random below the kernel's ephemeral range, so that between now and their use no outgoing
+/// connection or bind to port 0 of another test or service can take them (the kernel hands
+/// those out from the ephemeral range only).
 pub fn free_ports<const N: usize>() -> [u16; N] {
-    let held: [Option<std::net::TcpListener>; N] = std::array::from_fn(|_| std::net::TcpListener::bind("127.0.0.1:0").ok());
-    held.map(|l| l.and_then(|l| l.local_addr().ok()).map_or(0, |a| a.port()))
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    let ephemeral_start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|t| t.split_whitespace().next().and_then(|p| p.parse::<u16>().ok()))
+        .unwrap_or(32768);
+    let (low, high) = (10_000u16, ephemeral_start.max(10_001));
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
+    let mut state = nanos ^ (u64::from(std::process::id()) << 32) ^ SEQ.fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed);
+    let mut next = move || {
+        // xorshift64: enough to spread concurrent callers over the range.
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        low + (state % u64::from(high - low)) as u16
+    };
+    let mut held: Vec<std::net::TcpListener> = Vec::with_capacity(N);
+    for _ in 0..N {
+        let listener = (0..200)
+            .find_map(|_| std::net::TcpListener::bind(("127.0.0.1", next())).ok())
+            .or_else(|| std::net::TcpListener::bind("127.0.0.1:0").ok());
+        held.extend(listener);
+    }
+    let mut ports = held.iter().filter_map(|l| l.local_addr().ok()).map(|a| a.port());
+    std::array::from_fn(|_| ports.next().unwrap_or(0))
 }
 
 /// Path of a workspace binary (`control-plane`, `worker`, ...), building it first if a
@@ -288,6 +314,18 @@ mod tests {
             let ports: [u16; 6] = super::free_ports();
             let distinct: std::collections::HashSet<u16> = ports.iter().copied().collect();
             assert!(!ports.contains(&0) && distinct.len() == 6, "{ports:?}");
+        }
+    }
+
+    /// The kernel gives outgoing connections and binds to port 0 a port of its ephemeral range;
+    /// the chosen ports lie below it, so neither can take one before its service binds it.
+    #[test]
+    fn ports_are_chosen_outside_the_ephemeral_range() {
+        let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap();
+        let start: u16 = range.split_whitespace().next().unwrap().parse().unwrap();
+        for _ in 0..50 {
+            let ports: [u16; 4] = super::free_ports();
+            assert!(ports.iter().all(|p| (10_000..start).contains(p)), "{ports:?} (ephemeral from {start})");
         }
     }
 }
