@@ -270,6 +270,7 @@ node_stop_processes() {
         # The pods' containers first (each task killed, its shim goes with it), and the network
         # namespaces of their sandboxes remembered for removal.
         node_netns >>"$NODE/netns.owned" 2>/dev/null || true
+        ctr --address "$NODE_SOCK" -n k8s.io containers ls -q >>"$NODE/containers.owned" 2>/dev/null || true
         for t in $(ctr --address "$NODE_SOCK" -n k8s.io tasks ls -q 2>/dev/null); do
           ctr --address "$NODE_SOCK" -n k8s.io tasks kill -s SIGKILL "$t" >/dev/null 2>&1 || true
         done
@@ -291,7 +292,7 @@ node_stop_processes() {
 # namespaces, the bridge, and the kubepods cgroups.
 node_stop() {
   node_stop_processes
-  local m ns d
+  local m ns d c
   if [ -d "$NODE" ]; then
     for m in $(awk -v n="$NODE" 'index($2, n) == 1 { print $2 }' /proc/self/mounts | sort -r); do
       umount -l "$m" 2>/dev/null || true
@@ -316,7 +317,12 @@ node_stop() {
   for l in /var/log/containers/*.log; do
     [ -L "$l" ] && case "$(readlink "$l")" in "$NODE"/*) rm -f "$l" ;; esac
   done
+  # The CNI plugins' result cache: entries of this node's network, and of the loopback network
+  # containerd sets up for each of its sandboxes (named by the sandbox's container id).
   rm -f /var/lib/cni/results/"$NODE_NET"-* 2>/dev/null || true
+  if [ -f "$NODE/containers.owned" ]; then
+    for c in $(sort -u "$NODE/containers.owned"); do rm -f /var/lib/cni/results/*-"$c"-* 2>/dev/null || true; done
+  fi
   if [ -f "$RUN/node.host-dirs" ]; then
     # The kubelet's device-plugin socket is always at the same place: it is ours when we made
     # its directory.

@@ -56,13 +56,14 @@ async fn a_stopped_real_node_leaves_nothing_behind() {
     let first = cluster::real_node().clone();
     let iptables_before = iptables();
     let netns_before = entries("/var/run/netns");
+    let cni_before = entries("/var/lib/cni/results");
 
     let home = std::env::temp_dir().join(format!("ck8s-cleanup-{}", std::process::id()));
     let home_str = home.display().to_string();
     let names: Vec<(String, String)> =
         script(&home, "node-names").lines().filter_map(|l| l.split_once('=').map(|(k, v)| (k.to_string(), v.to_string()))).collect();
     let name = |k: &str| names.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone()).unwrap();
-    let (bridge, network, cgroup_root) = (name("bridge"), name("network"), name("cgroup_root"));
+    let (bridge, cgroup_root) = (name("bridge"), name("cgroup_root"));
     assert_ne!(bridge, script(&default_home(), "node-names").lines().next().unwrap().trim_start_matches("bridge="));
 
     let kubeconfig = PathBuf::from(script(&home, "start-node").trim());
@@ -114,7 +115,7 @@ async fn a_stopped_real_node_leaves_nothing_behind() {
     assert!(cgroups.is_empty(), "cgroups left: {cgroups:?}");
     let rules_left: Vec<String> = iptables().difference(&iptables_before).cloned().collect();
     assert!(rules_left.is_empty(), "iptables left: {rules_left:?}");
-    let cni_left: Vec<String> = entries("/var/lib/cni/results").into_iter().filter(|e| e.starts_with(&network)).collect();
+    let cni_left: Vec<String> = entries("/var/lib/cni/results").difference(&cni_before).cloned().collect();
     assert!(cni_left.is_empty(), "CNI cache entries left: {cni_left:?}");
     let links_left: Vec<String> = entries("/var/log/containers")
         .into_iter()
