@@ -159,6 +159,11 @@ wait_for() {
   return 1
 }
 
+# Whether the node named $1 has condition Ready=True.
+node_is_ready() {
+  api "/api/v1/nodes/$1" | python3 -c 'import json,sys; n=json.load(sys.stdin); sys.exit(0 if any(c["type"]=="Ready" and c["status"]=="True" for c in n.get("status",{}).get("conditions",[])) else 1)'
+}
+
 stop_all() {
   local p pid
   for p in kwok kube-scheduler kube-controller-manager kube-apiserver etcd; do
@@ -234,8 +239,7 @@ start() {
  "labels":{"kubernetes.io/hostname":"kwok-node-0","kubernetes.io/os":"linux","type":"kwok"}},
  "status":{"allocatable":{"cpu":"32","memory":"256Gi","pods":"110"},"capacity":{"cpu":"32","memory":"256Gi","pods":"110"}}}
 EOF
-  node_ready() { api /api/v1/nodes/kwok-node-0 | python3 -c 'import json,sys; n=json.load(sys.stdin); sys.exit(0 if any(c["type"]=="Ready" and c["status"]=="True" for c in n.get("status",{}).get("conditions",[])) else 1)'; }
-  wait_for node 60 node_ready || { tail -20 "$RUN/kwok.log" >&2; stop_all; die "kwok did not make the node Ready (log: $RUN/kwok.log)"; }
+  wait_for node 60 node_is_ready kwok-node-0 || { tail -20 "$RUN/kwok.log" >&2; stop_all; die "kwok did not make the node Ready (log: $RUN/kwok.log)"; }
   sa_ready() { api /api/v1/namespaces/default/serviceaccounts/default | grep -q '"name": "default"'; }
   wait_for controllers 60 sa_ready \
     || { tail -20 "$RUN/kube-controller-manager.log" >&2; stop_all; die "kube-controller-manager did not start (log: $RUN/kube-controller-manager.log)"; }

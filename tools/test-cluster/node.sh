@@ -1,5 +1,5 @@
 # The real node of the test cluster, sourced by cluster.sh (it uses say, die, spawn, pid_alive,
-# wait_for, free_port, api, $BIN, $RUN, $HOME_DIR, $CACHE_DIR and $HERE from there). A kubelet
+# wait_for, node_is_ready, free_port, api, $BIN, $RUN, $HOME_DIR, $CACHE_DIR and $HERE from there). A kubelet
 # registers a node whose pods run in real containers: Debian's containerd 1.6 and runc, the CNI bridge and host-local
 # plugins, a sandbox ("pause") image built here from C, every image imported into containerd's
 # `k8s.io` namespace under a `localhost/` name. The node is tainted, so only pods that tolerate
@@ -31,8 +31,9 @@ NODE_HOST_DIRS="/var/lib/kubelet /var/lib/kubelet/device-plugins /var/lib/cni /v
   /run/containerd /run/containerd/s"
 NODE="$RUN/node"
 NODE_SOCK="$NODE/containerd/containerd.sock"
-NODE_PAUSE_IMAGE="localhost/codex-k8s/pause:1"
-NODE_PROBE_IMAGE="localhost/codex-k8s/probe:1"
+# Images built here are imported as localhost/codex-k8s/<name>:<tag>.
+NODE_IMAGE_TAG="1"
+NODE_PAUSE_IMAGE="localhost/codex-k8s/pause:$NODE_IMAGE_TAG"
 
 node_running() {
   pid_alive containerd && pid_alive kubelet
@@ -62,7 +63,7 @@ node_packages() {
 # Builds one static C program of images/ into a single-file OCI image archive; prints its path.
 # The archive is cached by the source's digest.
 node_image() {
-  local name="$1" tag="$2" user="$3"
+  local name="$1" tag="$NODE_IMAGE_TAG" user="$2"
   local src="$HERE/images/$name.c" sum out work
   sum="$(sha256sum "$src" | cut -c1-16)"
   out="$CACHE_DIR/images/$name-$tag-$sum.tar"
@@ -90,9 +91,11 @@ node_image() {
   echo "$out"
 }
 
+# Builds (or takes from the cache) the image of images/$1.c, running as $2, and imports it.
 node_import() {
-  local archive="$1" base="$2"
-  ctr --address "$NODE_SOCK" -n k8s.io images import --base-name "$base" "$archive" >/dev/null \
+  local archive
+  archive="$(node_image "$1" "$2")"
+  ctr --address "$NODE_SOCK" -n k8s.io images import --base-name "localhost/codex-k8s/$1" "$archive" >/dev/null \
     || die "importing $archive into containerd failed (log: $RUN/containerd.log)"
 }
 
@@ -122,7 +125,7 @@ node_start() {
   local d
   : >"$RUN/node.host-dirs"
   for d in $NODE_HOST_DIRS; do [ -e "$d" ] || echo "$d" >>"$RUN/node.host-dirs"; done
-  mkdir -p "$NODE/containerd" "$NODE/cni/net.d" "$NODE/cni/ipam" "$NODE/kubelet" "$NODE/pods"
+  mkdir -p "$NODE/containerd" "$NODE/cni/net.d" "$NODE/cni/ipam" "$NODE/kubelet"
   node_certs "$ip"
 
   cat >"$NODE/containerd/config.toml" <<EOF
@@ -164,8 +167,8 @@ EOF
   spawn containerd containerd --config "$NODE/containerd/config.toml"
   wait_for containerd 30 ctr --address "$NODE_SOCK" version \
     || { tail -20 "$RUN/containerd.log" >&2; node_stop; die "containerd did not start (log: $RUN/containerd.log)"; }
-  node_import "$(node_image pause 1 65535:65535)" localhost/codex-k8s/pause
-  node_import "$(node_image probe 1 1000:1000)" localhost/codex-k8s/probe
+  node_import pause 65535:65535
+  node_import probe 1000:1000
 
   local pki="$RUN/pki" api_port
   api_port="$(cat "$RUN/apiserver.port")"
@@ -232,10 +235,7 @@ EOF
   spawn kubelet "$BIN/kubelet" --config "$NODE/kubelet.yaml" --kubeconfig "$NODE/kubeconfig" \
     --hostname-override "$NODE_NAME" --node-ip "$ip" --root-dir "$NODE/kubelet" --cert-dir "$NODE/kubelet/pki" \
     --node-labels "codex-k8s.io/node=real" --pod-infra-container-image "$NODE_PAUSE_IMAGE"
-  node_ready() {
-    api "/api/v1/nodes/$NODE_NAME" | python3 -c 'import json,sys; n=json.load(sys.stdin); sys.exit(0 if any(c["type"]=="Ready" and c["status"]=="True" for c in n.get("status",{}).get("conditions",[])) else 1)'
-  }
-  wait_for node 120 node_ready \
+  wait_for node 120 node_is_ready "$NODE_NAME" \
     || { tail -30 "$RUN/kubelet.log" >&2; node_stop; die "the kubelet did not make $NODE_NAME Ready (log: $RUN/kubelet.log)"; }
   say "real node $NODE_NAME ($ip) ready in $(( $(date +%s) - begun ))s: containerd $NODE_SOCK, pods on $NODE_BRIDGE ($NODE_POD_CIDR)"
 }
