@@ -6,7 +6,7 @@
 //! which takes minutes. A cluster that cannot start fails the test with the reason: the tests are
 //! never skipped.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 /// The kubeconfig of the running test cluster, starting it if needed.
@@ -42,19 +42,33 @@ pub fn real_node_placement() -> ck8s_domain::runtime::Placement {
 }
 
 fn script(command: &str) -> PathBuf {
+    PathBuf::from(script_in(None, command).trim())
+}
+
+/// Runs `cluster.sh <command>` and returns what it printed, for the default cluster or for one
+/// with its own `home` (sharing the default cluster's built binaries and images).
+///
+/// # Panics
+/// If the script fails: its error is on stderr.
+pub fn script_in(home: Option<&Path>, command: &str) -> String {
     let script = crate::repo_root().join("tools/test-cluster/cluster.sh");
-    let out = std::process::Command::new("bash")
-        .arg(&script)
-        .arg(command)
-        .stderr(std::process::Stdio::inherit())
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
+    let mut cmd = std::process::Command::new("bash");
+    cmd.arg(&script).arg(command).stderr(std::process::Stdio::inherit());
+    if let Some(home) = home {
+        cmd.env("CODEXK8S_CLUSTER_HOME", home).env("CODEXK8S_CLUSTER_CACHE", default_home());
+    }
+    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
     assert!(
         out.status.success(),
         "the test Kubernetes cluster did not start ({}); run `tools/test-cluster/cluster.sh {command}` to see why",
         out.status
     );
-    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The default cluster's home (`CODEXK8S_CLUSTER_HOME`, else `<repo>/.cache/test-cluster`).
+pub fn default_home() -> PathBuf {
+    std::env::var_os("CODEXK8S_CLUSTER_HOME").map(PathBuf::from).unwrap_or_else(|| crate::repo_root().join(".cache/test-cluster"))
 }
 
 /// A client of the test cluster, as its administrator.
