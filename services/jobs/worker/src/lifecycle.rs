@@ -24,7 +24,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-/// Running runs reconciled at once in a tick.
+/// Running runs reconciled at once in a housekeeping pass.
 const RECONCILE_CONCURRENCY: usize = 8;
 
 /// Settings of the loop.
@@ -540,8 +540,9 @@ impl Lifecycle {
             next = core::next_action(&run, Some(&state), self.now(), ttl);
         }
         match next {
-            // The snapshot may predate a launch that has ended since: launch only if still due.
-            Next::Launch if runs::job_recorded(&self.pool, run.id).await? => Ok(()),
+            // A snapshot without a job may predate a launch that has ended since: launch only if
+            // still due. (One with a job is a reclaimed run whose job was never created.)
+            Next::Launch if run.job_name.is_none() && runs::job_recorded(&self.pool, run.id).await? => Ok(()),
             Next::Launch => self.launch(&run).await,
             Next::QueryJob | Next::Wait => Ok(()),
             Next::TimeOut(f) => {

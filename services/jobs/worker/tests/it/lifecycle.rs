@@ -131,6 +131,34 @@ async fn pending_runs_are_launched_and_finished_with_their_outcome() {
     drop(svc);
 }
 
+/// A worker that died after recording where its run's job goes and before creating it: another
+/// worker reclaims the run, finds no such job, and creates it — once.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_run_whose_worker_died_before_creating_its_recorded_job_is_launched_by_another() {
+    let db = ck8s_testkit::fresh_db().await;
+    let p = project(&db.pool).await;
+    let repo = repository(&db.pool, p).await;
+    let run = pending_full_env(&db.pool, p, repo, "recorded-only", 51, "dev").await;
+    // What a launch leaves after `record_launch`, by a worker with no heartbeat any more.
+    sqlx::query(
+        "UPDATE agent_runs SET status = 'running', started_at = now(), lease_owner = 'w-dead', lease_until = now() + interval '1 hour',
+                namespace = 'codex-issue-recorded-51', job_name = 'codex-run-recorded-only'
+          WHERE id = $1",
+    )
+    .bind(run)
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let dir = runs_dir("recorded");
+    let (env, d) = (db.env(), dir.clone());
+    let extra = [("CODEXK8S_WORKER_POLL_INTERVAL", "100ms")];
+    let w = tokio::task::spawn_blocking(move || worker_with(env, "w-alive", &d, "true", &extra)).await.unwrap();
+    assert_eq!(wait_status(&db.pool, run, "succeeded", Duration::from_secs(30)).await, "succeeded", "{}", w.output());
+    let started = events(&db.pool, run).await.iter().filter(|e| e.0 == "run.started").count();
+    assert_eq!(started, 1, "the recorded job was created exactly once");
+    drop(w);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_run_of_a_killed_worker_is_finished_by_another_exactly_once() {
     let db = ck8s_testkit::fresh_db().await;
