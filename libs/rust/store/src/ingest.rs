@@ -47,12 +47,16 @@ pub const PLAN_SETTINGS: [(&str, &str); 2] = [("plan_cache_mode", "force_generic
 ///
 /// The same statement applies [`PLAN_SETTINGS`] to the rest of the transaction.
 pub async fn lock(db: &mut PgConnection, keys: &[String]) -> Result<(), StoreError> {
+    let [(name_a, value_a), (name_b, value_b)] = PLAN_SETTINGS;
     sqlx::query(
-        "SELECT set_config('plan_cache_mode', 'force_generic_plan', true), set_config('enable_seqscan', 'off', true),
-                count(pg_advisory_xact_lock(k))
+        "SELECT set_config($2, $3, true), set_config($4, $5, true), count(pg_advisory_xact_lock(k))
            FROM (SELECT DISTINCT hashtextextended(x, 0) AS k FROM unnest($1::text[]) x ORDER BY 1) keys",
     )
     .bind(keys)
+    .bind(name_a)
+    .bind(value_a)
+    .bind(name_b)
+    .bind(value_b)
     .execute(db)
     .await?;
     Ok(())

@@ -86,7 +86,10 @@ fn batching(r: &mut Reader<'_>) -> BatchSettings {
     }
     let concurrency = r.parse("INGEST_BATCH_CONCURRENCY", d.concurrency, "a number of batches from 1 to 64");
     if !(1..=64).contains(&concurrency) {
-        r.issue("INGEST_BATCH_CONCURRENCY", "must be from 1 to 64 (and below CODEXK8S_DB_MAX_CONNECTIONS)");
+        r.issue(
+            "INGEST_BATCH_CONCURRENCY",
+            "must be from 1 to 64 (each batch in flight holds one of the CODEXK8S_DB_MAX_CONNECTIONS connections)",
+        );
     }
     let window_ms: u64 = r.parse("INGEST_BATCH_WINDOW_MS", d.window.as_millis() as u64, "milliseconds from 0 to 100");
     if window_ms > 100 {

@@ -10,14 +10,13 @@ use sqlx::PgPool;
 const ARGS: &str = "(ARRAY['d-1', 'd-2'], ARRAY[4242, 4242]::bigint[], ARRAY['ab', 'cd'], ARRAY['alice', 'bob'],
                      ARRAY[1, 2]::bigint[], ARRAY[7, NULL]::int[], ARRAY[false, false], ARRAY[NULL, 9]::int[])";
 
-/// A connection with the ingest's plan settings and the read prepared as `facts`.
-async fn prepared(pool: &PgPool) -> sqlx::pool::PoolConnection<sqlx::Postgres> {
-    let mut conn = pool.acquire().await.unwrap();
-    for (name, value) in ck8s_store::ingest::PLAN_SETTINGS {
-        sqlx::query(&format!("SET {name} = {value}")).execute(&mut *conn).await.unwrap();
-    }
-    sqlx::query(&format!("PREPARE facts AS {}", ck8s_store::ingest::facts_sql())).execute(&mut *conn).await.unwrap();
-    conn
+/// A transaction set up as the ingest sets up each batch's (its lock statement applies the plan
+/// settings), with the read prepared as `facts`.
+async fn prepared(pool: &PgPool) -> sqlx::Transaction<'static, sqlx::Postgres> {
+    let mut tx = pool.begin().await.unwrap();
+    ck8s_store::ingest::lock(&mut tx, &[]).await.unwrap();
+    sqlx::query(&format!("PREPARE facts AS {}", ck8s_store::ingest::facts_sql())).execute(&mut *tx).await.unwrap();
+    tx
 }
 
 async fn plan(conn: &mut sqlx::PgConnection) -> String {

@@ -3,8 +3,8 @@
 //! most `window` for more), keeps deliveries that share a lock key (the same delivery id, body or
 //! issue) out of the same batch — the later one goes first into the next batch, so it decides
 //! from the earlier one's committed history — and hands the batch to one of `concurrency`
-//! executors. Each delivery still gets its own outcome: when a batch fails as a whole, each of
-//! its deliveries is retried alone, so one that cannot be recorded fails no neighbour.
+//! executors. Each delivery still gets its own outcome: when a batch fails as a whole, its halves
+//! are tried apart (down to single deliveries), so one that cannot be recorded fails no neighbour.
 
 use super::{Core, Delivery, IngestError, IngestResult};
 use std::collections::{HashSet, VecDeque};
@@ -17,7 +17,7 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 pub struct BatchSettings {
     /// Most deliveries in one transaction (`CODEXK8S_INGEST_BATCH_MAX_SIZE`).
     pub max_size: usize,
-    /// Longest a batch waits for more deliveries once it has one (`CODEXK8S_INGEST_BATCH_WINDOW`);
+    /// Longest a batch waits for more deliveries once it has one (`CODEXK8S_INGEST_BATCH_WINDOW_MS`);
     /// zero takes only what is already queued.
     pub window: Duration,
     /// Batches in flight at once, each on its own connection (`CODEXK8S_INGEST_BATCH_CONCURRENCY`).
