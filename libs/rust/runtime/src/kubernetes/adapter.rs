@@ -92,7 +92,18 @@ pub fn job_state(job: &Job, pods: &[Pod]) -> JobState {
             }
         }
     }
-    if status.active.unwrap_or(0) > 0 { JobState::Running } else { JobState::Pending }
+    // Running once the runner's container has started: it read its credentials from the Secret
+    // then, so they may be withdrawn. A pod the Job counts as active may still be creating it.
+    if status.active.unwrap_or(0) > 0 && pods.iter().any(runner_started) { JobState::Running } else { JobState::Pending }
+}
+
+/// Whether the pod's `run` container has been created and started (running or already ended).
+fn runner_started(pod: &Pod) -> bool {
+    pod.status
+        .iter()
+        .flat_map(|s| s.container_statuses.iter().flatten())
+        .filter(|c| c.name == "run")
+        .any(|c| c.state.as_ref().is_some_and(|s| s.running.is_some() || s.terminated.is_some()))
 }
 
 /// The exit code of the terminated `run` container of any of `pods`.
@@ -344,7 +355,8 @@ mod tests {
     #[test]
     fn job_status_maps_to_run_outcomes() {
         assert_eq!(job_state(&job_with(JobStatus { succeeded: Some(1), ..Default::default() }), &[]), JobState::Succeeded);
-        assert_eq!(job_state(&job_with(JobStatus { active: Some(1), ..Default::default() }), &[]), JobState::Running);
+        let active = job_with(JobStatus { active: Some(1), ..Default::default() });
+        assert_eq!(job_state(&active, &[pod_running()]), JobState::Running);
         assert_eq!(job_state(&job_with(JobStatus::default()), &[]), JobState::Pending);
 
         let failed = JobStatus {
@@ -391,6 +403,39 @@ mod tests {
         for reason in ["ErrImagePull", "ImagePullBackOff", "InvalidImageName", "CreateContainerConfigError", "CrashLoopBackOff"] {
             assert_eq!(job_state(&active, &[pod_waiting(reason)]), JobState::Failed { reason: reason.into(), exit_code: None }, "{reason}");
         }
-        assert_eq!(job_state(&active, &[pod_waiting("ContainerCreating")]), JobState::Running);
+        assert_eq!(job_state(&active, &[pod_waiting("ContainerCreating")]), JobState::Pending);
+    }
+
+    /// Active is not running: the Job counts its pod from creation on, but the runner reads its
+    /// credentials only when its container is created, so until it has started the run is
+    /// pending (and its credentials are not withdrawn). A real node showed the difference.
+    #[test]
+    fn a_job_runs_once_its_runner_container_has_started_not_when_its_pod_exists() {
+        let active = job_with(JobStatus { active: Some(1), ..Default::default() });
+        assert_eq!(job_state(&active, &[]), JobState::Pending, "no pod yet");
+        let mut sidecar_only = pod_running();
+        if let Some(ps) = sidecar_only.status.as_mut() {
+            ps.init_container_statuses = ps.container_statuses.take().map(|mut c| {
+                c[0].name = "agent".into();
+                c
+            });
+        }
+        assert_eq!(job_state(&active, &[sidecar_only]), JobState::Pending, "only the agent's sidecar runs");
+        assert_eq!(job_state(&active, &[pod_running()]), JobState::Running);
+    }
+
+    fn pod_running() -> Pod {
+        Pod {
+            status: Some(PodStatus {
+                phase: Some("Running".into()),
+                container_statuses: Some(vec![ContainerStatus {
+                    name: "run".into(),
+                    state: Some(ContainerState { running: Some(Default::default()), ..Default::default() }),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
     }
 }
