@@ -8,7 +8,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 started=$(date +%s)
 step() { echo; echo "==> $* ($(( $(date +%s) - started ))s)"; }
 
-step "1/5 the domain crate stays pure, the seams stay typed, no dependency is unused, the supply chain is allowed, code is formatted"
+step "1/6 the domain crate stays pure, the seams stay typed, no dependency is unused, the supply chain is allowed, code is formatted"
 scripts/check-domain-deps.sh
 scripts/check-seams.sh
 tools_dir="${CODEXK8S_TOOLS_DIR:-$HOME/.cache/codex-k8s/tools}"
@@ -27,7 +27,7 @@ fi
   || { echo "test.sh: a dependency breaks deny.toml (above): another source, a licence not on the list, or a wildcard version" >&2; exit 1; }
 cargo fmt --all --check || { echo "test.sh: run \`cargo fmt --all\` and commit the result" >&2; exit 1; }
 
-step "2/5 test fixtures (GitHub's published webhook examples, from npm), embedded PostgreSQL 18 + pgvector, the test Kubernetes cluster and its real node (first run builds them from Go modules: about 15 minutes on 2 cores)"
+step "2/6 test fixtures (GitHub's published webhook examples, from npm), embedded PostgreSQL 18 + pgvector, the test Kubernetes cluster and its real node (first run builds them from Go modules: about 15 minutes on 2 cores)"
 command -v npm >/dev/null || { echo "test.sh: npm is required to install the GitHub webhook examples" >&2; exit 1; }
 (cd tools/fixtures && npm install --no-audit --no-fund --loglevel=error)
 CODEXK8S_CODEX_BIN="$(scripts/codex.sh)"
@@ -48,17 +48,20 @@ tools/test-cluster/cluster.sh status >/dev/null 2>&1 && cluster_was_running=1
 tools/test-cluster/cluster.sh start-node >/dev/null \
   || { echo "test.sh: the test Kubernetes cluster or its real node did not start (reason above); the Kubernetes tests cannot run" >&2; exit 1; }
 
-step "3/5 clippy (warnings are errors; a fresh clone compiles first: about 5 minutes on 2 cores)"
+step "3/6 clippy (warnings are errors; a fresh clone compiles first: about 5 minutes on 2 cores)"
 cargo clippy --workspace --all-targets --locked --quiet -- -D warnings
 
-step "4/5 cargo test --workspace (a fresh clone compiles the tests first: about 5 minutes on 2 cores)"
+step "4/6 the images of every deployable (scripts/images.sh: buildah from each service's Dockerfile, bases from pinned Debian packages; the first build takes about 3 minutes; the tests import them into the real node)"
+scripts/images.sh
+
+step "5/6 cargo test --workspace (a fresh clone compiles the tests first: about 5 minutes on 2 cores)"
 log=$(mktemp)
 cargo test --workspace --locked --no-fail-fast --lib --bins --tests 2>&1 | tee "$log"
 passed=$(grep -E '^test result:' "$log" | sed -E 's/.* ([0-9]+) passed.*/\1/' | awk '{s+=$1} END {print s+0}')
 failed=$(grep -E '^test result:' "$log" | sed -E 's/.* ([0-9]+) failed.*/\1/' | awk '{s+=$1} END {print s+0}')
 rm -f "$log"
 
-step "5/5 the local stack starts and stops (README's first command, --smoke)"
+step "6/6 the local stack starts and stops (README's first command, --smoke)"
 cargo build --bins --locked --quiet
 "${CARGO_TARGET_DIR:-target}/debug/devstack" --smoke
 

@@ -11,7 +11,10 @@
 #   tools/test-cluster/cluster.sh status   exit 0 and print the kubeconfig path if running, 3 otherwise
 #   tools/test-cluster/cluster.sh kubeconfig   print the kubeconfig path
 #   tools/test-cluster/cluster.sh node-names   print what the real node names on the machine
-#                                          (bridge, network, pod CIDR, cgroup root), one key=value a line
+#                                          (bridge, network, pod CIDR, gateway address, cgroup root),
+#                                          one key=value a line
+#   tools/test-cluster/cluster.sh import ARCHIVE...   import OCI image archives (scripts/images.sh)
+#                                          into the real node as localhost/codex-k8s/<file name>
 #
 # Binaries are built from their Go modules at the versions pinned in go/kube/go.mod (Kubernetes,
 # through a wrapper module whose `replace` directives pin the k8s.io staging modules to the
@@ -255,8 +258,8 @@ EOF
 
 cmd="${1:-}"
 case "$cmd" in
-  build|start|start-node|stop|status|kubeconfig|node-names) ;;
-  *) echo "usage: $0 build|start|start-node|stop|status|kubeconfig|node-names" >&2; exit 2 ;;
+  build|start|start-node|stop|status|kubeconfig|node-names|import) ;;
+  *) echo "usage: $0 build|start|start-node|stop|status|kubeconfig|node-names|import ARCHIVE..." >&2; exit 2 ;;
 esac
 mkdir -p "$HOME_DIR"
 exec 9>"$HOME_DIR/lock"
@@ -268,5 +271,6 @@ case "$cmd" in
   stop) node_stop; stop_all; rm -rf "$RUN" ;;
   status) if running; then echo "$KUBECONFIG_PATH"; else echo "test-cluster: not running" >&2; exit 3; fi ;;
   kubeconfig) echo "$KUBECONFIG_PATH" ;;
-  node-names) printf 'bridge=%s\nnetwork=%s\npod_cidr=%s\ncgroup_root=%s\n' "$NODE_BRIDGE" "$NODE_NET" "$NODE_POD_CIDR" "$NODE_CGROUP_ROOT" ;;
+  node-names) printf 'bridge=%s\nnetwork=%s\npod_cidr=%s\ngateway=%s\ncgroup_root=%s\n' "$NODE_BRIDGE" "$NODE_NET" "$NODE_POD_CIDR" "$NODE_GATEWAY" "$NODE_CGROUP_ROOT" ;;
+  import) shift; node_import_archives "$@" ;;
 esac

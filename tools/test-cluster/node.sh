@@ -23,6 +23,9 @@ NODE_ID="$(printf '%s' "$HOME_DIR" | sha256sum | cut -c1-6)"
 NODE_BRIDGE="ck8s-$NODE_ID"
 NODE_NET="codex-k8s-$NODE_ID"
 NODE_POD_CIDR="10.244.$(( 0x${NODE_ID:0:2} )).0/24"
+# The bridge's own address: the pods' gateway, and the one address where host services the pods
+# need (forge-sim, model-sim, control-plane) listen for them.
+NODE_GATEWAY="10.244.$(( 0x${NODE_ID:0:2} )).1"
 NODE_CGROUP_ROOT="/codex-k8s-$NODE_ID"
 NODE_TAINT="codex-k8s.io/real-node"
 # Host paths the kubelet, containerd and the CNI plugins use whatever they are told; the ones
@@ -99,6 +102,17 @@ node_import() {
     || die "importing $archive into containerd failed (log: $RUN/containerd.log)"
 }
 
+# Imports OCI image archives (scripts/images.sh makes them) as localhost/codex-k8s/<file name>.
+node_import_archives() {
+  node_running || die "the real node is not running (tools/test-cluster/cluster.sh start-node)"
+  local a
+  for a in "$@"; do
+    [ -f "$a" ] || die "no image archive $a (scripts/images.sh builds them)"
+    ctr --address "$NODE_SOCK" -n k8s.io images import --base-name "localhost/codex-k8s/$(basename "$a" .tar)" "$a" >/dev/null \
+      || die "importing $a into containerd failed (log: $RUN/containerd.log)"
+  done
+}
+
 node_certs() {
   local d="$RUN/pki" ip="$1"
   (
@@ -164,6 +178,11 @@ EOF
   ]
 }
 EOF
+  # The bridge exists with its gateway address before any pod does, so host services can bind
+  # to that address first (the bridge plugin takes the bridge as it finds it).
+  ip link add "$NODE_BRIDGE" type bridge 2>/dev/null || true
+  ip addr replace "$NODE_GATEWAY/24" dev "$NODE_BRIDGE" || die "could not give the bridge $NODE_BRIDGE its address $NODE_GATEWAY"
+  ip link set "$NODE_BRIDGE" up
   spawn containerd containerd --config "$NODE/containerd/config.toml"
   wait_for containerd 30 ctr --address "$NODE_SOCK" version \
     || { tail -20 "$RUN/containerd.log" >&2; node_stop; die "containerd did not start (log: $RUN/containerd.log)"; }

@@ -36,9 +36,60 @@ pub const REAL_NODE: &str = "codex-k8s-node";
 /// waits until killed (`/probe sleep`).
 pub const PROBE_IMAGE: &str = "localhost/codex-k8s/probe:1";
 
+/// The address of the real node's bridge (the pods' gateway): host services the pods need
+/// listen there, and only there for them (starting the node if needed).
+pub fn real_node_gateway() -> &'static str {
+    static GATEWAY: OnceLock<String> = OnceLock::new();
+    GATEWAY.get_or_init(|| {
+        real_node();
+        let names = script_in(None, "node-names");
+        names.lines().find_map(|l| l.strip_prefix("gateway=")).map(str::to_string).expect("cluster.sh node-names prints the gateway")
+    })
+}
+
+/// The agent-runner image (`scripts/images.sh`), imported into the real node once per process:
+/// its reference for a run's Job.
+///
+/// # Panics
+/// If the image was not built, or is older than the agent-runner binary the tests run (then the
+/// image would test other code): the message says to run `scripts/images.sh agent-runner`.
+pub fn agent_runner_image() -> &'static str {
+    static IMAGE: OnceLock<String> = OnceLock::new();
+    IMAGE.get_or_init(|| {
+        real_node();
+        let archive = images_dir().join("agent-runner.tar");
+        let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+        let built = modified(&archive).unwrap_or_else(|| {
+            panic!("no agent-runner image at {}: run scripts/images.sh agent-runner (the test command does)", archive.display())
+        });
+        let binary = PathBuf::from(crate::process::bin_path("agent-runner"));
+        assert!(
+            modified(&binary).is_none_or(|b| b <= built),
+            "the agent-runner image {} is older than {}: run scripts/images.sh agent-runner",
+            archive.display(),
+            binary.display()
+        );
+        script_in(None, &format!("import {}", archive.display()));
+        format!("localhost/codex-k8s/agent-runner:{}", env!("CARGO_PKG_VERSION"))
+    })
+}
+
+/// Where `scripts/images.sh` puts the image archives (`CODEXK8S_IMAGES_DIR`, else
+/// `~/.cache/codex-k8s/images`).
+pub fn images_dir() -> PathBuf {
+    std::env::var_os("CODEXK8S_IMAGES_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/codex-k8s/images"))
+}
+
+/// The real node's label a pod selects to land there (`CODEXK8S_WORKER_JOB_NODE_SELECTOR`).
+pub const REAL_NODE_SELECTOR: &str = "codex-k8s.io/node=real";
+/// The real node's taint a pod tolerates to land there (`CODEXK8S_WORKER_JOB_TOLERATIONS`).
+pub const REAL_NODE_TAINT: &str = "codex-k8s.io/real-node";
+
 /// The placement that sends a run's pod to the real node.
 pub fn real_node_placement() -> ck8s_domain::runtime::Placement {
-    ck8s_domain::runtime::Placement::parse("codex-k8s.io/node=real", "codex-k8s.io/real-node").expect("a valid placement")
+    ck8s_domain::runtime::Placement::parse(REAL_NODE_SELECTOR, REAL_NODE_TAINT).expect("a valid placement")
 }
 
 fn script(command: &str) -> PathBuf {
@@ -53,7 +104,7 @@ fn script(command: &str) -> PathBuf {
 pub fn script_in(home: Option<&Path>, command: &str) -> String {
     let script = crate::repo_root().join("tools/test-cluster/cluster.sh");
     let mut cmd = std::process::Command::new("bash");
-    cmd.arg(&script).arg(command).stderr(std::process::Stdio::inherit());
+    cmd.arg(&script).args(command.split_whitespace()).stderr(std::process::Stdio::inherit());
     if let Some(home) = home {
         cmd.env("CODEXK8S_CLUSTER_HOME", home).env("CODEXK8S_CLUSTER_CACHE", default_home());
     }

@@ -13,13 +13,17 @@ pub struct ForgeSim {
 impl ForgeSim {
     /// Starts forge-sim on a free loopback port.
     pub fn start() -> Self {
-        let proc =
-            ServiceProcess::start(&bin_path("forge-sim"), &[("CODEXK8S_FORGE_SIM_HTTP_ADDR".into(), "127.0.0.1:0".into())], &["http"]);
+        Self::start_on("127.0.0.1")
+    }
+
+    /// Starts forge-sim on a free port of `ip` (the real node's gateway, for pods).
+    pub fn start_on(ip: &str) -> Self {
+        let proc = ServiceProcess::start(&bin_path("forge-sim"), &[("CODEXK8S_FORGE_SIM_HTTP_ADDR".into(), format!("{ip}:0"))], &["http"]);
         let addr = proc.addr("http");
         Self { proc, addr }
     }
 
-    /// `http://127.0.0.1:<port>`.
+    /// `http://<ip>:<port>`.
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
     }

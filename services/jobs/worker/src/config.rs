@@ -145,7 +145,7 @@ impl Config {
                 run_timeout: Duration::from_secs(r.parse("WORKER_JOB_ACTIVE_DEADLINE_SECONDS", 18_000u64, "seconds")),
                 namespace_ttl: r.duration("WORKER_NAMESPACE_TTL", Duration::from_secs(24 * 3600)),
                 job_image: r.string("WORKER_JOB_IMAGE", concat!("codex-k8s/agent-runner:", env!("CARGO_PKG_VERSION"))),
-                job_command: r.string("WORKER_JOB_COMMAND", "/usr/local/bin/codex-k8s-agent-runner"),
+                job_command: r.string("WORKER_JOB_COMMAND", "/usr/local/bin/agent-runner"),
                 platform: platform_env(&mut r),
             },
             job_secret_env: [(secret_env::GIT_BOT_TOKEN, "GIT_BOT_TOKEN"), (secret_env::OPENAI_API_KEY, "OPENAI_API_KEY")]

@@ -49,7 +49,7 @@ fn settings() -> LaunchSettings {
         run_timeout: Duration::from_secs(18_000),
         namespace_ttl: Duration::from_secs(24 * 3600),
         job_image: "codex-k8s/agent-runner:latest".into(),
-        job_command: "/usr/local/bin/codex-k8s-agent-runner".into(),
+        job_command: "/usr/local/bin/agent-runner".into(),
         platform: PlatformEnv::default(),
     }
 }
@@ -66,10 +66,10 @@ fn a_launch_resolves_the_profile_names_the_namespace_and_writes_the_whole_enviro
     assert!(!p.reused);
     assert_eq!(p.job.job_name, "codex-k8s-run-8da5122cce2c");
     assert_eq!(p.job.service_account.as_deref(), Some("codex-runner"));
-    assert_eq!(p.job.command, ["sh", "-c", "/usr/local/bin/codex-k8s-agent-runner"]);
+    assert_eq!(p.job.command, ["sh", "-c", "/usr/local/bin/agent-runner"]);
     assert_eq!(
         p.job.agent_command,
-        ["sh", "-c", "exec /usr/local/bin/codex-k8s-agent-runner agent-host /agent/host"],
+        ["sh", "-c", "exec /usr/local/bin/agent-runner agent-host /agent/host"],
         "the agent's container runs the same program as the host of the shared volume"
     );
     assert_eq!(p.job.env["CODEXK8S_AGENT_MODEL"], "gpt-5.2");

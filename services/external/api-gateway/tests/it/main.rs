@@ -6,6 +6,7 @@ mod e2e;
 mod edge;
 mod forge;
 mod hostile;
+mod real_node;
 mod redelivery;
 mod stack;
 mod webhook;

@@ -46,6 +46,10 @@ pub struct Setup<'a> {
     pub mcp: bool,
     /// Runs are recorded but never launched (the worker's other loops still run).
     pub no_launch: bool,
+    /// The worker runs on the Kubernetes runtime and places the runs' Jobs on the test cluster's
+    /// real node (agent-runner's image, real containers); forge-sim, model-sim and control-plane's
+    /// gRPC port listen on the node's gateway address, where the pods reach them.
+    pub real_node: bool,
 }
 
 /// A running stack (stopped when dropped).
@@ -75,7 +79,14 @@ impl Stack {
         let mark_dir = root.join("marks");
         std::fs::create_dir_all(&mark_dir).unwrap();
         std::fs::set_permissions(&mark_dir, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
-        let fs = tokio::task::spawn_blocking(ForgeSim::start).await.unwrap();
+        // Where the agent's side reaches the host services: loopback for local runs, the node's
+        // gateway for pods.
+        let host = if setup.real_node {
+            tokio::task::spawn_blocking(ck8s_testkit::cluster::real_node_gateway).await.unwrap()
+        } else {
+            "127.0.0.1"
+        };
+        let fs = tokio::task::spawn_blocking(move || ForgeSim::start_on(host)).await.unwrap();
         let bot = fs.user_of_kind("acme", "Bot");
         let alice = fs.user("alice");
         let (s, repo) = fs.call("POST", "/_sim/repos", Some(&bot), Some(json!({"name": "app"})));
@@ -84,8 +95,8 @@ impl Stack {
         fs.push_main_with_links(&bot, "acme/app", files, setup.links, &root);
 
         // model-sim's and control-plane's ports are chosen first: the scenarios name them.
-        let model_addr = format!("127.0.0.1:{}", free_port());
-        let cp_grpc = format!("127.0.0.1:{}", free_port());
+        let model_addr = format!("{host}:{}", free_port());
+        let cp_grpc = format!("{host}:{}", free_port());
         let scenarios_dir = root.join("scenarios");
         std::fs::create_dir_all(&scenarios_dir).unwrap();
         for (file, template) in setup.scenarios {
@@ -148,6 +159,21 @@ impl Stack {
             ]
             .map(|(k, v)| (k.to_string(), v)),
         );
+        if setup.real_node {
+            let image = tokio::task::spawn_blocking(ck8s_testkit::cluster::agent_runner_image).await.unwrap();
+            let kubernetes = [
+                ("CODEXK8S_WORKER_RUNTIME", "kubernetes".to_string()),
+                ("CODEXK8S_WORKER_RUN_NAMESPACE_PREFIX", ck8s_testkit::cluster::unique_name(&format!("ck8s-{name}"))),
+                ("CODEXK8S_WORKER_JOB_IMAGE", image.to_string()),
+                ("CODEXK8S_WORKER_JOB_COMMAND", "/usr/local/bin/agent-runner".to_string()),
+                ("CODEXK8S_CODEX_BIN", "/usr/local/bin/codex".to_string()),
+                ("CODEXK8S_WORKER_JOB_NODE_SELECTOR", ck8s_testkit::cluster::REAL_NODE_SELECTOR.to_string()),
+                ("CODEXK8S_WORKER_JOB_TOLERATIONS", ck8s_testkit::cluster::REAL_NODE_TAINT.to_string()),
+                ("KUBECONFIG", ck8s_testkit::cluster::real_node().display().to_string()),
+            ];
+            worker_env.retain(|(k, _)| !kubernetes.iter().any(|(set, _)| k == set) && k != "CODEXK8S_WORKER_LOCAL_RUNTIME_DIR");
+            worker_env.extend(kubernetes.map(|(k, v)| (k.to_string(), v)));
+        }
         if setup.mcp {
             worker_env.push(("CODEXK8S_CONTROL_PLANE_MCP_URL".into(), format!("http://{cp_grpc}/mcp")));
         }

@@ -23,8 +23,8 @@ fn job_spec() -> JobSpec {
         namespace: "codex-issue-p1-i12-r8da5122cce2c".into(),
         job_name: "codex-k8s-run-8da5122cce2c".into(),
         image: "registry/codex-k8s/agent-runner:0.1.0".into(),
-        command: vec!["/usr/local/bin/codex-k8s-agent-runner".into()],
-        agent_command: vec!["/usr/local/bin/codex-k8s-agent-runner".into(), "agent-host".into(), "/agent/host".into()],
+        command: vec!["/usr/local/bin/agent-runner".into()],
+        agent_command: vec!["/usr/local/bin/agent-runner".into(), "agent-host".into(), "/agent/host".into()],
         env: BTreeMap::from([("CODEXK8S_RUN_ID".to_string(), "8da5122c".to_string())]),
         secret_env: BTreeMap::from([("CODEXK8S_GIT_BOT_TOKEN".to_string(), "ghp_top_secret".to_string())]),
         active_deadline: Duration::from_secs(18_000),
@@ -199,7 +199,7 @@ fn the_agent_runs_in_a_container_of_its_own_without_the_secret_or_a_token_it_doe
     assert_eq!(pod.share_process_namespace, Some(false), "the agent cannot see the runner's processes");
     let agent = &pod.init_containers.as_ref().unwrap()[0];
     assert_eq!((agent.name.as_str(), agent.restart_policy.as_deref()), ("agent", Some("Always")), "a sidecar");
-    assert_eq!(agent.command.as_deref().unwrap(), ["/usr/local/bin/codex-k8s-agent-runner", "agent-host", "/agent/host"]);
+    assert_eq!(agent.command.as_deref().unwrap(), ["/usr/local/bin/agent-runner", "agent-host", "/agent/host"]);
     assert!(agent.env_from.is_none(), "the agent gets no Secret");
     let agent_json = serde_json::to_string(agent).unwrap();
     assert!(!agent_json.contains("CODEXK8S_") && !agent_json.contains("credentials"), "{agent_json}");
