@@ -6,7 +6,9 @@
 # (about 10 minutes on 2 cores) and installs the Codex CLI (about 400 MB from npm). With real
 # credentials (CODEXK8S_FIRST_PROJECT_GITHUB_REPO + CODEXK8S_GITHUB_PAT, CODEXK8S_OPENAI_API_KEY;
 # in the environment or `--env-file FILE`) it serves that GitHub repository and OpenAI instead
-# (README, "With real credentials"). Arguments go to devstack (`--help`).
+# (README, "With real credentials"). `--kubernetes` (root) runs each agent run as a Job in real
+# containers on the test cluster's real node instead: it builds the test cluster and the
+# agent-runner image first (the first time about 15 minutes more). Arguments go to devstack (`--help`).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 command -v cargo >/dev/null || { echo "dev.sh: cargo is required (https://rustup.rs)" >&2; exit 1; }
@@ -17,4 +19,13 @@ CODEXK8S_CODEX_BIN="$(scripts/codex.sh)"
 export CODEXK8S_CODEX_BIN
 echo "dev.sh: building the workspace binaries (first build takes a few minutes)"
 cargo build --bins --locked
+for a in "$@"; do
+  if [ "$a" = --kubernetes ]; then
+    [ "$(id -u)" = 0 ] || { echo "dev.sh: --kubernetes runs a real Kubernetes node and needs root" >&2; exit 1; }
+    echo "dev.sh: --kubernetes: the test cluster with its real node (first start builds it from Go modules: about 15 minutes)"
+    tools/test-cluster/cluster.sh start-node >/dev/null
+    echo "dev.sh: --kubernetes: the agent-runner image (scripts/images.sh agent-runner; the first build takes a few minutes)"
+    scripts/images.sh agent-runner
+  fi
+done
 exec "${CARGO_TARGET_DIR:-target}/debug/devstack" "$@"

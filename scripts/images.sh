@@ -3,7 +3,7 @@
 # and the pinned Codex CLI), forge-sim and model-sim — without a Docker engine, as OCI archives in
 # $CODEXK8S_IMAGES_DIR (default ~/.cache/codex-k8s/images), and prints each one's size and digest.
 #
-#   scripts/images.sh [--release] [--lock] [NAME...]
+#   scripts/images.sh [--release] [--lock] [--no-build] [NAME...]
 #
 # Each image is built by buildah from the Dockerfile next to its service (the recipe a production
 # builder uses too), FROM one of two bases made here from pinned Debian packages by mmdebstrap
@@ -11,7 +11,8 @@
 # locks): `runtime` (libc, CA certificates; the services) and `git` (a shell, coreutils and git;
 # agent-runner and forge-sim). Builds are reproducible: the same inputs give the same digests.
 # Every image runs as uid 65532. The binaries are the workspace's (`cargo build --bins`, debug
-# unless --release), stripped. An image whose inputs did not change is not built again.
+# unless --release; `--no-build` takes them as they are, as the test command does after
+# `cargo test --no-run`), stripped. An image whose inputs did not change is not built again.
 # buildah and mmdebstrap come from apt when missing (root). See docs/adr/0019-images.md.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -19,12 +20,13 @@ root=$PWD
 say() { echo "images: $*" >&2; }
 die() { echo "images: $*" >&2; exit 1; }
 
-profile=debug; cargo_profile=(); lock=0; names=()
+profile=debug; cargo_profile=(); lock=0; build=1; names=()
 for a in "$@"; do
   case "$a" in
     --release) profile=release; cargo_profile=(--release) ;;
     --lock) lock=1 ;;
-    -h|--help) sed -n '2,16p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --no-build) build=0 ;;
+    -h|--help) sed -n '2,17p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
     -*) die "unknown option $a (see --help)" ;;
     *) names+=("$a") ;;
   esac
@@ -133,9 +135,12 @@ base_image() {
   echo "$tag"
 }
 
-say "building the binaries (cargo build --bins, $profile)"
-cargo build --bins --locked --quiet "${cargo_profile[@]}"
 bins="${CARGO_TARGET_DIR:-target}/$profile"
+if [ "$build" = 1 ]; then
+  say "building the binaries (cargo build --bins, $profile)"
+  cargo build --bins --locked --quiet "${cargo_profile[@]}"
+fi
+for n in "${names[@]}"; do [ -x "$bins/$n" ] || die "no binary $bins/$n (cargo build --bins${cargo_profile:+ --release})"; done
 
 for n in "${names[@]}"; do
   dir="${DIR[$n]}"

@@ -51,10 +51,11 @@ tools/test-cluster/cluster.sh start-node >/dev/null \
 step "3/6 clippy (warnings are errors; a fresh clone compiles first: about 5 minutes on 2 cores)"
 cargo clippy --workspace --all-targets --locked --quiet -- -D warnings
 
-step "4/6 the images of every deployable (scripts/images.sh: buildah from each service's Dockerfile, bases from pinned Debian packages; the first build takes about 3 minutes; the tests import them into the real node)"
-scripts/images.sh
+step "4/6 compile the tests and binaries (a fresh clone compiles them first: about 5 minutes on 2 cores)"
+cargo test --workspace --locked --no-run --lib --bins --tests --quiet
 
-step "5/6 cargo test --workspace (a fresh clone compiles the tests first: about 5 minutes on 2 cores)"
+step "5/6 the images of every deployable from the binaries the tests run (scripts/images.sh: buildah from each service's Dockerfile, bases from pinned Debian packages; the first build takes about 3 minutes; the tests import agent-runner's into the real node), then cargo test --workspace"
+scripts/images.sh --no-build
 log=$(mktemp)
 cargo test --workspace --locked --no-fail-fast --lib --bins --tests 2>&1 | tee "$log"
 passed=$(grep -E '^test result:' "$log" | sed -E 's/.* ([0-9]+) passed.*/\1/' | awk '{s+=$1} END {print s+0}')

@@ -46,8 +46,10 @@ pub(crate) fn say(msg: impl AsRef<str>) {
     let _ = std::io::stdout().flush();
 }
 
-const USAGE: &str = "usage: devstack [--smoke] [--no-demo] [--env-file PATH]
+const USAGE: &str = "usage: devstack [--smoke] [--no-demo] [--kubernetes] [--env-file PATH]
   --smoke           free ports, a throw-away database; show the main job once and stop (the tests run this)
+  --kubernetes      run each agent run as a Job in real containers on the test cluster's real node
+                    (root; scripts/dev.sh --kubernetes builds agent-runner's image and starts the node)
   --no-demo         start the stack without opening and labelling the demo issue
   --env-file PATH   CODEXK8S_* settings as KEY=VALUE lines (the environment wins over the file)
 Real credentials instead of forge-sim and model-sim (see README, \"With real credentials\"):
@@ -56,16 +58,18 @@ Real credentials instead of forge-sim and model-sim (see README, \"With real cre
 
 struct Args {
     smoke: bool,
+    kubernetes: bool,
     demo: bool,
     env_file: Option<PathBuf>,
 }
 
 fn parse_args(args: impl Iterator<Item = String>) -> Result<Option<Args>> {
-    let mut out = Args { smoke: false, demo: true, env_file: None };
+    let mut out = Args { smoke: false, kubernetes: false, demo: true, env_file: None };
     let mut args = args;
     while let Some(a) = args.next() {
         match a.as_str() {
             "--smoke" => out.smoke = true,
+            "--kubernetes" => out.kubernetes = true,
             "--no-demo" => out.demo = false,
             "--env-file" => out.env_file = Some(args.next().context("--env-file needs a path")?.into()),
             "-h" | "--help" => return Ok(None),
@@ -85,7 +89,8 @@ async fn main() -> Result<()> {
     let real_github = RealGithub::from(&settings)?;
     let model = Model::from(&settings);
     let dirs = Dirs::locate(&settings)?;
-    let topology = Topology::new(real_github.is_none(), model == Model::Sim, args.smoke);
+    let kubernetes = if args.kubernetes { Some(real_node()?) } else { None };
+    let topology = Topology::new(real_github.is_none(), model == Model::Sim, args.smoke, kubernetes);
     topology.check_binaries(&dirs.bin)?;
     let pg = Postgres::start(&dirs.root, args.smoke).await?;
     topology.check_ports()?;
@@ -123,6 +128,26 @@ async fn main() -> Result<()> {
     outcome
 }
 
+/// The test cluster with its real node (started if needed) and agent-runner's image imported
+/// there: where the runs go with `--kubernetes`.
+fn real_node() -> Result<(std::net::IpAddr, topology::Kubernetes)> {
+    use ck8s_testkit::cluster;
+    say("--kubernetes: starting the test cluster's real node (if needed) and importing agent-runner's image");
+    let found = std::panic::catch_unwind(|| {
+        let kubeconfig = cluster::real_node().clone();
+        (kubeconfig, cluster::real_node_gateway().to_string(), cluster::agent_runner_image().to_string())
+    });
+    let Ok((kubeconfig, gateway, image)) = found else {
+        bail!("the real node or agent-runner's image is not ready (reason above); scripts/dev.sh --kubernetes prepares both, as root")
+    };
+    let host = gateway.parse().with_context(|| format!("the node's gateway {gateway:?} is not an address"))?;
+    say(format!(
+        "--kubernetes: runs are Jobs on the real node {} from {image}; forge-sim, model-sim and control-plane listen on {host}",
+        cluster::REAL_NODE
+    ));
+    Ok((host, topology::Kubernetes { kubeconfig, image }))
+}
+
 /// Starts the simulators, then readies the repository: the configured GitHub one, or the demo
 /// seeded on forge-sim.
 async fn prepare(
@@ -141,7 +166,7 @@ async fn prepare(
             say(format!("real GitHub: preparing {} at {} (webhook and labels)", gh.repo.full_name(), gh.api_url));
             target::prepare_real(gh, &env.webhook_secret).await
         }
-        None => seed::forge_sim(topology.forge, topology.gateway, &env.webhook_secret, &dirs.state).await,
+        None => seed::forge_sim(topology.forge_addr(), topology.gateway, &env.webhook_secret, &dirs.state).await,
     }
 }
 

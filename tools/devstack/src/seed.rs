@@ -26,14 +26,14 @@ struct Seed {
     owner_token: String,
 }
 
-/// Seeds forge-sim on port `fs` for a gateway on port `gw`, and returns the demo repository.
-pub async fn forge_sim(fs: u16, gw: u16, webhook_secret: &str, state: &Path) -> Result<Target> {
+/// Seeds forge-sim at `fs` for a gateway on port `gw` of loopback, and returns the demo repository.
+pub async fn forge_sim(fs: SocketAddr, gw: u16, webhook_secret: &str, state: &Path) -> Result<Target> {
     let seed = seed_forge(fs, gw, webhook_secret, state)?;
     seed_readme(fs, &seed.bot_token, state).await?;
     let tokens = state.join("forge-tokens.env");
     std::fs::write(
         &tokens,
-        format!("FORGE_SIM_URL=http://127.0.0.1:{fs}\nDEMO_BOT_TOKEN={}\nDEMO_OWNER_TOKEN={}\n", seed.bot_token, seed.owner_token),
+        format!("FORGE_SIM_URL=http://{fs}\nDEMO_BOT_TOKEN={}\nDEMO_OWNER_TOKEN={}\n", seed.bot_token, seed.owner_token),
     )?;
     {
         use std::os::unix::fs::PermissionsExt;
@@ -44,14 +44,14 @@ pub async fn forge_sim(fs: u16, gw: u16, webhook_secret: &str, state: &Path) -> 
 
 /// One JSON request to forge-sim: status and decoded body.
 fn forge_json(
-    fs: u16,
+    fs: SocketAddr,
     state: &Path,
     method: &str,
     path: &str,
     token: Option<&str>,
     body: serde_json::Value,
 ) -> Result<(u16, serde_json::Value)> {
-    let addr = SocketAddr::from(([127, 0, 0, 1], fs));
+    let addr = fs;
     let auth = token.map(|t| format!("Bearer {t}"));
     let headers: Vec<(&str, &str)> = auth.iter().map(|a| ("Authorization", a.as_str())).collect();
     let (status, _, answer) = http_request(addr, method, path, &headers, Some(body.to_string().as_bytes()));
@@ -63,7 +63,7 @@ fn forge_json(
 
 /// Creates the demo bot (owner of the repository, whose token the platform uses), the demo owner
 /// (a human), and the repository with a webhook to the gateway.
-fn seed_forge(fs: u16, gw: u16, webhook_secret: &str, state: &Path) -> Result<Seed> {
+fn seed_forge(fs: SocketAddr, gw: u16, webhook_secret: &str, state: &Path) -> Result<Seed> {
     let mut tokens = Vec::new();
     for (login, kind) in [(DEMO_BOT, "Bot"), (DEMO_OWNER_LOGIN, "User")] {
         let user = serde_json::json!({"login": login, "email": format!("{login}@codex-k8s.local"), "kind": kind});
@@ -97,8 +97,8 @@ fn seed_forge(fs: u16, gw: u16, webhook_secret: &str, state: &Path) -> Result<Se
 }
 
 /// The demo repository on forge-sim, watched through the GitHub adapter like GitHub itself.
-fn sim_target(fs: u16, seed: Seed) -> Result<Target> {
-    let api_url = format!("http://127.0.0.1:{fs}");
+fn sim_target(fs: SocketAddr, seed: Seed) -> Result<Target> {
+    let api_url = format!("http://{fs}");
     let owner_api = target::client(&api_url, &SecretString::from(seed.owner_token))?;
     Ok(Target {
         repo: ck8s_domain::forge::RepoRef::new(DEMO_REPO.split('/').next().unwrap_or("demo"), DEMO_REPO.split('/').nth(1).unwrap_or("")),
@@ -118,7 +118,7 @@ fn sim_target(fs: u16, seed: Seed) -> Result<Target> {
 
 /// Pushes the demo repository's first commit (a README) to forge-sim as the bot, so runs branch
 /// from `main` as they would on GitHub.
-async fn seed_readme(fs: u16, bot_token: &str, state: &Path) -> Result<()> {
+async fn seed_readme(fs: SocketAddr, bot_token: &str, state: &Path) -> Result<()> {
     use base64::Engine;
     let dir = state.join("seed-repo");
     let _ = std::fs::remove_dir_all(&dir);
@@ -141,7 +141,7 @@ async fn seed_readme(fs: u16, bot_token: &str, state: &Path) -> Result<()> {
         "http.extraHeader=Authorization: Basic {}",
         base64::engine::general_purpose::STANDARD.encode(format!("x-access-token:{bot_token}"))
     );
-    let url = format!("http://127.0.0.1:{fs}/git/{DEMO_REPO}.git");
+    let url = format!("http://{fs}/git/{DEMO_REPO}.git");
     for args in [
         vec!["init", "-q", "--initial-branch=main"],
         vec!["add", "-A"],

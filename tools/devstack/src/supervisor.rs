@@ -57,7 +57,7 @@ impl Supervisor {
         let Some(child) = self.running.iter_mut().find(|c| c.name() == s.name) else {
             bail!("{} was never started", s.name);
         };
-        match child.wait_ready(SocketAddr::from(([127, 0, 0, 1], s.ready_port)), "/readyz", deadline) {
+        match child.wait_ready(SocketAddr::new(s.host, s.ready_port), "/readyz", deadline) {
             Ok(()) => Ok(()),
             Err(NotReady::Exited(status)) => bail!("{} exited ({status}) before it was ready; see {}", s.name, child.log().display()),
             Err(NotReady::TimedOut(..)) => bail!("{} was not ready in time; see {}", s.name, child.log().display()),

@@ -10,12 +10,23 @@ use anyhow::{Context, Result, bail};
 use ck8s_testkit::process::free_ports;
 use secrecy::ExposeSecret;
 use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
-/// One service devstack starts: its binary's name, the ports it listens on, the environment it
-/// gets on top of the common one, and the port whose `/readyz` says it is ready.
+const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+
+/// Runs in real containers: the worker on the Kubernetes runtime, placing each run's Job on the
+/// test cluster's real node from agent-runner's image (`scripts/dev.sh --kubernetes` prepares both).
+pub struct Kubernetes {
+    pub kubeconfig: PathBuf,
+    pub image: String,
+}
+
+/// One service devstack starts: its binary's name, the address and ports it listens on, the
+/// environment it gets on top of the common one, and the port whose `/readyz` says it is ready.
 pub struct Svc {
     pub name: &'static str,
+    pub host: IpAddr,
     pub ports: Vec<(&'static str, u16)>,
     pub env: Vec<(String, String)>,
     pub ready_port: u16,
@@ -71,15 +82,28 @@ pub struct Topology {
     pub worker: u16,
     pub forge: u16,
     pub model: u16,
+    /// Where the services a run reaches listen (forge-sim, model-sim, control-plane): loopback,
+    /// or the real node's gateway when runs are pods.
+    pub host: IpAddr,
+    pub kubernetes: Option<Kubernetes>,
 }
 
 impl Topology {
     /// The fixed ports of the README, or free ones for `--smoke` (chosen together, so no two
     /// services get the same one).
-    pub fn new(forge_sim: bool, model_sim: bool, smoke: bool) -> Self {
+    pub fn new(forge_sim: bool, model_sim: bool, smoke: bool, kubernetes: Option<(IpAddr, Kubernetes)>) -> Self {
         let [gateway, cp_http, cp_grpc, worker, forge, model, gateway_admin] =
             if smoke { free_ports() } else { [8080, 8081, 9090, 8082, 8090, 8091, 8089] };
-        Self { forge_sim, model_sim, gateway, gateway_admin, cp_http, cp_grpc, worker, forge, model }
+        let (host, kubernetes) = match kubernetes {
+            Some((host, k)) => (host, Some(k)),
+            None => (LOOPBACK, None),
+        };
+        Self { forge_sim, model_sim, gateway, gateway_admin, cp_http, cp_grpc, worker, forge, model, host, kubernetes }
+    }
+
+    /// forge-sim's address.
+    pub fn forge_addr(&self) -> SocketAddr {
+        SocketAddr::new(self.host, self.forge)
     }
 
     /// Fails, saying how to build them, when a binary this stack needs is not beside devstack.
@@ -131,9 +155,10 @@ impl Topology {
         if self.model_sim {
             sims.push(Svc {
                 name: "model-sim",
+                host: self.host,
                 ports: vec![("http", self.model)],
                 env: vec![
-                    ("CODEXK8S_MODEL_SIM_HTTP_ADDR".into(), format!("127.0.0.1:{}", self.model)),
+                    ("CODEXK8S_MODEL_SIM_HTTP_ADDR".into(), SocketAddr::new(self.host, self.model).to_string()),
                     ("CODEXK8S_MODEL_SIM_API_KEY".into(), env.model_key.clone()),
                 ],
                 ready_port: self.model,
@@ -142,8 +167,9 @@ impl Topology {
         if self.forge_sim {
             sims.push(Svc {
                 name: "forge-sim",
+                host: self.host,
                 ports: vec![("http", self.forge)],
-                env: vec![("CODEXK8S_FORGE_SIM_HTTP_ADDR".into(), format!("127.0.0.1:{}", self.forge))],
+                env: vec![("CODEXK8S_FORGE_SIM_HTTP_ADDR".into(), self.forge_addr().to_string())],
                 ready_port: self.forge,
             });
         }
@@ -156,17 +182,19 @@ impl Topology {
             self.control_plane(target, settings, dirs),
             Svc {
                 name: "worker",
+                host: LOOPBACK,
                 ports: vec![("http", self.worker)],
                 env: self.worker_env(target, settings, env, dirs),
                 ready_port: self.worker,
             },
             Svc {
                 name: "api-gateway",
+                host: LOOPBACK,
                 ports: vec![("http", self.gateway), ("admin", self.gateway_admin)],
                 env: vec![
                     ("CODEXK8S_HTTP_ADDR".into(), format!("127.0.0.1:{}", self.gateway)),
                     ("CODEXK8S_ADMIN_ADDR".into(), format!("127.0.0.1:{}", self.gateway_admin)),
-                    ("CODEXK8S_CONTROL_PLANE_GRPC_TARGET".into(), format!("http://127.0.0.1:{}", self.cp_grpc)),
+                    ("CODEXK8S_CONTROL_PLANE_GRPC_TARGET".into(), self.cp_grpc_url()),
                 ],
                 ready_port: self.gateway,
             },
@@ -177,10 +205,11 @@ impl Topology {
         let (cp_http, cp_grpc) = (self.cp_http, self.cp_grpc);
         Svc {
             name: "control-plane",
+            host: self.host,
             ports: vec![("http", cp_http), ("grpc", cp_grpc)],
             env: vec![
-                ("CODEXK8S_HTTP_ADDR".into(), format!("127.0.0.1:{cp_http}")),
-                ("CODEXK8S_GRPC_ADDR".into(), format!("127.0.0.1:{cp_grpc}")),
+                ("CODEXK8S_HTTP_ADDR".into(), SocketAddr::new(self.host, cp_http).to_string()),
+                ("CODEXK8S_GRPC_ADDR".into(), SocketAddr::new(self.host, cp_grpc).to_string()),
                 ("CODEXK8S_SERVICES_CONFIG_PATH".into(), dirs.root.join("services.yaml").display().to_string()),
                 (
                     "CODEXK8S_BOOTSTRAP_OWNER_EMAIL".into(),
@@ -205,6 +234,11 @@ impl Topology {
         }
     }
 
+    /// control-plane's gRPC endpoint, as the gateway, the worker and the runs reach it.
+    fn cp_grpc_url(&self) -> String {
+        format!("http://{}", SocketAddr::new(self.host, self.cp_grpc))
+    }
+
     fn worker_env(&self, target: &Target, settings: &Settings, env: &Env, dirs: &Dirs) -> Vec<(String, String)> {
         let bot_mail = settings.get("CODEXK8S_GIT_BOT_MAIL").map(String::from).unwrap_or_else(|| {
             if target.real {
@@ -226,11 +260,26 @@ impl Topology {
             ("CODEXK8S_GIT_BOT_MAIL".into(), bot_mail),
             ("CODEXK8S_OPENAI_API_KEY".into(), env.model_key.clone()),
             ("CODEXK8S_WORKER_LOCAL_RUNTIME_DIR".into(), dirs.state.join("runs").display().to_string()),
-            ("CODEXK8S_CONTROL_PLANE_GRPC_TARGET".into(), format!("http://127.0.0.1:{}", self.cp_grpc)),
+            ("CODEXK8S_CONTROL_PLANE_GRPC_TARGET".into(), self.cp_grpc_url()),
             ("CODEXK8S_GIT_BOT_USERNAME".into(), target.bot_login.clone()),
         ];
         if self.model_sim {
-            worker_env.push(("CODEXK8S_MODEL_BASE_URL".into(), format!("http://127.0.0.1:{}/v1", self.model)));
+            worker_env.push(("CODEXK8S_MODEL_BASE_URL".into(), format!("http://{}/v1", SocketAddr::new(self.host, self.model))));
+        }
+        if let Some(k) = &self.kubernetes {
+            // Each run is a Job on the real node, from agent-runner's image (its Codex CLI).
+            let kubernetes = [
+                ("CODEXK8S_WORKER_RUNTIME", "kubernetes".to_string()),
+                ("CODEXK8S_WORKER_RUN_NAMESPACE_PREFIX", "codex-devstack".to_string()),
+                ("CODEXK8S_WORKER_JOB_IMAGE", k.image.clone()),
+                ("CODEXK8S_WORKER_JOB_COMMAND", "/usr/local/bin/agent-runner".to_string()),
+                ("CODEXK8S_CODEX_BIN", "/usr/local/bin/codex".to_string()),
+                ("CODEXK8S_WORKER_JOB_NODE_SELECTOR", ck8s_testkit::cluster::REAL_NODE_SELECTOR.to_string()),
+                ("CODEXK8S_WORKER_JOB_TOLERATIONS", ck8s_testkit::cluster::REAL_NODE_TAINT.to_string()),
+                ("KUBECONFIG", k.kubeconfig.display().to_string()),
+            ];
+            worker_env.retain(|(key, _)| !kubernetes.iter().any(|(set, _)| key == set) && key != "CODEXK8S_WORKER_LOCAL_RUNTIME_DIR");
+            worker_env.extend(kubernetes.map(|(key, v)| (key.to_string(), v)));
         }
         worker_env
     }
@@ -308,8 +357,8 @@ pub fn print_listening(pg: &Postgres, services: &[&Svc], logs: &Path) {
     let pg_addr = format!("127.0.0.1:{}", pg.port);
     println!("  {:<15} {pg_addr:<28} database {}", "postgres", pg.db_name);
     for s in services {
-        let addrs: Vec<String> = s.ports.iter().map(|(n, p)| format!("{n} 127.0.0.1:{p}")).collect();
-        println!("  {:<15} {:<28} http://127.0.0.1:{}/readyz", s.name, addrs.join(", "), s.ready_port);
+        let addrs: Vec<String> = s.ports.iter().map(|(n, p)| format!("{n} {}", SocketAddr::new(s.host, *p))).collect();
+        println!("  {:<15} {:<28} http://{}/readyz", s.name, addrs.join(", "), SocketAddr::new(s.host, s.ready_port));
     }
     println!("  logs: {}", logs.display());
 }

@@ -334,7 +334,9 @@ pub fn plan_launch(
         namespace: namespace.clone(),
         job_name,
         image: s.job_image.clone(),
-        command: vec!["sh".into(), "-c".into(), s.job_command.clone()],
+        // `exec`: the runner is the container's first process, so the stop signal reaches it (a
+        // shell there would ignore it, and the runner would be killed without saving its session).
+        command: vec!["sh".into(), "-c".into(), format!("exec {}", s.job_command)],
         // The same program in the agent's container, as the host of the shared volume.
         agent_command: vec!["sh".into(), "-c".into(), format!("exec {} agent-host {AGENT_HOST_DIR}", s.job_command)],
         env,

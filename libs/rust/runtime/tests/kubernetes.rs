@@ -524,3 +524,149 @@ async fn real_node_takes_no_pod_that_does_not_ask_for_it() {
     assert_eq!(node, "kwok-node-0");
     rt.delete_environment(&ns).await.unwrap();
 }
+
+/// A runtime that places runs on the real node, and a fresh prepared run namespace.
+async fn real_node_namespace(prefix: &str) -> (KubernetesRuntime, Client, String) {
+    cluster::real_node();
+    let client = cluster::client().await;
+    let rt = KubernetesRuntime::new(client.clone(), KubernetesSettings { placement: cluster::real_node_placement(), ..settings() });
+    let ns = cluster::unique_name(prefix);
+    rt.prepare(&environment(&ns, None)).await.unwrap();
+    (rt, client, ns)
+}
+
+/// The log of one container of a pod, through the API server from the kubelet.
+async fn container_log(client: &Client, ns: &str, pod: &str, container: &str) -> String {
+    let params = kube::api::LogParams { container: Some(container.into()), ..Default::default() };
+    Api::<Pod>::namespaced(client.clone(), ns).logs(pod, &params).await.unwrap_or_else(|e| panic!("no log of {container}: {e}"))
+}
+
+/// The agent container holds no credential and cannot reach the runner's: in real containers the
+/// agent sees no other process (no shared process namespace), no environment holding the run's
+/// secret, and no runner volume — while the runner, the positive control, finds the secret in
+/// its own environment (from the Secret, through `envFrom`).
+#[tokio::test(flavor = "multi_thread")]
+async fn real_node_the_agent_container_cannot_read_the_runners_credentials() {
+    let (rt, client, ns) = real_node_namespace("ck8s-peek").await;
+    let mut spec = job_spec(&ns, "peek-job", &[]);
+    spec.image = cluster::PROBE_IMAGE.into();
+    // The canary is the run token of `job_spec`'s Secret.
+    spec.command = vec!["/probe".into(), "peek".into(), "run-token-canary".into(), "/agent".into()];
+    spec.agent_command = vec!["/probe".into(), "watch".into(), "run-token-canary".into(), "/runner".into(), "/agent".into()];
+    let job = rt.launch(&spec).await.unwrap();
+    let state = wait_state(&rt, &job, |s| matches!(s, JobState::Succeeded | JobState::Failed { .. }), Duration::from_secs(90)).await;
+    let pod = wait_pod(&client, &ns, "peek-job").await;
+    assert_eq!(state, JobState::Succeeded, "pod status: {:?}", pod.status);
+    let name = pod.metadata.name.clone().unwrap();
+
+    let runner = container_log(&client, &ns, &name, "run").await;
+    assert!(runner.contains("secret-seen=1"), "the runner holds the run token (the check can see one): {runner}");
+    assert!(runner.contains("path /agent=present"), "{runner}");
+    let agent = container_log(&client, &ns, &name, "agent").await;
+    assert!(agent.contains("others=0 secret-seen=0"), "the agent sees no other process and no secret: {agent}");
+    assert!(agent.contains("path /runner=absent") && agent.contains("path /agent=present"), "only the shared volume: {agent}");
+    rt.delete_environment(&ns).await.unwrap();
+}
+
+/// Cancelling a running run stops its containers on the node: the Job goes, its pod goes, and
+/// containerd runs none of the pod's containers any more.
+#[tokio::test(flavor = "multi_thread")]
+async fn real_node_cancel_kills_the_running_containers() {
+    let (rt, client, ns) = real_node_namespace("ck8s-cancel").await;
+    let mut spec = job_spec(&ns, "cancel-job", &[]);
+    spec.image = cluster::PROBE_IMAGE.into();
+    spec.command = vec!["/probe".into(), "sleep".into()];
+    spec.agent_command = vec!["/probe".into(), "sleep".into()];
+    let job = rt.launch(&spec).await.unwrap();
+    let state = wait_state(&rt, &job, |s| !matches!(s, JobState::Pending), Duration::from_secs(90)).await;
+    assert_eq!(state, JobState::Running);
+    let pod = wait_pod(&client, &ns, "cancel-job").await;
+    let status = pod.status.clone().unwrap_or_default();
+    let ids: Vec<String> = status
+        .container_statuses
+        .iter()
+        .flatten()
+        .chain(status.init_container_statuses.iter().flatten())
+        .filter_map(|c| c.container_id.as_deref().and_then(|id| id.strip_prefix("containerd://")).map(str::to_string))
+        .collect();
+    assert_eq!(ids.len(), 2, "runner and agent run: {status:?}");
+    let running = tokio::task::spawn_blocking(cluster::real_node_tasks).await.unwrap();
+    assert!(ids.iter().all(|id| running.contains(id)), "containerd runs both: {ids:?} in {running:?}");
+
+    rt.cancel(&job).await.unwrap();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let name = pod.metadata.name.clone().unwrap();
+    let started = Instant::now();
+    loop {
+        let gone = pods.get_opt(&name).await.unwrap().is_none();
+        let tasks = tokio::task::spawn_blocking(cluster::real_node_tasks).await.unwrap();
+        if gone && !ids.iter().any(|id| tasks.contains(id)) {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "after cancel the pod is still there ({}) or runs {:?}", !gone, tasks);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    rt.delete_environment(&ns).await.unwrap();
+}
+
+/// Pod Security `restricted` guards a run namespace: a pod that breaks it in one way only — the
+/// host's process or network namespace, root, an added capability, privilege escalation, a host
+/// path — is refused by the API server, while the same pod without that one change is admitted
+/// (the positive control); a privileged one is refused too.
+#[tokio::test(flavor = "multi_thread")]
+async fn real_node_pod_security_refuses_a_privileged_pod_in_a_run_namespace() {
+    let (rt, client, ns) = real_node_namespace("ck8s-psa").await;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    // A pod `restricted` admits, with one change merged into its container or its spec.
+    let pod = |name: &str, container: serde_json::Value, spec: serde_json::Value| -> Pod {
+        let mut c = serde_json::json!({"name": "c", "image": cluster::PROBE_IMAGE, "securityContext": {
+            "allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]}, "runAsNonRoot": true, "runAsUser": 65532,
+            "seccompProfile": {"type": "RuntimeDefault"}}});
+        merge(&mut c, container);
+        let mut s = serde_json::json!({"containers": [c], "nodeSelector": {"codex-k8s.io/node": "real"},
+            "tolerations": [{"key": cluster::REAL_NODE_TAINT, "operator": "Exists"}]});
+        merge(&mut s, spec);
+        serde_json::from_value(serde_json::json!({"metadata": {"name": name}, "spec": s})).unwrap()
+    };
+    let none = || serde_json::json!({});
+    let dry_run = PostParams { dry_run: true, ..Default::default() };
+    pods.create(&dry_run, &pod("fine", none(), none())).await.expect("a pod within `restricted` is admitted");
+    // Privileged containers this cluster refuses everywhere (the API server's default
+    // `--allow-privileged=false`), before Pod Security looks: refused all the same.
+    let privileged =
+        pod("privileged", serde_json::json!({"securityContext": {"privileged": true, "allowPrivilegeEscalation": true}}), none());
+    match pods.create(&dry_run, &privileged).await {
+        Err(kube::Error::Api(e)) => assert!(e.code == 403 || e.code == 422, "privileged: {e:?}"),
+        other => panic!("a privileged pod was not refused in a run namespace: {other:?}"),
+    }
+    let cases = [
+        ("host-pid", pod("host-pid", none(), serde_json::json!({"hostPID": true}))),
+        ("host-network", pod("host-network", none(), serde_json::json!({"hostNetwork": true}))),
+        ("root", pod("root", serde_json::json!({"securityContext": {"runAsUser": 0, "runAsNonRoot": false}}), none())),
+        ("net-admin", pod("net-admin", serde_json::json!({"securityContext": {"capabilities": {"add": ["NET_ADMIN"]}}}), none())),
+        ("escalation", pod("escalation", serde_json::json!({"securityContext": {"allowPrivilegeEscalation": true}}), none())),
+        ("host-path", pod("host-path", none(), serde_json::json!({"volumes": [{"name": "h", "hostPath": {"path": "/"}}]}))),
+    ];
+    for (what, p) in cases {
+        match pods.create(&dry_run, &p).await {
+            Err(kube::Error::Api(e)) => {
+                assert_eq!(e.code, 403, "{what}: {e:?}");
+                assert!(e.message.contains("PodSecurity") && e.message.contains("restricted"), "{what}: {}", e.message);
+            }
+            other => panic!("a {what} pod was not refused in a run namespace: {other:?}"),
+        }
+    }
+    rt.delete_environment(&ns).await.unwrap();
+}
+
+/// Merges the object `extra` into `base`, key by key, objects recursively.
+fn merge(base: &mut serde_json::Value, extra: serde_json::Value) {
+    match (base, extra) {
+        (serde_json::Value::Object(b), serde_json::Value::Object(e)) => {
+            for (k, v) in e {
+                merge(b.entry(k).or_insert(serde_json::Value::Null), v);
+            }
+        }
+        (b, e) => *b = e,
+    }
+}

@@ -82,6 +82,23 @@ pub fn images_dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/codex-k8s/images"))
 }
 
+/// The ids of the containers the real node's containerd runs now (its tasks).
+///
+/// # Panics
+/// If `ctr` cannot ask containerd.
+pub fn real_node_tasks() -> Vec<String> {
+    real_node();
+    let sock = default_home().join("run/node/containerd/containerd.sock");
+    let out = std::process::Command::new("ctr")
+        .arg("--address")
+        .arg(&sock)
+        .args(["-n", "k8s.io", "tasks", "ls", "-q"])
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run ctr: {e}"));
+    assert!(out.status.success(), "ctr tasks ls failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect()
+}
+
 /// The real node's label a pod selects to land there (`CODEXK8S_WORKER_JOB_NODE_SELECTOR`).
 pub const REAL_NODE_SELECTOR: &str = "codex-k8s.io/node=real";
 /// The real node's taint a pod tolerates to land there (`CODEXK8S_WORKER_JOB_TOLERATIONS`).

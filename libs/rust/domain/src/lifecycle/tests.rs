@@ -66,7 +66,7 @@ fn a_launch_resolves_the_profile_names_the_namespace_and_writes_the_whole_enviro
     assert!(!p.reused);
     assert_eq!(p.job.job_name, "codex-k8s-run-8da5122cce2c");
     assert_eq!(p.job.service_account.as_deref(), Some("codex-runner"));
-    assert_eq!(p.job.command, ["sh", "-c", "/usr/local/bin/agent-runner"]);
+    assert_eq!(p.job.command, ["sh", "-c", "exec /usr/local/bin/agent-runner"]);
     assert_eq!(
         p.job.agent_command,
         ["sh", "-c", "exec /usr/local/bin/agent-runner agent-host /agent/host"],

@@ -76,3 +76,86 @@ async fn a_labelled_issue_becomes_a_pull_request_from_a_run_in_real_containers()
     captured.push_str(&logs);
     assert_no_secret(&captured, &[("bot token", &stack.bot), ("model key", MODEL_KEY)], "the captured output");
 }
+
+const SLOW: &str = r#"{
+  "name": "slow-pod",
+  "description": "The agent starts a ten-minute command, so the run can be cancelled while Codex is at work in its pod.",
+  "match": ["Wait in a pod"],
+  "turns": [
+    {"tool": "exec_command", "arguments": {"cmd": "echo started > started.txt && sleep 623"}},
+    {"message": "{\"summary\": \"Done waiting.\", \"review_replies\": [], \"explanation\": null, \"line_notes\": [], \"verdict\": null}"}
+  ],
+  "usage": {"input_tokens": 100, "output_tokens": 10}
+}"#;
+
+/// Cancelling a run while its agent works in a real pod: the worker deletes the Job, the stop
+/// signal reaches the runner as the container's first process, which stops Codex and saves the
+/// session so far (`cancelled`, for a later revise), and no container of the pod keeps running.
+#[tokio::test(flavor = "multi_thread")]
+async fn cancelling_a_run_in_a_pod_stops_its_containers_and_keeps_the_session() {
+    let stack = Stack::start("realcancel", Setup { real_node: true, scenarios: &[("slow-pod.json", SLOW)], ..Setup::default() }).await;
+    let diag = || stack.diag();
+    let n = stack.labelled_issue("Wait in a pod", "Take your time.", "run:dev");
+    // Codex is at work once it has asked the model for the next turn after the long command
+    // started (the first request is answered with that command).
+    wait_for(
+        "the agent to start its long command",
+        Duration::from_secs(180),
+        || async { (!stack.model_requests("slow-pod").is_empty()).then_some(()) },
+        &diag,
+    )
+    .await;
+    let run: uuid::Uuid =
+        sqlx::query_scalar("SELECT id FROM agent_runs WHERE issue_number = $1").bind(n as i32).fetch_one(&stack.db.pool).await.unwrap();
+    let (ns, job): (String, String) =
+        sqlx::query_as("SELECT namespace, job_name FROM agent_runs WHERE id = $1").bind(run).fetch_one(&stack.db.pool).await.unwrap();
+    let client = cluster::client_of(cluster::real_node()).await;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let pod = pods
+        .list(&ListParams::default().labels(&format!("job-name={job}")))
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .next()
+        .expect("the run's pod");
+    let ids: Vec<String> = pod
+        .status
+        .iter()
+        .flat_map(|s| s.container_statuses.iter().flatten().chain(s.init_container_statuses.iter().flatten()))
+        .filter_map(|c| c.container_id.as_deref().and_then(|id| id.strip_prefix("containerd://")).map(str::to_string))
+        .collect();
+    assert_eq!(ids.len(), 2, "runner and agent run: {:?}", pod.status);
+
+    ck8s_store::runs::cancel(&stack.db.pool, run, "test", "cancelled by the test").await.unwrap();
+    let session = wait_for(
+        "the runner to save the cancelled session",
+        Duration::from_secs(60),
+        || async {
+            sqlx::query_scalar::<_, String>("SELECT status FROM agent_sessions WHERE run_id = $1")
+                .bind(run)
+                .fetch_optional(&stack.db.pool)
+                .await
+                .unwrap()
+                .filter(|s| s != "running")
+        },
+        &diag,
+    )
+    .await;
+    assert_eq!(session, "cancelled", "the runner got the stop signal and saved the session so far");
+    let name = pod.metadata.name.clone().unwrap();
+    wait_for(
+        "the pod and its containers to go",
+        Duration::from_secs(60),
+        || async {
+            let gone = pods.get_opt(&name).await.unwrap().is_none();
+            let tasks = tokio::task::spawn_blocking(cluster::real_node_tasks).await.unwrap();
+            (gone && !ids.iter().any(|id| tasks.contains(id))).then_some(())
+        },
+        &diag,
+    )
+    .await;
+    let status: String =
+        sqlx::query_scalar("SELECT status FROM agent_runs WHERE id = $1").bind(run).fetch_one(&stack.db.pool).await.unwrap();
+    assert_eq!(status, "canceled");
+}
