@@ -345,9 +345,9 @@ node_stop() {
   if [ -f "$RUN/node.host-dirs" ]; then
     # The kubelet's device-plugin socket is always at the same place: it is ours when we made
     # its directory.
-    grep -qx /var/lib/kubelet/device-plugins "$RUN/node.host-dirs" && rm -f /var/lib/kubelet/device-plugins/kubelet.sock
+    grep -qx /var/lib/kubelet/device-plugins "$RUN/node.host-dirs" && { rm -f /var/lib/kubelet/device-plugins/kubelet.sock || true; }
     # Likewise the shims' sockets.
-    grep -qx /run/containerd/s "$RUN/node.host-dirs" && find /run/containerd/s -maxdepth 1 -type s -delete 2>/dev/null
+    grep -qx /run/containerd/s "$RUN/node.host-dirs" && { find /run/containerd/s -maxdepth 1 -type s -delete 2>/dev/null || true; }
     for d in $(sort -r "$RUN/node.host-dirs"); do rmdir "$d" 2>/dev/null || true; done
     rm -f "$RUN/node.host-dirs"
   fi
