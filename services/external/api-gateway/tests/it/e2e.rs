@@ -7,8 +7,8 @@
 //! pull request and answers the review comment. Finally a canary scan: no captured log, event,
 //! comment or snapshot holds the bot token, the model key or any run token.
 
-use crate::stack::{MODEL_KEY, Setup, Stack, assert_no_secret, wait_for};
-use ck8s_domain::comments::{Phase, StatusState};
+use crate::stack::{MODEL_KEY, Setup, Stack, assert_no_secret, status_comments, wait_for};
+use ck8s_domain::comments::Phase;
 use serde_json::{Value, json};
 use std::time::Duration;
 
@@ -37,10 +37,6 @@ fn in_order(events: &[String], chain: &[&str]) {
             None => panic!("{want} missing (or out of order) in {events:?}"),
         }
     }
-}
-
-fn status_comments(comments: &Value) -> Vec<StatusState> {
-    comments.as_array().into_iter().flatten().filter_map(|c| StatusState::from_comment(c["body"].as_str().unwrap_or(""))).collect()
 }
 
 fn labels(v: &Value) -> Vec<String> {
@@ -73,17 +69,7 @@ async fn a_labelled_issue_becomes_a_pull_request_and_a_review_becomes_its_revisi
         &diag,
     )
     .await;
-    let finished = wait_for(
-        "the final status comment",
-        Duration::from_secs(30),
-        || async {
-            let (_, comments) = fs.call("GET", &format!("/repos/acme/app/issues/{n}/comments"), Some(&alice), None);
-            let all = status_comments(&comments);
-            all.iter().any(|s| s.phase == Some(Phase::Finished)).then_some(all)
-        },
-        &diag,
-    )
-    .await;
+    let finished = stack.final_status_comments(n).await;
     assert_eq!(finished.len(), 1, "exactly one status comment for the run: {finished:?}");
     let st = &finished[0];
     assert_eq!((st.run_id.as_str(), st.run_status.map(|s| s.as_str())), (run1.to_string().as_str(), Some("succeeded")));

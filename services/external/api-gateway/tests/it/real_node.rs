@@ -7,16 +7,11 @@
 //! and the status comment come back as they do on the local runtime.
 
 use crate::stack::{MODEL_KEY, Setup, Stack, assert_no_secret, wait_for};
-use ck8s_domain::comments::{Phase, StatusState};
 use ck8s_testkit::cluster;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams};
 use serde_json::Value;
 use std::time::Duration;
-
-fn status_comments(comments: &Value) -> Vec<StatusState> {
-    comments.as_array().into_iter().flatten().filter_map(|c| StatusState::from_comment(c["body"].as_str().unwrap_or(""))).collect()
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_labelled_issue_becomes_a_pull_request_from_a_run_in_real_containers() {
@@ -27,17 +22,7 @@ async fn a_labelled_issue_becomes_a_pull_request_from_a_run_in_real_containers()
 
     let (run, status, _) = stack.finished_run("dev", Some(n), Duration::from_secs(300)).await;
     assert_eq!(status, "succeeded", "{}", diag());
-    let finished = wait_for(
-        "the final status comment",
-        Duration::from_secs(30),
-        || async {
-            let (_, comments) = fs.call("GET", &format!("/repos/acme/app/issues/{n}/comments"), Some(&alice), None);
-            let all = status_comments(&comments);
-            all.iter().any(|s| s.phase == Some(Phase::Finished)).then_some(all)
-        },
-        &diag,
-    )
-    .await;
+    let finished = stack.final_status_comments(n).await;
     assert_eq!(finished.len(), 1, "one status comment: {finished:?}");
     let pr = finished[0].pr_number.expect("the status comment names the pull request");
     let (_, pull) = fs.call("GET", &format!("/repos/acme/app/pulls/{pr}"), Some(&alice), None);
@@ -67,6 +52,13 @@ async fn a_labelled_issue_becomes_a_pull_request_from_a_run_in_real_containers()
     // What came back: the runner's log (read through the API server), and the proxy's usage.
     let logs = logs.map(|l| l.to_string()).unwrap_or_default();
     assert!(logs.len() > 100, "the Job's logs were captured: {logs}");
+    // The finished Job and its pod's logs outlive the worker's reading (no TTL): still there.
+    let job_left = Api::<k8s_openapi::api::batch::v1::Job>::namespaced(client.clone(), &ns).get_opt(&job).await.unwrap();
+    assert!(job_left.is_some_and(|j| j.status.and_then(|s| s.succeeded) == Some(1)), "the finished Job stays until its namespace goes");
+    let params = kube::api::LogParams { container: Some("run".into()), ..Default::default() };
+    let pod_name = pod.metadata.name.clone().unwrap();
+    let still = Api::<Pod>::namespaced(client.clone(), &ns).logs(&pod_name, &params).await.unwrap();
+    assert!(!still.is_empty(), "the runner's log is still readable after the worker read it");
     let usage: Vec<(String, i64)> =
         sqlx::query_as("SELECT model, total_tokens FROM token_usage WHERE run_id = $1").bind(run).fetch_all(&db.pool).await.unwrap();
     assert!(!usage.is_empty() && usage.iter().all(|(m, t)| m == "gpt-5.4" && *t > 0), "{usage:?}");

@@ -240,6 +240,22 @@ impl Stack {
         n
     }
 
+    /// The status comments on issue `n` once one of them has reached its final phase.
+    pub async fn final_status_comments(&self, n: i64) -> Vec<ck8s_domain::comments::StatusState> {
+        let diag = || self.diag();
+        wait_for(
+            "the final status comment",
+            Duration::from_secs(30),
+            || async {
+                let (_, comments) = self.fs.call("GET", &format!("/repos/acme/app/issues/{n}/comments"), Some(&self.alice), None);
+                let all = status_comments(&comments);
+                all.iter().any(|s| s.phase == Some(ck8s_domain::comments::Phase::Finished)).then_some(all)
+            },
+            &diag,
+        )
+        .await
+    }
+
     /// The newest run of `kind` once it has finished: (id, status, correlation id).
     pub async fn finished_run(&self, kind: &str, issue: Option<i64>, timeout: Duration) -> (uuid::Uuid, String, String) {
         let diag = || self.diag();
@@ -314,6 +330,16 @@ impl Stack {
         let all: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
         all.as_array().into_iter().flatten().filter(|r| r["scenario"] == scenario).cloned().collect()
     }
+}
+
+/// The status comments among `comments` (a forge's list of issue comments).
+pub fn status_comments(comments: &Value) -> Vec<ck8s_domain::comments::StatusState> {
+    comments
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| ck8s_domain::comments::StatusState::from_comment(c["body"].as_str().unwrap_or("")))
+        .collect()
 }
 
 /// Fails naming the secret when `text` holds any of `secrets` or a run token's shape.
