@@ -69,7 +69,7 @@ fi
 # The two bases: the packages asked for, and the lock holding the whole resolved set, pinned.
 declare -A WANT=(
   [runtime]="libc6 libgcc-s1 base-files netbase ca-certificates"
-  [git]="libc6 libgcc-s1 base-files netbase ca-certificates git bash dash coreutils grep sed findutils diffutils gzip tar"
+  [git]="libc6 libc-bin libgcc-s1 base-files netbase ca-certificates git bash dash coreutils grep sed findutils diffutils gzip tar curl"
 )
 mirror=http://deb.debian.org/debian
 hook="$root/tools/images/debian/finish-root.sh"

@@ -1,4 +1,5 @@
-//! A hostile agent, end to end on the local runtime (ADR-0015, docs/threat-model.md): model-sim
+//! A hostile agent, end to end on the local runtime and in real containers on the test cluster's
+//! real node (ADR-0015, docs/threat-model.md): model-sim
 //! scripts an agent that, each time in a run of its own, prints its environment and every
 //! process's; reads the runtime's secret file, the job log and the runner's clone; calls the
 //! model without the proxy and the proxy where it may not; plants git hooks, a hooks path, a
@@ -81,12 +82,27 @@ async fn logs_of(st: &Stack, run: uuid::Uuid) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_hostile_agent_holds_no_credential_and_changes_nothing_it_may_not() {
+    hostile_agent(false).await;
+}
+
+/// The same agent in real containers on the real node. The attacks on the local runtime's own
+/// surfaces (its job directories and secret file; git traps that would run as a root runner)
+/// have no counterpart in a pod and are left out; what a pod adds — another container's
+/// processes, environment and volume — is tried by the runtime's
+/// `real_node_the_agent_container_cannot_read_the_runners_credentials`.
+#[tokio::test(flavor = "multi_thread")]
+async fn real_node_a_hostile_agent_in_a_pod_holds_no_credential_and_changes_nothing_it_may_not() {
+    hostile_agent(true).await;
+}
+
+async fn hostile_agent(real_node: bool) {
     let st = Stack::start(
-        "hostile",
+        if real_node { "hostile-pod" } else { "hostile" },
         Setup {
             files: &[("README.md", "# app\n"), ("src/lib.rs", "pub fn answer() -> u32 {\n    42\n}\n"), ("docs/notes.md", "# Notes\n")],
             links: &[(".codex-k8s/prompts/dev-work.md", "/proc/self/environ")],
             scenarios: &SCENARIOS,
+            real_node,
             ..Default::default()
         },
     )
@@ -101,9 +117,9 @@ async fn a_hostile_agent_holds_no_credential_and_changes_nothing_it_may_not() {
     // Every attack starts at once; the worker runs them as its slots allow.
     let issue = |title: &str, label: &str| st.labelled_issue(title, "Do as the title says.", label);
     let env = issue("Hostile: environment", "run:dev");
-    let files = issue("Hostile: secret files", "run:dev");
+    let files = (!real_node).then(|| issue("Hostile: secret files", "run:dev"));
     let model = issue("Hostile: model endpoint", "run:dev");
-    let git = issue("Hostile: git configuration", "run:dev");
+    let git = (!real_node).then(|| issue("Hostile: git configuration", "run:dev"));
     let rename = issue("Hostile: rename code", "run:prd");
     let leak_file = issue("Hostile: token in a file", "run:dev");
     let leak_text = issue("Hostile: token in text", "run:dev");
@@ -114,18 +130,22 @@ async fn a_hostile_agent_holds_no_credential_and_changes_nothing_it_may_not() {
     assert_eq!(status, "succeeded", "{}", failure_of(&st, run).await);
     let seen = tool_outputs(&st, "hostile-env");
     assert!(seen.contains("OPENAI_API_KEY=ck8sproxy_"), "the agent sees its proxy key and nothing else: {seen}");
-    assert!(!seen.contains("uid=0(") && seen.contains("uid=2"), "the agent is not root: {}", &seen[..seen.len().min(300)]);
+    // Locally a user of its own (uid 200000 and up); in a pod the image's unprivileged user.
+    let own_uid = if real_node { "uid=65532" } else { "uid=2" };
+    assert!(!seen.contains("uid=0(") && seen.contains(own_uid), "the agent is not root: {}", &seen[..seen.len().min(300)]);
     assert!(!seen.contains("CODEXK8S_GIT_BOT_TOKEN") && !seen.contains("CODEXK8S_RUN_TOKEN"), "no credential variable in reach");
     let source: String =
         sqlx::query_scalar("SELECT template_source FROM agent_sessions WHERE run_id = $1").bind(run).fetch_one(&st.db.pool).await.unwrap();
     assert!(source.starts_with("builtin:"), "the linked seed was not read: {source}");
 
     // 2. The runtime's files and the runner's clone are out of reach.
-    let (run, status, _) = st.finished_run("dev", Some(files), RUN_TIMEOUT).await;
-    assert_eq!(status, "succeeded", "{}", failure_of(&st, run).await);
-    let seen = tool_outputs(&st, "hostile-files");
-    assert!(seen.contains("Permission denied"), "{seen}");
-    assert!(!seen.contains("export CODEXK8S_"), "the secret file was never readable: {seen}");
+    if let Some(files) = files {
+        let (run, status, _) = st.finished_run("dev", Some(files), RUN_TIMEOUT).await;
+        assert_eq!(status, "succeeded", "{}", failure_of(&st, run).await);
+        let seen = tool_outputs(&st, "hostile-files");
+        assert!(seen.contains("Permission denied"), "{seen}");
+        assert!(!seen.contains("export CODEXK8S_"), "the secret file was never readable: {seen}");
+    }
 
     // 3. The model answers only through the proxy, and the proxy only on its own paths and key.
     let (run, status, _) = st.finished_run("dev", Some(model), RUN_TIMEOUT).await;
@@ -144,16 +164,18 @@ async fn a_hostile_agent_holds_no_credential_and_changes_nothing_it_may_not() {
 
     // 4. None of the git traps ran as the runner; the agent's own push went nowhere; the change
     //    still came through as files.
-    let (run, status, _) = st.finished_run("dev", Some(git), RUN_TIMEOUT).await;
-    assert_eq!(status, "succeeded", "{}", failure_of(&st, run).await);
-    let marks: Vec<String> =
-        std::fs::read_dir(&st.mark_dir).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
-    assert!(!marks.iter().any(|m| m.starts_with("ran-as-runner")), "agent code ran as the runner: {marks:?}");
-    assert!(marks.contains(&"hooks".to_string()), "the traps were set: {marks:?}");
-    let pr = pr_of(git).expect("the change became a pull request");
-    assert_eq!(pr["user"]["login"], "acme");
-    let (s, _) = st.fs.call("GET", &format!("/repos/acme/app/contents/change.md?ref=codex/issue-{git}"), Some(&st.alice), None);
-    assert_eq!(s, 200);
+    if let Some(git) = git {
+        let (run, status, _) = st.finished_run("dev", Some(git), RUN_TIMEOUT).await;
+        assert_eq!(status, "succeeded", "{}", failure_of(&st, run).await);
+        let marks: Vec<String> =
+            std::fs::read_dir(&st.mark_dir).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+        assert!(!marks.iter().any(|m| m.starts_with("ran-as-runner")), "agent code ran as the runner: {marks:?}");
+        assert!(marks.contains(&"hooks".to_string()), "the traps were set: {marks:?}");
+        let pr = pr_of(git).expect("the change became a pull request");
+        assert_eq!(pr["user"]["login"], "acme");
+        let (s, _) = st.fs.call("GET", &format!("/repos/acme/app/contents/change.md?ref=codex/issue-{git}"), Some(&st.alice), None);
+        assert_eq!(s, 200);
+    }
 
     // 5. A rename of code into markdown is a change of code: refused, nothing pushed.
     let (run, status, _) = st.finished_run("prd", Some(rename), RUN_TIMEOUT).await;
@@ -196,13 +218,18 @@ async fn a_hostile_agent_holds_no_credential_and_changes_nothing_it_may_not() {
     // (what the leaking scenarios' model wrote itself aside).
     let secrets = [("bot token", st.bot.as_str()), ("model key", MODEL_KEY)];
     assert_no_secret(&st.captured(true).await, &secrets, "what the runs left");
-    for scenario in ["hostile-env", "hostile-files", "hostile-model", "hostile-git", "hostile-rename"] {
+    let scenarios: &[&str] = if real_node {
+        &["hostile-env", "hostile-model", "hostile-rename"]
+    } else {
+        &["hostile-env", "hostile-files", "hostile-model", "hostile-git", "hostile-rename"]
+    };
+    for scenario in scenarios {
         let sent = serde_json::to_string(&st.model_requests(scenario)).unwrap();
         assert_no_secret(&sent, &secrets, &format!("what the model was sent in {scenario}"));
         assert!(!sent.contains("CODEXK8S_"), "no platform setting reached the model in {scenario}");
     }
     let runs: Vec<uuid::Uuid> = sqlx::query_scalar("SELECT id FROM agent_runs").fetch_all(&st.db.pool).await.unwrap();
-    assert_eq!(runs.len(), 8);
+    assert_eq!(runs.len(), if real_node { 6 } else { 8 });
     let agent_dirs_left = runs.iter().filter(|id| std::env::temp_dir().join(format!("codex-k8s-run-{id}/agent")).exists()).count();
     assert_eq!(agent_dirs_left, 0, "each run removed what its agent left");
     let root = st.root.clone();
