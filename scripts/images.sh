@@ -15,6 +15,10 @@
 # `cargo test --no-run`), stripped. An image whose inputs did not change is not built again.
 # buildah and mmdebstrap come from apt when missing (root). See docs/adr/0019-images.md.
 set -euo pipefail
+# The bases are made in command substitutions: a failure there must end the script too.
+shopt -s inherit_errexit
+# Package lists are sorted and compared byte-wise, whatever the caller's locale.
+export LC_ALL=C
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 root=$PWD
 say() { echo "images: $*" >&2; }
@@ -74,6 +78,13 @@ declare -A WANT=(
 mirror=http://deb.debian.org/debian
 hook="$root/tools/images/debian/finish-root.sh"
 
+# What a base is made from: its lock, the script finishing its root, this script (the packages
+# asked for, mmdebstrap's options) and the Dockerfile turning the root into an image.
+base_key() {
+  cat "$root/tools/images/debian/$1.lock" "$hook" "$root/scripts/images.sh" "$root/tools/images/base.Dockerfile" 2>/dev/null \
+    | sha256sum | cut -c1-16
+}
+
 # Makes (or takes from the cache) the root file system of base $1; prints the tarball's path.
 base_root() {
   local b=$1 lockf="$root/tools/images/debian/$1.lock" key tarball work includes
@@ -85,7 +96,7 @@ base_root() {
   else
     includes=$(grep -v '^#' "$lockf" | paste -sd, -)
   fi
-  key=$(cat "$lockf" "$hook" 2>/dev/null | sha256sum | cut -c1-16)
+  key=$(base_key "$b")
   tarball="$out/.bases/$b-$key.tar"
   if [ "$relock" = 0 ] && [ -f "$tarball" ]; then echo "$tarball"; return; fi
   mkdir -p "$out/.bases"
@@ -101,17 +112,18 @@ base_root() {
     --extract-hook="ls \"\$1/var/cache/apt/archives\" > '$work/debs'" \
     --extract-hook="sh '$hook' \"\$1\"" \
     bookworm "$work/root.tar" "$mirror" >"$work/log" 2>&1 \
-    || { cat "$work/log" >&2; die "mmdebstrap could not make base $b (log above; a pinned version the archive no longer has: run with --lock)"; }
+    || { cat "$work/log" >&2; rm -rf "$work"; die "mmdebstrap could not make base $b (log above; a pinned version the archive no longer has: run with --lock)"; }
   # The resolved set, as pkg=version, from the names of the archives apt fetched.
   sed -n 's/^\([^_]*\)_\([^_]*\)_[^_]*\.deb$/\1=\2/p' "$work/debs" | sed 's/%3a/:/g' | sort >"$work/resolved"
   if [ "$relock" = 1 ]; then
     touch "$out/.bases/relocked-$b-$$"
     { echo "# base $b: ${WANT[$b]} and their dependencies (Debian bookworm), pinned; scripts/images.sh --lock refreshes"; cat "$work/resolved"; } >"$lockf"
-    key=$(cat "$lockf" "$hook" | sha256sum | cut -c1-16)
+    key=$(base_key "$b")
     tarball="$out/.bases/$b-$key.tar"
     say "base $b: wrote $(wc -l <"$work/resolved") pinned packages to ${lockf#"$root"/}"
   elif ! diff <(grep -v '^#' "$lockf") "$work/resolved" >"$work/diff"; then
     cat "$work/diff" >&2
+    rm -rf "$work"
     die "base $b: the archive resolved other packages than ${lockf#"$root"/} pins (above); run scripts/images.sh --lock and commit the lock"
   fi
   rm -f "$out/.bases/$b-"*.tar
@@ -129,7 +141,7 @@ base_image() {
     ctx=$(mktemp -d)
     ln "$tarball" "$ctx/rootfs.tar" 2>/dev/null || cp "$tarball" "$ctx/rootfs.tar"
     bh bud --quiet --timestamp "$SOURCE_DATE_EPOCH" --identity-label=false --omit-history --format oci \
-      -f "$root/tools/images/base.Dockerfile" -t "$tag" "$ctx" >/dev/null || die "buildah could not build $tag"
+      -f "$root/tools/images/base.Dockerfile" -t "$tag" "$ctx" >/dev/null || { rm -rf "$ctx"; die "buildah could not build $tag"; }
     rm -rf "$ctx"
   fi
   echo "$tag"
@@ -161,19 +173,22 @@ for n in "${names[@]}"; do
   archive="$out/$n.tar"
   if [ -f "$archive" ] && [ "$(cat "$out/$n.key" 2>/dev/null)" = "$key" ]; then
     say "$n: unchanged"
-    touch "$archive"  # up to date with the binary it was built from
   else
     say "$n: building from ${dir}/Dockerfile FROM $base"
     bh bud --quiet --timestamp "$SOURCE_DATE_EPOCH" --identity-label=false --omit-history --format oci --pull=never \
       --build-arg "BASE=$base" -f "$dir/Dockerfile" -t "$tag" "$ctx" >/dev/null || die "buildah could not build $n (output above)"
-    rm -f "$archive"
-    bh push --quiet --digestfile "$out/$n.digest" "$tag" "oci-archive:$archive:$version" || die "buildah could not write $archive"
+    # Written under a temporary name and moved in whole; the key says the archive is complete.
+    rm -f "$out/$n.key" "$archive.tmp"
+    bh push --quiet --digestfile "$out/$n.digest" "$tag" "oci-archive:$archive.tmp:$version" || die "buildah could not write $archive"
+    mv "$archive.tmp" "$archive"
     user=$(bh inspect --type image --format '{{.OCIv1.Config.User}}' "$tag")
     [ "$user" = "65532:65532" ] || die "$n runs as '$user', not 65532:65532 (its Dockerfile's USER)"
     echo "$key" >"$out/$n.key"
     # The archive is the product; buildah's copy (vfs: whole layers) is not kept.
     bh rmi "$tag" >/dev/null 2>&1 || true
   fi
+  # Which binary the image holds (before stripping): the tests refuse an image of another build.
+  sha256sum "$bins/$n" | cut -d' ' -f1 >"$out/$n.binary"
   printf 'image %-14s %-40s %7s MB  %s\n' "$n" "$tag" "$(( $(stat -c %s "$archive") / 1000000 ))" "$(cat "$out/$n.digest")"
 done
 rm -rf "$out/.context" "$out"/.bases/relocked-*-$$

@@ -212,6 +212,7 @@ start() {
     --service-account-key-file "$pki/sa.pub" --service-account-signing-key-file "$pki/sa.key" \
     --service-cluster-ip-range 10.96.0.0/16 \
     --authorization-mode Node,RBAC \
+    --allow-privileged=true \
     --endpoint-reconciler-type none \
     --kubelet-preferred-address-types InternalIP \
     --kubelet-client-certificate "$pki/admin.crt" --kubelet-client-key "$pki/admin.key" \

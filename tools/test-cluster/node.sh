@@ -180,9 +180,9 @@ EOF
 EOF
   # The bridge exists with its gateway address before any pod does, so host services can bind
   # to that address first (the bridge plugin takes the bridge as it finds it).
-  ip link add "$NODE_BRIDGE" type bridge 2>/dev/null || true
-  ip addr replace "$NODE_GATEWAY/24" dev "$NODE_BRIDGE" || die "could not give the bridge $NODE_BRIDGE its address $NODE_GATEWAY"
-  ip link set "$NODE_BRIDGE" up
+  # (node_stop above removed any bridge of this name: it derives from this cluster's home.)
+  { ip link add "$NODE_BRIDGE" type bridge && ip addr add "$NODE_GATEWAY/24" dev "$NODE_BRIDGE" && ip link set "$NODE_BRIDGE" up; } \
+    || { node_stop; die "could not make the bridge $NODE_BRIDGE with the address $NODE_GATEWAY"; }
   spawn containerd containerd --config "$NODE/containerd/config.toml"
   wait_for containerd 30 ctr --address "$NODE_SOCK" version \
     || { tail -20 "$RUN/containerd.log" >&2; node_stop; die "containerd did not start (log: $RUN/containerd.log)"; }

@@ -89,6 +89,10 @@ async fn main() -> Result<()> {
     let real_github = RealGithub::from(&settings)?;
     let model = Model::from(&settings);
     let dirs = Dirs::locate(&settings)?;
+    if args.kubernetes && (real_github.is_some() || model != Model::Sim) {
+        // The node's pods reach the host's bridge address and nothing beyond it.
+        bail!("--kubernetes runs the demo with forge-sim and model-sim only: the test cluster's pods have no route to GitHub or OpenAI");
+    }
     let kubernetes = if args.kubernetes { Some(real_node()?) } else { None };
     let topology = Topology::new(real_github.is_none(), model == Model::Sim, args.smoke, kubernetes);
     topology.check_binaries(&dirs.bin)?;

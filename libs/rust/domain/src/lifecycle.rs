@@ -167,7 +167,8 @@ pub struct LaunchSettings {
     /// Lease of a run namespace, extended while its run is active.
     pub namespace_ttl: Duration,
     pub job_image: String,
-    /// Shell command of the job (the agent runner), run with `sh -c`.
+    /// The job's program and its arguments (the agent runner), run as `sh -c "exec …"`
+    /// ([`single_command`] checks it).
     pub job_command: String,
     /// Platform settings every job gets.
     pub platform: PlatformEnv,
@@ -190,6 +191,12 @@ pub struct LaunchPlan {
     /// ai-repair) runs there as it is, read-only, and the namespace is never labelled, fenced,
     /// leased or deleted.
     pub prepare: bool,
+}
+
+/// Whether a job command is one program with its arguments, as `exec` needs it: no shell list,
+/// pipe, background job, substitution or second line (the rest would never run).
+pub fn single_command(command: &str) -> bool {
+    !command.trim().is_empty() && !command.contains([';', '&', '|', '`', '\n', '\r']) && !command.contains("$(")
 }
 
 /// Whether `namespace` is one the worker makes for runs (`<prefix>-…`): the only namespaces it

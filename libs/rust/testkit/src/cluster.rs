@@ -42,7 +42,7 @@ pub fn real_node_gateway() -> &'static str {
     static GATEWAY: OnceLock<String> = OnceLock::new();
     GATEWAY.get_or_init(|| {
         real_node();
-        let names = script_in(None, "node-names");
+        let names = script_in(None, &["node-names"]);
         names.lines().find_map(|l| l.strip_prefix("gateway=")).map(str::to_string).expect("cluster.sh node-names prints the gateway")
     })
 }
@@ -51,25 +51,33 @@ pub fn real_node_gateway() -> &'static str {
 /// its reference for a run's Job.
 ///
 /// # Panics
-/// If the image was not built, or is older than the agent-runner binary the tests run (then the
-/// image would test other code): the message says to run `scripts/images.sh agent-runner`.
+/// If the image was not built, or holds another build of agent-runner than the binary the tests
+/// run (then it would test other code): the message says to run `scripts/images.sh agent-runner`.
 pub fn agent_runner_image() -> &'static str {
     static IMAGE: OnceLock<String> = OnceLock::new();
     IMAGE.get_or_init(|| {
         real_node();
         let archive = images_dir().join("agent-runner.tar");
-        let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-        let built = modified(&archive).unwrap_or_else(|| {
-            panic!("no agent-runner image at {}: run scripts/images.sh agent-runner (the test command does)", archive.display())
-        });
-        let binary = PathBuf::from(crate::process::bin_path("agent-runner"));
+        let built_from = std::fs::read_to_string(images_dir().join("agent-runner.binary")).unwrap_or_default();
         assert!(
-            modified(&binary).is_none_or(|b| b <= built),
-            "the agent-runner image {} is older than {}: run scripts/images.sh agent-runner",
+            archive.exists() && !built_from.trim().is_empty(),
+            "no agent-runner image at {}: run scripts/images.sh agent-runner (the test command does)",
+            archive.display()
+        );
+        let binary = PathBuf::from(crate::process::bin_path("agent-runner"));
+        let bytes = std::fs::read(&binary).unwrap_or_else(|e| panic!("cannot read {}: {e}", binary.display()));
+        let running = {
+            use sha2::Digest;
+            hex::encode(sha2::Sha256::digest(&bytes))
+        };
+        assert_eq!(
+            built_from.trim(),
+            running,
+            "the agent-runner image {} holds another build than {}: run scripts/images.sh agent-runner",
             archive.display(),
             binary.display()
         );
-        script_in(None, &format!("import {}", archive.display()));
+        script_in(None, &["import", &archive.display().to_string()]);
         format!("localhost/codex-k8s/agent-runner:{}", env!("CARGO_PKG_VERSION"))
     })
 }
@@ -110,7 +118,7 @@ pub fn real_node_placement() -> ck8s_domain::runtime::Placement {
 }
 
 fn script(command: &str) -> PathBuf {
-    PathBuf::from(script_in(None, command).trim())
+    PathBuf::from(script_in(None, &[command]).trim())
 }
 
 /// Runs `cluster.sh <command>` and returns what it printed, for the default cluster or for one
@@ -118,17 +126,18 @@ fn script(command: &str) -> PathBuf {
 ///
 /// # Panics
 /// If the script fails: its error is on stderr.
-pub fn script_in(home: Option<&Path>, command: &str) -> String {
+pub fn script_in(home: Option<&Path>, args: &[&str]) -> String {
+    let command = args.first().copied().unwrap_or_default();
     let script = crate::repo_root().join("tools/test-cluster/cluster.sh");
     let mut cmd = std::process::Command::new("bash");
-    cmd.arg(&script).args(command.split_whitespace()).stderr(std::process::Stdio::inherit());
+    cmd.arg(&script).args(args).stderr(std::process::Stdio::inherit());
     if let Some(home) = home {
         cmd.env("CODEXK8S_CLUSTER_HOME", home).env("CODEXK8S_CLUSTER_CACHE", default_home());
     }
     let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
     assert!(
         out.status.success(),
-        "the test Kubernetes cluster did not start ({}); run `tools/test-cluster/cluster.sh {command}` to see why",
+        "tools/test-cluster/cluster.sh {command} failed ({}): the reason is above; run it by hand to see it again",
         out.status
     );
     String::from_utf8_lossy(&out.stdout).into_owned()

@@ -16,7 +16,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 fn script(home: &Path, command: &str) -> String {
-    cluster::script_in(Some(home), command)
+    cluster::script_in(Some(home), &[command])
 }
 
 /// The rules and chains of every iptables table, without counters.
@@ -51,7 +51,7 @@ async fn a_stopped_real_node_leaves_nothing_behind() {
         script(&home, "node-names").lines().filter_map(|l| l.split_once('=').map(|(k, v)| (k.to_string(), v.to_string()))).collect();
     let name = |k: &str| names.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone()).unwrap();
     let (bridge, cgroup_root) = (name("bridge"), name("cgroup_root"));
-    assert_ne!(bridge, cluster::script_in(None, "node-names").lines().next().unwrap().trim_start_matches("bridge="));
+    assert_ne!(bridge, cluster::script_in(None, &["node-names"]).lines().next().unwrap().trim_start_matches("bridge="));
 
     let kubeconfig = PathBuf::from(script(&home, "start-node").trim());
     let client = cluster::client_of(&kubeconfig).await;

@@ -162,6 +162,12 @@ impl Config {
                 "must be pinned: name@sha256:<digest> or a version tag such as :0.1.0 (an untagged, :latest or branch-named image can change under running runs)",
             );
         }
+        if !ck8s_domain::lifecycle::single_command(&lifecycle.launch.job_command) {
+            r.issue(
+                "WORKER_JOB_COMMAND",
+                "must be one program and its arguments (it runs with exec, so the runner is its container's first process and gets the stop signal): no ; & | ` $( or line break",
+            );
+        }
         // The run pod may reach control-plane exactly where the runner dials it: one source.
         let launch = &lifecycle.launch;
         let platform_ports = ck8s_domain::runtime::platform_ports(&launch.control_plane_target, launch.platform.mcp_url.as_deref());

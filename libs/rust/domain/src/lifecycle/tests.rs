@@ -280,3 +280,13 @@ fn credentials_are_withdrawn_once_the_job_runs_and_only_once() {
     assert!(run.withdraw_credentials_now(&JobState::Failed { reason: "exit code 1".into(), exit_code: Some(1) }));
     assert!(!run.withdraw_credentials_now(&JobState::NotFound), "no job, no Secret of it to delete");
 }
+
+#[test]
+fn a_job_command_is_one_program_because_it_runs_with_exec() {
+    for ok in ["/usr/local/bin/agent-runner", "/opt/runner --verbose 'quoted arg'", "sleep 3"] {
+        assert!(super::single_command(ok), "{ok}");
+    }
+    for bad in ["sleep 3; echo done", "a && b", "a | b", "a &", "echo `id`", "echo $(id)", "a\nb", "", "   "] {
+        assert!(!super::single_command(bad), "{bad:?}");
+    }
+}

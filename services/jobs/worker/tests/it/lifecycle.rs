@@ -57,12 +57,21 @@ async fn pending_runs_are_launched_and_finished_with_their_outcome() {
     let dir = runs_dir("outcome");
     // Every job gets its own run token through the secret channel; exit 42 is the runner's
     // "revise without a pull request".
-    let cmd = "case \"$CODEXK8S_RUN_TOKEN\" in ck8srun_*) ;; *) exit 9 ;; esac; \
-               echo \"agent for issue $CODEXK8S_ISSUE_NUMBER with $CODEXK8S_AGENT_MODEL in $CODEXK8S_PROMPT_TEMPLATE_LOCALE\"; \
-               test \"$CODEXK8S_ISSUE_NUMBER\" != 13 || echo \"a careless line: token=$CODEXK8S_RUN_TOKEN\"; \
-               test \"$CODEXK8S_ISSUE_NUMBER\" != 15 || exit 42; test \"$CODEXK8S_ISSUE_NUMBER\" != 13";
+    // The job command is one program (it runs with exec): a script standing in for the runner.
+    let script = std::env::temp_dir().join(format!("ck8s-worker-it-{}-outcome.sh", std::process::id()));
+    std::fs::write(
+        &script,
+        "#!/bin/sh\ncase \"$CODEXK8S_RUN_TOKEN\" in ck8srun_*) ;; *) exit 9 ;; esac
+echo \"agent for issue $CODEXK8S_ISSUE_NUMBER with $CODEXK8S_AGENT_MODEL in $CODEXK8S_PROMPT_TEMPLATE_LOCALE\"
+test \"$CODEXK8S_ISSUE_NUMBER\" != 13 || echo \"a careless line: token=$CODEXK8S_RUN_TOKEN\"
+test \"$CODEXK8S_ISSUE_NUMBER\" != 15 || exit 42
+test \"$CODEXK8S_ISSUE_NUMBER\" != 13\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let cmd = script.display().to_string();
     let (env, d) = (db.env(), dir.clone());
-    let svc = tokio::task::spawn_blocking(move || worker(env, "w-outcome", &d, cmd)).await.unwrap();
+    let svc = tokio::task::spawn_blocking(move || worker(env, "w-outcome", &d, &cmd)).await.unwrap();
 
     assert_eq!(wait_status(&db.pool, ok, "succeeded", Duration::from_secs(20)).await, "succeeded");
     assert_eq!(wait_status(&db.pool, bad, "failed", Duration::from_secs(20)).await, "failed");
@@ -166,7 +175,7 @@ async fn a_run_of_a_killed_worker_is_finished_by_another_exactly_once() {
     let run = pending(&db.pool, p, "survivor", 21, &["run:dev"]).await;
     let dir = runs_dir("killed");
     let (env, d) = (db.env(), dir.clone());
-    let mut a = tokio::task::spawn_blocking(move || worker(env, "w-a", &d, "sleep 3; echo done")).await.unwrap();
+    let mut a = tokio::task::spawn_blocking(move || worker(env, "w-a", &d, "sleep 3")).await.unwrap();
     // Wait until A has launched the job, then kill A without a chance to clean up.
     let started = Instant::now();
     loop {
@@ -187,7 +196,7 @@ async fn a_run_of_a_killed_worker_is_finished_by_another_exactly_once() {
     assert_eq!(owner.as_deref(), Some("w-a"), "the dead worker's lease is left behind");
 
     let (env, d) = (db.env(), dir.clone());
-    let b = tokio::task::spawn_blocking(move || worker(env, "w-b", &d, "sleep 3; echo done")).await.unwrap();
+    let b = tokio::task::spawn_blocking(move || worker(env, "w-b", &d, "sleep 3")).await.unwrap();
     assert_eq!(wait_status(&db.pool, run, "succeeded", Duration::from_secs(30)).await, "succeeded");
     // A finished run is never claimed or reconciled again, so these counts are final (that a
     // reclaimed run with a live job is not launched twice is decided by the worker's core and

@@ -50,6 +50,17 @@ fn a_job_image_that_can_change_under_running_runs_is_refused() {
 }
 
 #[test]
+fn a_job_command_that_is_more_than_one_program_is_refused() {
+    // It runs with exec: what follows a list operator would never run.
+    for compound in ["/usr/local/bin/agent-runner; rm -rf /", "agent-runner && echo done", "agent-runner | tee log"] {
+        let e = vec![("CODEXK8S_WORKER_JOB_COMMAND".to_string(), compound.to_string())];
+        let (code, out) = run_to_exit(BIN, &e, &[]);
+        assert_eq!(code, Some(2), "{compound}: {out}");
+        assert!(out.contains("CODEXK8S_WORKER_JOB_COMMAND") && out.contains("one program"), "{compound}: {out}");
+    }
+}
+
+#[test]
 fn a_placement_that_is_not_labels_and_taint_keys_is_refused_naming_the_setting() {
     for (key, value) in [("CODEXK8S_WORKER_JOB_NODE_SELECTOR", "pool"), ("CODEXK8S_WORKER_JOB_TOLERATIONS", "a b")] {
         let e = vec![(key.to_string(), value.to_string())];
