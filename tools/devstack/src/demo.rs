@@ -56,7 +56,36 @@ impl Progress {
 }
 
 /// Opens and labels the demo issue, waits for the main job and shows it.
-pub async fn show(target: &Target, relayed: &Arc<Mutex<Vec<Forwarded>>>, model: &Model, state: &Path) -> Result<()> {
+/// Where the agent's log is: the local runtime's run directories, or the run's pod on the test
+/// cluster (`--kubernetes`, with the cluster's kubeconfig).
+pub enum AgentLogs<'a> {
+    Local(std::path::PathBuf),
+    Pod(&'a Path),
+}
+
+impl AgentLogs<'_> {
+    /// Where to look, for a person.
+    fn hint(&self) -> String {
+        match self {
+            AgentLogs::Local(dir) => format!("the agent's log under {}", dir.display()),
+            AgentLogs::Pod(kc) => format!("the run's pod and its logs with `KUBECONFIG={} kubectl get pods -A`", kc.display()),
+        }
+    }
+
+    /// Progress while the agent works.
+    fn progress(&self) -> String {
+        match self {
+            AgentLogs::Local(dir) => newest_run(dir),
+            AgentLogs::Pod(_) => "the run is a Job on the test cluster's real node".into(),
+        }
+    }
+}
+
+pub async fn show(target: &Target, relayed: &Arc<Mutex<Vec<Forwarded>>>, model: &Model, state: &Path, pod: Option<&Path>) -> Result<()> {
+    let agent_logs = match pod {
+        Some(kubeconfig) => AgentLogs::Pod(kubeconfig),
+        None => AgentLogs::Local(state.join("runs")),
+    };
     let full = target.repo.full_name();
     let n = open_and_label(target).await?;
     say(format!(
@@ -66,7 +95,7 @@ pub async fn show(target: &Target, relayed: &Arc<Mutex<Vec<Forwarded>>>, model: 
         if matches!(model, Model::External { .. }) { " (a real model takes a few minutes)" } else { "" }
     ));
     let patience = Patience::for_target(target.real, matches!(model, Model::External { .. }));
-    let shown = watch(target, n, relayed, &patience, state).await?;
+    let shown = watch(target, n, relayed, &patience, state, &agent_logs).await?;
     let engine = match model {
         Model::Sim => "the real Codex CLI against model-sim",
         Model::External { .. } => "the real Codex CLI against the configured model",
@@ -76,19 +105,19 @@ pub async fn show(target: &Target, relayed: &Arc<Mutex<Vec<Forwarded>>>, model: 
     if target.real {
         say(format!(
             "look next: {}/{full}/issues/{n} and its pull request; the run in PostgreSQL (agent_runs, flow_events); logs in {} \
-             and the agent's log under {}",
+             and {}",
             target.git_url,
             state.join("logs").display(),
-            state.join("runs").display()
+            agent_logs.hint()
         ));
     } else {
         say(format!(
             "look next: {}/repos/{full}/pulls and …/issues/{n}/comments (tokens in {}), \
-             the run in PostgreSQL (agent_runs, flow_events), logs in {} and the agent's log under {}",
+             the run in PostgreSQL (agent_runs, flow_events), logs in {} and {}",
             target.api_url,
             state.join("forge-tokens.env").display(),
             state.join("logs").display(),
-            state.join("runs").display()
+            agent_logs.hint()
         ));
     }
     Ok(())
@@ -106,10 +135,16 @@ async fn open_and_label(t: &Target) -> Result<i64> {
 }
 
 /// Waits for the whole main job on issue `n` and describes it for a newcomer.
-async fn watch(t: &Target, n: i64, relayed: &Arc<Mutex<Vec<Forwarded>>>, patience: &Patience, state: &std::path::Path) -> Result<String> {
+async fn watch(
+    t: &Target,
+    n: i64,
+    relayed: &Arc<Mutex<Vec<Forwarded>>>,
+    patience: &Patience,
+    state: &std::path::Path,
+    agent_logs: &AgentLogs<'_>,
+) -> Result<String> {
     let full = t.repo.full_name();
     let logs = state.join("logs").display().to_string();
-    let runs_dir = state.join("runs");
     let mut progress = Progress::new("the status comment");
     let deadline = Instant::now() + patience.status_comment;
     let status = loop {
@@ -133,7 +168,7 @@ async fn watch(t: &Target, n: i64, relayed: &Arc<Mutex<Vec<Forwarded>>>, patienc
     };
     let mut shown = delivery_line(t, relayed).await;
     shown.push_str(&format!("\n  status comment by {} on {full}#{n}:\n    {}", status.author, visible(&status.body).join("\n    ")));
-    shown.push_str(&format!("\n{}", pull_request(t, n, patience, &runs_dir, &logs).await?));
+    shown.push_str(&format!("\n{}", pull_request(t, n, patience, agent_logs, &logs).await?));
     shown.push_str(&format!("\n{}", final_status(t, n, patience, &logs).await?));
     Ok(shown)
 }
@@ -172,7 +207,7 @@ fn newest_run(runs_dir: &std::path::Path) -> String {
     newest.map(|p| format!("the agent's log is in {p}")).unwrap_or_else(|| "the worker has not launched the run yet".into())
 }
 
-async fn pull_request(t: &Target, n: i64, patience: &Patience, runs_dir: &std::path::Path, logs: &str) -> Result<String> {
+async fn pull_request(t: &Target, n: i64, patience: &Patience, agent_logs: &AgentLogs<'_>, logs: &str) -> Result<String> {
     let branch = format!("codex/issue-{n}");
     let deadline = Instant::now() + patience.pull_request;
     let mut progress = Progress::new("the agent's pull request");
@@ -195,9 +230,9 @@ async fn pull_request(t: &Target, n: i64, patience: &Patience, runs_dir: &std::p
             ));
         }
         if Instant::now() > deadline {
-            bail!("no pull request within {} s; see {logs}/worker.log ({})", patience.pull_request.as_secs(), newest_run(runs_dir));
+            bail!("no pull request within {} s; see {logs}/worker.log ({})", patience.pull_request.as_secs(), agent_logs.progress());
         }
-        progress.tick(&newest_run(runs_dir));
+        progress.tick(&agent_logs.progress());
         tokio::time::sleep(Duration::from_secs(if t.real { 3 } else { 1 })).await;
     }
 }

@@ -125,7 +125,8 @@ async fn main() -> Result<()> {
     if target.real {
         relay::start(&target, topology.gateway, &env.webhook_secret, relayed.clone()).await;
     }
-    let outcome = run(&args, &target, &relayed, &model, &dirs, &mut sup).await;
+    let kubeconfig = topology.kubernetes.as_ref().map(|k| k.kubeconfig.as_path());
+    let outcome = run(&args, &target, &relayed, &model, &dirs, kubeconfig, &mut sup).await;
     sup.terminate(Duration::from_secs(15));
     pg.close().await?;
     say("stopped cleanly");
@@ -182,10 +183,11 @@ async fn run(
     relayed: &Arc<Mutex<Vec<relay::Forwarded>>>,
     model: &Model,
     dirs: &Dirs,
+    kubeconfig: Option<&std::path::Path>,
     sup: &mut Supervisor,
 ) -> Result<()> {
     let check = if args.demo {
-        demo::show(target, relayed, model, &dirs.state).await
+        demo::show(target, relayed, model, &dirs.state, kubeconfig).await
     } else {
         say(format!("--no-demo: label an issue `run:dev` in {} to start a run", target.repo.full_name()));
         Ok(())

@@ -148,13 +148,15 @@ pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     (status, body)
 }
 
-/// A TCP port on loopback that was free a moment ago.
+/// A TCP port that was free a moment ago, on every address of the machine (loopback and the real
+/// node's gateway alike).
 pub fn free_port() -> u16 {
     let [port] = free_ports();
     port
 }
 
-/// `N` different TCP ports on loopback that were free a moment ago: all are held while they are
+/// `N` different TCP ports that were free a moment ago on every address (each is tried on the
+/// wildcard address, which a listener on any one address blocks): all are held while they are
 /// chosen, so none is handed out twice (0 for one that could not be had). They are picked at
 /// random below the kernel's ephemeral range, so that between now and their use no outgoing
 /// connection or bind to port 0 of another test or service can take them (the kernel hands
@@ -179,8 +181,8 @@ pub fn free_ports<const N: usize>() -> [u16; N] {
     let mut held: Vec<std::net::TcpListener> = Vec::with_capacity(N);
     for _ in 0..N {
         let listener = (0..200)
-            .find_map(|_| std::net::TcpListener::bind(("127.0.0.1", next())).ok())
-            .or_else(|| std::net::TcpListener::bind("127.0.0.1:0").ok());
+            .find_map(|_| std::net::TcpListener::bind(("0.0.0.0", next())).ok())
+            .or_else(|| std::net::TcpListener::bind("0.0.0.0:0").ok());
         held.extend(listener);
     }
     let mut ports = held.iter().filter_map(|l| l.local_addr().ok()).map(|a| a.port());
