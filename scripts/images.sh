@@ -87,9 +87,8 @@ base_key() {
 
 # Makes (or takes from the cache) the root file system of base $1; prints the tarball's path.
 base_root() {
-  local b=$1 lockf="$root/tools/images/debian/$1.lock" key tarball work includes
+  local b=$1 lockf="$root/tools/images/debian/$1.lock" key tarball work includes relock=0
   # --lock re-resolves each base once per invocation.
-  relock=0
   if { [ "$lock" = 1 ] && [ ! -e "$out/.bases/relocked-$b-$$" ]; } || [ ! -f "$lockf" ]; then
     relock=1
     includes=$(echo "${WANT[$b]}" | tr ' ' ',')
@@ -103,7 +102,7 @@ base_root() {
   work=$(mktemp -d)
   say "base $b: resolving and extracting Debian bookworm packages with mmdebstrap (about 20 s)"
   # Only the listed packages and their dependencies, extracted (no maintainer scripts, no dpkg
-  # database, no package manager); docs, manuals, translations and perl's full library left out.
+  # database, no apt); docs, manuals, translations and perl's full library left out.
   mmdebstrap --variant=extract --include="$includes" \
     --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-exclude=/usr/share/man/*' \
     --dpkgopt='path-exclude=/usr/share/info/*' --dpkgopt='path-exclude=/usr/share/locale/*' \

@@ -268,18 +268,7 @@ impl Topology {
         }
         if let Some(k) = &self.kubernetes {
             // Each run is a Job on the real node, from agent-runner's image (its Codex CLI).
-            let kubernetes = [
-                ("CODEXK8S_WORKER_RUNTIME", "kubernetes".to_string()),
-                ("CODEXK8S_WORKER_RUN_NAMESPACE_PREFIX", "codex-devstack".to_string()),
-                ("CODEXK8S_WORKER_JOB_IMAGE", k.image.clone()),
-                ("CODEXK8S_WORKER_JOB_COMMAND", "/usr/local/bin/agent-runner".to_string()),
-                ("CODEXK8S_CODEX_BIN", "/usr/local/bin/codex".to_string()),
-                ("CODEXK8S_WORKER_JOB_NODE_SELECTOR", ck8s_testkit::cluster::REAL_NODE_SELECTOR.to_string()),
-                ("CODEXK8S_WORKER_JOB_TOLERATIONS", ck8s_testkit::cluster::REAL_NODE_TAINT.to_string()),
-                ("KUBECONFIG", k.kubeconfig.display().to_string()),
-            ];
-            worker_env.retain(|(key, _)| !kubernetes.iter().any(|(set, _)| key == set) && key != "CODEXK8S_WORKER_LOCAL_RUNTIME_DIR");
-            worker_env.extend(kubernetes.map(|(key, v)| (key.to_string(), v)));
+            ck8s_testkit::cluster::worker_on_real_node(&mut worker_env, &k.image, "codex-devstack");
         }
         worker_env
     }

@@ -555,15 +555,8 @@ async fn real_node_cancel_kills_the_running_containers() {
     let state = wait_state(&rt, &job, |s| !matches!(s, JobState::Pending), Duration::from_secs(90)).await;
     assert_eq!(state, JobState::Running);
     let pod = wait_pod(&client, &ns, "cancel-job").await;
-    let status = pod.status.clone().unwrap_or_default();
-    let ids: Vec<String> = status
-        .container_statuses
-        .iter()
-        .flatten()
-        .chain(status.init_container_statuses.iter().flatten())
-        .filter_map(|c| c.container_id.as_deref().and_then(|id| id.strip_prefix("containerd://")).map(str::to_string))
-        .collect();
-    assert_eq!(ids.len(), 2, "runner and agent run: {status:?}");
+    let ids = cluster::container_ids(&pod);
+    assert_eq!(ids.len(), 2, "runner and agent run: {:?}", pod.status);
     let running = tokio::task::spawn_blocking(cluster::real_node_tasks).await.unwrap();
     assert!(ids.iter().all(|id| running.contains(id)), "containerd runs both: {ids:?} in {running:?}");
 

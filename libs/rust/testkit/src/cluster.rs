@@ -82,6 +82,23 @@ pub fn agent_runner_image() -> &'static str {
     })
 }
 
+/// Turns a local-runtime worker's environment into one that runs each run as a Job on the real
+/// node, from `image` (agent-runner's, holding the Codex CLI), in namespaces named `<prefix>-…`.
+pub fn worker_on_real_node(worker_env: &mut Vec<(String, String)>, image: &str, prefix: &str) {
+    let kubernetes = [
+        ("CODEXK8S_WORKER_RUNTIME", "kubernetes".to_string()),
+        ("CODEXK8S_WORKER_RUN_NAMESPACE_PREFIX", prefix.to_string()),
+        ("CODEXK8S_WORKER_JOB_IMAGE", image.to_string()),
+        ("CODEXK8S_WORKER_JOB_COMMAND", "/usr/local/bin/agent-runner".to_string()),
+        ("CODEXK8S_CODEX_BIN", "/usr/local/bin/codex".to_string()),
+        ("CODEXK8S_WORKER_JOB_NODE_SELECTOR", REAL_NODE_SELECTOR.to_string()),
+        ("CODEXK8S_WORKER_JOB_TOLERATIONS", REAL_NODE_TAINT.to_string()),
+        ("KUBECONFIG", real_node().display().to_string()),
+    ];
+    worker_env.retain(|(k, _)| !kubernetes.iter().any(|(set, _)| k == set) && k != "CODEXK8S_WORKER_LOCAL_RUNTIME_DIR");
+    worker_env.extend(kubernetes.map(|(k, v)| (k.to_string(), v)));
+}
+
 /// Where `scripts/images.sh` puts the image archives (`CODEXK8S_IMAGES_DIR`, else
 /// `~/.cache/codex-k8s/images`).
 pub fn images_dir() -> PathBuf {
@@ -105,6 +122,15 @@ pub fn real_node_tasks() -> Vec<String> {
         .unwrap_or_else(|e| panic!("cannot run ctr: {e}"));
     assert!(out.status.success(), "ctr tasks ls failed: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect()
+}
+
+/// The containerd ids of a pod's containers, init containers (sidecars) included.
+pub fn container_ids(pod: &k8s_openapi::api::core::v1::Pod) -> Vec<String> {
+    pod.status
+        .iter()
+        .flat_map(|s| s.container_statuses.iter().flatten().chain(s.init_container_statuses.iter().flatten()))
+        .filter_map(|c| c.container_id.as_deref().and_then(|id| id.strip_prefix("containerd://")).map(str::to_string))
+        .collect()
 }
 
 /// The real node's label a pod selects to land there (`CODEXK8S_WORKER_JOB_NODE_SELECTOR`).

@@ -111,12 +111,7 @@ async fn cancelling_a_run_in_a_pod_stops_its_containers_and_keeps_the_session() 
         .into_iter()
         .next()
         .expect("the run's pod");
-    let ids: Vec<String> = pod
-        .status
-        .iter()
-        .flat_map(|s| s.container_statuses.iter().flatten().chain(s.init_container_statuses.iter().flatten()))
-        .filter_map(|c| c.container_id.as_deref().and_then(|id| id.strip_prefix("containerd://")).map(str::to_string))
-        .collect();
+    let ids = cluster::container_ids(&pod);
     assert_eq!(ids.len(), 2, "runner and agent run: {:?}", pod.status);
 
     ck8s_store::runs::cancel(&stack.db.pool, run, "test", "cancelled by the test").await.unwrap();

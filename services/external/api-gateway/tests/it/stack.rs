@@ -161,18 +161,11 @@ impl Stack {
         );
         if setup.real_node {
             let image = tokio::task::spawn_blocking(ck8s_testkit::cluster::agent_runner_image).await.unwrap();
-            let kubernetes = [
-                ("CODEXK8S_WORKER_RUNTIME", "kubernetes".to_string()),
-                ("CODEXK8S_WORKER_RUN_NAMESPACE_PREFIX", ck8s_testkit::cluster::unique_name(&format!("ck8s-{name}"))),
-                ("CODEXK8S_WORKER_JOB_IMAGE", image.to_string()),
-                ("CODEXK8S_WORKER_JOB_COMMAND", "/usr/local/bin/agent-runner".to_string()),
-                ("CODEXK8S_CODEX_BIN", "/usr/local/bin/codex".to_string()),
-                ("CODEXK8S_WORKER_JOB_NODE_SELECTOR", ck8s_testkit::cluster::REAL_NODE_SELECTOR.to_string()),
-                ("CODEXK8S_WORKER_JOB_TOLERATIONS", ck8s_testkit::cluster::REAL_NODE_TAINT.to_string()),
-                ("KUBECONFIG", ck8s_testkit::cluster::real_node().display().to_string()),
-            ];
-            worker_env.retain(|(k, _)| !kubernetes.iter().any(|(set, _)| k == set) && k != "CODEXK8S_WORKER_LOCAL_RUNTIME_DIR");
-            worker_env.extend(kubernetes.map(|(k, v)| (k.to_string(), v)));
+            ck8s_testkit::cluster::worker_on_real_node(
+                &mut worker_env,
+                image,
+                &ck8s_testkit::cluster::unique_name(&format!("ck8s-{name}")),
+            );
         }
         if setup.mcp {
             worker_env.push(("CODEXK8S_CONTROL_PLANE_MCP_URL".into(), format!("http://{cp_grpc}/mcp")));

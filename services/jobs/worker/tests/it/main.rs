@@ -39,13 +39,18 @@ fn a_heartbeat_ttl_shorter_than_the_interval_is_rejected() {
     assert!(out.contains("CODEXK8S_WORKER_INSTANCE_TTL") && out.contains("CODEXK8S_DB_MAX_CONNECTIONS"), "{out}");
 }
 
+/// The worker started with one setting: it must refuse to start (exit 2) and name the setting
+/// and `why` in its output.
+fn assert_refused(key: &str, value: &str, why: &str) {
+    let (code, out) = run_to_exit(BIN, &[(key.to_string(), value.to_string())], &[]);
+    assert_eq!(code, Some(2), "{key}={value}: {out}");
+    assert!(out.contains(key) && out.contains(why), "{key}={value}: {out}");
+}
+
 #[test]
 fn a_job_image_that_can_change_under_running_runs_is_refused() {
     for floating in ["codex-k8s/agent-runner:latest", "codex-k8s/agent-runner:main", "registry.local:5000/codex-k8s/agent-runner"] {
-        let e = vec![("CODEXK8S_WORKER_JOB_IMAGE".to_string(), floating.to_string())];
-        let (code, out) = run_to_exit(BIN, &e, &[]);
-        assert_eq!(code, Some(2), "{floating}: {out}");
-        assert!(out.contains("CODEXK8S_WORKER_JOB_IMAGE") && out.contains("pinned"), "{floating}: {out}");
+        assert_refused("CODEXK8S_WORKER_JOB_IMAGE", floating, "pinned");
     }
 }
 
@@ -53,20 +58,14 @@ fn a_job_image_that_can_change_under_running_runs_is_refused() {
 fn a_job_command_that_is_more_than_one_program_is_refused() {
     // It runs with exec: what follows a list operator would never run.
     for compound in ["/usr/local/bin/agent-runner; rm -rf /", "agent-runner && echo done", "agent-runner | tee log"] {
-        let e = vec![("CODEXK8S_WORKER_JOB_COMMAND".to_string(), compound.to_string())];
-        let (code, out) = run_to_exit(BIN, &e, &[]);
-        assert_eq!(code, Some(2), "{compound}: {out}");
-        assert!(out.contains("CODEXK8S_WORKER_JOB_COMMAND") && out.contains("one program"), "{compound}: {out}");
+        assert_refused("CODEXK8S_WORKER_JOB_COMMAND", compound, "one program");
     }
 }
 
 #[test]
 fn a_placement_that_is_not_labels_and_taint_keys_is_refused_naming_the_setting() {
     for (key, value) in [("CODEXK8S_WORKER_JOB_NODE_SELECTOR", "pool"), ("CODEXK8S_WORKER_JOB_TOLERATIONS", "a b")] {
-        let e = vec![(key.to_string(), value.to_string())];
-        let (code, out) = run_to_exit(BIN, &e, &[]);
-        assert_eq!(code, Some(2), "{key}: {out}");
-        assert!(out.contains(key) && out.contains(&format!("{value:?}")), "{key}: {out}");
+        assert_refused(key, value, &format!("{value:?}"));
     }
 }
 
